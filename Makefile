@@ -1,0 +1,44 @@
+# hcp: two commands set everything up on a fresh machine.
+#   make demo   run the suite on its embedded defaults
+#   make test   lint and run the tests
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_ARGS ?=
+
+.PHONY: demo test lint format bench clean system-demo system-test
+
+demo: system-demo $(VENV)/.installed
+	$(BIN)/hcp demo $(DEMO_ARGS)
+
+test: system-test $(VENV)/.installed node_modules/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+system-demo:
+	@tools/bootstrap-system.sh demo
+
+system-test:
+	@tools/bootstrap-system.sh test
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,kiosk]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+clean:
+	rm -rf $(VENV) node_modules .hcp-demo .pytest_cache

@@ -1,0 +1,43 @@
+# The device's settings: one dict of defaults, overlaid by the provisioned
+# file (written by `hcp provision`) in the data folder, which survives
+# re-flashing of the app.
+import json
+
+DEFAULTS = {
+    "device_id": None,  # provisioned
+    "key": None,  # HMAC key, hex; provisioned
+    "board": "esp32s3_keypad",
+    "data_dir": "/data",
+    "wifi_ssid": None,
+    "wifi_password": None,
+    "broker_host": None,  # provisioned
+    "broker_port": 1883,
+    "broker_user": None,
+    "broker_password": None,
+    "keepalive_s": 60,
+    "timeout_ms": 5000,  # every socket operation
+    "batch_size": 50,
+    "ack_timeout_ms": 10000,
+    "min_batch_interval_ms": 200,
+    "status_every_ms": 60000,
+    "thanks_ms": 3000,  # how long the thank-you screen shows
+    "firmware": "0.1.0",
+}
+
+REQUIRED = ("device_id", "key", "broker_host")
+
+
+def load(path=None, overrides=None):
+    settings = dict(DEFAULTS)
+    if path:
+        try:
+            with open(path) as f:
+                settings.update(json.loads(f.read()))
+        except OSError:
+            pass  # not provisioned yet: REQUIRED check below says what is missing
+    if overrides:
+        settings.update(overrides)
+    missing = [name for name in REQUIRED if not settings.get(name)]
+    if missing:
+        raise ValueError("not provisioned: missing " + ", ".join(missing))
+    return settings

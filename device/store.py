@@ -1,0 +1,212 @@
+# The device's durable store: a power-loss-safe journal on flash.
+#
+# Files in the data folder (kept apart from the code, so re-flashing the app
+# keeps them):
+#   state    {"next_seq": n, "counts": {"1": .., "5": ..}}  (written by rename)
+#   journal  one line per change: 8 hex digits of CRC-32, a space, canonical
+#            JSON of {"a": record} (added) or {"d": [seq, ...]} (acked), "\n".
+# A record is appended to the journal before the state moves past its seq,
+# and replay repairs a state write that a power cut interrupted, so a seq is
+# never reused and a cumulative count never lost. A torn last line (power cut
+# mid-write) fails its CRC and is cut off when the store opens.
+# Only offsets are kept in RAM, so a long backlog costs little heap.
+import binascii
+import json
+import os
+
+from protocols.canonical import dumps
+
+_STATE = "state"
+_JOURNAL = "journal"
+_COMPACT_BYTES = 65536  # rewrite the journal when it is this big and mostly acked
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _sync(f):
+    f.flush()
+    try:
+        os.fsync(f.fileno())  # CPython
+    except (AttributeError, OSError):
+        sync = getattr(os, "sync", None)  # some MicroPython ports
+        if sync:
+            sync()
+
+
+def _replace(src, dst):
+    try:
+        os.rename(src, dst)
+    except OSError:  # FAT refuses to rename onto an existing file
+        os.remove(dst)
+        os.rename(src, dst)
+
+
+def _line(obj):
+    body = dumps(obj)
+    crc = binascii.crc32(body) & 0xFFFFFFFF
+    return ("%08x " % crc).encode() + body + b"\n"
+
+
+def _parse(line):
+    """Return the object of a journal line, or None if the line is damaged."""
+    if len(line) < 11 or line[8:9] != b" " or line[-1:] != b"\n":
+        return None
+    body = line[9:-1]
+    try:
+        if int(line[:8], 16) != binascii.crc32(body) & 0xFFFFFFFF:
+            return None
+        return json.loads(body.decode())
+    except ValueError:
+        return None
+
+
+class Store:
+    def __init__(self, folder):
+        self.folder = folder
+        try:
+            os.mkdir(folder)
+        except OSError:
+            pass  # already there
+        self._state_path = folder + "/" + _STATE
+        self._journal_path = folder + "/" + _JOURNAL
+        self.next_seq = 1
+        self.counts = {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0}
+        self._offsets = {}  # seq -> offset of its "a" line
+        self._bad = {}  # seqs of pending 差评 (stars <= 2), drained first
+        self._size = 0
+        self._open()
+
+    # --- opening and replay ---
+    def _open(self):
+        path = self._state_path
+        if not _exists(path) and _exists(path + ".tmp"):
+            path = path + ".tmp"  # power cut between removing state and renaming
+        if _exists(path):
+            with open(path) as f:
+                state = json.loads(f.read())
+            self.next_seq = state["next_seq"]
+            self.counts.update(state["counts"])
+        damaged = False
+        if _exists(self._journal_path):
+            damaged = self._replay()
+        if damaged:
+            self._compact()
+        self._save_state()
+
+    def _replay(self):
+        offset = 0
+        damaged = False
+        with open(self._journal_path, "rb") as f:
+            while True:
+                line = f.readline()
+                if not line:
+                    break
+                obj = _parse(line)
+                if obj is None:
+                    # A torn tail (power cut mid-write) or a damaged line: skip it,
+                    # keep reading, and rewrite the journal without it afterwards.
+                    damaged = True
+                elif "a" in obj:
+                    rec = obj["a"]
+                    seq = rec["seq"]
+                    self._offsets[seq] = offset
+                    if rec["stars"] <= 2:
+                        self._bad[seq] = True
+                    if seq >= self.next_seq:  # the state write after it was lost
+                        self.next_seq = seq + 1
+                        key = str(rec["stars"])
+                        self.counts[key] = self.counts[key] + 1
+                else:
+                    for seq in obj["d"]:
+                        self._offsets.pop(seq, None)
+                        self._bad.pop(seq, None)
+                offset += len(line)
+        self._size = offset
+        return damaged
+
+    def _save_state(self):
+        tmp = self._state_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(dumps({"next_seq": self.next_seq, "counts": self.counts}).decode())
+            _sync(f)
+        _replace(tmp, self._state_path)
+
+    # --- writing ---
+    def _append(self, obj):
+        data = _line(obj)
+        with open(self._journal_path, "ab") as f:
+            f.write(data)
+            _sync(f)
+        offset = self._size
+        self._size += len(data)
+        return offset
+
+    def add(self, record):
+        """Keep a record (its seq must be next_seq) durably, then move the state on."""
+        seq = record["seq"]
+        if seq != self.next_seq:
+            raise ValueError("seq " + str(seq) + " is not the next seq " + str(self.next_seq))
+        self._offsets[seq] = self._append({"a": record})
+        if record["stars"] <= 2:
+            self._bad[seq] = True
+        self.next_seq = seq + 1
+        key = str(record["stars"])
+        self.counts[key] = self.counts[key] + 1
+        self._save_state()
+
+    def remove(self, seqs):
+        """Forget records the collector has acknowledged; unknown seqs are ignored."""
+        known = [s for s in seqs if s in self._offsets]
+        if not known:
+            return 0
+        self._append({"d": known})
+        for seq in known:
+            del self._offsets[seq]
+            self._bad.pop(seq, None)
+        if not self._offsets or self._size > _COMPACT_BYTES:
+            self._compact()
+        return len(known)
+
+    def _compact(self):
+        live = self.pending(len(self._offsets)) if self._offsets else []
+        tmp = self._journal_path + ".tmp"
+        offsets = {}
+        size = 0
+        with open(tmp, "wb") as f:
+            for rec in sorted(live, key=lambda r: r["seq"]):
+                data = _line({"a": rec})
+                f.write(data)
+                offsets[rec["seq"]] = size
+                size += len(data)
+            _sync(f)
+        _replace(tmp, self._journal_path)
+        self._offsets = offsets
+        self._size = size
+
+    # --- reading ---
+    def __len__(self):
+        return len(self._offsets)
+
+    @property
+    def last_seq(self):
+        return self.next_seq - 1
+
+    def pending(self, limit):
+        """Up to `limit` records not yet acked: 差评 first, then oldest first."""
+        bad = sorted(self._bad)
+        good = sorted(s for s in self._offsets if s not in self._bad)
+        chosen = (bad + good)[:limit]
+        out = []
+        if not chosen:
+            return out
+        with open(self._journal_path, "rb") as f:
+            for seq in chosen:
+                f.seek(self._offsets[seq])
+                out.append(_parse(f.readline())["a"])
+        return out

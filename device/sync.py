@@ -1,0 +1,146 @@
+# Sync of the device store with the collector over MQTT (DESIGN §4).
+#
+# A record leaves the store only when the collector's ack (down/ack) names
+# its seq; MQTT's PUBACK proves nothing about storage. One batch is in flight
+# at a time; without an ack within ack_timeout_ms the pending records are
+# sent again (the collector stores by id, so a repeat is harmless). Batches
+# are rate-limited (min_interval_ms) so a hall of devices coming back after
+# an outage does not swamp the collector, and 差评 drain first (Store.pending).
+from device.mqtt import MQTTError
+from protocols import messages, topics
+from protocols.messages import MessageError
+
+
+class Sync:
+    def __init__(
+        self,
+        client,
+        store,
+        device_id,
+        firmware="0.1.0",
+        batch_size=50,
+        ack_timeout_ms=10000,
+        min_interval_ms=200,
+        status_every_ms=60000,
+    ):
+        self.client = client
+        self.store = store
+        self.device_id = device_id
+        self.firmware = firmware
+        self.batch_size = batch_size
+        self.ack_timeout_ms = ack_timeout_ms
+        self.min_interval_ms = min_interval_ms
+        self.status_every_ms = status_every_ms
+        self.on_config = None  # fn(config dict)
+        self.on_command = None  # fn(command dict) -> (ok, result)
+        self.status_fields = {}  # clock, battery, signal, reset_cause ... from main
+        self.batches_sent = 0
+        self.acks = 0
+        self.bad_messages = 0
+        self._batch = 0
+        self._in_flight = None  # (batch number, sent at ms)
+        self._last_send = None
+        self._last_status = None
+        self._status_dirty = True
+        client.set_callback(self._message)
+        client.set_will(
+            topics.topic(device_id, topics.UP_STATUS),
+            messages.encode(messages.status(False, fw=firmware)),
+            qos=1,
+            retain=True,
+        )
+
+    def _topic(self, kind):
+        return topics.topic(self.device_id, kind)
+
+    def _subscribe(self):
+        for kind in (topics.DOWN_ACK, topics.DOWN_CONFIG, topics.DOWN_CMD):
+            self.client.subscribe(self._topic(kind), 1)
+
+    def step(self, now_ms):
+        """Do one slice of sync work; never blocks longer than the client's timeout."""
+        was_connected = self.client.connected
+        if not self.client.ensure_connected(now_ms):
+            return False
+        try:
+            if not was_connected:
+                self._in_flight = None
+                if not self.client.session_present:
+                    self._subscribe()
+                self._status_dirty = True
+            for _ in range(8):
+                self.client.check_msg()
+            self._maybe_send(now_ms)
+            self._maybe_status(now_ms)
+        except (OSError, MQTTError):
+            self.client.close()
+            self._in_flight = None
+            return False
+        return True
+
+    def _maybe_send(self, now_ms):
+        if self._in_flight is not None:
+            if now_ms - self._in_flight[1] < self.ack_timeout_ms:
+                return
+            self._in_flight = None  # no ack in time: send what is still pending again
+        if self._last_send is not None and now_ms - self._last_send < self.min_interval_ms:
+            return
+        records = self.store.pending(self.batch_size)
+        if not records:
+            return
+        self._batch += 1
+        payload = messages.encode(messages.batch(self.device_id, self._batch, records))
+        self.client.publish(self._topic(topics.UP_EV), payload, 1)
+        self._in_flight = (self._batch, now_ms)
+        self._last_send = now_ms
+        self.batches_sent += 1
+
+    def status(self, online=True):
+        fields = {
+            "fw": self.firmware,
+            "queue": len(self.store),
+            "last_seq": self.store.last_seq,
+            "counts": dict(self.store.counts),
+        }
+        fields.update(self.status_fields)
+        return messages.status(online, **fields)
+
+    def _maybe_status(self, now_ms):
+        since = None if self._last_status is None else now_ms - self._last_status
+        due = since is None or since >= self.status_every_ms
+        if not (due or (self._status_dirty and since >= 1000)):
+            return
+        payload = messages.encode(self.status())
+        self.client.publish(self._topic(topics.UP_STATUS), payload, 1, True)
+        self._last_status = now_ms
+        self._status_dirty = False
+
+    def _message(self, topic, payload, retained):
+        try:
+            _device, kind = topics.parse(topic)
+            if kind == topics.DOWN_ACK:
+                self._ack(messages.decode(payload, messages.ACK))
+            elif kind == topics.DOWN_CONFIG:
+                config = messages.decode(payload, messages.CONFIG)
+                if self.on_config:
+                    self.on_config(config)
+            elif kind == topics.DOWN_CMD:
+                self._command(messages.decode(payload, messages.CMD))
+        except (ValueError, MessageError):
+            self.bad_messages += 1  # counted and reported in status; never fatal
+
+    def _ack(self, ack):
+        self.store.remove(ack["stored"] + ack["quarantined"])
+        self.acks += 1
+        if self._in_flight is not None and ack["batch"] == self._in_flight[0]:
+            self._in_flight = None
+            self._status_dirty = True
+
+    def _command(self, cmd):
+        ok, result = False, "unsupported"
+        if cmd["cmd"] == "status":
+            ok, result = True, self.status()
+        elif self.on_command:
+            ok, result = self.on_command(cmd)
+        reply = messages.encode(messages.command_result(cmd["id"], ok, result))
+        self.client.publish(self._topic(topics.UP_CMDRES), reply, 1)

@@ -1,0 +1,1 @@
+# One small file per board: pin numbers and polarity only.

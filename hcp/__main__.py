@@ -1,0 +1,5 @@
+import sys
+
+from hcp.cli import main
+
+sys.exit(main())

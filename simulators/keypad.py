@@ -1,0 +1,116 @@
+"""For tests and the demo only: a window keypad simulated on CPython.
+
+It runs the firmware of device/ itself (device.main.build) with SimMachine and
+SimNetwork standing in for the board, a real data folder for the journal and
+real sockets to the broker. Key presses drive the simulated pins, so they go
+through the same debouncing as on the board.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from device import config as device_config
+from device.compat import ticks_ms
+from device.main import build
+from hardware.boards import sim as sim_board
+from simulators.machine import SimMachine
+from simulators.network import SimNetwork
+
+HOLD_S = 0.06  # how long a simulated finger holds a key (debounce is 30 ms)
+
+
+class SimKeypad:
+    def __init__(self, device_id: str, key_hex: str, broker_host: str, broker_port: int,
+                 data_dir: str, **settings):
+        overrides = {
+            "device_id": device_id,
+            "key": key_hex,
+            "broker_host": broker_host,
+            "broker_port": broker_port,
+            "data_dir": data_dir,
+            "board": "sim",
+            "thanks_ms": 300,
+            "timeout_ms": 3000,
+        }
+        overrides.update(settings)
+        self.settings = device_config.load(None, overrides)
+        self.machine = SimMachine()
+        self.network = SimNetwork()
+        self.device = None
+        self.presses = 0
+        self.errors: list[BaseException] = []
+        self._thread = None
+        self._running = threading.Event()
+        self._lock = threading.Lock()  # the device is touched by its loop thread only
+
+    def start(self) -> SimKeypad:
+        """Boot the firmware and run its main loop in a thread."""
+        self.device = build(self.machine, self.network, sim_board, self.settings)
+        self._running.set()
+        self._thread = threading.Thread(target=self._loop, name=self.settings["device_id"],
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self):
+        while self._running.is_set():
+            try:
+                with self._lock:
+                    self.device.step(ticks_ms())
+            except Exception as exc:  # a firmware crash must fail the test, not vanish
+                self.errors.append(exc)
+                raise
+            time.sleep(0.005)
+
+    def stop(self, power_cut: bool = False) -> None:
+        """Stop the loop: an orderly shutdown, or a power cut (no goodbye to the broker)."""
+        self._running.clear()
+        if self._thread:
+            self._thread.join(10)
+        if self.device:
+            if power_cut:
+                self.device.client.close()
+            else:
+                self.device.shutdown()
+
+    def call(self, fn):
+        """Run fn(device) between two loop passes (for inspection from tests)."""
+        with self._lock:
+            return fn(self.device)
+
+    def press_key(self, index: int) -> None:
+        pin = self.machine.pins[sim_board.KEY_PINS[index]]
+        pin.drive(0)  # active-low: pressed reads 0
+        time.sleep(HOLD_S)
+        pin.drive(1)
+        time.sleep(HOLD_S)
+
+    def state(self) -> str:
+        return self.call(lambda d: d.app.state)
+
+    def rate(self, stars: int, reason_index: int | None = None) -> None:
+        """A citizen presses the key for `stars` (5 = 非常满意), picks the reason
+        when the keypad asks for one after a 差评, and the thank-you passes."""
+        self.press_key(5 - stars)
+        self.presses += 1
+        if self.state() == "reason" and reason_index is not None:
+            self.press_key(reason_index)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if self.state() in ("idle", "reason"):
+                return
+            time.sleep(0.01)
+        raise TimeoutError(f"{self.settings['device_id']}: keypad did not return to idle")
+
+    def pending(self) -> int:
+        return self.call(lambda d: len(d.store))
+
+    def wait_drained(self, timeout: float = 20) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pending() == 0:
+                return True
+            time.sleep(0.02)
+        return False

@@ -33,6 +33,10 @@ def _int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _bool(value):
+    return value is True or value is False
+
+
 def _need_int(msg, field, low=0, high=None, optional=False):
     value = msg.get(field)
     if value is None and optional:
@@ -134,7 +138,7 @@ def _check_ack(msg):
 
 
 def _check_status(msg):
-    if msg.get("online") not in (True, False):
+    if not _bool(msg.get("online")):
         raise MessageError("status.online: must be true or false")
     _need_str(msg, "fw", optional=True)
     _need_int(msg, "queue", optional=True)
@@ -162,7 +166,7 @@ def _check_cmd(msg):
 
 def _check_cmdres(msg):
     _need_str(msg, "id")
-    if msg.get("ok") not in (True, False):
+    if not _bool(msg.get("ok")):
         raise MessageError("cmdres.ok: must be true or false")
 
 

@@ -1,0 +1,5 @@
+pytest_plugins = [
+    "tests.harness.broker",
+    "tests.harness.micropython",
+    "tests.harness.databases",
+]

@@ -1,0 +1,163 @@
+"""The collector's ingest decisions, on SQLite and PostgreSQL.
+
+Every message goes through Ingestor.process(), the same code the MQTT
+service runs; here the payloads are built by hand so that each rule can be
+hit on purpose.
+"""
+
+import json
+import secrets
+
+import pytest
+from sqlalchemy import select
+
+from protocols import messages, sign, topics
+from sync_server import db
+from sync_server.ingest import Ingestor
+
+KEY_HEX = secrets.token_hex(32)
+KEY = bytes.fromhex(KEY_HEX)
+EV = topics.topic("kp-01", topics.UP_EV)
+
+
+def signed(seq, stars=5, device_id="kp-01", key=KEY, **extra):
+    rec = {
+        "id": f"{device_id}:{seq}",
+        "device_id": device_id,
+        "seq": seq,
+        "stars": stars,
+        "channel": "keypad",
+        "rated_at": "2026-11-26T08:30:00Z",
+        "clock": "ntp",
+        "origin": "citizen",
+        "attempt": 1,
+        "contact": "13800000000",
+    }
+    rec.update(extra)
+    rec["sig"] = sign.sign(rec, key)
+    return rec
+
+
+def batch(records, number=1, device_id="kp-01"):
+    return messages.encode(messages.batch(device_id, number, records))
+
+
+@pytest.fixture
+def ingestor(engine):
+    db.add_device(engine, "kp-01", KEY_HEX)
+    db.add_device(engine, "kp-02", secrets.token_hex(32))
+    return Ingestor(engine)
+
+
+def stored(engine):
+    with engine.connect() as conn:
+        return conn.execute(
+            select(db.evaluations.c.id, db.evaluations.c.stars).order_by(db.evaluations.c.seq)
+        ).all()
+
+
+def held(engine):
+    with engine.connect() as conn:
+        return conn.execute(
+            select(db.quarantine.c.record_id, db.quarantine.c.reason).order_by(db.quarantine.c.qid)
+        ).all()
+
+
+def ack_of(outcome):
+    assert outcome.ack_topic == topics.topic("kp-01", topics.DOWN_ACK)
+    return messages.decode(outcome.ack_payload, messages.ACK)
+
+
+def test_a_batch_is_stored_then_acked(engine, ingestor):
+    outcome = ingestor.process(EV, batch([signed(1, 5), signed(2, 1)], number=7))
+    assert stored(engine) == [("kp-01:1", 5), ("kp-01:2", 1)]
+    assert ack_of(outcome) == messages.ack(7, [1, 2], [])
+
+
+def test_a_batch_delivered_twice_is_stored_once_and_acked_both_times(engine, ingestor):
+    payload = batch([signed(1), signed(2)])
+    first = ingestor.process(EV, payload)
+    second = ingestor.process(EV, payload)
+    assert stored(engine) == [("kp-01:1", 5), ("kp-01:2", 5)]
+    assert ack_of(first)["stored"] == ack_of(second)["stored"] == [1, 2]
+    assert second.stored == [] and second.duplicates == [1, 2]
+    assert held(engine) == []
+
+
+def test_a_rating_is_never_overwritten_by_different_content(engine, ingestor):
+    ingestor.process(EV, batch([signed(1, stars=5)]))
+    outcome = ingestor.process(EV, batch([signed(1, stars=1)], number=2))
+    assert stored(engine) == [("kp-01:1", 5)]
+    assert held(engine) == [("kp-01:1", "id: already stored with different content")]
+    assert ack_of(outcome) == messages.ack(2, [], [1])
+
+
+def test_a_bad_signature_is_quarantined_with_its_reason_and_not_counted(engine, ingestor):
+    forged = signed(1, key=b"not the device key")
+    outcome = ingestor.process(EV, batch([forged, signed(2)]))
+    assert stored(engine) == [("kp-01:2", 5)]
+    assert held(engine) == [("kp-01:1", "sig: does not verify with the key of device 'kp-01'")]
+    assert ack_of(outcome) == messages.ack(1, [2], [1])
+
+
+def test_a_record_on_another_devices_topic_is_quarantined_and_not_acked(engine, ingestor):
+    # kp-02's seq 1 named in kp-01's ack would make kp-01 forget its own seq 1
+    outcome = ingestor.process(EV, batch([signed(1, device_id="kp-02")]))
+    assert stored(engine) == []
+    assert held(engine) == [
+        ("kp-02:1", "device_id: record of 'kp-02' arrived on the topic of 'kp-01'")
+    ]
+    assert ack_of(outcome) == messages.ack(1, [], [])
+
+
+def test_invalid_fields_are_quarantined_with_the_field_named(engine, ingestor):
+    bad = signed(1)
+    bad["stars"] = 9
+    outcome = ingestor.process(EV, batch([bad]))
+    assert held(engine) == [("kp-01:1", "stars: must be an integer 1..5, got 9")]
+    assert ack_of(outcome)["quarantined"] == [1]
+    with engine.connect() as conn:
+        payload = conn.execute(select(db.quarantine.c.payload)).scalar()
+    assert json.loads(payload)["stars"] == 9  # the record itself is kept
+
+
+def test_records_of_an_unknown_device_are_kept_aside(engine, ingestor):
+    topic = topics.topic("kp-99", topics.UP_EV)
+    outcome = ingestor.process(topic, batch([signed(1, device_id="kp-99")], device_id="kp-99"))
+    assert held(engine) == [("kp-99:1", "device_id: unknown device 'kp-99' (not provisioned)")]
+    assert messages.decode(outcome.ack_payload)["quarantined"] == [1]
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        (EV, b"not json", "payload: not JSON"),
+        (EV, b'{"t":"ev","v":9}', "ev.v: unsupported version 9"),
+        ("hcp/v1/dev/kp-01/down/ack", b"{}", "topic: the collector does not take down/ack messages"),
+        ("other/topic", b"{}", "not an hcp/v1 device topic: 'other/topic'"),
+    ],
+)
+def test_unreadable_messages_are_quarantined_whole(engine, ingestor, topic, payload, reason):
+    outcome = ingestor.process(topic, payload)
+    assert outcome.ack_topic is None
+    assert held(engine) == [(None, reason)]
+    with engine.connect() as conn:
+        assert conn.execute(select(db.quarantine.c.payload)).scalar() == payload.decode()
+
+
+def test_status_updates_the_device_and_bad_status_is_quarantined(engine, ingestor):
+    status = messages.status(True, fw="0.1.0", queue=0, last_seq=2, counts={"5": 2})
+    ingestor.process(topics.topic("kp-01", topics.UP_STATUS), messages.encode(status))
+    with engine.connect() as conn:
+        saved = conn.execute(
+            select(db.devices.c.status).where(db.devices.c.device_id == "kp-01")
+        ).scalar()
+    assert json.loads(saved) == status
+    ingestor.process(topics.topic("kp-01", topics.UP_STATUS), b'{"t":"status","v":1}')
+    assert held(engine) == [(None, "status.online: must be true or false")]
+
+
+def test_contact_is_stored_for_the_people_handling_a_bad_review(engine, ingestor):
+    ingestor.process(EV, batch([signed(1, stars=1)]))
+    with engine.connect() as conn:
+        assert conn.execute(select(db.evaluations.c.contact)).scalar() == "13800000000"

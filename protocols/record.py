@@ -38,7 +38,7 @@ MAX_DEVICE_ID = 32
 
 class RecordError(ValueError):
     def __init__(self, field, problem):
-        ValueError.__init__(self, field + ": " + problem)
+        super().__init__(field + ": " + problem)
         self.field = field
         self.problem = problem
 

@@ -12,6 +12,7 @@ import binascii
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
@@ -221,8 +222,10 @@ class IngestService:
         self.host, self.port = host, port
         self.records_stored = 0
         self.messages_seen = 0
+        self.failures = 0
         self.connected = threading.Event()
         self._lock = threading.Lock()
+        self._failed = threading.Event()  # set from a failure until the reconnect
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -248,13 +251,19 @@ class IngestService:
         log.info("collector disconnected from the broker: %s", reason_code)
 
     def _on_message(self, client, _userdata, message):
+        if self._failed.is_set():
+            return  # no PUBACK: it comes again after the reconnect
         try:
             outcome = self.ingestor.process(message.topic, message.payload)
         except Exception:
-            # The database is unreachable or similar: no PUBACK, so the broker
-            # delivers the message again once we reconnect.
-            log.exception("ingest failed for a message on %s; it will be redelivered", message.topic)
-            client.disconnect()
+            # The database is unreachable or similar. Without a PUBACK the broker
+            # keeps the message in our persistent session; reconnecting makes it
+            # deliver it (and everything after it) again.
+            log.exception("ingest failed for a message on %s; reconnecting", message.topic)
+            with self._lock:
+                self.failures += 1
+            self._failed.set()
+            threading.Thread(target=self._recover, name="ingest-recover", daemon=True).start()
             return
         if outcome.ack_topic:
             client.publish(outcome.ack_topic, outcome.ack_payload, qos=1)
@@ -262,6 +271,20 @@ class IngestService:
         with self._lock:
             self.messages_seen += 1
             self.records_stored += len(outcome.stored)
+
+    def _recover(self, pause: float = 1.0) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        time.sleep(pause)
+        self._failed.clear()
+        while True:
+            try:
+                self.client.reconnect()
+                break
+            except OSError as exc:
+                log.warning("collector reconnect failed: %s", exc)
+                time.sleep(pause)
+        self.client.loop_start()
 
     def start(self, timeout: float = 10) -> None:
         self.client.connect(self.host, self.port, keepalive=30)

@@ -1,0 +1,228 @@
+"""One evaluation end to end, on a real broker, real sockets and real SQLite.
+
+The keypad is the firmware of device/ itself, run by simulators/ with
+stand-ins for `machine` and `network` only; the collector is the real ingest
+service. Nothing in between is mocked.
+"""
+
+import json
+import secrets
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from sqlalchemy import select
+
+from protocols import messages, sign, topics
+from simulators.keypad import SimKeypad
+from sync_server import db
+from sync_server.ingest import IngestService
+
+
+def wait_for(predicate, timeout=20, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def collector(broker, tmp_path):
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'collector.db'}")
+    db.init(engine)
+    service = IngestService(engine, broker.host, broker.port, client_id="collector-test")
+    service.start()
+    yield service
+    service.stop()
+    engine.dispose()
+
+
+@pytest.fixture
+def keypad_factory(broker, collector, tmp_path):
+    made = []
+
+    def make(device_id="kp-01", key_hex=None, register=True, **settings):
+        key_hex = key_hex or secrets.token_hex(32)
+        if register:
+            db.add_device(collector.ingestor.engine, device_id, key_hex)
+        keypad = SimKeypad(
+            device_id, key_hex, broker.host, broker.port, str(tmp_path / device_id), **settings
+        )
+        made.append(keypad)
+        return keypad.start()
+
+    yield make
+    for keypad in made:
+        keypad.stop()
+        assert keypad.errors == []
+
+
+def rows(collector):
+    with collector.ingestor.engine.connect() as conn:
+        return conn.execute(
+            select(db.evaluations.c.id, db.evaluations.c.stars).order_by(db.evaluations.c.seq)
+        ).all()
+
+
+def reasons(collector):
+    with collector.ingestor.engine.connect() as conn:
+        return conn.execute(select(db.quarantine.c.reason).order_by(db.quarantine.c.qid)).scalars().all()
+
+
+class Watcher:
+    """A paho client that records what arrives on some topics."""
+
+    def __init__(self, broker, *subscriptions):
+        self.received = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher")
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        for topic in subscriptions:
+            self.client.subscribe(topic, 1)[0]
+        time.sleep(0.3)
+
+    def _on_message(self, _client, _userdata, message):
+        with self._lock:
+            self.received.append((message.topic, message.payload))
+
+    def publish(self, topic, payload):
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_a_key_press_reaches_the_collector_and_leaves_the_device(collector, keypad_factory):
+    keypad = keypad_factory("kp-01")
+    keypad.rate(4)
+    keypad.rate(1)
+    wait_for(lambda: len(rows(collector)) == 2, what="two stored evaluations")
+    assert rows(collector) == [("kp-01:1", 4), ("kp-01:2", 1)]
+    assert keypad.wait_drained(10), "the ack should empty the device's store"
+    with collector.ingestor.engine.connect() as conn:
+        stored = conn.execute(select(db.evaluations).where(db.evaluations.c.id == "kp-01:1")).one()
+    assert stored.channel == "keypad" and stored.origin == "citizen" and stored.clock == "ntp"
+    assert reasons(collector) == []
+    # the device's retained status carries its cumulative counts per level
+    wait_for(lambda: _status(collector, "kp-01").get("last_seq") == 2, what="status")
+    assert _status(collector, "kp-01")["counts"] == {"1": 1, "2": 0, "3": 0, "4": 1, "5": 0}
+
+
+def _status(collector, device_id):
+    with collector.ingestor.engine.connect() as conn:
+        raw = conn.execute(
+            select(db.devices.c.status).where(db.devices.c.device_id == device_id)
+        ).scalar()
+    return json.loads(raw) if raw else {}
+
+
+def test_a_batch_delivered_twice_is_stored_once_and_acked_twice(broker, collector):
+    key_hex = secrets.token_hex(32)
+    db.add_device(collector.ingestor.engine, "kp-07", key_hex)
+    rec = {
+        "id": "kp-07:1",
+        "device_id": "kp-07",
+        "seq": 1,
+        "stars": 5,
+        "channel": "keypad",
+        "rated_at": "2026-11-26T08:30:00Z",
+        "clock": "ntp",
+        "origin": "citizen",
+        "attempt": 1,
+    }
+    rec["sig"] = sign.sign(rec, bytes.fromhex(key_hex))
+    payload = messages.encode(messages.batch("kp-07", 1, [rec]))
+    watcher = Watcher(broker, topics.topic("kp-07", topics.DOWN_ACK))
+    try:
+        watcher.publish(topics.topic("kp-07", topics.UP_EV), payload)
+        watcher.publish(topics.topic("kp-07", topics.UP_EV), payload)
+        wait_for(lambda: len(watcher.received) == 2, what="two acks")
+    finally:
+        watcher.close()
+    assert rows(collector) == [("kp-07:1", 5)]
+    for _topic, ack in watcher.received:
+        assert messages.decode(ack, messages.ACK)["stored"] == [1]
+
+
+def test_bad_input_is_quarantined_and_ingest_keeps_running(broker, collector, keypad_factory):
+    watcher = Watcher(broker)
+    try:
+        watcher.publish(topics.topic("kp-01", topics.UP_EV), b"\x00garbage")
+        watcher.publish(topics.topic("kp-01", topics.UP_EV), b'{"t":"ev","v":1}')
+    finally:
+        watcher.close()
+    keypad = keypad_factory("kp-01")
+    forged = keypad_factory("kp-02", register=False)  # not provisioned at the collector
+    keypad.rate(5)
+    forged.rate(3)
+    wait_for(lambda: len(rows(collector)) == 1, what="the good record")
+    wait_for(lambda: len(reasons(collector)) == 3, what="three quarantined items")
+    assert reasons(collector) == [
+        "payload: not JSON",
+        "ev.device_id: must be 1..32 characters of A-Z a-z 0-9 - _",
+        "device_id: unknown device 'kp-02' (not provisioned)",
+    ]
+    assert forged.wait_drained(10), "a quarantined record is held by the collector, so acked"
+
+
+def test_ratings_made_offline_are_kept_and_sent_when_the_link_returns(collector, keypad_factory):
+    keypad = keypad_factory("kp-01")
+    keypad.rate(5)
+    wait_for(lambda: len(rows(collector)) == 1, what="first record")
+    keypad.network.link_up = False
+    for stars in (2, 3, 4):
+        keypad.rate(stars)
+    time.sleep(0.5)
+    assert keypad.pending() == 3 and len(rows(collector)) == 1
+    keypad.network.link_up = True
+    wait_for(lambda: len(rows(collector)) == 4, what="the offline ratings")
+    assert [r.id for r in rows(collector)] == ["kp-01:1", "kp-01:2", "kp-01:3", "kp-01:4"]
+    assert keypad.wait_drained(10)
+
+
+def test_a_power_cut_loses_nothing_and_reuses_no_seq(broker, collector, keypad_factory, tmp_path):
+    key_hex = secrets.token_hex(32)
+    first = keypad_factory("kp-03", key_hex=key_hex)
+    first.network.link_up = False
+    first.rate(5)
+    first.rate(1)
+    first.stop(power_cut=True)
+    second = keypad_factory("kp-03", key_hex=key_hex, register=False)  # same data folder
+    second.rate(3)
+    wait_for(lambda: len(rows(collector)) == 3, what="all three ratings")
+    assert rows(collector) == [("kp-03:1", 5), ("kp-03:2", 1), ("kp-03:3", 3)]
+    assert second.wait_drained(10)
+
+
+def test_a_failed_commit_is_not_acked_and_arrives_after_recovery(collector, keypad_factory):
+    keypad = keypad_factory("kp-01", ack_timeout_ms=60000)  # no device resend: the broker must
+    keypad.rate(5)
+    wait_for(lambda: len(rows(collector)) == 1, what="first record")
+    engine = collector.ingestor.engine
+    db.evaluations.drop(engine)  # every commit fails from now on
+    keypad.rate(2)
+    wait_for(lambda: collector.failures >= 1, what="a failed commit")
+    assert keypad.pending() == 1, "no ack may be sent for a batch that was not committed"
+    db.evaluations.create(engine)
+    wait_for(lambda: len(rows(collector)) == 1 and keypad.pending() == 0, what="redelivery")
+    assert rows(collector) == [("kp-01:2", 2)]
+
+
+def test_records_sent_while_the_collector_is_down_arrive_after_it_returns(
+    collector, keypad_factory
+):
+    keypad = keypad_factory("kp-01", ack_timeout_ms=2000)
+    collector.stop()
+    keypad.rate(4)
+    keypad.rate(3)
+    time.sleep(0.5)
+    assert keypad.pending() == 2
+    collector.start()
+    wait_for(lambda: len(rows(collector)) == 2, what="both records")
+    assert keypad.wait_drained(10)

@@ -1,0 +1,174 @@
+"""The same device-side code under CPython and the real MicroPython interpreter.
+
+One script prints protocol vectors (canonical bytes, signatures, messages,
+mappings, validation errors) and drives the device store and keypad app; it
+must print byte-identical output on both interpreters, and the signatures
+must equal those of CPython's own hmac over the reference encoding.
+"""
+
+import hashlib
+import hmac
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness.micropython import run_micropython
+from tests.test_protocols import reference_canonical
+
+ROOT = Path(__file__).resolve().parent.parent
+
+VECTORS = r'''
+import binascii
+from protocols import canonical, levels, messages, record, sign, topics
+
+KEY = bytes(range(32))
+values = [
+    None, True, 0, -7, 2 ** 40, "", "好差评", "tab\there \"q\" \\ \x7f",
+    [1, [2, []], {}], {"b": 1, "a": [None, False], "中": "文"},
+]
+for v in values:
+    print("canon", binascii.hexlify(canonical.dumps(v)).decode())
+
+rec = {
+    "id": "kp-01:7", "device_id": "kp-01", "seq": 7, "stars": 1, "tags": ["D101"],
+    "content_version": "demo-1", "channel": "keypad", "rated_at": "2026-11-26T08:30:00Z",
+    "clock": "ntp", "origin": "citizen", "attempt": 1, "comment": "等了很久\n",
+}
+print("record", binascii.hexlify(sign.record_bytes(rec)).decode())
+rec["sig"] = sign.sign(rec, KEY)
+print("sig", rec["sig"], sign.verify(rec, KEY), sign.verify(rec, b"x"))
+print("hmac-long-key", binascii.hexlify(sign.hmac_sha256(b"k" * 100, b"msg")).decode())
+
+for msg in (
+    messages.batch("kp-01", 3, [rec]),
+    messages.ack(3, [7, 5], [6]),
+    messages.status(True, fw="0.1.0", queue=1, last_seq=7, counts={"1": 1, "5": 0}),
+    messages.config(2, window_id="A01", tags=[[1, "D101", "服务态度差"]]),
+    messages.command("c-1", "reboot"),
+    messages.command_result("c-1", False, "unsupported"),
+):
+    print("msg", binascii.hexlify(messages.encode(msg)).decode())
+    print("back", messages.decode(messages.encode(msg), msg["t"]) == msg)
+
+for kind, _qos, _retain in topics.KINDS:
+    name = topics.topic("kp-01", kind)
+    print("topic", name, topics.parse(name) == ("kp-01", kind))
+for s in levels.STARS:
+    print("level", s, levels.stars_to_gbt39046(s), levels.stars_to_satisfaction(s),
+          levels.level_name(s), levels.gbt39046_to_stars(6 - s))
+for c in levels.CHANNELS:
+    print("pf", c, levels.channel_to_pf(c))
+
+bad_inputs = (
+    {"stars": 0}, {"channel": "fax"}, {"rated_at": "2026-11-26"}, {"seq": 8}, {"extra": 1},
+)
+for changes in bad_inputs:
+    broken = dict(rec)
+    broken.update(changes)
+    try:
+        record.validate(broken)
+        print("valid?!")
+    except record.RecordError as e:
+        print("error", e.field, "|", str(e))
+for payload in (b"{", b'{"t":"ack","v":3}', b'{"t":"ack","v":1,"batch":1,"stored":[-1],"quarantined":[]}'):
+    try:
+        messages.decode(payload)
+    except messages.MessageError as e:
+        print("msgerror", str(e))
+'''
+
+DEVICE = r'''
+import os
+from device.store import Store
+from device.app import KeypadApp
+from device.clock import utc_iso
+
+folder = DATA + "/store"
+try:
+    os.mkdir(DATA)
+except OSError:
+    pass
+store = Store(folder)
+app = KeypadApp("kp-01", bytes(32), store, lambda: (1764145800, "ntp"), "b00t", 0)
+app.configure({"window_id": "A01", "content_version": "demo-1",
+               "tags": [[1, "D101", "服务态度差"], [2, "D201", "等候时间长"]]})
+now = 0
+for key in (0, 4, 0, 2, 3, 1):
+    now += 10000
+    rec = app.press(key, now)
+    if rec is None:
+        print("screen", "|".join(app.screen()))
+        rec = app.press(0, now + 500)
+    print("rec", rec["id"], rec["stars"], rec.get("tags"), rec["sig"])
+    app.tick(now + 5000)
+print("pending", [r["seq"] for r in store.pending(10)])
+store.remove([1, 2, 3])
+again = Store(folder)
+print("after-reopen", [r["seq"] for r in again.pending(10)], again.next_seq, sorted(again.counts.items()))
+with open(folder + "/journal", "ab") as f:
+    f.write(b'0badc0de {"a":')
+torn = Store(folder)
+print("after-torn", [r["seq"] for r in torn.pending(10)], torn.next_seq)
+torn.remove([4, 5, 6])
+print("empty", len(Store(folder)), Store(folder).next_seq)
+for s in (0, 951782400, 1764145800, 4102444799):
+    print("time", utc_iso(s))
+'''
+
+
+def run_cpython(code: str, data_dir: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", f"DATA = {data_dir!r}\n" + code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.micropython
+def test_protocol_vectors_are_byte_identical_on_both_interpreters(tmp_path):
+    cpython = run_cpython(VECTORS, str(tmp_path))
+    micropython = run_micropython(VECTORS)
+    micropython.check()
+    assert micropython.stdout == cpython
+    assert "valid?!" not in cpython
+    lines = cpython.splitlines()
+    assert "error stars | stars: must be an integer 1..5, got 0" in lines
+    assert "msgerror ack.v: unsupported version 3" in lines
+
+
+@pytest.mark.micropython
+def test_signatures_equal_the_standard_library_over_the_reference_encoding():
+    out = run_micropython(VECTORS)
+    out.check()
+    rec = {
+        "id": "kp-01:7", "device_id": "kp-01", "seq": 7, "stars": 1, "tags": ["D101"],
+        "content_version": "demo-1", "channel": "keypad", "rated_at": "2026-11-26T08:30:00Z",
+        "clock": "ntp", "origin": "citizen", "attempt": 1, "comment": "等了很久\n",
+    }  # fmt: skip
+    body = reference_canonical(rec)
+    expected = hmac.new(bytes(range(32)), body, hashlib.sha256).hexdigest()
+    lines = out.stdout.splitlines()
+    assert f"record {body.hex()}" in lines
+    assert f"sig {expected} True False" in lines
+    long_key = hmac.new(b"k" * 100, b"msg", hashlib.sha256).hexdigest()
+    assert f"hmac-long-key {long_key}" in lines
+
+
+@pytest.mark.micropython
+def test_device_store_and_app_behave_the_same_on_both_interpreters(tmp_path):
+    cpython = run_cpython(DEVICE, str(tmp_path))
+    micropython = run_micropython('DATA = "/work/data"\n' + DEVICE)
+    micropython.check()
+    assert micropython.stdout == cpython
+    lines = cpython.splitlines()
+    assert "pending [2, 5, 1, 3, 4, 6]" in lines  # 差评 first
+    assert "after-reopen [5, 4, 6] 7 [('1', 1), ('2', 1), ('3', 1), ('4', 1), ('5', 2)]" in lines
+    assert "after-torn [5, 4, 6] 7" in lines
+    assert "empty 0 7" in lines
+    assert "time 2000-02-29T00:00:00Z" in lines

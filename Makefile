@@ -11,7 +11,7 @@ DEMO_ARGS ?=
 demo: system-demo $(VENV)/.installed
 	$(BIN)/hcp demo $(DEMO_ARGS)
 
-test: system-test $(VENV)/.installed node_modules/.installed
+test: system-test $(VENV)/.installed tools/micropython/node_modules/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -36,9 +36,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,kiosk]'
 	touch $@
 
-node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+tools/micropython/node_modules/.installed: tools/micropython/package.json tools/micropython/package-lock.json
+	npm ci --prefix tools/micropython --no-audit --no-fund --loglevel=error
 	touch $@
 
 clean:
-	rm -rf $(VENV) node_modules .hcp-demo .pytest_cache
+	rm -rf $(VENV) tools/micropython/node_modules .hcp-demo .pytest_cache

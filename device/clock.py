@@ -8,7 +8,9 @@ def _civil(days):
     days += 719468  # shift the epoch to 0000-03-01
     era = days // 146097
     day_of_era = days - era * 146097
-    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096) // 365
+    year_of_era = (
+        day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096
+    ) // 365
     day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
     month_index = (5 * day_of_year + 2) // 153  # 0 = March
     day = day_of_year - (153 * month_index + 2) // 5 + 1

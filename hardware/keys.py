@@ -4,8 +4,10 @@
 try:
     from micropython import const
 except ImportError:  # CPython simulation
+
     def const(x):
         return x
+
 
 _DEBOUNCE_MS = const(30)
 

@@ -52,15 +52,23 @@ WINDOWS = [
 
 def register(commands) -> None:
     parser = commands.add_parser("demo", help="run the suite on embedded defaults")
-    parser.add_argument("--duration", type=float, default=None,
-                        help="stop by itself after N seconds (unattended run)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop by itself after N seconds (unattended run)",
+    )
     parser.add_argument("--devices", type=int, default=3, help="simulated keypads (default 3)")
     parser.add_argument("--broker", choices=["amqtt", "mosquitto"], default="amqtt")
     parser.add_argument("--mqtt-port", type=int, default=None)
     parser.add_argument("--web-port", type=int, default=None)
     parser.add_argument("--workdir", default=".hcp-demo", help="demo state (default .hcp-demo)")
-    parser.add_argument("--pace", type=float, default=0.3,
-                        help="mean seconds between ratings on each keypad (default 0.3)")
+    parser.add_argument(
+        "--pace",
+        type=float,
+        default=0.3,
+        help="mean seconds between ratings on each keypad (default 0.3)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -70,13 +78,15 @@ def _devices(workdir: Path, count: int) -> list[dict]:
     while len(known) < count:
         n = len(known) + 1
         window = WINDOWS[(n - 1) % len(WINDOWS)]
-        known.append({
-            "device_id": f"kp-demo-{n:02d}",
-            "key_hex": secrets.token_hex(32),
-            "window_id": window[0],
-            "staff_name": window[1],
-            "staff_no": window[2],
-        })
+        known.append(
+            {
+                "device_id": f"kp-demo-{n:02d}",
+                "key_hex": secrets.token_hex(32),
+                "window_id": window[0],
+                "staff_name": window[1],
+                "staff_no": window[2],
+            }
+        )
     path.write_text(json.dumps(known, ensure_ascii=False, indent=1))
     return known[:count]
 
@@ -106,8 +116,12 @@ def _publish_configs(host: str, port: int, devices: list[dict]) -> None:
             org_id="370305",
             **DEMO_TAGS,
         )
-        info = client.publish(topics.topic(dev["device_id"], topics.DOWN_CONFIG),
-                              messages.encode(config), qos=1, retain=True)
+        info = client.publish(
+            topics.topic(dev["device_id"], topics.DOWN_CONFIG),
+            messages.encode(config),
+            qos=1,
+            retain=True,
+        )
         info.wait_for_publish(5)
     client.disconnect()
     client.loop_stop()
@@ -128,8 +142,9 @@ def run(args) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
-    broker = start_broker(args.broker, port=args.mqtt_port or free_port(),
-                          workdir=str(workdir / "broker"))
+    broker = start_broker(
+        args.broker, port=args.mqtt_port or free_port(), workdir=str(workdir / "broker")
+    )
     app = create_app({"DATABASE_URL": f"sqlite:///{workdir / 'collector.db'}"})
     engine = app.extensions["hcp_engine"]
     devices = _devices(workdir, args.devices)
@@ -146,8 +161,9 @@ def run(args) -> int:
     _publish_configs(broker.host, broker.port, devices)
 
     keypads = [
-        SimKeypad(d["device_id"], d["key_hex"], broker.host, broker.port,
-                  str(workdir / d["device_id"])).start()
+        SimKeypad(
+            d["device_id"], d["key_hex"], broker.host, broker.port, str(workdir / d["device_id"])
+        ).start()
         for d in devices
     ]
     held_at_start = sum(k.pending() for k in keypads)
@@ -162,8 +178,12 @@ def run(args) -> int:
     console.print("  Ctrl-C 停止 / to stop")
 
     rng = random.Random()
-    raters = [threading.Thread(target=_rater, args=(k, args.pace, stop, random.Random(rng.random())),
-                               daemon=True) for k in keypads]
+    raters = [
+        threading.Thread(
+            target=_rater, args=(k, args.pace, stop, random.Random(rng.random())), daemon=True
+        )
+        for k in keypads
+    ]
     for t in raters:
         t.start()
     started = time.monotonic()
@@ -173,8 +193,10 @@ def run(args) -> int:
             elapsed = time.monotonic() - started
             stored = db.count_evaluations(engine) - stored_at_start
             pending = sum(k.pending() for k in keypads)
-            console.print(f"  {elapsed:6.0f}s  已收到 received {stored:6d}  "
-                          f"待发 pending {pending:4d}  {stored / elapsed:6.1f} 条/秒 rec/s")
+            console.print(
+                f"  {elapsed:6.0f}s  已收到 received {stored:6d}  "
+                f"待发 pending {pending:4d}  {stored / elapsed:6.1f} 条/秒 rec/s"
+            )
             if deadline and time.monotonic() >= deadline:
                 stop.set()
     finally:
@@ -192,6 +214,8 @@ def run(args) -> int:
         ingest.stop()
         server.shutdown()
         broker.stop()
-        console.print(f"  停止 stopped: {presses} 次评价 ratings made, {stored} 条入库 stored "
-                      f"({stored / elapsed:.1f}/s), {pending} 条留在设备上 kept on the devices")
+        console.print(
+            f"  停止 stopped: {presses} 次评价 ratings made, {stored} 条入库 stored "
+            f"({stored / elapsed:.1f}/s), {pending} 条留在设备上 kept on the devices"
+        )
     return 0

@@ -111,11 +111,11 @@ def decode(payload, expected=None):
         try:
             payload = bytes(payload).decode("utf-8")
         except UnicodeError:
-            raise MessageError("payload: not UTF-8")
+            raise MessageError("payload: not UTF-8") from None
     try:
         msg = json.loads(payload)
     except ValueError:
-        raise MessageError("payload: not JSON")
+        raise MessageError("payload: not JSON") from None
     check(msg, expected)
     return msg
 

@@ -22,8 +22,15 @@ HOLD_S = 0.06  # how long a simulated finger holds a key (debounce is 30 ms)
 
 
 class SimKeypad:
-    def __init__(self, device_id: str, key_hex: str, broker_host: str, broker_port: int,
-                 data_dir: str, **settings):
+    def __init__(
+        self,
+        device_id: str,
+        key_hex: str,
+        broker_host: str,
+        broker_port: int,
+        data_dir: str,
+        **settings,
+    ):
         overrides = {
             "device_id": device_id,
             "key": key_hex,
@@ -49,8 +56,9 @@ class SimKeypad:
         """Boot the firmware and run its main loop in a thread."""
         self.device = build(self.machine, self.network, sim_board, self.settings)
         self._running.set()
-        self._thread = threading.Thread(target=self._loop, name=self.settings["device_id"],
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=self.settings["device_id"], daemon=True
+        )
         self._thread.start()
         return self
 

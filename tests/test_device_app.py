@@ -89,7 +89,11 @@ def test_a_case_rating_carries_the_case_and_the_event_has_no_level(app):
     rec = press_stars(app, 4, 500)
     assert (rec["case_no"], rec["service_no"], rec["item_code"]) == ("LZ1", "2", "11370305MB")
     kind, fields = app.events[-1]
-    assert kind == "result" and fields == {"record_id": "kp-01:1", "case_no": "LZ1", "service_no": "2"}
+    assert kind == "result" and fields == {
+        "record_id": "kp-01:1",
+        "case_no": "LZ1",
+        "service_no": "2",
+    }
 
 
 def test_paused_keypad_takes_no_ratings(app):

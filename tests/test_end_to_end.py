@@ -69,7 +69,11 @@ def rows(collector):
 
 def reasons(collector):
     with collector.ingestor.engine.connect() as conn:
-        return conn.execute(select(db.quarantine.c.reason).order_by(db.quarantine.c.qid)).scalars().all()
+        return (
+            conn.execute(select(db.quarantine.c.reason).order_by(db.quarantine.c.qid))
+            .scalars()
+            .all()
+        )
 
 
 class Watcher:
@@ -200,8 +204,12 @@ def test_a_power_cut_loses_nothing_and_reuses_no_seq(broker, collector, keypad_f
     assert second.wait_drained(10)
 
 
-def test_a_failed_commit_is_not_acked_and_arrives_after_recovery(collector, keypad_factory):
-    keypad = keypad_factory("kp-01", ack_timeout_ms=60000)  # no device resend: the broker must
+def test_a_failed_commit_is_not_acked_and_arrives_after_recovery(broker, collector, keypad_factory):
+    # Mosquitto redelivers the un-PUBACKed message when the collector reconnects,
+    # so the device must not resend (60 s). amqtt 0.12.1 did not redeliver it in
+    # our runs; there the device's own resend after its ack timeout is the path.
+    resend_ms = 60000 if broker.kind == "mosquitto" else 3000
+    keypad = keypad_factory("kp-01", ack_timeout_ms=resend_ms)
     keypad.rate(5)
     wait_for(lambda: len(rows(collector)) == 1, what="first record")
     engine = collector.ingestor.engine

@@ -133,7 +133,11 @@ def test_records_of_an_unknown_device_are_kept_aside(engine, ingestor):
     [
         (EV, b"not json", "payload: not JSON"),
         (EV, b'{"t":"ev","v":9}', "ev.v: unsupported version 9"),
-        ("hcp/v1/dev/kp-01/down/ack", b"{}", "topic: the collector does not take down/ack messages"),
+        (
+            "hcp/v1/dev/kp-01/down/ack",
+            b"{}",
+            "topic: the collector does not take down/ack messages",
+        ),
         ("other/topic", b"{}", "not an hcp/v1 device topic: 'other/topic'"),
     ],
 )

@@ -19,7 +19,7 @@ from tests.test_protocols import reference_canonical
 
 ROOT = Path(__file__).resolve().parent.parent
 
-VECTORS = r'''
+VECTORS = r"""
 import binascii
 from protocols import canonical, levels, messages, record, sign, topics
 
@@ -77,9 +77,9 @@ for payload in (b"{", b'{"t":"ack","v":3}', b'{"t":"ack","v":1,"batch":1,"stored
         messages.decode(payload)
     except messages.MessageError as e:
         print("msgerror", str(e))
-'''
+"""
 
-DEVICE = r'''
+DEVICE = r"""
 import os
 from device.store import Store
 from device.app import KeypadApp
@@ -115,7 +115,7 @@ torn.remove([4, 5, 6])
 print("empty", len(Store(folder)), Store(folder).next_seq)
 for s in (0, 951782400, 1764145800, 4102444799):
     print("time", utc_iso(s))
-'''
+"""
 
 
 def run_cpython(code: str, data_dir: str) -> str:

@@ -21,7 +21,7 @@ def reference_canonical(value) -> bytes:
     # the standard library writes \n \r \t \b \f short forms and leaves DEL raw;
     # the canonical form uses \u00xx for every control character and DEL
     for short, code in (("\\n", 10), ("\\r", 13), ("\\t", 9), ("\\b", 8), ("\\f", 12)):
-        text = text.replace(short, "\\u%04x" % code)
+        text = text.replace(short, f"\\u{code:04x}")
     text = text.replace("\x7f", "\\u007f")
     return text.encode("utf-8")
 
@@ -49,8 +49,9 @@ def a_record(**changes):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -150,7 +151,8 @@ def test_channel_to_pf(channel, pf):
 
 
 @pytest.mark.parametrize(
-    ("pf", "channel"), [(1, "web"), (2, "web"), (3, "qr_case"), (4, "keypad"), (5, "kiosk"), (7, "sms")]
+    ("pf", "channel"),
+    [(1, "web"), (2, "web"), (3, "qr_case"), (4, "keypad"), (5, "kiosk"), (7, "sms")],
 )
 def test_pf_to_channel(pf, channel):
     assert levels.pf_to_channel(pf) == channel
@@ -173,7 +175,10 @@ def test_every_channel_has_a_pf_and_an_operator_table_replaces_it():
         ({"clock": "sundial"}, "clock: must be one of ntp, rtc, unset"),
         ({"attempt": 3}, "attempt: must be 1 (first rating) or 2 (appended rating)"),
         ({"rated_at": "2026-11-26 08:30:00"}, "rated_at: must be UTC time as YYYY-MM-DDTHH:MM:SSZ"),
-        ({"rated_at": "2026-13-26T08:30:00Z"}, "rated_at: must be UTC time as YYYY-MM-DDTHH:MM:SSZ"),
+        (
+            {"rated_at": "2026-13-26T08:30:00Z"},
+            "rated_at: must be UTC time as YYYY-MM-DDTHH:MM:SSZ",
+        ),
         ({"id": "kp-01:8"}, "id: must be <device_id>:<seq>"),
         ({"seq": 0}, "seq: must be an integer >= 1, got 0"),
         ({"device_id": "kp/01"}, "device_id: must be 1..32 characters of A-Z a-z 0-9 - _"),
@@ -259,14 +264,42 @@ def test_messages_round_trip_with_their_version(msg):
         (b"{", None, "payload: not JSON"),
         (b"[]", None, "message: must be an object"),
         (b'{"t":"x","v":1}', None, "t: unknown message type 'x'"),
-        (b'{"t":"ack","v":2,"batch":1,"stored":[],"quarantined":[]}', None, "ack.v: unsupported version 2"),
-        (b'{"t":"ack","v":1,"batch":1,"stored":[0],"quarantined":[]}', None, "ack.stored: must be a list of seq numbers"),
-        (b'{"t":"ack","v":1,"batch":1,"stored":[],"quarantined":[]}', "ev", "t: expected ev, got ack"),
-        (b'{"t":"ev","v":1,"device_id":"kp-01","batch":1,"records":[]}', None, "ev.records: must be a non-empty list"),
-        (b'{"t":"ev","v":1,"device_id":"kp 01","batch":1,"records":[{}]}', None, "ev.device_id: must be 1..32 characters of A-Z a-z 0-9 - _"),
+        (
+            b'{"t":"ack","v":2,"batch":1,"stored":[],"quarantined":[]}',
+            None,
+            "ack.v: unsupported version 2",
+        ),
+        (
+            b'{"t":"ack","v":1,"batch":1,"stored":[0],"quarantined":[]}',
+            None,
+            "ack.stored: must be a list of seq numbers",
+        ),
+        (
+            b'{"t":"ack","v":1,"batch":1,"stored":[],"quarantined":[]}',
+            "ev",
+            "t: expected ev, got ack",
+        ),
+        (
+            b'{"t":"ev","v":1,"device_id":"kp-01","batch":1,"records":[]}',
+            None,
+            "ev.records: must be a non-empty list",
+        ),
+        (
+            b'{"t":"ev","v":1,"device_id":"kp 01","batch":1,"records":[{}]}',
+            None,
+            "ev.device_id: must be 1..32 characters of A-Z a-z 0-9 - _",
+        ),
         (b'{"t":"status","v":1,"online":1}', None, "status.online: must be true or false"),
-        (b'{"t":"status","v":1,"online":true,"counts":{"6":1}}', None, "status.counts: must map stars 1..5 to counts"),
-        (b'{"t":"cmd","v":1,"id":"c","cmd":"format_disk","args":{}}', None, "cmd.cmd: unknown command 'format_disk'"),
+        (
+            b'{"t":"status","v":1,"online":true,"counts":{"6":1}}',
+            None,
+            "status.counts: must map stars 1..5 to counts",
+        ),
+        (
+            b'{"t":"cmd","v":1,"id":"c","cmd":"format_disk","args":{}}',
+            None,
+            "cmd.cmd: unknown command 'format_disk'",
+        ),
         (b'{"t":"config","v":1,"version":0}', None, "config.version: must be an integer 1.."),
     ],
 )

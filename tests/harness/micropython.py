@@ -36,7 +36,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("run_micropython.mjs")
-PACKAGE_DIR = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
+# the npm package lives in its own folder: the top-level package.json is the
+# firmware's package for mip (the micropython-lib convention)
+NODE_PREFIX = ROOT / "tools" / "micropython"
+PACKAGE_DIR = NODE_PREFIX / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
 PROJECT_PACKAGES = ("protocols", "hardware", "device")
 TIMEOUT_RETURNCODE = 124
 
@@ -77,7 +80,7 @@ def node_binary():
     if not (PACKAGE_DIR / "micropython.mjs").is_file():
         raise MicroPythonUnavailable(
             f"the MicroPython npm package is missing ({PACKAGE_DIR}): "
-            "run `make test` (or `npm ci` in the project root), which installs it."
+            "run `make test` (or `npm ci --prefix tools/micropython`), which installs it."
         )
     return node
 
@@ -108,7 +111,12 @@ def run_micropython_many(snippets, timeout=60):
         runs.append({"code": code, "files": _encode_files(files)})
     if not runs:
         return []
-    job = {"root": str(ROOT), "packages": list(PROJECT_PACKAGES), "runs": runs}
+    job = {
+        "root": str(ROOT),
+        "package_dir": str(PACKAGE_DIR),
+        "packages": list(PROJECT_PACKAGES),
+        "runs": runs,
+    }
     node = node_binary()
     started = time.perf_counter()
     timed_out = False

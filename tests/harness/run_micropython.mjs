@@ -18,6 +18,7 @@
 
 import { readFileSync, readdirSync, statSync, writeSync } from "node:fs";
 import { join, posix } from "node:path";
+import { pathToFileURL } from "node:url";
 
 const PACKAGE = "@micropython/micropython-webassembly-pyscript";
 
@@ -98,7 +99,7 @@ async function main() {
   const job = JSON.parse(readFileSync(0, "utf8"));
   let loadMicroPython;
   try {
-    ({ loadMicroPython } = await import(PACKAGE));
+    ({ loadMicroPython } = await import(pathToFileURL(join(job.package_dir, "micropython.mjs")).href));
   } catch (err) {
     process.stderr.write(`cannot load ${PACKAGE}: ${err.message}\n`);
     process.exit(3);

@@ -117,7 +117,9 @@ class Sync:
 
     def _message(self, topic, payload, retained):
         try:
-            _device, kind = topics.parse(topic)
+            device, kind = topics.parse(topic)
+            if device != self.device_id:
+                raise ValueError("message for another device")
             if kind == topics.DOWN_ACK:
                 self._ack(messages.decode(payload, messages.ACK))
             elif kind == topics.DOWN_CONFIG:

@@ -1,0 +1,383 @@
+"""MQTT brokers for the demo and the tests, each run as a child process.
+
+Two kinds share one interface (`start`, `stop`, `restart`, `host`, `port`,
+`url`, `kind`, context manager):
+
+* `AmqttBroker` -- the embedded default (amqtt is a Python dependency, so it
+  is always there).
+* `MosquittoBroker` -- the production broker, used where it is installed.
+
+Both listen on 127.0.0.1 only, allow anonymous clients and keep their config
+and log files in a work directory (a temporary one unless given).
+
+    with start_broker("amqtt") as broker:
+        client.connect(broker.host, broker.port)
+
+Measured with paho-mqtt 2.2 (tests/test_device_mqtt.py checks the same with
+the device client): on both kinds QoS 1 publish/subscribe works, and a
+persistent session (clean_session False) receives the QoS 1 messages
+published while it was offline once it reconnects. Only Mosquitto with
+`persistence=True` keeps sessions across `restart()`; amqtt keeps sessions in
+memory, so a restarted amqtt broker has forgotten every session.
+
+amqtt 0.12.1 needs two corrections, both made here (details at the classes):
+its anonymous login turns off offline queueing (AmqttOpenAuthPlugin), and it
+pushed retained messages to clients that had not subscribed to them
+(the FixedBroker in _fixed_amqtt_broker_class). The amqtt child process is
+therefore started through _amqtt_main(), not the `amqtt` console script.
+"""
+
+import functools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+LOG_TAIL_LINES = 20
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class _SubprocessBroker:
+    """Shared machinery: config file, child process, readiness wait, log tail."""
+
+    kind = "?"
+    host = "127.0.0.1"
+
+    def __init__(self, port: int | None = None, workdir: str | os.PathLike | None = None):
+        self.port = port or free_port()
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"hcp-{self.kind}-")
+            workdir = self._tmp.name
+        else:
+            self._tmp = None
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.workdir / self._config_name()
+        self.log_path = self.workdir / f"{self.kind}.log"
+        self._proc: subprocess.Popen | None = None
+        self._log_file = None
+
+    # -- to be provided by the subclasses
+    def _config_name(self) -> str:
+        raise NotImplementedError
+
+    def _config_text(self) -> str:
+        raise NotImplementedError
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _env(self) -> dict[str, str] | None:
+        return None
+
+    # -- public interface
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self):
+        """Start the broker and wait until its port takes TCP connections."""
+        if self.running:
+            return self
+        if _port_open(self.host, self.port):
+            raise RuntimeError(f"{self.kind}: port {self.port} is already in use")
+        self.config_path.write_text(self._config_text(), encoding="utf-8")
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._proc = subprocess.Popen(
+            self._command(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            cwd=str(self.workdir),
+            env=self._env(),
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self._cleanup()
+                raise RuntimeError(
+                    f"{self.kind} exited with code {code} while starting on port {self.port}; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+            if _port_open(self.host, self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(
+            f"{self.kind} did not accept connections on port {self.port} within "
+            f"{START_TIMEOUT_S:.0f} s; log {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL) and wait until its port is free."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(STOP_TIMEOUT_S)
+        self._cleanup()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while _port_open(self.host, self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def restart(self):
+        """Stop and start again on the same port (and the same persistence file)."""
+        self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        """Stop and remove the temporary work directory, if this object made one."""
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+    def _cleanup(self) -> None:
+        self._proc = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<{type(self).__name__} {self.url} {state}>"
+
+
+class MosquittoBroker(_SubprocessBroker):
+    """Mosquitto with a generated config.
+
+    `max_queued_messages=0` means no limit (Mosquitto's own default is 1000 per
+    client, which would silently drop messages for an offline device).
+    """
+
+    kind = "mosquitto"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        workdir: str | os.PathLike | None = None,
+        max_queued_messages: int = 0,
+        persistence: bool = False,
+    ):
+        self.max_queued_messages = max_queued_messages
+        self.persistence = persistence
+        super().__init__(port, workdir)
+
+    @staticmethod
+    def binary() -> str | None:
+        found = shutil.which("mosquitto")
+        if found:
+            return found
+        if os.access("/usr/sbin/mosquitto", os.X_OK):
+            return "/usr/sbin/mosquitto"
+        return None
+
+    @classmethod
+    def available(cls) -> bool:
+        return cls.binary() is not None
+
+    def _config_name(self) -> str:
+        return "mosquitto.conf"
+
+    def _config_text(self) -> str:
+        lines = [
+            "# written by hcp.broker; regenerated on every start",
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            f"max_queued_messages {self.max_queued_messages}",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
+            "persistence_file mosquitto.db",
+            "autosave_interval 1",
+            "log_dest stdout",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            "log_timestamp true",
+        ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # Started as root, Mosquitto switches to the "mosquitto" user, which
+            # cannot write the persistence file into our work directory.
+            lines.append("user root")
+        return "\n".join(lines) + "\n"
+
+    def _command(self) -> list[str]:
+        binary = self.binary()
+        if binary is None:
+            raise RuntimeError("the mosquitto binary was not found")
+        return [binary, "-c", str(self.config_path)]
+
+
+class AmqttBroker(_SubprocessBroker):
+    """amqtt 0.12 run through its `amqtt -c <yaml>` entry point.
+
+    Sessions live in the broker's memory: they survive client reconnects but
+    not `restart()`.
+    """
+
+    kind = "amqtt"
+
+    def _config_name(self) -> str:
+        return "amqtt.yaml"
+
+    def _config_text(self) -> str:
+        # One auth plugin that lets everyone in (see AmqttOpenAuthPlugin); no
+        # topic plugin means no topic checks, no $SYS plugin keeps it quiet.
+        return (
+            "# written by hcp.broker; regenerated on every start\n"
+            "listeners:\n"
+            "  default:\n"
+            "    type: tcp\n"
+            f"    bind: {self.host}:{self.port}\n"
+            "plugins:\n"
+            f"  {__name__}.AmqttOpenAuthPlugin: {{}}\n"
+        )
+
+    def _env(self) -> dict[str, str]:
+        # The child must import this module to find the auth plugin, also when
+        # the project is not installed into the interpreter that runs amqtt.
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        return env
+
+    def _command(self) -> list[str]:
+        # Not the `amqtt` console script: _amqtt_main() below runs the same
+        # broker with one fix (see _fixed_amqtt_broker_class) and exits with a
+        # traceback in the log when the listener cannot start.
+        code = "import sys; from hcp.broker import _amqtt_main; _amqtt_main(sys.argv[1])"
+        return [sys.executable, "-c", code, str(self.config_path)]
+
+
+@functools.cache
+def _open_auth_plugin_class():
+    # Built on first use so that importing hcp.broker does not import amqtt.
+    from amqtt.plugins.base import BaseAuthPlugin
+
+    class AmqttOpenAuthPlugin(BaseAuthPlugin):
+        """Accept every client without marking its session anonymous.
+
+        amqtt 0.12's AnonymousAuthPlugin with allow_anonymous=true flags every
+        session as anonymous, and amqtt then neither queues QoS 1 messages for
+        an offline persistent session nor keeps that session after the client
+        disconnects (measured: a clean_session=False client got nothing that
+        was published while it was away). Our devices depend on exactly that
+        queueing, so the embedded broker authenticates everyone as a named
+        client instead.
+        """
+
+        async def authenticate(self, *, session) -> bool:
+            return True
+
+    AmqttOpenAuthPlugin.__module__ = __name__
+    return AmqttOpenAuthPlugin
+
+
+def _fixed_amqtt_broker_class():
+    from amqtt.broker import Broker
+
+    class FixedBroker(Broker):
+        """amqtt's Broker, sending retained messages only to their subscribers.
+
+        amqtt 0.12.1, on every CONNECT, sends each retained message that matches
+        *any* client's subscription to the connecting client (measured: a
+        client subscribed to nothing got another device's retained will, and
+        a client subscribing to one status topic got its retained message
+        twice). A keypad would then receive the retained down/config of other
+        keypads. Here retained messages go out only for filters that this
+        session itself holds, as MQTT 3.1.1 (3.3.1.3) describes.
+        """
+
+        async def _publish_retained_messages_for_subscription(self, subscription, session):
+            holders = self._subscriptions.get(subscription[0], ())
+            if any(held is session for held, _qos in holders):
+                await super()._publish_retained_messages_for_subscription(subscription, session)
+
+    return FixedBroker
+
+
+def _amqtt_main(config_path: str) -> None:
+    """Entry point of the amqtt child process (see AmqttBroker._command)."""
+    import asyncio
+    import logging
+
+    from amqtt.utils import read_yaml_config
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s - %(message)s")
+    logging.getLogger("transitions").setLevel(logging.WARNING)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    broker = _fixed_amqtt_broker_class()(read_yaml_config(config_path), loop=loop)
+    loop.run_until_complete(broker.start())  # raises (exit code 1) if it cannot listen
+    loop.add_signal_handler(signal.SIGTERM, loop.stop)
+    loop.add_signal_handler(signal.SIGINT, loop.stop)
+    try:
+        loop.run_forever()
+    finally:
+        loop.run_until_complete(broker.shutdown())
+        loop.close()
+
+
+def __getattr__(name: str):
+    # amqtt loads plugins by dotted path: "hcp.broker.AmqttOpenAuthPlugin".
+    if name == "AmqttOpenAuthPlugin":
+        return _open_auth_plugin_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+BROKER_KINDS = {"mosquitto": MosquittoBroker, "amqtt": AmqttBroker}
+
+
+def start_broker(kind: str, **kw) -> _SubprocessBroker:
+    """Create and start a broker of the given kind ("amqtt" or "mosquitto")."""
+    try:
+        cls = BROKER_KINDS[kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown broker kind {kind!r}; choose from {sorted(BROKER_KINDS)}"
+        ) from None
+    return cls(**kw).start()

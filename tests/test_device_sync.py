@@ -1,0 +1,71 @@
+"""Device-side sync rules that the end-to-end tests cannot aim at directly."""
+
+from device.store import Store
+from device.sync import Sync
+from protocols import messages, topics
+
+
+class RecordingClient:
+    """Only records what Sync asks of an MQTT client; no network."""
+
+    connected = True
+    session_present = True
+
+    def __init__(self):
+        self.published = []
+        self.callback = None
+
+    def set_callback(self, fn):
+        self.callback = fn
+
+    def set_will(self, *args, **kwargs):
+        self.will = args
+
+    def ensure_connected(self, now_ms):
+        return True
+
+    def check_msg(self):
+        pass
+
+    def publish(self, topic, payload, qos=1, retain=False):
+        self.published.append((topic, messages.decode(payload)))
+
+    def subscribe(self, topic, qos=1):
+        pass
+
+
+def make(tmp_path, count=3):
+    store = Store(str(tmp_path))
+    for seq in range(1, count + 1):
+        store.add({"id": f"kp-01:{seq}", "device_id": "kp-01", "seq": seq, "stars": 5})
+    client = RecordingClient()
+    return store, client, Sync(client, store, "kp-01", batch_size=2, ack_timeout_ms=1000)
+
+
+def batches(client):
+    return [m for t, m in client.published if t.endswith("/up/ev")]
+
+
+def test_an_ack_for_another_device_is_ignored(tmp_path):
+    store, client, sync = make(tmp_path)
+    sync.step(0)
+    ack = messages.encode(messages.ack(1, [1, 2]))
+    client.callback(topics.topic("kp-02", topics.DOWN_ACK), ack, False)
+    assert len(store) == 3 and sync.bad_messages == 1
+    client.callback(topics.topic("kp-01", topics.DOWN_ACK), ack, False)
+    assert len(store) == 1 and sync.bad_messages == 1
+
+
+def test_one_batch_in_flight_and_a_resend_after_the_ack_timeout(tmp_path):
+    _store, client, sync = make(tmp_path)
+    sync.step(0)
+    sync.step(500)  # still waiting for the ack
+    assert [[r["seq"] for r in b["records"]] for b in batches(client)] == [[1, 2]]
+    sync.step(1000)  # no ack within 1 s: the same records again
+    assert [[r["seq"] for r in b["records"]] for b in batches(client)] == [[1, 2], [1, 2]]
+
+
+def test_a_bad_ack_is_counted_not_fatal(tmp_path):
+    store, client, sync = make(tmp_path)
+    client.callback(topics.topic("kp-01", topics.DOWN_ACK), b"{not json", False)
+    assert sync.bad_messages == 1 and len(store) == 3

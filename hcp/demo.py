@@ -135,7 +135,7 @@ def _rater(keypad: SimKeypad, pace: float, stop: threading.Event, rng: random.Ra
 
 
 def run(args) -> int:
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()

@@ -1,0 +1,136 @@
+"""The collector's web application: admin UI and JSON API over the evaluation store.
+
+`create_app()` builds one Flask app with its own database engine; the MQTT
+ingest (`sync_server.ingest`) writes into the same database and the app only
+reads it, apart from the user table.
+
+Config keys (all may be given in `test_config`):
+
+- ``DATABASE_URL``: SQLAlchemy URL; default ``sqlite:///<instance>/hcp.db``.
+- ``SECRET_KEY``: signs sessions; default a random key kept in
+  ``<instance>/secret_key`` (created on first start, mode 0600).
+- ``BABEL_DEFAULT_LOCALE``: ``zh_CN``; ``?lang=en`` switches a session to English.
+- ``HCP_TIMEZONE``: time zone the pages show times in; default ``Asia/Shanghai``.
+- ``HCP_DASHBOARD_POLL_MS``: how often the dashboard refreshes; default 2000.
+- ``HCP_DASHBOARD_LATEST``: rows in the dashboard's latest table; default 10.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask, current_app, request, session
+from flask_babel import Babel
+from flask_wtf.csrf import CSRFProtect
+from sqlalchemy.engine import Engine
+
+from sync_server import db
+
+LOCALES = ("zh_CN", "en")
+PACKAGE_DIR = Path(__file__).resolve().parent
+CATALOG_DIR = PACKAGE_DIR / "translations"
+
+csrf = CSRFProtect()
+
+
+def create_app(test_config: dict | None = None, instance_path: str | None = None) -> Flask:
+    app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(
+        DATABASE_URL="sqlite:///" + os.path.join(app.instance_path, "hcp.db"),
+        BABEL_DEFAULT_LOCALE="zh_CN",
+        HCP_TIMEZONE="Asia/Shanghai",
+        HCP_DASHBOARD_POLL_MS=2000,
+        HCP_DASHBOARD_LATEST=10,
+        SESSION_COOKIE_SAMESITE="Lax",
+        JSON_AS_ASCII=False,
+    )
+    if test_config:
+        app.config.from_mapping(test_config)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _instance_secret(app.instance_path)
+    app.json.ensure_ascii = False
+
+    compiled = compile_catalogs(CATALOG_DIR, Path(app.instance_path) / "translations")
+    app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(compiled)
+    Babel(app, locale_selector=select_locale)
+    csrf.init_app(app)
+
+    engine = db.make_engine(app.config["DATABASE_URL"])
+    db.init(engine)
+    app.extensions["hcp_engine"] = engine
+
+    from sync_server import api, auth, web
+
+    auth.init_app(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(web.bp)
+    web.init_app(app)
+    return app
+
+
+def get_engine() -> Engine:
+    """The database engine of the app handling the current request."""
+    return current_app.extensions["hcp_engine"]
+
+
+def select_locale() -> str:
+    """`?lang=` picks the language and the session remembers it; else zh_CN."""
+    wanted = request.args.get("lang")
+    if wanted in LOCALES:
+        session["lang"] = wanted
+    chosen = session.get("lang")
+    return chosen if chosen in LOCALES else current_app.config["BABEL_DEFAULT_LOCALE"]
+
+
+def _instance_secret(instance_path: str) -> str:
+    path = Path(instance_path) / "secret_key"
+    if not path.exists():
+        # O_EXCL: two processes starting at once must not write two different keys
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32) + "\n")
+    key = path.read_text().strip()
+    if not key:
+        raise RuntimeError(f"{path} is empty: delete it to have a new key made")
+    return key
+
+
+def compile_catalogs(source: Path, target: Path) -> Path:
+    """Compile each <locale>/LC_MESSAGES/*.po under `source` into `target` when stale.
+
+    A .mo is rewritten when it is missing or older than its .po, so a fresh
+    checkout needs no manual compile step. Returns `target`.
+    """
+    from babel import Locale
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    for po_path in source.glob("*/LC_MESSAGES/*.po"):
+        locale = po_path.parent.parent.name
+        # Babel names zh_CN "zh_Hans_CN" when it looks catalogs up: write both
+        names = dict.fromkeys([locale, str(Locale.parse(locale))])
+        mo_paths = [target / name / "LC_MESSAGES" / (po_path.stem + ".mo") for name in names]
+        if all(_fresh(mo_path, po_path) for mo_path in mo_paths):
+            continue
+        with po_path.open("rb") as po_file:
+            catalog = read_po(po_file, locale=locale)
+        for mo_path in mo_paths:
+            mo_path.parent.mkdir(parents=True, exist_ok=True)
+            # write aside and rename, so a concurrent start never reads half a file
+            partial = mo_path.with_name(f"{mo_path.name}.{os.getpid()}.tmp")
+            with partial.open("wb") as mo_file:
+                write_mo(mo_file, catalog)
+            os.replace(partial, mo_path)
+    return target
+
+
+def _fresh(mo_path: Path, po_path: Path) -> bool:
+    return mo_path.exists() and mo_path.stat().st_mtime >= po_path.stat().st_mtime

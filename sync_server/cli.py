@@ -1,0 +1,183 @@
+"""`hcp collector ...`: run the collector and manage its users and devices.
+
+    hcp collector serve --db URL --mqtt mqtt://HOST:PORT --host 127.0.0.1 --port 8080
+    hcp collector create-user USERNAME --role admin|viewer [--password P]
+    hcp collector add-device DEVICE_ID [--key HEX] [--kind keypad|kiosk] [--window W]
+
+`--db` defaults to the app's own SQLite file in its instance folder.
+"""
+
+from __future__ import annotations
+
+import getpass
+import secrets
+import signal
+import sys
+import threading
+from urllib.parse import urlsplit
+
+from sqlalchemy.exc import IntegrityError
+from werkzeug.serving import make_server
+
+from protocols.record import valid_device_id
+
+KEY_BYTES = 32
+DEVICE_KINDS = ("keypad", "kiosk")
+
+
+def serve_web(app, host: str, port: int):
+    """Serve `app` with werkzeug's threaded server in a daemon thread.
+
+    Returns (server, thread); `server.shutdown()` stops it. The socket is bound
+    before this returns, so the address can be used at once.
+    """
+    server = make_server(host, port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="hcp-web", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int]:
+    """'mqtt://HOST:PORT' -> (host, port); ValueError says what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ValueError(f"--mqtt: must look like mqtt://HOST:PORT, got {url!r}")
+    try:
+        port = parts.port or 1883
+    except ValueError:
+        raise ValueError(f"--mqtt: bad port in {url!r}") from None
+    return parts.hostname, port
+
+
+def _app(args):
+    from sync_server import create_app
+
+    return create_app({"DATABASE_URL": args.db} if args.db else None)
+
+
+def _fail(message: str) -> int:
+    print("error: " + message, file=sys.stderr)
+    return 1
+
+
+def serve(args) -> int:
+    from sync_server.ingest import IngestService
+
+    try:
+        mqtt_host, mqtt_port = parse_mqtt_url(args.mqtt)
+    except ValueError as exc:
+        return _fail(str(exc))
+    app = _app(args)
+    engine = app.extensions["hcp_engine"]
+    ingest = IngestService(engine, mqtt_host, mqtt_port)
+    try:
+        ingest.start()
+    except (OSError, RuntimeError) as exc:
+        ingest.stop()
+        return _fail(f"cannot reach the MQTT broker at {args.mqtt}: {exc}")
+    try:
+        server, thread = serve_web(app, args.host, args.port)
+    except OSError as exc:
+        ingest.stop()
+        return _fail(f"cannot listen on {args.host}:{args.port}: {exc}")
+
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    print(f"collector web: http://{args.host}:{server.server_port}/", flush=True)
+    print(f"collector mqtt: {args.mqtt} (Ctrl-C to stop)", flush=True)
+    try:
+        while not stop.wait(0.5):
+            if not thread.is_alive():
+                return _fail("the web server stopped unexpectedly")
+    finally:
+        server.shutdown()
+        ingest.stop()
+        engine.dispose()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        print(f"collector stopped ({ingest.records_stored} records stored this run)", flush=True)
+    return 0
+
+
+def create_user_command(args) -> int:
+    from sync_server.auth import create_user
+
+    password = args.password
+    if password is None:
+        password = getpass.getpass(f"password for {args.username}: ")
+        if getpass.getpass("again: ") != password:
+            return _fail("the two passwords differ")
+    app = _app(args)
+    try:
+        create_user(app.extensions["hcp_engine"], args.username, password, args.role)
+    except ValueError as exc:
+        return _fail(str(exc))
+    print(f"user {args.username} ({args.role}) created")
+    return 0
+
+
+def add_device_command(args) -> int:
+    from sync_server import db
+
+    if not valid_device_id(args.device_id):
+        return _fail("device_id: must be 1..32 characters of A-Z a-z 0-9 - _")
+    key_hex = args.key
+    if key_hex is not None:
+        try:
+            if len(bytes.fromhex(key_hex)) < 16:
+                raise ValueError
+        except ValueError:
+            return _fail("--key: must be at least 16 bytes as hex (32 hex characters or more)")
+        key_hex = key_hex.lower()
+    generated = key_hex is None
+    if generated:
+        key_hex = secrets.token_hex(KEY_BYTES)
+    app = _app(args)
+    try:
+        db.add_device(
+            app.extensions["hcp_engine"],
+            args.device_id,
+            key_hex,
+            kind=args.kind,
+            window_id=args.window,
+            name=args.name,
+        )
+    except IntegrityError:
+        return _fail(f"device_id: {args.device_id!r} is already registered")
+    print(f"device {args.device_id} ({args.kind}) registered")
+    if generated:
+        # shown once: the collector keeps it, but nothing prints it again
+        print(f"key (provision it on the device; it is not shown again): {key_hex}")
+    return 0
+
+
+def register(commands) -> None:
+    collector = commands.add_parser("collector", help="the collector: web UI, API and ingest")
+    sub = collector.add_subparsers(dest="collector_command", metavar="SUBCOMMAND")
+    sub.required = True
+
+    def with_db(parser):
+        parser.add_argument("--db", default=None, help="SQLAlchemy database URL")
+        return parser
+
+    serve_parser = with_db(sub.add_parser("serve", help="run MQTT ingest and the web UI"))
+    serve_parser.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", help="mqtt://HOST:PORT")
+    serve_parser.add_argument("--host", default="127.0.0.1", help="web address (default 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, default=8080, help="web port (default 8080)")
+    serve_parser.set_defaults(handler=serve)
+
+    user_parser = with_db(sub.add_parser("create-user", help="add a web user"))
+    user_parser.add_argument("username")
+    user_parser.add_argument("--role", choices=["admin", "viewer"], required=True)
+    user_parser.add_argument("--password", help="prompted for when not given")
+    user_parser.set_defaults(handler=create_user_command)
+
+    device_parser = with_db(sub.add_parser("add-device", help="register a device and its key"))
+    device_parser.add_argument("device_id")
+    device_parser.add_argument("--key", help="HMAC key as hex (default: a new 32-byte key)")
+    device_parser.add_argument("--kind", choices=DEVICE_KINDS, default="keypad")
+    device_parser.add_argument("--window", help="window id the device sits at")
+    device_parser.add_argument("--name", help="a name for people")
+    device_parser.set_defaults(handler=add_device_command)

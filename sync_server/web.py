@@ -1,0 +1,165 @@
+"""The admin pages: dashboard, evaluations, devices and (admins) quarantine.
+
+Pages are plain server-rendered HTML in Chinese by default (English with
+`?lang=en`); the dashboard refreshes itself from the JSON API every
+HCP_DASHBOARD_POLL_MS milliseconds. No page ever shows a rater's contact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, current_app, jsonify, render_template, request, url_for
+from flask_babel import get_locale
+from flask_babel import lazy_gettext as _l
+from flask_login import login_required
+
+from protocols.levels import CHANNELS, STARS
+from sync_server import api, get_engine
+from sync_server.auth import admin_required, wants_json
+
+bp = Blueprint("web", __name__)
+
+# English message ids; the zh_CN catalog turns them into the official names
+# (protocols.levels.LEVEL_NAMES), which a test checks.
+LEVEL_LABELS = {
+    5: _l("Very satisfied"),
+    4: _l("Satisfied"),
+    3: _l("Basically satisfied"),
+    2: _l("Dissatisfied"),
+    1: _l("Very dissatisfied"),
+}
+CHANNEL_LABELS = {
+    "keypad": _l("Window keypad"),
+    "kiosk": _l("Hall kiosk"),
+    "qr_window": _l("Window QR code"),
+    "qr_case": _l("Case QR code"),
+    "web": _l("Website"),
+    "sms": _l("SMS"),
+    "paper": _l("Paper card"),
+}
+
+
+def local_time(utc_text: str | None) -> str:
+    """'2026-11-26T08:30:00Z' (or with microseconds) -> '2026-11-26 16:30:00' in HCP_TIMEZONE."""
+    if not utc_text:
+        return ""
+    try:
+        moment = dt.datetime.fromisoformat(utc_text.replace("Z", "+00:00"))
+    except ValueError:
+        return utc_text
+    zone = ZoneInfo(current_app.config["HCP_TIMEZONE"])
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def percent(rate: float | None) -> str:
+    return "—" if rate is None else f"{rate * 100:.1f}%"
+
+
+def _page_url(page: int) -> str:
+    args = request.args.to_dict(flat=False)
+    args["page"] = [str(page)]
+    return url_for(request.endpoint, **args)
+
+
+def _lang_url(code: str) -> str:
+    """The current page in another language, keeping its query (filters, page)."""
+    args = request.args.to_dict(flat=False)
+    args["lang"] = [code]
+    return url_for(request.endpoint or "web.dashboard", **(request.view_args or {}), **args)
+
+
+def init_app(app) -> None:
+    app.add_template_filter(local_time, "local_time")
+    app.add_template_filter(percent, "percent")
+
+    @app.context_processor
+    def _labels():
+        return {
+            "LEVEL_LABELS": LEVEL_LABELS,
+            "CHANNEL_LABELS": CHANNEL_LABELS,
+            "STARS": STARS,
+            "CHANNELS": CHANNELS,
+            "current_locale": get_locale().language,
+            "page_url": _page_url,
+            "lang_url": _lang_url,
+        }
+
+    for code in (403, 404, 405):
+        app.register_error_handler(code, _error_page)
+
+
+_ERRORS = {
+    403: _l("You do not have access to this page."),
+    404: _l("Page not found."),
+    405: _l("Method not allowed."),
+}
+
+
+def _error_page(exc):
+    code = exc.code
+    if wants_json():
+        return jsonify(
+            error={403: "admin only", 404: "not found"}.get(code, exc.name.lower())
+        ), code
+    return render_template("error.html", code=code, message=_ERRORS[code]), code
+
+
+@bp.get("/")
+@login_required
+def dashboard():
+    engine = get_engine()
+    latest = api.list_evaluations(engine, {}, 1, current_app.config["HCP_DASHBOARD_LATEST"])
+    return render_template(
+        "dashboard.html",
+        summary=api.summarize(engine, {}),
+        latest=latest["items"],
+        poll_ms=current_app.config["HCP_DASHBOARD_POLL_MS"],
+        latest_count=current_app.config["HCP_DASHBOARD_LATEST"],
+        timezone=current_app.config["HCP_TIMEZONE"],
+        level_names={str(s): str(LEVEL_LABELS[s]) for s in STARS},
+        channel_names={c: str(CHANNEL_LABELS[c]) for c in CHANNELS},
+    )
+
+
+@bp.get("/evaluations")
+@login_required
+def evaluations():
+    try:
+        filters = api.parse_filters(request.args)
+        page, per_page = api.parse_paging(request.args)
+    except api.ParamError as exc:
+        return render_template(
+            "evaluations.html", error=str(exc), result=None, summary=None, args=request.args
+        ), 400
+    engine = get_engine()
+    result = api.list_evaluations(engine, filters, page, per_page)
+    pages = max(1, -(-result["total"] // per_page))
+    return render_template(
+        "evaluations.html",
+        error=None,
+        result=result,
+        pages=pages,
+        summary=api.summarize(engine, filters),
+        args=request.args,
+    )
+
+
+@bp.get("/devices")
+@login_required
+def devices():
+    return render_template("devices.html", devices=api.device_report(get_engine()))
+
+
+@bp.get("/quarantine")
+@admin_required
+def quarantine():
+    try:
+        page, per_page = api.parse_paging(request.args)
+    except api.ParamError as exc:
+        return render_template("quarantine.html", error=str(exc), result=None), 400
+    device_id = request.args.get("device_id", "").strip() or None
+    result = api.list_quarantine(get_engine(), page, per_page, device_id)
+    pages = max(1, -(-result["total"] // per_page))
+    return render_template("quarantine.html", error=None, result=result, pages=pages)

@@ -1,0 +1,256 @@
+"""Users, passwords, login and logout of the collector's web app."""
+
+from __future__ import annotations
+
+import functools
+import re
+import stat
+
+import pytest
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from sync_server import create_app, db
+from sync_server.auth import create_user
+
+CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
+ADMIN = ("admin", "admin-pass-1")
+VIEWER = ("viewer", "viewer-pass-1")
+
+
+def make_app(tmp_path, database_url=None, **config):
+    """A collector app on its own instance folder (SQLite in tmp_path by default)."""
+    settings = {
+        "SECRET_KEY": "test-secret",
+        "DATABASE_URL": database_url or f"sqlite:///{tmp_path / 'collector.db'}",
+    }
+    settings.update(config)
+    return create_app(settings, instance_path=str(tmp_path / "instance"))
+
+
+@functools.cache
+def _password_hash(password):
+    return generate_password_hash(password)
+
+
+def add_users(app):
+    """The admin and the viewer; hashed once per run (scrypt is slow on purpose)."""
+    with app.extensions["hcp_engine"].begin() as conn:
+        for (username, password), role in ((ADMIN, "admin"), (VIEWER, "viewer")):
+            conn.execute(
+                db.users.insert().values(
+                    username=username,
+                    password_hash=_password_hash(password),
+                    role=role,
+                    created_at=db.utc_now(),
+                )
+            )
+
+
+class AuthActions:
+    """Logs in the way a browser does: fetch the form, send back its CSRF token."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def csrf_token(self, path="/login"):
+        page = self.client.get(path).get_data(as_text=True)
+        return CSRF_FIELD.search(page).group(1)
+
+    def login(self, username="admin", password=None, next_path=None):
+        password = password or dict([ADMIN, VIEWER]).get(username, "")
+        token = self.csrf_token()
+        url = "/login" + (f"?next={next_path}" if next_path else "")
+        return self.client.post(
+            url, data={"username": username, "password": password, "csrf_token": token}
+        )
+
+    def logout(self):
+        token = self.csrf_token("/")
+        return self.client.post("/logout", data={"csrf_token": token})
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = make_app(tmp_path)
+    add_users(app)
+    yield app
+    app.extensions["hcp_engine"].dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def auth(client):
+    return AuthActions(client)
+
+
+# --- create_user -----------------------------------------------------------
+
+
+def test_create_user_stores_a_hash_not_the_password(app):
+    engine = app.extensions["hcp_engine"]
+    create_user(engine, "clerk.01", "long-enough-8", "viewer")
+    with engine.connect() as conn:
+        row = conn.execute(db.users.select().where(db.users.c.username == "clerk.01")).one()
+    assert row.role == "viewer"
+    assert "long-enough-8" not in row.password_hash
+    assert check_password_hash(row.password_hash, "long-enough-8")
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "role", "message"),
+    [
+        ("admin", "another-pass", "admin", "username: 'admin' already exists"),
+        ("newbie", "short77", "viewer", "password: must be at least 8 characters"),
+        ("newbie", "good-password", "owner", "role: must be one of admin, viewer"),
+        ("", "good-password", "viewer", "username: must be 1..64 characters of A-Z a-z 0-9 . _ -"),
+        (
+            "张三",
+            "good-password",
+            "viewer",
+            "username: must be 1..64 characters of A-Z a-z 0-9 . _ -",
+        ),
+        (
+            "x" * 65,
+            "good-password",
+            "viewer",
+            "username: must be 1..64 characters of A-Z a-z 0-9 . _ -",
+        ),
+        ("newbie", "NEWBIE", "viewer", "password: must be at least 8 characters"),
+        (
+            "newbie99",
+            "NEWBIE99",
+            "viewer",
+            "password: must not be the username or start/end with spaces",
+        ),
+        (
+            "newbie",
+            " padded-pass",
+            "viewer",
+            "password: must not be the username or start/end with spaces",
+        ),
+    ],
+)
+def test_create_user_refuses_with_a_clear_message(app, username, password, role, message):
+    with pytest.raises(ValueError) as caught:
+        create_user(app.extensions["hcp_engine"], username, password, role)
+    assert str(caught.value) == message
+
+
+def test_a_refused_user_is_not_stored(app):
+    engine = app.extensions["hcp_engine"]
+    with pytest.raises(ValueError):
+        create_user(engine, "admin", "another-pass", "viewer")
+    with engine.connect() as conn:
+        rows = conn.execute(db.users.select().where(db.users.c.username == "admin")).all()
+    assert [r.role for r in rows] == ["admin"]
+
+
+# --- login and logout --------------------------------------------------------
+
+
+def test_pages_send_a_stranger_to_the_login_form(client):
+    response = client.get("/evaluations?stars=1")
+    assert response.status_code == 302
+    assert response.location == "/login?next=/evaluations?stars%3D1"
+
+
+def test_api_answers_a_stranger_with_json_401(client):
+    response = client.get("/api/v1/evaluations")
+    assert response.status_code == 401
+    assert response.get_json() == {"error": "login required"}
+
+
+def test_login_then_dashboard_then_logout(client, auth):
+    response = auth.login("viewer")
+    assert response.status_code == 302
+    assert response.location == "/"
+    assert client.get("/").status_code == 200
+    assert client.get("/api/v1/evaluations").status_code == 200
+
+    assert auth.logout().location == "/login"
+    assert client.get("/").status_code == 302
+    assert client.get("/api/v1/evaluations").status_code == 401
+
+
+def test_login_returns_to_the_page_asked_for(auth):
+    assert auth.login("admin", next_path="/devices").location == "/devices"
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example"])
+def test_login_never_redirects_to_another_site(auth, target):
+    assert auth.login("admin", next_path=target).location == "/"
+
+
+def test_wrong_password_is_refused_in_chinese(client, auth):
+    response = auth.login("admin", "not-the-password")
+    assert response.status_code == 401
+    assert "用户名或密码错误。" in response.get_data(as_text=True)
+    assert client.get("/").status_code == 302
+
+
+def test_unknown_user_gets_the_same_message(auth):
+    response = auth.login("nobody", "whatever-pass")
+    assert response.status_code == 401
+    assert "用户名或密码错误。" in response.get_data(as_text=True)
+
+
+def test_empty_form_asks_for_both_fields(client, auth):
+    token = auth.csrf_token()
+    response = client.post("/login?lang=en", data={"username": "", "csrf_token": token})
+    assert response.status_code == 401
+    assert "Please enter your username and password." in response.get_data(as_text=True)
+
+
+def test_login_without_csrf_token_is_refused(client):
+    response = client.post("/login", data={"username": "admin", "password": ADMIN[1]})
+    assert response.status_code == 400
+    assert "The CSRF token is missing." in response.get_data(as_text=True)
+    assert client.get("/").status_code == 302
+
+
+def test_logout_needs_a_post(client, auth):
+    auth.login("admin")
+    assert client.get("/logout").status_code == 405
+    assert client.get("/").status_code == 200
+
+
+def test_a_deleted_user_loses_the_session(app, client, auth):
+    auth.login("viewer")
+    with app.extensions["hcp_engine"].begin() as conn:
+        conn.execute(db.users.delete().where(db.users.c.username == "viewer"))
+    assert client.get("/api/v1/devices").status_code == 401
+
+
+# --- secret key ---------------------------------------------------------------
+
+
+def test_secret_key_is_made_once_per_instance_and_kept_private(tmp_path):
+    first = create_app({"DATABASE_URL": "sqlite://"}, instance_path=str(tmp_path / "inst"))
+    key_file = tmp_path / "inst" / "secret_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert len(first.config["SECRET_KEY"]) == 64
+    second = create_app({"DATABASE_URL": "sqlite://"}, instance_path=str(tmp_path / "inst"))
+    assert second.config["SECRET_KEY"] == first.config["SECRET_KEY"]
+    other = create_app({"DATABASE_URL": "sqlite://"}, instance_path=str(tmp_path / "other"))
+    assert other.config["SECRET_KEY"] != first.config["SECRET_KEY"]
+
+
+def test_an_empty_secret_key_file_is_an_error(tmp_path):
+    (tmp_path / "inst").mkdir()
+    (tmp_path / "inst" / "secret_key").write_text("\n")
+    with pytest.raises(RuntimeError) as caught:
+        create_app({"DATABASE_URL": "sqlite://"}, instance_path=str(tmp_path / "inst"))
+    assert (
+        str(caught.value)
+        == f"{tmp_path / 'inst' / 'secret_key'} is empty: delete it to have a new key made"
+    )
+
+
+def test_default_database_is_in_the_instance_folder(tmp_path):
+    app = create_app({"SECRET_KEY": "k"}, instance_path=str(tmp_path / "inst"))
+    assert app.config["DATABASE_URL"] == f"sqlite:///{tmp_path / 'inst' / 'hcp.db'}"
+    assert (tmp_path / "inst" / "hcp.db").exists()

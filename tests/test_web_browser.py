@@ -1,0 +1,126 @@
+"""One real browser session: log in, watch the dashboard update from a live ingest.
+
+Runs Debian's chromium through Playwright. Skipped where chromium or
+Playwright is missing, unless CI is set (then it fails).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+
+import pytest
+
+from protocols import messages, sign, topics
+from sync_server import db
+from sync_server.cli import serve_web
+from sync_server.ingest import Ingestor
+from tests.test_auth import ADMIN, add_users, make_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+def _need(condition: bool, why: str) -> None:
+    if not condition:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+@pytest.fixture
+def browser_page():
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    _need(os.path.exists(CHROMIUM), f"no chromium at {CHROMIUM}")
+    with playwright_sync.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        yield page
+        browser.close()
+
+
+@pytest.fixture
+def live_app(tmp_path):
+    # poll quickly so the test does not wait long for the dashboard
+    app = make_app(tmp_path, HCP_DASHBOARD_POLL_MS=500)
+    add_users(app)
+    server, thread = serve_web(app, "127.0.0.1", 0)
+    yield app, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)
+    app.extensions["hcp_engine"].dispose()
+
+
+def _signed_record(key: bytes, seq: int, stars: int) -> dict:
+    record = {
+        "id": f"kp-web:{seq}",
+        "device_id": "kp-web",
+        "seq": seq,
+        "stars": stars,
+        "channel": "keypad",
+        "rated_at": "2026-11-26T01:45:00Z",
+        "clock": "ntp",
+        "origin": "citizen",
+        "attempt": 1,
+        "window_id": "A01",
+        "contact": "13800000000",
+    }
+    record["sig"] = sign.sign(record, key)
+    return record
+
+
+def test_login_and_watch_a_rating_arrive(live_app, browser_page):
+    from playwright.sync_api import expect
+
+    app, base = live_app
+    engine = app.extensions["hcp_engine"]
+    page = browser_page
+
+    page.goto(base + "/")
+    assert page.url == base + "/login?next=/"
+    page.fill("#username", ADMIN[0])
+    page.fill("#password", ADMIN[1])
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+
+    expect(page.locator("header .product")).to_have_text("临淄区政务服务好差评")
+    expect(page.locator("#summary")).to_contain_text("评价总数")
+    expect(page.locator("#summary")).to_contain_text("好评率")
+    expect(page.locator("#total")).to_have_text("0")
+    expect(page.locator("#good-rate")).to_have_text("—")
+
+    # a keypad's batch goes through the real ingest path
+    key = secrets.token_bytes(32)
+    db.add_device(engine, "kp-web", key.hex(), window_id="A01")
+    batch = messages.batch("kp-web", 1, [_signed_record(key, 1, 5), _signed_record(key, 2, 1)])
+    outcome = Ingestor(engine).process(topics.topic("kp-web", topics.UP_EV), messages.encode(batch))
+    assert outcome.stored == [1, 2] and outcome.quarantined == []
+
+    expect(page.locator("#total")).to_have_text("2", timeout=5000)
+    expect(page.locator("#good-rate")).to_have_text("50.0%")
+    expect(page.locator("#stars-1")).to_have_text("1")
+    first_row = page.locator("#latest-body tr").first
+    expect(first_row).to_contain_text("2026-11-26 09:45:00")
+    expect(page.locator("#latest-body")).to_contain_text("非常不满意")
+    expect(page.locator("#latest-body")).to_contain_text("窗口评价器")
+    expect(page.locator("#updated")).to_have_text(re.compile(r"^已更新 "))
+    assert "13800000000" not in page.content()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+    page.click("text=English")
+    expect(page.locator("header .product")).to_have_text(
+        "Linzi District Government Service Ratings"
+    )
+    expect(page.locator("#latest-body")).to_contain_text("Very dissatisfied")

@@ -266,13 +266,22 @@ def device_report(engine) -> list[dict]:
                 .group_by(ev.device_id)
             )
         }
+        # The device's cumulative counts cover its records up to its last_seq;
+        # compare them with what is stored up to that same seq, so records
+        # still travelling (newer than the status) do not look like a mismatch.
+        upto = {}
+        for device in devices:
+            status = _public_status(device.status) or {}
+            if isinstance(status.get("last_seq"), int):
+                upto[device.device_id] = status["last_seq"]
         per_stars: dict[str, dict[str, int]] = {}
-        for device_id, stars, count in conn.execute(
-            select(ev.device_id, ev.stars, func.count())
-            .where(ev.device_id.is_not(None))
-            .group_by(ev.device_id, ev.stars)
-        ):
-            per_stars.setdefault(device_id, {})[str(stars)] = count
+        for device_id, last_seq in upto.items():
+            for stars, count in conn.execute(
+                select(ev.stars, func.count())
+                .where(ev.device_id == device_id, ev.seq <= last_seq)
+                .group_by(ev.stars)
+            ):
+                per_stars.setdefault(device_id, {})[str(stars)] = count
     report = []
     for device in devices:
         status = _public_status(device.status)
@@ -303,6 +312,7 @@ def device_report(engine) -> list[dict]:
                 "missing": (max_seq - total.distinct_seqs) if total and max_seq else 0,
                 "counts_reported": counts_reported,
                 "counts_stored": counts_stored,
+                "counts_upto_seq": upto.get(device.device_id),
                 "counts_match": (
                     counts_reported == counts_stored if counts_reported is not None else None
                 ),

@@ -336,6 +336,8 @@ def test_devices_show_completeness_and_gaps(engine, viewer):
         ),
     )
     add_evaluation(engine, "kp-02:1", 3, "2026-11-26T08:00:00Z", channel="kiosk")
+    # seq 2 arrived after the device's last status: not a mismatch
+    add_evaluation(engine, "kp-02:2", 5, "2026-11-26T08:01:00Z", channel="kiosk")
     _set_status(
         engine,
         "kp-02",
@@ -359,11 +361,13 @@ def test_devices_show_completeness_and_gaps(engine, viewer):
 
     whole = by_id["kp-02"]
     assert (whole["stored"], whole["max_seq"], whole["missing"], whole["counts_match"]) == (
-        1,
-        1,
+        2,
+        2,
         0,
         True,
     )
+    assert whole["counts_upto_seq"] == 1
+    assert whole["counts_stored"] == {"1": 0, "2": 0, "3": 1, "4": 0, "5": 0}
     assert whole["kind"] == "kiosk"
 
     silent = by_id["kp-03"]

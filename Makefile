@@ -16,6 +16,10 @@ test: system-test $(VENV)/.installed tools/micropython/node_modules/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# throughput as ratios against a same-run baseline; figures in results/bench.json
+bench: system-test $(VENV)/.installed
+	$(BIN)/hcp bench $(BENCH_ARGS)
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -13,10 +13,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    from hcp import demo
+    from hcp import bench, demo
     from sync_server import cli as collector_cli
 
     demo.register(commands)
+    bench.register(commands)
     collector_cli.register(commands)
     return parser
 

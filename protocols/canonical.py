@@ -19,6 +19,12 @@ _HEX = "0123456789abcdef"
 
 
 def _string(text, out):
+    # fast path: min() runs in C on both interpreters and most strings need no escape
+    if not text or (
+        min(text) >= " " and '"' not in text and "\\" not in text and "\x7f" not in text
+    ):
+        out.append('"' + text + '"')
+        return
     out.append('"')
     start = 0
     for i, ch in enumerate(text):

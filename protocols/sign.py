@@ -7,6 +7,11 @@ import hashlib
 
 from protocols.canonical import dumps
 
+try:  # CPython and most MicroPython builds: the C implementations
+    import hmac as _stdlib_hmac
+except ImportError:
+    _stdlib_hmac = None
+
 _BLOCK = 64  # SHA-256 block size in bytes
 
 
@@ -21,6 +26,12 @@ def hmac_sha256(key, message):
     return outer.digest()
 
 
+def _mac(key, message):
+    if _stdlib_hmac is not None and hasattr(_stdlib_hmac, "new"):
+        return _stdlib_hmac.new(key, message, hashlib.sha256).digest()
+    return hmac_sha256(key, message)
+
+
 def record_bytes(record):
     """The canonical bytes that a record's signature covers: every field but `sig`."""
     return dumps({k: v for k, v in record.items() if k != "sig"})
@@ -28,11 +39,17 @@ def record_bytes(record):
 
 def sign(record, key):
     """Return the record's signature as 64 lowercase hex characters."""
-    return binascii.hexlify(hmac_sha256(key, record_bytes(record))).decode()
+    return binascii.hexlify(_mac(key, record_bytes(record))).decode()
 
 
 def _same(a, b):
     # compare without stopping at the first difference
+    compare = getattr(_stdlib_hmac, "compare_digest", None)
+    if compare is not None:
+        try:
+            return compare(a, b)
+        except TypeError:  # non-ASCII text cannot be a hex signature
+            return False
     if len(a) != len(b):
         return False
     diff = 0

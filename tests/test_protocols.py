@@ -96,6 +96,7 @@ def test_signature_covers_every_field_but_sig():
         tampered = dict(rec, **{field: value})
         assert not sign.verify(tampered, key), field
     assert not sign.verify(a_record(), key)  # no sig at all
+    assert not sign.verify(dict(rec, sig="好" * 64), key)  # not even hex
 
 
 # --- mappings: each table in both directions ---

@@ -14,7 +14,7 @@ import pytest
 from protocols import messages, sign, topics
 from sync_server import db
 from sync_server.ingest import Ingestor
-from tests.test_auth import AuthActions, add_users, make_app
+from tests.harness.collector import AuthActions, app_with_users
 
 CONTACT = "13800000000"
 
@@ -42,15 +42,8 @@ def add_evaluation(engine, id, stars, rated_at, **fields):
 
 @pytest.fixture
 def app(engine, tmp_path):
-    app = make_app(tmp_path, engine.url.render_as_string(hide_password=False))
-    add_users(app)
-    yield app
-    app.extensions["hcp_engine"].dispose()
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
+    with app_with_users(tmp_path, engine.url.render_as_string(hide_password=False)) as app:
+        yield app
 
 
 @pytest.fixture

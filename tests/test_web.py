@@ -19,28 +19,21 @@ from hcp.cli import main as hcp_main
 from protocols.levels import LEVEL_NAMES
 from sync_server import CATALOG_DIR, PACKAGE_DIR, compile_catalogs, db
 from sync_server.web import CHANNEL_LABELS, LEVEL_LABELS
+from tests.harness.collector import AuthActions, app_with_users
 from tests.test_api import CONTACT, add_evaluation
-from tests.test_auth import AuthActions, add_users, make_app
 
 PO_PATH = CATALOG_DIR / "zh_CN" / "LC_MESSAGES" / "messages.po"
 
 
 @pytest.fixture
 def app(tmp_path):
-    app = make_app(tmp_path)
-    add_users(app)
-    yield app
-    app.extensions["hcp_engine"].dispose()
+    with app_with_users(tmp_path) as app:
+        yield app
 
 
 @pytest.fixture
 def engine(app):
     return app.extensions["hcp_engine"]
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
 
 
 def login(client, role):

@@ -17,7 +17,7 @@ from protocols import messages, sign, topics
 from sync_server import db
 from sync_server.cli import serve_web
 from sync_server.ingest import Ingestor
-from tests.test_auth import ADMIN, add_users, make_app
+from tests.harness.collector import ADMIN, add_users, make_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -1,0 +1,83 @@
+"""The collector's web app for tests: an app with an admin and a viewer, and
+logging in the way a browser does (fetch the form, send back its CSRF token)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+
+import pytest
+from werkzeug.security import generate_password_hash
+
+from sync_server import create_app, db
+
+CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
+ADMIN = ("admin", "admin-pass-1")
+VIEWER = ("viewer", "viewer-pass-1")
+
+
+def make_app(tmp_path, database_url=None, **config):
+    """A collector app on its own instance folder (SQLite in tmp_path by default)."""
+    settings = {
+        "SECRET_KEY": "test-secret",
+        "DATABASE_URL": database_url or f"sqlite:///{tmp_path / 'collector.db'}",
+    }
+    settings.update(config)
+    return create_app(settings, instance_path=str(tmp_path / "instance"))
+
+
+@functools.cache
+def _password_hash(password):
+    return generate_password_hash(password)
+
+
+def add_users(app):
+    """The admin and the viewer; hashed once per run (scrypt is slow on purpose)."""
+    with app.extensions["hcp_engine"].begin() as conn:
+        for (username, password), role in ((ADMIN, "admin"), (VIEWER, "viewer")):
+            conn.execute(
+                db.users.insert().values(
+                    username=username,
+                    password_hash=_password_hash(password),
+                    role=role,
+                    created_at=db.utc_now(),
+                )
+            )
+
+
+class AuthActions:
+    """Logs in the way a browser does: fetch the form, send back its CSRF token."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def csrf_token(self, path="/login"):
+        page = self.client.get(path).get_data(as_text=True)
+        return CSRF_FIELD.search(page).group(1)
+
+    def login(self, username="admin", password=None, next_path=None):
+        password = password or dict([ADMIN, VIEWER]).get(username, "")
+        token = self.csrf_token()
+        url = "/login" + (f"?next={next_path}" if next_path else "")
+        return self.client.post(
+            url, data={"username": username, "password": password, "csrf_token": token}
+        )
+
+    def logout(self):
+        token = self.csrf_token("/")
+        return self.client.post("/logout", data={"csrf_token": token})
+
+
+@contextlib.contextmanager
+def app_with_users(tmp_path, database_url=None, **config):
+    app = make_app(tmp_path, database_url, **config)
+    add_users(app)
+    yield app
+    app.extensions["hcp_engine"].dispose()
+
+
+@pytest.fixture
+def client(app):
+    """A test client of the module's `app` fixture."""
+    return app.test_client()

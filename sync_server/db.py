@@ -6,6 +6,7 @@ All database access of the collector goes through this module.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
@@ -58,6 +59,9 @@ evaluations = Table(
     Index("ix_evaluations_device_seq", "device_id", "seq", unique=True),
     Index("ix_evaluations_rated_at", "rated_at"),
     Index("ix_evaluations_stars", "stars"),
+    Index("ix_evaluations_window_id", "window_id"),
+    Index("ix_evaluations_staff_id", "staff_id"),
+    Index("ix_evaluations_org_id", "org_id"),
 )
 
 quarantine = Table(
@@ -117,9 +121,25 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def alembic_config(connection=None):
+    """Alembic's configuration for this schema, on an open connection."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
 def init(engine: Engine) -> None:
-    """Create the schema if it is not there yet."""
-    metadata.create_all(engine)
+    """Bring the schema to the newest migration (creating it on an empty database)."""
+    from alembic import command
+
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "head")
 
 
 def insert_ignoring_duplicates(engine: Engine, table: Table, key: str):

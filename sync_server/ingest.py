@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from protocols import messages, record, sign, topics
 from protocols.canonical import dumps
@@ -67,15 +68,17 @@ class Ingestor:
         try:
             device_id, kind = topics.parse(topic)
         except topics.TopicError as exc:
-            return self._quarantine_message(topic, None, str(exc), payload, received_at)
+            return self.quarantine_message(topic, None, str(exc), payload, received_at)
         if kind == topics.UP_EV:
             return self._batch(topic, device_id, payload, received_at)
         if kind == topics.UP_STATUS:
             return self._status(topic, device_id, payload, received_at)
         reason = "topic: the collector does not take " + kind + " messages"
-        return self._quarantine_message(topic, device_id, reason, payload, received_at)
+        return self.quarantine_message(topic, device_id, reason, payload, received_at)
 
-    def _quarantine_message(self, topic, device_id, reason, payload, received_at) -> Outcome:
+    def quarantine_message(self, topic, device_id, reason, payload, received_at=None) -> Outcome:
+        """Keep a whole message aside with the reason it was not taken."""
+        received_at = received_at or db.utc_now()
         text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
         with self.engine.begin() as conn:
             conn.execute(
@@ -95,7 +98,7 @@ class Ingestor:
         try:
             msg = messages.decode(payload, messages.STATUS)
         except messages.MessageError as exc:
-            return self._quarantine_message(topic, device_id, str(exc), payload, received_at)
+            return self.quarantine_message(topic, device_id, str(exc), payload, received_at)
         with self.engine.begin() as conn:
             conn.execute(
                 db.devices.update()
@@ -108,7 +111,7 @@ class Ingestor:
         try:
             msg = messages.decode(payload, messages.EV)
         except messages.MessageError as exc:
-            return self._quarantine_message(topic, device_id, str(exc), payload, received_at)
+            return self.quarantine_message(topic, device_id, str(exc), payload, received_at)
 
         outcome = Outcome()
         held = []  # quarantine rows
@@ -161,7 +164,7 @@ class Ingestor:
                             "received_at": received_at,
                             "topic": topic,
                             "device_id": device_id,
-                            "record_id": rec.get("id") if isinstance(rec, dict) else None,
+                            "record_id": _record_id(rec),
                             "reason": reason,
                             "payload": _text(rec),
                         }
@@ -205,6 +208,12 @@ class Ingestor:
         if not sign.verify(rec, key):
             return "sig: does not verify with the key of device " + repr(device_id)
         return None
+
+
+def _record_id(rec) -> str | None:
+    """The record's id for the quarantine list, if it has a usable one."""
+    rec_id = rec.get("id") if isinstance(rec, dict) else None
+    return rec_id if isinstance(rec_id, str) and len(rec_id) <= 100 else None
 
 
 def _text(rec) -> str:
@@ -255,16 +264,25 @@ class IngestService:
             return  # no PUBACK: it comes again after the reconnect
         try:
             outcome = self.ingestor.process(message.topic, message.payload)
-        except Exception:
-            # The database is unreachable or similar. Without a PUBACK the broker
-            # keeps the message in our persistent session; reconnecting makes it
-            # deliver it (and everything after it) again.
+        except DBAPIError:
+            # The database is unreachable, locked or broken. Without a PUBACK the
+            # broker keeps the message in our persistent session; reconnecting
+            # makes it deliver it (and everything after it) again.
             log.exception("ingest failed for a message on %s; reconnecting", message.topic)
             with self._lock:
                 self.failures += 1
             self._failed.set()
             threading.Thread(target=self._recover, name="ingest-recover", daemon=True).start()
             return
+        except Exception as exc:
+            # A bug met an input nobody foresaw. Retrying would block every later
+            # message behind this one, so it is kept aside with the error instead.
+            log.exception("ingest error for a message on %s; quarantined", message.topic)
+            with self._lock:
+                self.failures += 1
+            outcome = self.ingestor.quarantine_message(
+                message.topic, None, f"ingest error: {exc!r}", message.payload
+            )
         if outcome.ack_topic:
             client.publish(outcome.ack_topic, outcome.ack_payload, qos=1)
         client.ack(message.mid, message.qos)

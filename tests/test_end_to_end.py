@@ -234,3 +234,44 @@ def test_records_sent_while_the_collector_is_down_arrive_after_it_returns(
     collector.start()
     wait_for(lambda: len(rows(collector)) == 2, what="both records")
     assert keypad.wait_drained(10)
+
+
+def test_a_broker_restart_loses_nothing(broker, collector, keypad_factory):
+    # Sessions do not survive this restart (no persistence): the device and the
+    # collector both reconnect and subscribe again; what was in flight is sent
+    # again by the device after its ack timeout.
+    keypad = keypad_factory("kp-01", ack_timeout_ms=2000)
+    keypad.rate(5)
+    wait_for(lambda: len(rows(collector)) == 1, what="first record")
+    broker.stop()
+    keypad.rate(1)
+    keypad.rate(4)
+    broker.start()
+    keypad.rate(3)
+    wait_for(lambda: len(rows(collector)) == 4, timeout=40, what="all four records")
+    assert rows(collector) == [("kp-01:1", 5), ("kp-01:2", 1), ("kp-01:3", 4), ("kp-01:4", 3)]
+    assert keypad.wait_drained(10)
+
+
+def test_an_unforeseen_error_quarantines_that_message_and_ingest_goes_on(
+    broker, collector, keypad_factory
+):
+    # Fault injection: the ingest code fails on one message as a bug would.
+    process = collector.ingestor.process
+
+    def failing_on_boom(topic, payload):
+        if payload == b"boom":
+            raise RuntimeError("boom")
+        return process(topic, payload)
+
+    collector.ingestor.process = failing_on_boom
+    watcher = Watcher(broker)
+    try:
+        watcher.publish(topics.topic("kp-01", topics.UP_EV), b"boom")
+    finally:
+        watcher.close()
+    keypad = keypad_factory("kp-01")
+    keypad.rate(5)
+    wait_for(lambda: len(rows(collector)) == 1, what="the record after the failure")
+    assert reasons(collector) == ["ingest error: RuntimeError('boom')"]
+    assert collector.failures == 1

@@ -1,0 +1,108 @@
+"""Fuzzing the collector's ingest: whatever arrives, it never raises, never
+counts a bad record, and leaves a trace of everything (stored or quarantined)."""
+
+import json
+import os
+import secrets
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from protocols import messages, sign, topics
+from sync_server import db
+from sync_server.ingest import Ingestor
+
+KEY_HEX = secrets.token_hex(32)
+EV = topics.topic("kp-01", topics.UP_EV)
+FUZZ = settings(
+    max_examples=int(os.environ.get("HCP_FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@pytest.fixture(scope="module")
+def ingestor(tmp_path_factory):
+    engine = db.make_engine(f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'c.db'}")
+    db.init(engine)
+    db.add_device(engine, "kp-01", KEY_HEX)
+    yield Ingestor(engine)
+    engine.dispose()
+
+
+def counts(engine):
+    with engine.connect() as conn:
+        stored = conn.execute(select(func.count()).select_from(db.evaluations)).scalar()
+        held = conn.execute(select(func.count()).select_from(db.quarantine)).scalar()
+    return stored, held
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+FIELDS = ["id", "device_id", "seq", "stars", "channel", "rated_at", "clock", "origin",
+          "attempt", "tags", "content_version", "contact", "sig", "comment"]  # fmt: skip
+
+
+def valid_record(seq):
+    rec = {
+        "id": f"kp-01:{seq}",
+        "device_id": "kp-01",
+        "seq": seq,
+        "stars": 1 + seq % 5,
+        "channel": "keypad",
+        "rated_at": "2026-11-26T08:30:00Z",
+        "clock": "ntp",
+        "origin": "citizen",
+        "attempt": 1,
+    }
+    rec["sig"] = sign.sign(rec, bytes.fromhex(KEY_HEX))
+    return rec
+
+
+@FUZZ
+@given(payload=st.binary(max_size=300))
+def test_arbitrary_bytes_are_quarantined_whole(ingestor, payload):
+    before = counts(ingestor.engine)
+    outcome = ingestor.process(EV, payload)
+    stored, held = counts(ingestor.engine)
+    assert stored == before[0]
+    assert held == before[1] + 1 and outcome.ack_topic is None
+
+
+@FUZZ
+@given(value=json_values)
+def test_arbitrary_json_is_quarantined_whole(ingestor, value):
+    before = counts(ingestor.engine)
+    ingestor.process(EV, json.dumps(value).encode())
+    assert counts(ingestor.engine) == (before[0], before[1] + 1)
+
+
+@FUZZ
+@given(
+    seq=st.integers(1, 10**9),
+    field=st.sampled_from(FIELDS),
+    value=json_values,
+)
+def test_a_record_with_one_field_changed_is_stored_only_if_still_valid_and_signed(
+    ingestor, seq, field, value
+):
+    rec = valid_record(seq)
+    rec[field] = value  # after signing: anything but a no-op change breaks the signature
+    before = counts(ingestor.engine)
+    outcome = ingestor.process(EV, messages.encode(messages.batch("kp-01", 1, [rec])))
+    stored, held = counts(ingestor.engine)
+    accounted = len(outcome.stored) + len(outcome.duplicates) + len(outcome.quarantined)
+    assert accounted == 1, "every record is stored, a duplicate, or quarantined"
+    if outcome.stored:
+        assert stored == before[0] + 1 and sign.verify(rec, bytes.fromhex(KEY_HEX))
+    else:
+        assert stored == before[0]
+    assert held == before[1] + len(outcome.quarantined)

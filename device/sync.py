@@ -8,7 +8,6 @@
 # an outage does not swamp the collector, and 差评 drain first (Store.pending).
 from device.mqtt import MQTTError
 from protocols import messages, topics
-from protocols.messages import MessageError
 
 
 class Sync:
@@ -101,6 +100,7 @@ class Sync:
             "queue": len(self.store),
             "last_seq": self.store.last_seq,
             "counts": dict(self.store.counts),
+            "bad_messages": self.bad_messages,
         }
         fields.update(self.status_fields)
         return messages.status(online, **fields)
@@ -128,7 +128,7 @@ class Sync:
                     self.on_config(config)
             elif kind == topics.DOWN_CMD:
                 self._command(messages.decode(payload, messages.CMD))
-        except (ValueError, MessageError):
+        except Exception:  # no input may stop the device
             self.bad_messages += 1  # counted and reported in status; never fatal
 
     def _ack(self, ack):

@@ -152,8 +152,32 @@ def _check_status(msg):
                 raise MessageError("status.counts: must map stars 1..5 to counts")
 
 
+CONFIG_TEXTS = ("window_id", "staff_id", "staff_name", "staff_no", "org_id", "content_version")
+
+
 def _check_config(msg):
     _need_int(msg, "version", 1)
+    for field in CONFIG_TEXTS:
+        _need_str(msg, field, optional=True)
+    tags = msg.get("tags")
+    if tags is None:
+        return
+    if not isinstance(tags, list):
+        raise MessageError("config.tags: must be a list of [stars, code, text]")
+    for row in tags:
+        if (
+            not isinstance(row, list)
+            or len(row) != 3
+            or not _int(row[0])
+            or not 1 <= row[0] <= 5
+            or not isinstance(row[1], str)
+            or not 1 <= len(row[1]) <= 16
+            or not isinstance(row[2], str)
+            or not row[2]
+        ):
+            raise MessageError("config.tags: must be a list of [stars, code, text]")
+    if tags and not msg.get("content_version"):
+        raise MessageError("config.content_version: is required with tags")
 
 
 def _check_cmd(msg):

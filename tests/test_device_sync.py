@@ -1,5 +1,12 @@
 """Device-side sync rules that the end-to-end tests cannot aim at directly."""
 
+import json
+import tempfile
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from device.store import Store
 from device.sync import Sync
 from protocols import messages, topics
@@ -69,3 +76,55 @@ def test_a_bad_ack_is_counted_not_fatal(tmp_path):
     store, client, sync = make(tmp_path)
     client.callback(topics.topic("kp-01", topics.DOWN_ACK), b"{not json", False)
     assert sync.bad_messages == 1 and len(store) == 3
+
+
+def test_a_broken_config_is_counted_and_the_last_good_one_kept(tmp_path):
+    _store, client, sync = make(tmp_path)
+    applied = []
+    sync.on_config = applied.append
+    topic = topics.topic("kp-01", topics.DOWN_CONFIG)
+    good = messages.config(1, window_id="A01")
+    client.callback(topic, messages.encode(good), True)
+    client.callback(topic, b'{"t":"config","v":1,"version":2,"tags":[[9,"x","y"]]}', True)
+    assert applied == [good] and sync.bad_messages == 1
+    assert sync.status()["bad_messages"] == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from([topics.DOWN_ACK, topics.DOWN_CONFIG, topics.DOWN_CMD]),
+    payload=st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            lambda t, extra: json.dumps({"v": 1, "t": t, **extra}).encode(),
+            st.sampled_from(["ack", "config", "cmd"]),
+            st.dictionaries(
+                st.sampled_from(
+                    [
+                        "batch",
+                        "stored",
+                        "quarantined",
+                        "version",
+                        "tags",
+                        "id",
+                        "cmd",
+                        "args",
+                        "window_id",
+                        "content_version",
+                    ]
+                ),
+                st.recursive(
+                    st.none() | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3),
+                    max_leaves=6,
+                ),
+            ),
+        ),
+    ),
+)
+def test_no_incoming_message_can_stop_the_device(kind, payload):
+    with tempfile.TemporaryDirectory() as folder:
+        store, client, sync = make(Path(folder))
+        sync.on_config = lambda config: None
+        client.callback(topics.topic("kp-01", kind), payload, False)  # must not raise
+        assert len(store) <= 3

@@ -45,7 +45,7 @@ for msg in (
     messages.batch("kp-01", 3, [rec]),
     messages.ack(3, [7, 5], [6]),
     messages.status(True, fw="0.1.0", queue=1, last_seq=7, counts={"1": 1, "5": 0}),
-    messages.config(2, window_id="A01", tags=[[1, "D101", "服务态度差"]]),
+    messages.config(2, window_id="A01", content_version="demo-1", tags=[[1, "D101", "服务态度差"]]),
     messages.command("c-1", "reboot"),
     messages.command_result("c-1", False, "unsupported"),
 ):

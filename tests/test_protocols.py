@@ -246,7 +246,9 @@ def test_topic_errors(name, message):
         messages.batch("kp-01", 3, [a_record()]),
         messages.ack(3, [7, 5], [6]),
         messages.status(True, fw="0.1.0", queue=2, last_seq=7, counts={"5": 3, "1": 1}),
-        messages.config(4, window_id="A01", tags=[[2, "D201", "等候时间长"]]),
+        messages.config(
+            4, window_id="A01", content_version="demo-1", tags=[[2, "D201", "等候时间长"]]
+        ),
         messages.command("c-1", "reboot"),
         messages.command_result("c-1", True, {"uptime_ms": 5}),
     ],
@@ -302,6 +304,26 @@ def test_messages_round_trip_with_their_version(msg):
             "cmd.cmd: unknown command 'format_disk'",
         ),
         (b'{"t":"config","v":1,"version":0}', None, "config.version: must be an integer 1.."),
+        (
+            b'{"t":"config","v":1,"version":1,"window_id":7}',
+            None,
+            "config.window_id: must be a string of 1..64",
+        ),
+        (
+            b'{"t":"config","v":1,"version":1,"tags":[[6,"x","y"]],"content_version":"1"}',
+            None,
+            "config.tags: must be a list of [stars, code, text]",
+        ),
+        (
+            b'{"t":"config","v":1,"version":1,"tags":"all"}',
+            None,
+            "config.tags: must be a list of [stars, code, text]",
+        ),
+        (
+            b'{"t":"config","v":1,"version":1,"tags":[[1,"x","y"]]}',
+            None,
+            "config.content_version: is required with tags",
+        ),
     ],
 )
 def test_message_errors(payload, expected, message):

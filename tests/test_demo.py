@@ -9,6 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from tests.harness.broker import require_kind
+
 ROOT = Path(__file__).resolve().parent.parent
 FINAL = re.compile(
     r"停止 stopped: (\d+) 次评价 ratings made, (\d+) 条入库 stored .* (\d+) 条留在设备上"
@@ -31,12 +35,14 @@ def stored_in(workdir) -> int:
         return conn.execute("SELECT count(*) FROM evaluations").fetchone()[0]
 
 
-def test_an_unattended_demo_shows_ratings_arriving(tmp_path):
-    proc = demo(tmp_path, "--duration", "6", "--pace", "0.2")
+@pytest.mark.parametrize("broker", ["amqtt", "mosquitto"])
+def test_an_unattended_demo_shows_ratings_arriving(tmp_path, broker):
+    require_kind(broker)
+    proc = demo(tmp_path, "--duration", "6", "--pace", "0.2", "--broker", broker)
     out, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, out
     assert re.search(r"http://127\.0\.0\.1:\d+", out), out
-    assert re.search(r"mqtt://127\.0\.0\.1:\d+  \(amqtt\)", out), out
+    assert re.search(rf"mqtt://127\.0\.0\.1:\d+  \({broker}\)", out), out
     assert re.search(r"已收到 received +\d+", out), out
     made, stored, kept = (int(x) for x in FINAL.search(out).groups())
     assert made > 0 and stored > 0

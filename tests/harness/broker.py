@@ -29,12 +29,17 @@ def mosquitto_required() -> bool:
     return os.environ.get("HCP_REQUIRE_MOSQUITTO") == "1"
 
 
+def require_kind(kind):
+    """Skip (or, where Mosquitto is required, fail) when `kind` cannot run here."""
+    if kind == "mosquitto" and not MosquittoBroker.available():
+        if mosquitto_required():
+            pytest.fail(MISSING_MOSQUITTO, pytrace=False)
+        pytest.skip("the mosquitto binary is not installed")
+
+
 def _make_broker(kind, tmp_path_factory):
+    require_kind(kind)
     if kind == "mosquitto":
-        if not MosquittoBroker.available():
-            if mosquitto_required():
-                pytest.fail(MISSING_MOSQUITTO, pytrace=False)
-            pytest.skip("the mosquitto binary is not installed")
         broker = MosquittoBroker(workdir=tmp_path_factory.mktemp("mosquitto"))
     elif kind == "amqtt":
         broker = AmqttBroker(workdir=tmp_path_factory.mktemp("amqtt"))

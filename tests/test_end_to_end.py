@@ -275,3 +275,33 @@ def test_an_unforeseen_error_quarantines_that_message_and_ingest_goes_on(
     wait_for(lambda: len(rows(collector)) == 1, what="the record after the failure")
     assert reasons(collector) == ["ingest error: RuntimeError('boom')"]
     assert collector.failures == 1
+
+
+def test_a_long_backlog_drains_in_batches_bad_reviews_first(collector, keypad_factory):
+    keypad = keypad_factory("kp-01", batch_size=50)
+    keypad.network.link_up = False
+
+    def backlog(device):  # 300 ratings made while offline, 1 in 10 a 差评
+        now = 10**9
+        for n in range(300):
+            now += 5000
+            device.app.press(4 if n % 10 == 0 else 0, now)  # key 4 = 非常不满意
+            device.app.tick(now + 1000)
+        return len(device.store)
+
+    assert keypad.call(backlog) == 300
+    keypad.network.link_up = True
+    wait_for(lambda: len(rows(collector)) == 300, timeout=60, what="the whole backlog")
+    assert keypad.wait_drained(10)
+    with collector.ingestor.engine.connect() as conn:
+        arrival = conn.execute(
+            select(db.evaluations.c.stars, db.evaluations.c.received_at).order_by(
+                db.evaluations.c.received_at, db.evaluations.c.seq
+            )
+        ).all()
+    batches = {}
+    for stars, received_at in arrival:
+        batches.setdefault(received_at, []).append(stars)
+    assert len(batches) == 6 and all(len(b) == 50 for b in batches.values())
+    first = list(batches.values())[0]
+    assert sorted(first) == [1] * 30 + [5] * 20  # all 30 差评 travel in the first batch

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
 
-.PHONY: demo test lint format bench clean system-demo system-test
+.PHONY: demo test lint format bench fault clean system-demo system-test
 
 demo: system-demo $(VENV)/.installed
 	$(BIN)/hcp demo $(DEMO_ARGS)
@@ -19,6 +19,12 @@ test: system-test $(VENV)/.installed tools/micropython/node_modules/.installed
 # throughput as ratios against a same-run baseline; figures in results/bench.json
 bench: system-test $(VENV)/.installed
 	$(BIN)/hcp bench $(BENCH_ARGS)
+
+# the fault run: keypads rating through broker restarts, collector kills, link
+# cuts and power cuts; every (device, seq) is counted at the end
+FAULT_ARGS ?= --devices 20 --duration 120
+fault: system-test $(VENV)/.installed
+	$(BIN)/hcp sim fault $(FAULT_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -14,10 +14,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     from hcp import bench, demo
+    from simulators import cli as simulator_cli
     from sync_server import cli as collector_cli
 
     demo.register(commands)
     bench.register(commands)
+    simulator_cli.register(commands)
     collector_cli.register(commands)
     return parser
 

@@ -1,0 +1,52 @@
+"""A short fault run on each broker kind: nothing lost, nothing twice.
+
+`make fault` runs the long version (20 keypads, 2 minutes)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete
+
+from simulators.fault import FAULTS, FaultRun, Report
+from sync_server import db
+from tests.harness.broker import require_kind
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("kind", ["mosquitto", "amqtt"])
+def test_every_record_arrives_once_through_all_kinds_of_fault(tmp_path, kind):
+    require_kind(kind)
+    report = FaultRun(tmp_path, devices=4, duration=10, broker=kind, fault_every=0.8, seed=7).run()
+    assert set(report.faults) == set(FAULTS), "every kind of fault was injected"
+    assert report.made > 0
+    assert report.missing == [] and report.unexpected == []
+    assert report.count_mismatches == [] and report.quarantined == 0
+    assert report.drained and report.stored == report.made and report.ok
+
+
+def test_a_lost_record_or_a_wrong_count_fails_the_check(tmp_path):
+    # the counting itself must be able to fail
+    run = FaultRun(tmp_path, devices=1, duration=1, broker="amqtt", fault_every=5, seed=1)
+    report = run.run()
+    assert report.ok and report.made > 1
+    run.engine = db.make_engine(f"sqlite:///{tmp_path / 'collector.db'}")
+    with run.engine.begin() as conn:
+        conn.execute(delete(db.evaluations).where(db.evaluations.c.seq == 1))
+    checked = Report(devices=1, seconds=0, drained=True)
+    run.count({"kp-fault-00": (report.made, {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0})}, checked)
+    assert checked.missing == ["kp-fault-00:1"]
+    assert checked.count_mismatches and not checked.ok
+    run.engine.dispose()
+
+
+def test_the_command_reports_pass(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "hcp", "sim", "fault", "--devices", "2", "--duration", "3",
+         "--fault-every", "0.7", "--broker", "amqtt", "--seed", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS: nothing lost, nothing twice" in result.stdout

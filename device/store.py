@@ -78,6 +78,8 @@ class Store:
         self.next_seq = 1
         self.counts = {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0}
         self._offsets = {}  # seq -> offset of its "a" line
+        self._lengths = {}  # seq -> length of that line
+        self._live = 0  # bytes of the journal that still hold pending records
         self._bad = {}  # seqs of pending 差评 (stars <= 2), drained first
         self._size = 0
         self._open()
@@ -116,6 +118,7 @@ class Store:
                     rec = obj["a"]
                     seq = rec["seq"]
                     self._offsets[seq] = offset
+                    self._lengths[seq] = len(line)
                     if rec["stars"] <= 2:
                         self._bad[seq] = True
                     if seq >= self.next_seq:  # the state write after it was lost
@@ -125,9 +128,11 @@ class Store:
                 else:
                     for seq in obj["d"]:
                         self._offsets.pop(seq, None)
+                        self._lengths.pop(seq, None)
                         self._bad.pop(seq, None)
                 offset += len(line)
         self._size = offset
+        self._live = sum(self._lengths.values())
         return damaged
 
     def _save_state(self):
@@ -138,8 +143,7 @@ class Store:
         _replace(tmp, self._state_path)
 
     # --- writing ---
-    def _append(self, obj):
-        data = _line(obj)
+    def _append_bytes(self, data):
         with open(self._journal_path, "ab") as f:
             f.write(data)
             _sync(f)
@@ -152,7 +156,10 @@ class Store:
         seq = record["seq"]
         if seq != self.next_seq:
             raise ValueError("seq " + str(seq) + " is not the next seq " + str(self.next_seq))
-        self._offsets[seq] = self._append({"a": record})
+        data = _line({"a": record})
+        self._offsets[seq] = self._append_bytes(data)
+        self._lengths[seq] = len(data)
+        self._live += len(data)
         if record["stars"] <= 2:
             self._bad[seq] = True
         self.next_seq = seq + 1
@@ -165,29 +172,40 @@ class Store:
         known = [s for s in seqs if s in self._offsets]
         if not known:
             return 0
-        self._append({"d": known})
+        self._append_bytes(_line({"d": known}))
         for seq in known:
             del self._offsets[seq]
+            self._live -= self._lengths.pop(seq)
             self._bad.pop(seq, None)
-        if not self._offsets or self._size > _COMPACT_BYTES:
+        # Rewrite when nothing is pending, or when the journal is big and more
+        # than half of it is dead: each byte is rewritten a bounded number of
+        # times, so a long backlog drains without wearing the flash.
+        if not self._offsets or (self._size > _COMPACT_BYTES and self._live * 2 < self._size):
             self._compact()
         return len(known)
 
     def _compact(self):
-        live = self.pending(len(self._offsets)) if self._offsets else []
+        """Copy the lines of pending records, oldest first, into a fresh journal.
+
+        Lines are copied as bytes, one at a time, so compaction needs no more
+        RAM than a single record."""
         tmp = self._journal_path + ".tmp"
         offsets = {}
         size = 0
-        with open(tmp, "wb") as f:
-            for rec in sorted(live, key=lambda r: r["seq"]):
-                data = _line({"a": rec})
-                f.write(data)
-                offsets[rec["seq"]] = size
-                size += len(data)
-            _sync(f)
+        with open(tmp, "wb") as out:
+            if self._offsets:
+                with open(self._journal_path, "rb") as src:
+                    for seq in sorted(self._offsets):
+                        src.seek(self._offsets[seq])
+                        line = src.readline()
+                        out.write(line)
+                        offsets[seq] = size
+                        size += len(line)
+            _sync(out)
         _replace(tmp, self._journal_path)
         self._offsets = offsets
         self._size = size
+        self._live = size
 
     # --- reading ---
     def __len__(self):

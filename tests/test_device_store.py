@@ -86,3 +86,25 @@ def test_a_damaged_line_in_the_middle_loses_only_itself(tmp_path):
     lines[1] = lines[1].replace(b'"stars":5', b'"stars":4')  # flash bit rot: CRC fails
     (tmp_path / "journal").write_bytes(b"".join(lines))
     assert [r["seq"] for r in Store(str(tmp_path)).pending(10)] == [1, 3]
+
+
+def test_draining_a_long_backlog_rewrites_the_journal_only_a_few_times(tmp_path, monkeypatch):
+    store = Store(str(tmp_path))
+    for seq in range(1, 2001):
+        store.add({**rec(seq), "comment": "x" * 60})
+    assert os.path.getsize(tmp_path / "journal") > 4 * 65536
+    rewritten = []
+    compact = Store._compact
+
+    def counting(self):
+        rewritten.append(os.path.getsize(tmp_path / "journal"))
+        compact(self)
+
+    monkeypatch.setattr(Store, "_compact", counting)
+    for start in range(1, 2001, 50):
+        store.remove(list(range(start, start + 50)))
+        assert [r["seq"] for r in store.pending(1)] == ([start + 50] if start < 1951 else [])
+    # each compaction needs more than half of the journal dead: a handful, not one per ack
+    assert 2 <= len(rewritten) <= 8, rewritten
+    assert os.path.getsize(tmp_path / "journal") == 0
+    assert Store(str(tmp_path)).next_seq == 2001

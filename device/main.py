@@ -56,6 +56,10 @@ def _wall_clock():
     return now, ("ntp" if now > 1700000000 else "unset")
 
 
+# machine.reset_cause() values as the ESP32 port numbers them
+_RESET_CAUSES = {1: "power_on", 2: "hard", 3: "watchdog", 4: "deep_sleep", 5: "soft"}
+
+
 def build(machine, network, board, settings, wall_clock=None):
     pull = getattr(machine.Pin, "PULL_UP", None)
     pins = [machine.Pin(n, machine.Pin.IN, pull) for n in board.KEY_PINS]
@@ -109,6 +113,24 @@ def build(machine, network, board, settings, wall_clock=None):
             f.write(json.dumps(config))
 
     sync.on_config = on_config
+    reset_cause = getattr(machine, "reset_cause", None)
+    cause = _RESET_CAUSES.get(reset_cause(), "other") if reset_cause else None
+
+    def status_extra():
+        fields = {
+            "boot_id": app.boot_id,
+            "uptime_ms": ticks_ms() - app.boot_ms,
+            "clock": app.wall_clock()[1],
+        }
+        if cause:
+            fields["reset_cause"] = cause
+        try:
+            fields["signal"] = wlan.status("rssi")  # dBm
+        except (AttributeError, ValueError, OSError, TypeError):
+            pass  # the port cannot tell
+        return fields
+
+    sync.status_extra = status_extra
     return Device(settings, keys, wlan, store, client, sync, app)
 
 

@@ -32,7 +32,7 @@ class Sync:
         self.status_every_ms = status_every_ms
         self.on_config = None  # fn(config dict)
         self.on_command = None  # fn(command dict) -> (ok, result)
-        self.status_fields = {}  # clock, battery, signal, reset_cause ... from main
+        self.status_extra = None  # fn() -> dict: clock, signal, reset_cause ... (main.py)
         self.batches_sent = 0
         self.acks = 0
         self.bad_messages = 0
@@ -102,7 +102,8 @@ class Sync:
             "counts": dict(self.store.counts),
             "bad_messages": self.bad_messages,
         }
-        fields.update(self.status_fields)
+        if self.status_extra:
+            fields.update(self.status_extra())
         return messages.status(online, **fields)
 
     def _maybe_status(self, now_ms):

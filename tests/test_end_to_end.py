@@ -115,7 +115,11 @@ def test_a_key_press_reaches_the_collector_and_leaves_the_device(collector, keyp
     assert reasons(collector) == []
     # the device's retained status carries its cumulative counts per level
     wait_for(lambda: _status(collector, "kp-01").get("last_seq") == 2, what="status")
-    assert _status(collector, "kp-01")["counts"] == {"1": 1, "2": 0, "3": 0, "4": 1, "5": 0}
+    status = _status(collector, "kp-01")
+    assert status["counts"] == {"1": 1, "2": 0, "3": 0, "4": 1, "5": 0}
+    assert (status["online"], status["queue"], status["clock"]) == (True, 0, "ntp")
+    assert (status["reset_cause"], status["signal"]) == ("power_on", -55)
+    assert len(status["boot_id"]) == 8 and status["uptime_ms"] > 0
 
 
 def _status(collector, device_id):

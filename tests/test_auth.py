@@ -9,13 +9,7 @@ from werkzeug.security import check_password_hash
 
 from sync_server import create_app, db
 from sync_server.auth import create_user
-from tests.harness.collector import ADMIN, AuthActions, app_with_users
-
-
-@pytest.fixture
-def app(tmp_path):
-    with app_with_users(tmp_path) as app:
-        yield app
+from tests.harness.collector import ADMIN, AuthActions
 
 
 @pytest.fixture

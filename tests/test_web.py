@@ -19,16 +19,10 @@ from hcp.cli import main as hcp_main
 from protocols.levels import LEVEL_NAMES
 from sync_server import CATALOG_DIR, PACKAGE_DIR, compile_catalogs, db
 from sync_server.web import CHANNEL_LABELS, LEVEL_LABELS
-from tests.harness.collector import AuthActions, app_with_users
+from tests.harness.collector import AuthActions
 from tests.test_api import CONTACT, add_evaluation
 
 PO_PATH = CATALOG_DIR / "zh_CN" / "LC_MESSAGES" / "messages.po"
-
-
-@pytest.fixture
-def app(tmp_path):
-    with app_with_users(tmp_path) as app:
-        yield app
 
 
 @pytest.fixture

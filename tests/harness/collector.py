@@ -78,6 +78,14 @@ def app_with_users(tmp_path, database_url=None, **config):
 
 
 @pytest.fixture
+def app(tmp_path):
+    """The collector app on SQLite with an admin and a viewer; a test module
+    may override it (tests/test_api.py runs it on each database)."""
+    with app_with_users(tmp_path) as app:
+        yield app
+
+
+@pytest.fixture
 def client(app):
     """A test client of the module's `app` fixture."""
     return app.test_client()

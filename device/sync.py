@@ -69,8 +69,8 @@ class Sync:
                 self._status_dirty = True
             for _ in range(8):
                 self.client.check_msg()
+            self._maybe_status(now_ms)  # first, so a fresh connection says who it is
             self._maybe_send(now_ms)
-            self._maybe_status(now_ms)
         except (OSError, MQTTError):
             self.client.close()
             self._in_flight = None

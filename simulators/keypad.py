@@ -29,6 +29,7 @@ class SimKeypad:
         broker_host: str,
         broker_port: int,
         data_dir: str,
+        clock_set: bool = True,
         **settings,
     ):
         overrides = {
@@ -43,6 +44,9 @@ class SimKeypad:
         }
         overrides.update(settings)
         self.settings = device_config.load(None, overrides)
+        # A board whose clock was never set counts from its epoch (2000-01-01).
+        self._booted = time.monotonic()
+        self.wall_clock = None if clock_set else self._unset_clock
         self.machine = SimMachine()
         self.network = SimNetwork()
         self.device = None
@@ -54,13 +58,18 @@ class SimKeypad:
 
     def start(self) -> SimKeypad:
         """Boot the firmware and run its main loop in a thread."""
-        self.device = build(self.machine, self.network, sim_board, self.settings)
+        self.device = build(
+            self.machine, self.network, sim_board, self.settings, wall_clock=self.wall_clock
+        )
         self._running.set()
         self._thread = threading.Thread(
             target=self._loop, name=self.settings["device_id"], daemon=True
         )
         self._thread.start()
         return self
+
+    def _unset_clock(self):
+        return 946684800 + int(time.monotonic() - self._booted), "unset"
 
     def _loop(self):
         while self._running.is_set():

@@ -127,9 +127,9 @@ def _conditions(filters: dict) -> list:
     if filters.get("bad"):
         conditions.append(ev.stars <= 2)
     if "since" in filters:
-        conditions.append(ev.rated_at >= filters["since"])
+        conditions.append(ev.effective_at >= filters["since"])
     if "until" in filters:
-        conditions.append(ev.rated_at <= filters["until"])
+        conditions.append(ev.effective_at <= filters["until"])
     return conditions
 
 
@@ -149,7 +149,7 @@ def list_evaluations(engine, filters: dict, page: int = 1, per_page: int = 50) -
     query = (
         select(*shown)
         .where(where)
-        .order_by(db.evaluations.c.rated_at.desc(), db.evaluations.c.id)
+        .order_by(db.evaluations.c.effective_at.desc(), db.evaluations.c.id)
         .limit(per_page)
         .offset((page - 1) * per_page)
     )

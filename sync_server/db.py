@@ -54,14 +54,31 @@ evaluations = Table(
     Column("contact", String(20)),  # confidential: never in list APIs
     Column("sig", String(64)),
     Column("received_at", String(32), nullable=False),
+    # when the rating was made, as best known: rated_at when the device clock
+    # was trusted, else estimated from boot_id/uptime_ms (sync_server/clock.py)
+    Column("effective_at", String(20), nullable=False),
+    Column("time_source", String(12), nullable=False),  # device | estimated | received
     # set by a supervisor's review (误评/恶意): kept, but out of scores
     Column("excluded", Boolean, nullable=False, default=False),
     Index("ix_evaluations_device_seq", "device_id", "seq", unique=True),
     Index("ix_evaluations_rated_at", "rated_at"),
+    Index("ix_evaluations_effective_at", "effective_at"),
+    Index("ix_evaluations_boot", "device_id", "boot_id"),
     Index("ix_evaluations_stars", "stars"),
     Index("ix_evaluations_window_id", "window_id"),
     Index("ix_evaluations_staff_id", "staff_id"),
     Index("ix_evaluations_org_id", "org_id"),
+)
+
+# The collector's own clock against a device's uptime in one boot, from the
+# device's live (not retained) status messages.
+boot_clocks = Table(
+    "boot_clocks",
+    metadata,
+    Column("device_id", String(32), primary_key=True),
+    Column("boot_id", String(32), primary_key=True),
+    Column("uptime_ms", BigInteger, nullable=False),
+    Column("at", String(32), nullable=False),  # collector UTC time the status arrived
 )
 
 quarantine = Table(

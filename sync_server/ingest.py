@@ -21,11 +21,12 @@ from sqlalchemy.exc import DBAPIError
 
 from protocols import messages, record, sign, topics
 from protocols.canonical import dumps
-from sync_server import db
+from sync_server import clock, db
 
 log = logging.getLogger(__name__)
 
-EV_FIELDS = [c.name for c in db.evaluations.columns if c.name not in ("received_at", "excluded")]
+COLLECTOR_FIELDS = ("received_at", "excluded", "effective_at", "time_source")
+EV_FIELDS = [c.name for c in db.evaluations.columns if c.name not in COLLECTOR_FIELDS]
 
 
 @dataclass
@@ -39,11 +40,12 @@ class Outcome:
     quarantined: list[str] = field(default_factory=list)  # reasons
 
 
-def _row(rec: dict, received_at: str) -> dict:
+def _row(conn, rec: dict, received_at: str) -> dict:
     row = {name: rec.get(name) for name in EV_FIELDS}
     row["tags"] = json.dumps(rec["tags"], ensure_ascii=False) if rec.get("tags") else None
     row["received_at"] = received_at
     row["excluded"] = False
+    row["effective_at"], row["time_source"] = clock.effective_time(conn, rec, received_at)
     return row
 
 
@@ -63,7 +65,9 @@ class Ingestor:
             key = self._keys[device_id] = binascii.unhexlify(hexkey)
         return key
 
-    def process(self, topic: str, payload: bytes) -> Outcome:
+    def process(self, topic: str, payload: bytes, retained: bool = False) -> Outcome:
+        """Decide about one message; `retained` is MQTT's flag (an old status
+        replayed by the broker says nothing about the device's clock now)."""
         received_at = db.utc_now()
         try:
             device_id, kind = topics.parse(topic)
@@ -72,7 +76,7 @@ class Ingestor:
         if kind == topics.UP_EV:
             return self._batch(topic, device_id, payload, received_at)
         if kind == topics.UP_STATUS:
-            return self._status(topic, device_id, payload, received_at)
+            return self._status(topic, device_id, payload, received_at, retained)
         reason = "topic: the collector does not take " + kind + " messages"
         return self.quarantine_message(topic, device_id, reason, payload, received_at)
 
@@ -94,7 +98,7 @@ class Ingestor:
         log.warning("quarantined a message on %s: %s", topic, reason)
         return Outcome(quarantined=[reason])
 
-    def _status(self, topic, device_id, payload, received_at) -> Outcome:
+    def _status(self, topic, device_id, payload, received_at, retained) -> Outcome:
         try:
             msg = messages.decode(payload, messages.STATUS)
         except messages.MessageError as exc:
@@ -105,6 +109,8 @@ class Ingestor:
                 .where(db.devices.c.device_id == device_id)
                 .values(last_seen=received_at, status=json.dumps(msg, ensure_ascii=False))
             )
+            if not retained:
+                clock.record_boot_clock(conn, device_id, msg, received_at)
         return Outcome()
 
     def _batch(self, topic, device_id, payload, received_at) -> Outcome:
@@ -153,7 +159,7 @@ class Ingestor:
                         held.append((rec, "id: already stored with different content"))
                         ack_quarantined.append(rec["seq"])
             if candidates:
-                rows = [_row(rec, received_at) for rec in candidates.values()]
+                rows = [_row(conn, rec, received_at) for rec in candidates.values()]
                 conn.execute(db.insert_ignoring_duplicates(self.engine, db.evaluations, "id"), rows)
                 outcome.stored = [rec["seq"] for rec in candidates.values()]
             if held:
@@ -263,7 +269,7 @@ class IngestService:
         if self._failed.is_set():
             return  # no PUBACK: it comes again after the reconnect
         try:
-            outcome = self.ingestor.process(message.topic, message.payload)
+            outcome = self.ingestor.process(message.topic, message.payload, bool(message.retain))
         except DBAPIError:
             # The database is unreachable, locked or broken. Without a PUBACK the
             # broker keeps the message in our persistent session; reconnecting

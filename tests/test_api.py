@@ -31,6 +31,8 @@ def add_evaluation(engine, id, stars, rated_at, **fields):
         "attempt": 1,
         "received_at": db.utc_now(),
         "excluded": False,
+        "effective_at": rated_at,
+        "time_source": "device",
     }
     if ":" in id and "device_id" not in fields:
         device_id, seq = id.split(":")

@@ -5,6 +5,7 @@ stand-ins for `machine` and `network` only; the collector is the real ingest
 service. Nothing in between is mocked.
 """
 
+import datetime as dt
 import json
 import secrets
 import threading
@@ -263,10 +264,10 @@ def test_an_unforeseen_error_quarantines_that_message_and_ingest_goes_on(
     # Fault injection: the ingest code fails on one message as a bug would.
     process = collector.ingestor.process
 
-    def failing_on_boom(topic, payload):
+    def failing_on_boom(topic, payload, retained=False):
         if payload == b"boom":
             raise RuntimeError("boom")
-        return process(topic, payload)
+        return process(topic, payload, retained)
 
     collector.ingestor.process = failing_on_boom
     watcher = Watcher(broker)
@@ -309,3 +310,28 @@ def test_a_long_backlog_drains_in_batches_bad_reviews_first(collector, keypad_fa
     assert len(batches) == 6 and all(len(b) == 50 for b in batches.values())
     first = list(batches.values())[0]
     assert sorted(first) == [1] * 30 + [5] * 20  # all 30 差评 travel in the first batch
+
+
+def test_a_keypad_without_a_set_clock_gets_estimated_times(collector, keypad_factory):
+    keypad = keypad_factory("kp-01", clock_set=False)
+    keypad.rate(4)
+    keypad.rate(2)
+    wait_for(lambda: len(rows(collector)) == 2, what="both records")
+
+    def times():
+        with collector.ingestor.engine.connect() as conn:
+            return conn.execute(
+                select(
+                    db.evaluations.c.rated_at,
+                    db.evaluations.c.effective_at,
+                    db.evaluations.c.time_source,
+                    db.evaluations.c.received_at,
+                ).order_by(db.evaluations.c.seq)
+            ).all()
+
+    wait_for(lambda: all(t.time_source == "estimated" for t in times()), what="estimates")
+    for rated_at, effective_at, _source, received_at in times():
+        assert rated_at.startswith("2000-01-01T")  # the device's own (unset) clock, kept
+        made = dt.datetime.fromisoformat(effective_at.replace("Z", "+00:00"))
+        arrived = dt.datetime.fromisoformat(received_at.replace("Z", "+00:00"))
+        assert dt.timedelta(0) <= arrived - made < dt.timedelta(seconds=5)

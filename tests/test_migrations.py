@@ -11,7 +11,7 @@ def test_migrations_match_the_schema_in_code(engine):
     # `engine` was initialised through db.init(), i.e. by the migrations
     with engine.connect() as conn:
         context = MigrationContext.configure(conn)
-        assert context.get_current_revision() == "0001"
+        assert context.get_current_revision() == "0002"
         assert compare_metadata(context, db.metadata) == []
 
 
@@ -20,3 +20,26 @@ def test_init_is_idempotent(engine):
     db.init(engine)
     names = set(inspect(engine).get_table_names())
     assert {"evaluations", "quarantine", "devices", "users", "alembic_version"} <= names
+
+
+def test_upgrading_keeps_existing_ratings_and_gives_them_their_device_time(tmp_path):
+    from alembic import command
+    from sqlalchemy import text
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as conn:
+        command.upgrade(db.alembic_config(conn), "0001")
+        conn.execute(
+            text(
+                "INSERT INTO evaluations (id, stars, channel, rated_at, clock, origin, attempt,"
+                " received_at, excluded) VALUES ('kp-01:1', 2, 'keypad', '2026-11-20T01:02:03Z',"
+                " 'ntp', 'citizen', 1, '2026-11-20T01:02:04.000000Z', false)"
+            )
+        )
+    db.init(engine)
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT stars, rated_at, effective_at, time_source FROM evaluations")
+        ).one()
+    assert tuple(row) == (2, "2026-11-20T01:02:03Z", "2026-11-20T01:02:03Z", "device")
+    engine.dispose()

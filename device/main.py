@@ -70,6 +70,7 @@ def build(machine, network, board, settings, wall_clock=None):
         wlan.connect(settings["wifi_ssid"], settings["wifi_password"])
     store = Store(settings["data_dir"])
     device_id = settings["device_id"]
+    key = binascii.unhexlify(settings["key"])
     client = MQTTClient(
         device_id,
         settings["broker_host"],
@@ -83,6 +84,7 @@ def build(machine, network, board, settings, wall_clock=None):
         client,
         store,
         device_id,
+        key,
         firmware=settings["firmware"],
         batch_size=settings["batch_size"],
         ack_timeout_ms=settings["ack_timeout_ms"],
@@ -91,7 +93,7 @@ def build(machine, network, board, settings, wall_clock=None):
     )
     app = KeypadApp(
         device_id,
-        binascii.unhexlify(settings["key"]),
+        key,
         store,
         wall_clock or _wall_clock,
         _boot_id(),

@@ -6,8 +6,12 @@
 # sent again (the collector stores by id, so a repeat is harmless). Batches
 # are rate-limited (min_interval_ms) so a hall of devices coming back after
 # an outage does not swamp the collector, and 差评 drain first (Store.pending).
+#
+# Everything the collector sends down (ack, config, command) is signed with
+# this device's key: a forged ack would make the device forget records that
+# were never stored, so an unsigned or wrongly signed message is ignored.
 from device.mqtt import MQTTError
-from protocols import messages, topics
+from protocols import messages, sign, topics
 
 
 class Sync:
@@ -16,6 +20,7 @@ class Sync:
         client,
         store,
         device_id,
+        key,
         firmware="0.1.0",
         batch_size=50,
         ack_timeout_ms=10000,
@@ -25,6 +30,7 @@ class Sync:
         self.client = client
         self.store = store
         self.device_id = device_id
+        self.key = key
         self.firmware = firmware
         self.batch_size = batch_size
         self.ack_timeout_ms = ack_timeout_ms
@@ -121,14 +127,18 @@ class Sync:
             device, kind = topics.parse(topic)
             if device != self.device_id:
                 raise ValueError("message for another device")
-            if kind == topics.DOWN_ACK:
-                self._ack(messages.decode(payload, messages.ACK))
-            elif kind == topics.DOWN_CONFIG:
-                config = messages.decode(payload, messages.CONFIG)
+            msg = messages.decode(payload)
+            if not sign.verify(msg, self.key):
+                raise ValueError("not signed with this device's key")
+            if kind == topics.DOWN_ACK and msg["t"] == messages.ACK:
+                self._ack(msg)
+            elif kind == topics.DOWN_CONFIG and msg["t"] == messages.CONFIG:
                 if self.on_config:
-                    self.on_config(config)
-            elif kind == topics.DOWN_CMD:
-                self._command(messages.decode(payload, messages.CMD))
+                    self.on_config(msg)
+            elif kind == topics.DOWN_CMD and msg["t"] == messages.CMD:
+                self._command(msg)
+            else:
+                raise ValueError("message of the wrong type for its topic")
         except Exception:  # no input may stop the device
             self.bad_messages += 1  # counted and reported in status; never fatal
 

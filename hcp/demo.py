@@ -118,7 +118,7 @@ def _publish_configs(host: str, port: int, devices: list[dict]) -> None:
         )
         info = client.publish(
             topics.topic(dev["device_id"], topics.DOWN_CONFIG),
-            messages.encode(config),
+            messages.encode_signed(config, bytes.fromhex(dev["key_hex"])),
             qos=1,
             retain=True,
         )

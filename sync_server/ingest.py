@@ -38,6 +38,7 @@ class Outcome:
     stored: list[int] = field(default_factory=list)  # seqs new in the store
     duplicates: list[int] = field(default_factory=list)  # seqs that were there already
     quarantined: list[str] = field(default_factory=list)  # reasons
+    quarantine_rows_added: int = 0  # repeats of a record already kept aside add none
 
 
 def _row(conn, rec: dict, received_at: str) -> dict:
@@ -162,21 +163,10 @@ class Ingestor:
                 rows = [_row(conn, rec, received_at) for rec in candidates.values()]
                 conn.execute(db.insert_ignoring_duplicates(self.engine, db.evaluations, "id"), rows)
                 outcome.stored = [rec["seq"] for rec in candidates.values()]
-            if held:
-                conn.execute(
-                    db.quarantine.insert(),
-                    [
-                        {
-                            "received_at": received_at,
-                            "topic": topic,
-                            "device_id": device_id,
-                            "record_id": _record_id(rec),
-                            "reason": reason,
-                            "payload": _text(rec),
-                        }
-                        for rec, reason in held
-                    ],
-                )
+            new_rows = self._new_quarantine_rows(conn, topic, device_id, held, received_at)
+            if new_rows:
+                conn.execute(db.quarantine.insert(), new_rows)
+                outcome.quarantine_rows_added = len(new_rows)
             conn.execute(
                 db.devices.update()
                 .where(db.devices.c.device_id == device_id)
@@ -186,12 +176,49 @@ class Ingestor:
         outcome.quarantined = [reason for _rec, reason in held]
         for _rec, reason in held:
             log.warning("quarantined a record from %s: %s", device_id, reason)
+        if key is None:
+            # Nothing to sign an ack with: the device keeps its records and sends
+            # them again, and they are stored once it has been provisioned.
+            return outcome
         ack = messages.ack(
             msg["batch"], outcome.stored + outcome.duplicates, sorted(set(ack_quarantined))
         )
         outcome.ack_topic = topics.topic(device_id, topics.DOWN_ACK)
-        outcome.ack_payload = messages.encode(ack)
+        outcome.ack_payload = messages.encode_signed(ack, key)
         return outcome
+
+    @staticmethod
+    def _new_quarantine_rows(conn, topic, device_id, held, received_at) -> list[dict]:
+        """Quarantine rows for `held`, leaving out a record already kept aside
+        for the same reason (a device sending it again before it is acked)."""
+        rows = []
+        ids = [_record_id(rec) for rec, _ in held if _record_id(rec)]
+        known = set()
+        if ids:
+            known = set(
+                conn.execute(
+                    select(db.quarantine.c.record_id, db.quarantine.c.reason).where(
+                        db.quarantine.c.device_id == device_id,
+                        db.quarantine.c.record_id.in_(ids),
+                    )
+                ).all()
+            )
+        for rec, reason in held:
+            rec_id = _record_id(rec)
+            if rec_id is not None and (rec_id, reason) in known:
+                continue
+            known.add((rec_id, reason))
+            rows.append(
+                {
+                    "received_at": received_at,
+                    "topic": topic,
+                    "device_id": device_id,
+                    "record_id": rec_id,
+                    "reason": reason,
+                    "payload": _text(rec),
+                }
+            )
+        return rows
 
     @staticmethod
     def _check(rec, device_id: str, key: bytes | None) -> str | None:

@@ -4,12 +4,19 @@ import json
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device.store import Store
 from device.sync import Sync
-from protocols import messages, topics
+from protocols import canonical, messages, sign, topics
+
+KEY = b"k" * 32
+
+
+def signed(msg, key=KEY):
+    return messages.encode_signed(msg, key)
 
 
 class RecordingClient:
@@ -46,7 +53,7 @@ def make(tmp_path, count=3):
     for seq in range(1, count + 1):
         store.add({"id": f"kp-01:{seq}", "device_id": "kp-01", "seq": seq, "stars": 5})
     client = RecordingClient()
-    return store, client, Sync(client, store, "kp-01", batch_size=2, ack_timeout_ms=1000)
+    return store, client, Sync(client, store, "kp-01", KEY, batch_size=2, ack_timeout_ms=1000)
 
 
 def batches(client):
@@ -56,11 +63,26 @@ def batches(client):
 def test_an_ack_for_another_device_is_ignored(tmp_path):
     store, client, sync = make(tmp_path)
     sync.step(0)
-    ack = messages.encode(messages.ack(1, [1, 2]))
+    ack = signed(messages.ack(1, [1, 2]))
     client.callback(topics.topic("kp-02", topics.DOWN_ACK), ack, False)
     assert len(store) == 3 and sync.bad_messages == 1
     client.callback(topics.topic("kp-01", topics.DOWN_ACK), ack, False)
     assert len(store) == 1 and sync.bad_messages == 1
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        messages.encode(messages.ack(1, [1, 2, 3])),  # not signed
+        signed(messages.ack(1, [1, 2, 3]), key=b"x" * 32),  # signed with another key
+        signed(messages.config(1, window_id="A01")),  # signed, but not an ack
+    ],
+    ids=["unsigned", "wrong-key", "wrong-type"],
+)
+def test_a_forged_ack_cannot_make_the_device_forget_records(tmp_path, payload):
+    store, client, sync = make(tmp_path)
+    client.callback(topics.topic("kp-01", topics.DOWN_ACK), payload, False)
+    assert len(store) == 3 and sync.bad_messages == 1
 
 
 def test_one_batch_in_flight_and_a_resend_after_the_ack_timeout(tmp_path):
@@ -84,9 +106,11 @@ def test_a_broken_config_is_counted_and_the_last_good_one_kept(tmp_path):
     sync.on_config = applied.append
     topic = topics.topic("kp-01", topics.DOWN_CONFIG)
     good = messages.config(1, window_id="A01")
-    client.callback(topic, messages.encode(good), True)
-    client.callback(topic, b'{"t":"config","v":1,"version":2,"tags":[[9,"x","y"]]}', True)
-    assert applied == [good] and sync.bad_messages == 1
+    client.callback(topic, signed(good), True)
+    bad = {"v": 1, "t": "config", "version": 2, "tags": [[9, "x", "y"]]}
+    bad["sig"] = sign.sign(bad, KEY)  # signed, but breaks the rules
+    client.callback(topic, canonical.dumps(bad), True)
+    assert applied == [dict(good, sig=sign.sign(good, KEY))] and sync.bad_messages == 1
     assert sync.status()["bad_messages"] == 1
 
 

@@ -167,7 +167,7 @@ def test_bad_input_is_quarantined_and_ingest_keeps_running(broker, collector, ke
     finally:
         watcher.close()
     keypad = keypad_factory("kp-01")
-    forged = keypad_factory("kp-02", register=False)  # not provisioned at the collector
+    forged = keypad_factory("kp-02", register=False, ack_timeout_ms=2000)  # not provisioned
     keypad.rate(5)
     forged.rate(3)
     wait_for(lambda: len(rows(collector)) == 1, what="the good record")
@@ -177,7 +177,14 @@ def test_bad_input_is_quarantined_and_ingest_keeps_running(broker, collector, ke
         "ev.device_id: must be 1..32 characters of A-Z a-z 0-9 - _",
         "device_id: unknown device 'kp-02' (not provisioned)",
     ]
-    assert forged.wait_drained(10), "a quarantined record is held by the collector, so acked"
+    # an unprovisioned keypad gets no (unsigned) ack: it keeps its record ...
+    time.sleep(1)
+    assert forged.pending() == 1
+    # ... and delivers it once the technician has provisioned it
+    db.add_device(collector.ingestor.engine, "kp-02", forged.settings["key"])
+    wait_for(lambda: len(rows(collector)) == 2, what="the provisioned keypad's record")
+    assert forged.wait_drained(10)
+    assert len(reasons(collector)) == 3, "the repeats added no quarantine rows"
 
 
 def test_ratings_made_offline_are_kept_and_sent_when_the_link_returns(collector, keypad_factory):

@@ -64,8 +64,12 @@ def held(engine):
 
 
 def ack_of(outcome):
+    """The ack, after checking it is signed with kp-01's key."""
     assert outcome.ack_topic == topics.topic("kp-01", topics.DOWN_ACK)
-    return messages.decode(outcome.ack_payload, messages.ACK)
+    ack = messages.decode(outcome.ack_payload, messages.ACK)
+    assert sign.verify(ack, KEY), "every ack is signed with the device's key"
+    del ack["sig"]
+    return ack
 
 
 def test_a_batch_is_stored_then_acked(engine, ingestor):
@@ -121,11 +125,21 @@ def test_invalid_fields_are_quarantined_with_the_field_named(engine, ingestor):
     assert json.loads(payload)["stars"] == 9  # the record itself is kept
 
 
-def test_records_of_an_unknown_device_are_kept_aside(engine, ingestor):
+def test_records_of_an_unknown_device_are_kept_aside_once_and_not_acked(engine, ingestor):
+    # Without a key there is nothing to sign an ack with: the device keeps the
+    # record and sends it again; the repeat adds no second quarantine row, and
+    # once the device is provisioned the record is stored.
     topic = topics.topic("kp-99", topics.UP_EV)
-    outcome = ingestor.process(topic, batch([signed(1, device_id="kp-99")], device_id="kp-99"))
+    key_hex = secrets.token_hex(32)
+    payload = batch([signed(1, device_id="kp-99", key=bytes.fromhex(key_hex))], device_id="kp-99")
+    outcome = ingestor.process(topic, payload)
+    assert outcome.ack_topic is None and outcome.quarantine_rows_added == 1
+    again = ingestor.process(topic, payload)
+    assert again.ack_topic is None and again.quarantine_rows_added == 0
     assert held(engine) == [("kp-99:1", "device_id: unknown device 'kp-99' (not provisioned)")]
-    assert messages.decode(outcome.ack_payload)["quarantined"] == [1]
+    db.add_device(engine, "kp-99", key_hex)
+    stored_now = ingestor.process(topic, payload)
+    assert stored_now.stored == [1] and stored_now.ack_topic is not None
 
 
 @pytest.mark.parametrize(

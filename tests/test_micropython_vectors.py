@@ -52,6 +52,11 @@ for msg in (
     print("msg", binascii.hexlify(messages.encode(msg)).decode())
     print("back", messages.decode(messages.encode(msg), msg["t"]) == msg)
 
+signed_ack = messages.encode_signed(messages.ack(4, [9], []), KEY)
+print("signed-ack", binascii.hexlify(signed_ack).decode())
+back = messages.decode(signed_ack)
+print("signed-ack-verifies", sign.verify(back, KEY), sign.verify(back, b"other"))
+
 for kind, _qos, _retain in topics.KINDS:
     name = topics.topic("kp-01", kind)
     print("topic", name, topics.parse(name) == ("kp-01", kind))
@@ -156,8 +161,17 @@ def test_signatures_equal_the_standard_library_over_the_reference_encoding():
     lines = out.stdout.splitlines()
     assert f"record {body.hex()}" in lines
     assert f"sig {expected} True False" in lines
+    ack_body = reference_canonical(
+        {"v": 1, "t": "ack", "batch": 4, "stored": [9], "quarantined": []}
+    )
+    ack_sig = hmac.new(bytes(range(32)), ack_body, hashlib.sha256).hexdigest()
+    assert "signed-ack-verifies True False" in lines
     long_key = hmac.new(b"k" * 100, b"msg", hashlib.sha256).hexdigest()
     assert f"hmac-long-key {long_key}" in lines
+    expected = reference_canonical(
+        {"v": 1, "t": "ack", "batch": 4, "stored": [9], "quarantined": [], "sig": ack_sig}
+    )
+    assert f"signed-ack {expected.hex()}" in lines
 
 
 @pytest.mark.micropython

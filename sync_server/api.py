@@ -15,13 +15,13 @@ import datetime as dt
 import json
 import re
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from flask_login import login_required
 from sqlalchemy import and_, distinct, func, select
 
 from protocols.levels import CHANNELS, is_bad, level_name
 from protocols.record import valid_utc_time
-from sync_server import db, get_engine
+from sync_server import completeness, db, get_engine
 from sync_server.auth import admin_required
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -354,3 +354,19 @@ def quarantine():
 def devices():
     _check_known(request.args, ())
     return jsonify(items=device_report(get_engine()))
+
+
+@bp.get("/devices/<device_id>/days")
+@login_required
+def device_days(device_id):
+    _check_known(request.args, ("days",))
+    text = request.args.get("days", "14").strip() or "14"
+    if not text.isdigit() or not 1 <= int(text) <= completeness.MAX_DAYS:
+        raise ParamError("days", f"must be 1..{completeness.MAX_DAYS}")
+    try:
+        report = completeness.device_days(
+            get_engine(), device_id, int(text), current_app.config["HCP_TIMEZONE"]
+        )
+    except completeness.UnknownDevice:
+        return jsonify(error=f"device_id: unknown device {device_id!r}"), 404
+    return jsonify(report)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, current_app, jsonify, render_template, request, url_for
+from flask import Blueprint, abort, current_app, jsonify, render_template, request, url_for
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_login import login_required
 
 from protocols.levels import CHANNELS, STARS
-from sync_server import api, get_engine
+from sync_server import api, completeness, get_engine
 from sync_server.auth import admin_required, wants_json
 
 bp = Blueprint("web", __name__)
@@ -150,6 +150,18 @@ def evaluations():
 @login_required
 def devices():
     return render_template("devices.html", devices=api.device_report(get_engine()))
+
+
+@bp.get("/devices/<device_id>")
+@login_required
+def device(device_id):
+    try:
+        report = completeness.device_days(
+            get_engine(), device_id, 31, current_app.config["HCP_TIMEZONE"]
+        )
+    except completeness.UnknownDevice:
+        abort(404)
+    return render_template("device.html", report=report)
 
 
 @bp.get("/quarantine")

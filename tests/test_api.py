@@ -49,18 +49,6 @@ def app(engine, tmp_path):
 
 
 @pytest.fixture
-def admin(client):
-    AuthActions(client).login("admin")
-    return client
-
-
-@pytest.fixture
-def viewer(client):
-    AuthActions(client).login("viewer")
-    return client
-
-
-@pytest.fixture
 def sample(engine):
     """Six ratings at two windows on two days; one carries a contact, one is excluded."""
     add_evaluation(engine, "kp-01:1", 5, "2026-11-25T01:00:00Z", window_id="A01", staff_id="1001")

@@ -89,3 +89,17 @@ def app(tmp_path):
 def client(app):
     """A test client of the module's `app` fixture."""
     return app.test_client()
+
+
+@pytest.fixture
+def admin(client):
+    """The test client, logged in as the admin."""
+    AuthActions(client).login("admin")
+    return client
+
+
+@pytest.fixture
+def viewer(client):
+    """The test client, logged in as the viewer."""
+    AuthActions(client).login("viewer")
+    return client

@@ -1,0 +1,75 @@
+"""Completeness of a device day by day: gaps inside a day and between days."""
+
+import datetime as dt
+
+import pytest
+
+from protocols import messages
+from sync_server import completeness, db
+from tests.harness.collector import app_with_users
+from tests.test_api import _set_status, add_evaluation
+
+TODAY = dt.date(2026, 11, 26)
+
+
+@pytest.fixture
+def app(engine, tmp_path):
+    with app_with_users(tmp_path, engine.url.render_as_string(hide_password=False)) as app:
+        yield app
+
+
+@pytest.fixture
+def device(engine):
+    db.add_device(engine, "kp-01", "aa" * 32)
+    # Linzi days (UTC+8): 25th has seqs 1, 2, 4; 26th has 7, 8 (5 and 6 missing
+    # between the days); 16:30 UTC on the 25th is already the 26th in Linzi.
+    for seq, at in (
+        (1, "2026-11-25T01:00:00Z"),
+        (2, "2026-11-25T02:00:00Z"),
+        (4, "2026-11-25T03:00:00Z"),
+        (7, "2026-11-25T16:30:00Z"),
+        (8, "2026-11-26T02:00:00Z"),
+    ):
+        add_evaluation(engine, f"kp-01:{seq}", 5, at)
+    _set_status(engine, "kp-01", messages.status(True, last_seq=9))
+    return engine
+
+
+def test_days_show_gaps_within_and_between_days(device):
+    report = completeness.device_days(device, "kp-01", 7, "Asia/Shanghai", today=TODAY)
+    assert report["last_seq_reported"] == 9 and report["timezone"] == "Asia/Shanghai"
+    assert report["days"] == [
+        {"day": "2026-11-26", "stored": 2, "first_seq": 7, "last_seq": 8, "missing": 0,
+         "missing_before": 2},
+        {"day": "2026-11-25", "stored": 3, "first_seq": 1, "last_seq": 4, "missing": 1,
+         "missing_before": 0},
+    ]  # fmt: skip
+
+
+def test_the_window_of_days_is_counted_in_local_days(device):
+    report = completeness.device_days(device, "kp-01", 1, "Asia/Shanghai", today=TODAY)
+    assert [d["day"] for d in report["days"]] == ["2026-11-26"]
+
+
+def test_an_unknown_device_is_an_error(engine):
+    with pytest.raises(completeness.UnknownDevice):
+        completeness.device_days(engine, "kp-77", 7, "Asia/Shanghai")
+
+
+def test_the_api_answers_and_checks_its_parameter(device, viewer):
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    add_evaluation(device, "kp-01:12", 4, now)
+    answer = viewer.get("/api/v1/devices/kp-01/days?days=1").get_json()
+    assert answer["device_id"] == "kp-01" and answer["last_seq_reported"] == 9
+    assert [(d["first_seq"], d["last_seq"]) for d in answer["days"]] == [(12, 12)]
+    bad = viewer.get("/api/v1/devices/kp-01/days?days=93")
+    assert bad.status_code == 400 and bad.get_json() == {"error": "days: must be 1..92"}
+    unknown = viewer.get("/api/v1/devices/kp-77/days")
+    assert unknown.status_code == 404
+    assert unknown.get_json() == {"error": "device_id: unknown device 'kp-77'"}
+
+
+def test_the_device_page_shows_the_days_in_chinese(device, viewer):
+    page = viewer.get("/devices/kp-01").get_data(as_text=True)
+    assert "逐日完整性" in page and "此前缺失" in page
+    assert viewer.get("/devices/kp-77").status_code == 404

@@ -12,6 +12,7 @@ from device.mqtt import MQTTClient
 from device.store import Store
 from device.sync import Sync
 from hardware.keys import Keys
+from protocols import sign
 
 
 class Device:
@@ -71,12 +72,14 @@ def build(machine, network, board, settings, wall_clock=None):
     store = Store(settings["data_dir"])
     device_id = settings["device_id"]
     key = binascii.unhexlify(settings["key"])
+    # The broker knows a device by its id and a password derived from its key
+    # (protocols.sign.mqtt_password) unless the settings name others.
     client = MQTTClient(
         device_id,
         settings["broker_host"],
         port=settings["broker_port"],
-        user=settings.get("broker_user"),
-        password=settings.get("broker_password"),
+        user=settings.get("broker_user") or device_id,
+        password=settings.get("broker_password") or sign.mqtt_password(key),
         keepalive=settings["keepalive_s"],
         timeout_ms=settings["timeout_ms"],
     )

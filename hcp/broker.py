@@ -200,9 +200,12 @@ class MosquittoBroker(_SubprocessBroker):
         workdir: str | os.PathLike | None = None,
         max_queued_messages: int = 0,
         persistence: bool = False,
+        auth_dir: str | os.PathLike | None = None,
     ):
         self.max_queued_messages = max_queued_messages
         self.persistence = persistence
+        # a folder with `passwd` and `acl` from hcp.mosquitto_auth: no anonymous clients
+        self.auth_dir = Path(auth_dir) if auth_dir else None
         super().__init__(port, workdir)
 
     @staticmethod
@@ -225,7 +228,7 @@ class MosquittoBroker(_SubprocessBroker):
         lines = [
             "# written by hcp.broker; regenerated on every start",
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            *self._auth_lines(),
             f"max_queued_messages {self.max_queued_messages}",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
@@ -244,6 +247,15 @@ class MosquittoBroker(_SubprocessBroker):
             # cannot write the persistence file into our work directory.
             lines.append("user root")
         return "\n".join(lines) + "\n"
+
+    def _auth_lines(self) -> list[str]:
+        if self.auth_dir is None:
+            return ["allow_anonymous true"]
+        return [
+            "allow_anonymous false",
+            f"password_file {self.auth_dir / 'passwd'}",
+            f"acl_file {self.auth_dir / 'acl'}",
+        ]
 
     def _command(self) -> list[str]:
         binary = self.binary()

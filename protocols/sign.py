@@ -63,3 +63,10 @@ def verify(record, key):
     if not isinstance(sig, str):
         return False
     return _same(sig, sign(record, key))
+
+
+def mqtt_password(key):
+    """The device's MQTT password, derived from its key: the collector can
+    write the broker's password file from the keys it already holds, and a
+    device needs no second secret. 40 hex characters."""
+    return binascii.hexlify(_mac(key, b"hcp/v1 mqtt password")).decode()[:40]

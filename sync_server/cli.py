@@ -69,7 +69,10 @@ def serve(args) -> int:
         return _fail(str(exc))
     app = _app(args)
     engine = app.extensions["hcp_engine"]
-    ingest = IngestService(engine, mqtt_host, mqtt_port)
+    parts = urlsplit(args.mqtt)
+    ingest = IngestService(
+        engine, mqtt_host, mqtt_port, username=parts.username, password=parts.password
+    )
     try:
         ingest.start()
     except (OSError, RuntimeError) as exc:
@@ -98,6 +101,25 @@ def serve(args) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         print(f"collector stopped ({ingest.records_stored} records stored this run)", flush=True)
+    return 0
+
+
+def broker_auth_command(args) -> int:
+    from hcp import mosquitto_auth
+    from sync_server import db
+
+    password = args.collector_password
+    if password is None:
+        password = getpass.getpass(f"MQTT password for {mosquitto_auth.COLLECTOR_USER}: ")
+    if len(password) < 12:
+        return _fail("--collector-password: must be at least 12 characters")
+    engine = _app(args).extensions["hcp_engine"]
+    passwd, acl = mosquitto_auth.write_files(args.out, db.device_keys(engine), password)
+    print(f"wrote {passwd} and {acl}; in mosquitto.conf:")
+    print(f"  allow_anonymous false\n  password_file {passwd}\n  acl_file {acl}")
+    print(
+        f"collector: hcp collector serve --mqtt mqtt://{mosquitto_auth.COLLECTOR_USER}:…@HOST:1883"
+    )
     return 0
 
 
@@ -163,7 +185,9 @@ def register(commands) -> None:
         return parser
 
     serve_parser = with_db(sub.add_parser("serve", help="run MQTT ingest and the web UI"))
-    serve_parser.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", help="mqtt://HOST:PORT")
+    serve_parser.add_argument(
+        "--mqtt", default="mqtt://127.0.0.1:1883", help="mqtt://[USER:PASSWORD@]HOST:PORT"
+    )
     serve_parser.add_argument("--host", default="127.0.0.1", help="web address (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, default=8080, help="web port (default 8080)")
     serve_parser.set_defaults(handler=serve)
@@ -181,3 +205,12 @@ def register(commands) -> None:
     device_parser.add_argument("--window", help="window id the device sits at")
     device_parser.add_argument("--name", help="a name for people")
     device_parser.set_defaults(handler=add_device_command)
+
+    auth_parser = with_db(
+        sub.add_parser("broker-auth", help="write Mosquitto's password and ACL files")
+    )
+    auth_parser.add_argument("--out", required=True, help="folder for passwd and acl")
+    auth_parser.add_argument(
+        "--collector-password", help="the collector's MQTT password (prompted for when not given)"
+    )
+    auth_parser.set_defaults(handler=broker_auth_command)

@@ -200,3 +200,14 @@ def count_evaluations(engine: Engine) -> int:
 def device_ids(engine: Engine) -> set[str]:
     with engine.connect() as conn:
         return set(conn.execute(select(devices.c.device_id)).scalars())
+
+
+def device_keys(engine: Engine) -> list[tuple[str, str]]:
+    """(device_id, key_hex) of every device, for the broker's password file."""
+    with engine.connect() as conn:
+        return [
+            (row.device_id, row.key_hex)
+            for row in conn.execute(
+                select(devices.c.device_id, devices.c.key_hex).order_by(devices.c.device_id)
+            )
+        ]

@@ -259,7 +259,15 @@ def _text(rec) -> str:
 class IngestService:
     """Subscribes to every device's up/ev and up/status and feeds the Ingestor."""
 
-    def __init__(self, engine, host: str, port: int, client_id: str = "hcp-collector"):
+    def __init__(
+        self,
+        engine,
+        host: str,
+        port: int,
+        client_id: str = "hcp-collector",
+        username: str | None = None,
+        password: str | None = None,
+    ):
         self.ingestor = Ingestor(engine)
         self.host, self.port = host, port
         self.records_stored = 0
@@ -274,6 +282,8 @@ class IngestService:
             clean_session=False,
             manual_ack=True,
         )
+        if username:
+            self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message

@@ -39,6 +39,7 @@ rec = {
 print("record", binascii.hexlify(sign.record_bytes(rec)).decode())
 rec["sig"] = sign.sign(rec, KEY)
 print("sig", rec["sig"], sign.verify(rec, KEY), sign.verify(rec, b"x"))
+print("mqtt-password", sign.mqtt_password(KEY))
 print("hmac-long-key", binascii.hexlify(sign.hmac_sha256(b"k" * 100, b"msg")).decode())
 
 for msg in (
@@ -168,6 +169,8 @@ def test_signatures_equal_the_standard_library_over_the_reference_encoding():
     assert "signed-ack-verifies True False" in lines
     long_key = hmac.new(b"k" * 100, b"msg", hashlib.sha256).hexdigest()
     assert f"hmac-long-key {long_key}" in lines
+    password = hmac.new(bytes(range(32)), b"hcp/v1 mqtt password", hashlib.sha256).hexdigest()
+    assert f"mqtt-password {password[:40]}" in lines
     expected = reference_canonical(
         {"v": 1, "t": "ack", "batch": 4, "stored": [9], "quarantined": [], "sig": ack_sig}
     )

@@ -14,7 +14,7 @@ import pytest
 from protocols import messages, sign, topics
 from sync_server import db
 from sync_server.ingest import Ingestor
-from tests.harness.collector import AuthActions, app_with_users
+from tests.harness.collector import AuthActions
 
 CONTACT = "13800000000"
 
@@ -43,9 +43,9 @@ def add_evaluation(engine, id, stars, rated_at, **fields):
 
 
 @pytest.fixture
-def app(engine, tmp_path):
-    with app_with_users(tmp_path, engine.url.render_as_string(hide_password=False)) as app:
-        yield app
+def app(engine_app):
+    """These tests run the app on each kind of database."""
+    return engine_app
 
 
 @pytest.fixture

@@ -6,16 +6,15 @@ import pytest
 
 from protocols import messages
 from sync_server import completeness, db
-from tests.harness.collector import app_with_users
 from tests.test_api import _set_status, add_evaluation
 
 TODAY = dt.date(2026, 11, 26)
 
 
 @pytest.fixture
-def app(engine, tmp_path):
-    with app_with_users(tmp_path, engine.url.render_as_string(hide_password=False)) as app:
-        yield app
+def app(engine_app):
+    """These tests run the app on each kind of database."""
+    return engine_app
 
 
 @pytest.fixture

@@ -86,6 +86,13 @@ def app(tmp_path):
 
 
 @pytest.fixture
+def engine_app(engine, tmp_path):
+    """The collector app on the `engine` fixture's database (SQLite, PostgreSQL)."""
+    with app_with_users(tmp_path, engine.url.render_as_string(hide_password=False)) as app:
+        yield app
+
+
+@pytest.fixture
 def client(app):
     """A test client of the module's `app` fixture."""
     return app.test_client()

@@ -11,6 +11,8 @@ try:  # CPython and most MicroPython builds: the C implementations
     import hmac as _stdlib_hmac
 except ImportError:
     _stdlib_hmac = None
+_stdlib_new = getattr(_stdlib_hmac, "new", None)
+_stdlib_compare = getattr(_stdlib_hmac, "compare_digest", None)
 
 _BLOCK = 64  # SHA-256 block size in bytes
 
@@ -27,8 +29,8 @@ def hmac_sha256(key, message):
 
 
 def _mac(key, message):
-    if _stdlib_hmac is not None and hasattr(_stdlib_hmac, "new"):
-        return _stdlib_hmac.new(key, message, hashlib.sha256).digest()
+    if _stdlib_new is not None:
+        return _stdlib_new(key, message, hashlib.sha256).digest()
     return hmac_sha256(key, message)
 
 
@@ -44,10 +46,9 @@ def sign(record, key):
 
 def _same(a, b):
     # compare without stopping at the first difference
-    compare = getattr(_stdlib_hmac, "compare_digest", None)
-    if compare is not None:
+    if _stdlib_compare is not None:
         try:
-            return compare(a, b)
+            return _stdlib_compare(a, b)
         except TypeError:  # non-ASCII text cannot be a hex signature
             return False
     if len(a) != len(b):

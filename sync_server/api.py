@@ -269,11 +269,12 @@ def device_report(engine) -> list[dict]:
         # The device's cumulative counts cover its records up to its last_seq;
         # compare them with what is stored up to that same seq, so records
         # still travelling (newer than the status) do not look like a mismatch.
-        upto = {}
-        for device in devices:
-            status = _public_status(device.status) or {}
-            if isinstance(status.get("last_seq"), int):
-                upto[device.device_id] = status["last_seq"]
+        statuses = {device.device_id: _public_status(device.status) for device in devices}
+        upto = {
+            device_id: status["last_seq"]
+            for device_id, status in statuses.items()
+            if status and isinstance(status.get("last_seq"), int)
+        }
         per_stars: dict[str, dict[str, int]] = {}
         for device_id, last_seq in upto.items():
             for stars, count in conn.execute(
@@ -284,7 +285,7 @@ def device_report(engine) -> list[dict]:
                 per_stars.setdefault(device_id, {})[str(stars)] = count
     report = []
     for device in devices:
-        status = _public_status(device.status)
+        status = statuses[device.device_id]
         total = totals.get(device.device_id)
         stored = total.stored if total else 0
         max_seq = total.max_seq if total else None

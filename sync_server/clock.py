@@ -42,10 +42,11 @@ def estimate(ref_at: str, ref_uptime_ms: int, uptime_ms: int, received_at: str) 
 
 def effective_time(conn, rec: dict, received_at: str) -> tuple[str, str]:
     """(effective_at, time_source) for a record being stored."""
-    if rec["clock"] in TRUSTED_CLOCKS or rec.get("uptime_ms") is None or not rec.get("boot_id"):
-        if rec["clock"] in TRUSTED_CLOCKS:
-            return rec["rated_at"], DEVICE
-        return _format(_parse(received_at)), RECEIVED
+    if rec["clock"] in TRUSTED_CLOCKS:
+        return rec["rated_at"], DEVICE
+    arrival = _format(_parse(received_at)), RECEIVED
+    if rec.get("uptime_ms") is None or not rec.get("boot_id"):
+        return arrival
     ref = conn.execute(
         select(db.boot_clocks.c.uptime_ms, db.boot_clocks.c.at).where(
             db.boot_clocks.c.device_id == rec["device_id"],
@@ -53,7 +54,7 @@ def effective_time(conn, rec: dict, received_at: str) -> tuple[str, str]:
         )
     ).first()
     if ref is None:
-        return _format(_parse(received_at)), RECEIVED
+        return arrival
     return estimate(ref.at, ref.uptime_ms, rec["uptime_ms"], received_at), ESTIMATED
 
 

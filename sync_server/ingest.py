@@ -191,8 +191,8 @@ class Ingestor:
     def _new_quarantine_rows(conn, topic, device_id, held, received_at) -> list[dict]:
         """Quarantine rows for `held`, leaving out a record already kept aside
         for the same reason (a device sending it again before it is acked)."""
-        rows = []
-        ids = [_record_id(rec) for rec, _ in held if _record_id(rec)]
+        held = [(rec, _record_id(rec), reason) for rec, reason in held]
+        ids = [rec_id for _rec, rec_id, _reason in held if rec_id is not None]
         known = set()
         if ids:
             known = set(
@@ -203,8 +203,8 @@ class Ingestor:
                     )
                 ).all()
             )
-        for rec, reason in held:
-            rec_id = _record_id(rec)
+        rows = []
+        for rec, rec_id, reason in held:
             if rec_id is not None and (rec_id, reason) in known:
                 continue
             known.add((rec_id, reason))

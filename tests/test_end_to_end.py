@@ -19,6 +19,7 @@ from protocols import messages, sign, topics
 from simulators.keypad import SimKeypad
 from sync_server import db
 from sync_server.ingest import IngestService
+from tests.test_clock import stored as stored_times
 
 
 def wait_for(predicate, timeout=20, what="condition"):
@@ -326,15 +327,7 @@ def test_a_keypad_without_a_set_clock_gets_estimated_times(collector, keypad_fac
     wait_for(lambda: len(rows(collector)) == 2, what="both records")
 
     def times():
-        with collector.ingestor.engine.connect() as conn:
-            return conn.execute(
-                select(
-                    db.evaluations.c.rated_at,
-                    db.evaluations.c.effective_at,
-                    db.evaluations.c.time_source,
-                    db.evaluations.c.received_at,
-                ).order_by(db.evaluations.c.seq)
-            ).all()
+        return [stored_times(collector.ingestor.engine, seq) for seq in (1, 2)]
 
     wait_for(lambda: all(t.time_source == "estimated" for t in times()), what="estimates")
     for rated_at, effective_at, _source, received_at in times():

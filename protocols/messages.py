@@ -9,11 +9,19 @@ import json
 
 from protocols import sign
 from protocols.canonical import dumps
-from protocols.record import valid_device_id
+from protocols.record import (
+    CLOCKS,
+    MAX_SEQ,
+    MAX_UPTIME_MS,
+    text_problem,
+    valid_device_id,
+    valid_record_id,
+)
 
 VERSION = 1
 SUPPORTED = (1,)
 MAX_BATCH = 200  # records per up/ev message
+MAX_INT = 2147483647  # every counter in a message fits 32 bits
 
 EV = "ev"
 ACK = "ack"
@@ -23,7 +31,41 @@ CMD = "cmd"
 CMDRES = "cmdres"
 TYPES = (EV, ACK, STATUS, CONFIG, CMD, CMDRES)
 
-COMMANDS = ("reboot", "sync_now", "status", "set_time", "factory_reset")
+COMMANDS = ("reboot", "sync_now", "status", "set_time", "identify", "factory_reset", "update")
+
+# The fields each message sent up may carry (besides v and t). Messages sent
+# up are strict: a field not listed is an error, so a device cannot smuggle
+# data past the collector. Messages sent down may grow optional fields in a
+# later minor revision; a device ignores down fields it does not know.
+UP_FIELDS = (
+    (EV, ("device_id", "batch", "records", "contacts")),
+    (
+        STATUS,
+        (
+            "online",
+            "fw",
+            "queue",
+            "last_seq",
+            "counts",
+            "clock",
+            "battery",
+            "signal",
+            "reset_cause",
+            "boot_id",
+            "uptime_ms",
+            "bad_messages",
+            "crashes",
+            "last_error",
+            "storage_full",
+            "safe_mode",
+            "config_version",
+            "heap_free",
+            "flash_free",
+        ),
+    ),
+    (CMDRES, ("id", "ok", "result")),
+)
+CONTACT_FIELDS = ("id", "contact", "consent", "sig")
 
 
 class MessageError(ValueError):
@@ -51,8 +93,16 @@ def _need_str(msg, field, optional=False, limit=64):
     value = msg.get(field)
     if value is None and optional:
         return
-    if not isinstance(value, str) or not value or len(value) > limit:
+    if not isinstance(value, str) or not value or len(value) > limit or text_problem(value):
         raise MessageError(msg["t"] + "." + field + ": must be a string of 1.." + str(limit))
+
+
+def _need_bool(msg, field, optional=True):
+    value = msg.get(field)
+    if value is None and optional:
+        return
+    if not _bool(value):
+        raise MessageError(msg["t"] + "." + field + ": must be true or false")
 
 
 def _seq_list(msg, field):
@@ -60,12 +110,56 @@ def _seq_list(msg, field):
     if not isinstance(seqs, list):
         raise MessageError(msg["t"] + "." + field + ": must be a list of seq numbers")
     for s in seqs:
-        if not _int(s) or s < 1:
+        if not _int(s) or not 1 <= s <= MAX_SEQ:
             raise MessageError(msg["t"] + "." + field + ": must be a list of seq numbers")
 
 
-def batch(device_id, number, records):
-    return {"v": VERSION, "t": EV, "device_id": device_id, "batch": number, "records": records}
+def batch(device_id, number, records, contacts=None):
+    msg = {"v": VERSION, "t": EV, "device_id": device_id, "batch": number, "records": records}
+    if contacts:
+        msg["contacts"] = contacts
+    return msg
+
+
+def contact(record_id, phone, key):
+    """A rater's phone number for the return visit, given with consent. It
+    travels beside its record in the same batch, never inside it, signed with
+    the device key: the record's signature stays valid when the collector
+    keeps the contact apart (or erases it)."""
+    entry = {"id": record_id, "contact": phone, "consent": True}
+    entry["sig"] = sign.sign(entry, key)
+    return entry
+
+
+def valid_phone(value):
+    if not isinstance(value, str) or not 5 <= len(value) <= 20:
+        return False
+    digits = value[1:] if value[:1] == "+" else value
+    if not digits:
+        return False
+    for ch in digits:
+        if not "0" <= ch <= "9":
+            return False
+    return True
+
+
+def contact_problem(entry):
+    """Why a contacts entry cannot be used (never quoting the number), or None."""
+    if not isinstance(entry, dict):
+        return "contact: must be an object"
+    for key in entry:
+        if key not in CONTACT_FIELDS:
+            return "contact: unknown field " + repr(str(key)[:40])
+    if not valid_record_id(entry.get("id")):
+        return "contact.id: must be a record id"
+    if not valid_phone(entry.get("contact")):
+        return "contact.contact: must be a phone number of 5..20 digits"
+    if entry.get("consent") is not True:
+        return "contact.consent: must be true (the rater agreed)"
+    sig = entry.get("sig")
+    if not isinstance(sig, str) or len(sig) != 64:
+        return "contact.sig: must be 64 lowercase hex characters"
+    return None
 
 
 def ack(number, stored, quarantined=()):
@@ -134,32 +228,51 @@ def decode(payload, expected=None):
 def _check_ev(msg):
     if not valid_device_id(msg.get("device_id")):
         raise MessageError("ev.device_id: must be 1..32 characters of A-Z a-z 0-9 - _")
-    _need_int(msg, "batch", 0)
+    _need_int(msg, "batch", 0, MAX_INT)
     records = msg.get("records")
     if not isinstance(records, list) or not records:
         raise MessageError("ev.records: must be a non-empty list")
     if len(records) > MAX_BATCH:
         raise MessageError("ev.records: more than " + str(MAX_BATCH) + " records")
+    contacts = msg.get("contacts")
+    if contacts is not None:
+        # entries are checked one by one by the receiver, like records
+        if not isinstance(contacts, list) or len(contacts) > len(records):
+            raise MessageError("ev.contacts: must be a list, at most one per record")
 
 
 def _check_ack(msg):
-    _need_int(msg, "batch", 0)
+    _need_int(msg, "batch", 0, MAX_INT)
     _seq_list(msg, "stored")
     _seq_list(msg, "quarantined")
 
 
 def _check_status(msg):
-    if not _bool(msg.get("online")):
-        raise MessageError("status.online: must be true or false")
-    _need_str(msg, "fw", optional=True)
-    _need_int(msg, "queue", optional=True)
-    _need_int(msg, "last_seq", optional=True)
+    _need_bool(msg, "online", optional=False)
+    _need_str(msg, "fw", optional=True, limit=32)
+    _need_int(msg, "queue", 0, MAX_INT, optional=True)
+    _need_int(msg, "last_seq", 0, MAX_SEQ, optional=True)
+    for field in ("bad_messages", "crashes", "config_version", "heap_free", "flash_free"):
+        _need_int(msg, field, 0, MAX_INT, optional=True)
+    _need_int(msg, "uptime_ms", 0, MAX_UPTIME_MS, optional=True)
+    _need_int(msg, "battery", 0, 100, optional=True)
+    signal = msg.get("signal")
+    if signal is not None and (not _int(signal) or not -150 <= signal <= 0):
+        raise MessageError("status.signal: must be an integer -150..0 (dBm)")
+    if msg.get("clock") is not None and msg.get("clock") not in CLOCKS:
+        raise MessageError("status.clock: must be one of " + ", ".join(CLOCKS))
+    _need_str(msg, "reset_cause", optional=True, limit=32)
+    _need_str(msg, "boot_id", optional=True, limit=32)
+    _need_str(msg, "last_error", optional=True, limit=120)
+    _need_bool(msg, "storage_full")
+    _need_bool(msg, "safe_mode")
     counts = msg.get("counts")
     if counts is not None:
         if not isinstance(counts, dict):
             raise MessageError("status.counts: must map stars 1..5 to counts")
         for key in counts:
-            if key not in ("1", "2", "3", "4", "5") or not _int(counts[key]) or counts[key] < 0:
+            value = counts[key]
+            if key not in ("1", "2", "3", "4", "5") or not _int(value) or not 0 <= value <= MAX_SEQ:
                 raise MessageError("status.counts: must map stars 1..5 to counts")
 
 
@@ -219,12 +332,18 @@ def check(msg, expected=None):
     if not isinstance(msg, dict):
         raise MessageError("message: must be an object")
     kind = msg.get("t")
-    if kind not in TYPES:
-        raise MessageError("t: unknown message type " + repr(kind))
+    if not isinstance(kind, str) or kind not in TYPES:
+        raise MessageError("t: unknown message type " + repr(kind)[:40])
     if expected is not None and kind != expected:
         raise MessageError("t: expected " + expected + ", got " + kind)
-    if msg.get("v") not in SUPPORTED:
-        raise MessageError(kind + ".v: unsupported version " + repr(msg.get("v")))
+    version = msg.get("v")
+    if not _int(version) or version not in SUPPORTED:
+        raise MessageError(kind + ".v: unsupported version " + repr(version)[:40])
+    for name, allowed in UP_FIELDS:
+        if name == kind:
+            for key in msg:
+                if key not in allowed and key not in ("v", "t"):
+                    raise MessageError(kind + "." + str(key)[:40] + ": unknown field")
     for name, fn in _CHECKS:
         if name == kind:
             fn(msg)

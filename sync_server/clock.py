@@ -40,22 +40,33 @@ def estimate(ref_at: str, ref_uptime_ms: int, uptime_ms: int, received_at: str) 
     return _format(min(moment, _parse(received_at)))
 
 
-def effective_time(conn, rec: dict, received_at: str) -> tuple[str, str]:
-    """(effective_at, time_source) for a record being stored."""
+def boot_refs(conn, device_id: str, records) -> dict[str, tuple[int, str]]:
+    """boot_id -> (uptime_ms, at): the references for the boots of `records`
+    whose clock was not set, in one query."""
+    boots = sorted(
+        {
+            rec["boot_id"]
+            for rec in records
+            if rec["clock"] not in TRUSTED_CLOCKS and rec.get("boot_id")
+        }
+    )
+    if not boots:
+        return {}
+    b = db.boot_clocks.c
+    rows = conn.execute(
+        select(b.boot_id, b.uptime_ms, b.at).where(b.device_id == device_id, b.boot_id.in_(boots))
+    )
+    return {boot_id: (uptime_ms, at) for boot_id, uptime_ms, at in rows}
+
+
+def effective_time(rec: dict, received_at: str, refs: dict) -> tuple[str, str]:
+    """(effective_at, time_source) for a record being stored; `refs` from boot_refs()."""
     if rec["clock"] in TRUSTED_CLOCKS:
         return rec["rated_at"], DEVICE
-    arrival = _format(_parse(received_at)), RECEIVED
-    if rec.get("uptime_ms") is None or not rec.get("boot_id"):
-        return arrival
-    ref = conn.execute(
-        select(db.boot_clocks.c.uptime_ms, db.boot_clocks.c.at).where(
-            db.boot_clocks.c.device_id == rec["device_id"],
-            db.boot_clocks.c.boot_id == rec["boot_id"],
-        )
-    ).first()
-    if ref is None:
-        return arrival
-    return estimate(ref.at, ref.uptime_ms, rec["uptime_ms"], received_at), ESTIMATED
+    ref = refs.get(rec.get("boot_id"))
+    if ref is None or rec.get("uptime_ms") is None:
+        return _format(_parse(received_at)), RECEIVED
+    return estimate(ref[1], ref[0], rec["uptime_ms"], received_at), ESTIMATED
 
 
 def record_boot_clock(conn, device_id: str, status: dict, received_at: str) -> int:

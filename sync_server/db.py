@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    false,
     func,
     select,
 )
@@ -51,7 +52,14 @@ evaluations = Table(
     Column("uptime_ms", BigInteger),
     Column("origin", String(16), nullable=False),
     Column("attempt", SmallInteger, nullable=False),
-    Column("contact", String(20)),  # confidential: never in list APIs
+    Column("follows", String(100)),  # an appended rating: the id of the rating it follows
+    Column("case_staff_id", String(64)),  # who handled the case (from the business system)
+    Column("case_org_id", String(64)),
+    Column("handled_at", String(20)),  # when the service was handled, UTC
+    Column("client", String(8)),  # web and QR ratings: pc | mobile
+    Column("entered_by", String(64)),  # paper cards: who typed the card in, when,
+    Column("entered_at", String(20)),  # and the date written on the card
+    Column("card_date", String(10)),
     Column("sig", String(64)),
     Column("received_at", String(32), nullable=False),
     # when the rating was made, as best known: rated_at when the device clock
@@ -60,6 +68,8 @@ evaluations = Table(
     Column("time_source", String(12), nullable=False),  # device | estimated | received
     # set by a supervisor's review (误评/恶意): kept, but out of scores
     Column("excluded", Boolean, nullable=False, default=False),
+    # a 差评 stored without a reason (no tag, no text): the call-back owes one
+    Column("reason_owed", Boolean, nullable=False, default=False, server_default=false()),
     Index("ix_evaluations_device_seq", "device_id", "seq", unique=True),
     Index("ix_evaluations_rated_at", "rated_at"),
     Index("ix_evaluations_effective_at", "effective_at"),
@@ -81,6 +91,28 @@ boot_clocks = Table(
     Column("at", String(32), nullable=False),  # collector UTC time the status arrived
 )
 
+# A rater's contact for the return visit, apart from the evaluation it
+# belongs to (confidential, DOMAIN §7): no list or page joins it in.
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("record_id", String(100), primary_key=True),
+    Column("contact", String(20), nullable=False),
+    Column("received_at", String(32), nullable=False),
+)
+
+# The channel -> provincial pf table in force (protocols.levels.CHANNEL_TO_PF
+# is the default); client "" is any client, pf NULL means not configured.
+pf_map = Table(
+    "pf_map",
+    metadata,
+    Column("channel", String(16), primary_key=True),
+    Column("client", String(8), primary_key=True),
+    Column("pf", SmallInteger),
+    Column("updated_by", String(64)),
+    Column("updated_at", String(32)),
+)
+
 quarantine = Table(
     "quarantine",
     metadata,
@@ -90,7 +122,21 @@ quarantine = Table(
     Column("device_id", String(64)),
     Column("record_id", String(100)),
     Column("reason", Text, nullable=False),
-    Column("payload", Text, nullable=False),  # the record, or the whole message if unreadable
+    # the record, or the whole message if unreadable: redacted (no contact)
+    # and cut to a bound; payload_bytes and payload_sha256 describe the original
+    Column("payload", Text, nullable=False),
+    Column("payload_bytes", Integer),
+    Column("payload_sha256", String(64)),
+    Index("ix_quarantine_device", "device_id", "received_at"),
+)
+
+# What the quarantine's bounds turned away: rows not kept, per device and hour.
+quarantine_dropped = Table(
+    "quarantine_dropped",
+    metadata,
+    Column("device_id", String(64), primary_key=True),  # "" when unknown
+    Column("hour", String(13), primary_key=True),  # UTC, YYYY-MM-DDTHH
+    Column("dropped", Integer, nullable=False),
 )
 
 devices = Table(

@@ -1,9 +1,20 @@
-"""MQTT ingest: verify, store, then acknowledge (DESIGN §4).
+"""MQTT ingest: verify, store, then acknowledge (docs/protocol.md §3.2).
 
 `Ingestor.process()` is the whole decision for one incoming message and is
 independent of MQTT; `IngestService` wires it to a broker with paho-mqtt,
 sending the MQTT PUBACK only after the batch is committed and the ack
 published, so a collector that dies mid-batch gets the message again.
+
+A batch goes through three steps:
+
+- classify: each record checked against the contract and the sending device
+  (its topic, its kind, its key), with no database work;
+- store: the accepted records inserted in bulk in one transaction, together
+  with what is kept aside and the contacts; a record the database refuses
+  (an integrity or data error) is found by storing the batch record by
+  record, and kept aside alone: one bad record never blocks the others, and
+  only a lost database connection is an outage;
+- ack: signed with the device's key, naming the seqs stored or kept aside.
 """
 
 from __future__ import annotations
@@ -17,16 +28,22 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from protocols import messages, record, sign, topics
-from protocols.canonical import dumps
-from sync_server import clock, db
+from protocols.levels import is_bad
+from sync_server import clock, db, quarantine
 
 log = logging.getLogger(__name__)
 
-COLLECTOR_FIELDS = ("received_at", "excluded", "effective_at", "time_source")
+COLLECTOR_FIELDS = ("received_at", "excluded", "effective_at", "time_source", "reason_owed")
 EV_FIELDS = [c.name for c in db.evaluations.columns if c.name not in COLLECTOR_FIELDS]
+
+# Errors that belong to one record or message, not to the database as a whole:
+# the record is kept aside and ingest goes on. Every other database error
+# (a lost connection, a locked or broken database) is an outage: no PUBACK,
+# reconnect, and the broker delivers the message again.
+POISON = (IntegrityError, DataError, ValueError, TypeError, OverflowError, UnicodeError)
 
 
 @dataclass
@@ -39,32 +56,140 @@ class Outcome:
     duplicates: list[int] = field(default_factory=list)  # seqs that were there already
     quarantined: list[str] = field(default_factory=list)  # reasons
     quarantine_rows_added: int = 0  # repeats of a record already kept aside add none
+    quarantine_turned_away: int = 0  # rows the quarantine's bounds did not keep
+    ack_quarantined: list[int] = field(default_factory=list)  # own seqs kept aside
 
 
-def _row(conn, rec: dict, received_at: str) -> dict:
+@dataclass
+class Device:
+    device_id: str
+    key: bytes
+    kind: str
+
+
+@dataclass
+class Held:
+    """A record (or contact) kept aside: why, and the seq the ack may name."""
+
+    rec: object
+    reason: str
+    ack_seq: int | None  # only the sending device's own seqs are ever acked
+    record_id: str | None = None
+
+
+@dataclass
+class Plan:
+    """classify()'s decision for one batch."""
+
+    accepted: dict[str, dict] = field(default_factory=dict)  # id -> record
+    repeated: list[int] = field(default_factory=list)  # same record twice in the batch
+    held: list[Held] = field(default_factory=list)
+    contacts: dict[str, str] = field(default_factory=dict)  # record id -> phone
+
+
+def _own_seq(rec, device_id: str) -> int | None:
+    """The seq an ack may name for `rec`: only a record that is the device's own."""
+    if not isinstance(rec, dict) or rec.get("device_id") != device_id:
+        return None
+    seq = rec.get("seq")
+    if isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq <= record.MAX_SEQ:
+        if rec.get("id") == record.device_record_id(device_id, seq):
+            return seq
+    return None
+
+
+def _record_id(rec) -> str | None:
+    rec_id = rec.get("id") if isinstance(rec, dict) else None
+    return rec_id if isinstance(rec_id, str) and len(rec_id) <= record.MAX_ID else None
+
+
+def check_record(rec, device_id: str, device: Device | None) -> str | None:
+    """The reason a record from `device_id`'s topic may not be counted, or None."""
+    try:
+        record.validate(rec)
+    except record.RecordError as exc:
+        return str(exc)
+    if rec.get("device_id") != device_id:
+        return (
+            "device_id: record of "
+            + repr(rec.get("device_id"))
+            + " arrived on the topic of "
+            + repr(device_id)
+        )
+    if device is None:
+        return "device_id: unknown device " + repr(device_id) + " (not provisioned)"
+    if rec["channel"] != device.kind:
+        return "channel: device " + repr(device_id) + " is a " + device.kind
+    if rec.get("sig") is None:
+        return "sig: is required"
+    if not sign.verify(rec, device.key):
+        return "sig: does not verify with the key of device " + repr(device_id)
+    return None
+
+
+def classify(msg: dict, device_id: str, device: Device | None) -> Plan:
+    """Decide about every record and contact of a decoded batch; no database work."""
+    plan = Plan()
+    for rec in msg["records"]:
+        reason = check_record(rec, device_id, device)
+        if reason is None and rec["id"] in plan.accepted:
+            if plan.accepted[rec["id"]]["sig"] == rec["sig"]:
+                plan.repeated.append(rec["seq"])
+                continue
+            reason = "id: sent twice in one batch with different content"
+        if reason is not None:
+            plan.held.append(Held(rec, reason, _own_seq(rec, device_id), _record_id(rec)))
+            continue
+        plan.accepted[rec["id"]] = rec
+    for entry in msg.get("contacts") or ():
+        reason = messages.contact_problem(entry)
+        if reason is None and entry["id"] not in plan.accepted:
+            reason = "contact.id: no record " + entry["id"] + " of this device in the batch"
+        if reason is None and entry["id"] in plan.contacts:
+            reason = "contact.id: two contacts for " + entry["id"]
+        if reason is None and (device is None or not sign.verify(entry, device.key)):
+            reason = "contact.sig: does not verify with the key of device " + repr(device_id)
+        if reason is not None:
+            rec_id = entry.get("id") if isinstance(entry, dict) else None
+            plan.held.append(
+                Held(entry, reason, None, rec_id if record.valid_record_id(rec_id) else None)
+            )
+            continue
+        plan.contacts[entry["id"]] = entry["contact"]
+    return plan
+
+
+def evaluation_row(rec: dict, received_at: str, refs: dict) -> dict:
     row = {name: rec.get(name) for name in EV_FIELDS}
     row["tags"] = json.dumps(rec["tags"], ensure_ascii=False) if rec.get("tags") else None
     row["received_at"] = received_at
     row["excluded"] = False
-    row["effective_at"], row["time_source"] = clock.effective_time(conn, rec, received_at)
+    row["reason_owed"] = is_bad(rec["stars"]) and not rec.get("tags") and not rec.get("comment")
+    row["effective_at"], row["time_source"] = clock.effective_time(rec, received_at, refs)
     return row
 
 
 class Ingestor:
-    def __init__(self, engine):
+    def __init__(self, engine, bounds: quarantine.Bounds | None = None):
         self.engine = engine
-        self._keys: dict[str, bytes] = {}
+        self.bounds = bounds or quarantine.Bounds()
+        self._devices: dict[str, Device] = {}
 
-    def device_key(self, conn, device_id: str) -> bytes | None:
-        key = self._keys.get(device_id)
-        if key is None:
-            hexkey = conn.execute(
-                select(db.devices.c.key_hex).where(db.devices.c.device_id == device_id)
-            ).scalar()
-            if hexkey is None:
+    def device(self, conn, device_id: str) -> Device | None:
+        """The provisioned device (its key and kind), or None; cached once known."""
+        known = self._devices.get(device_id)
+        if known is None:
+            d = db.devices.c
+            row = conn.execute(select(d.key_hex, d.kind).where(d.device_id == device_id)).first()
+            if row is None:
                 return None
-            key = self._keys[device_id] = binascii.unhexlify(hexkey)
-        return key
+            known = Device(device_id, binascii.unhexlify(row.key_hex), row.kind)
+            self._devices[device_id] = known
+        return known
+
+    def forget(self, device_id: str) -> None:
+        """Drop a cached device (after its key or kind changed)."""
+        self._devices.pop(device_id, None)
 
     def process(self, topic: str, payload: bytes, retained: bool = False) -> Outcome:
         """Decide about one message; `retained` is MQTT's flag (an old status
@@ -82,22 +207,40 @@ class Ingestor:
         return self.quarantine_message(topic, device_id, reason, payload, received_at)
 
     def quarantine_message(self, topic, device_id, reason, payload, received_at=None) -> Outcome:
-        """Keep a whole message aside with the reason it was not taken."""
+        """Keep a whole message aside with the reason it was not taken (once)."""
         received_at = received_at or db.utc_now()
-        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+        row = quarantine.entry(topic, device_id, None, reason, payload, received_at)
         with self.engine.begin() as conn:
-            conn.execute(
-                db.quarantine.insert().values(
-                    received_at=received_at,
-                    topic=topic,
-                    device_id=device_id,
-                    record_id=None,
-                    reason=reason,
-                    payload=text,
-                )
-            )
-        log.warning("quarantined a message on %s: %s", topic, reason)
-        return Outcome(quarantined=[reason])
+            (state,) = quarantine.keep(conn, [row], self.bounds)
+        log.warning("quarantined a message on %s: %s", row["topic"], row["reason"])
+        return Outcome(
+            quarantined=[reason],
+            quarantine_rows_added=int(state == quarantine.NEW),
+            quarantine_turned_away=int(state == quarantine.DROPPED),
+        )
+
+    def after_error(self, topic: str, payload: bytes, exc: BaseException) -> Outcome:
+        """A bug met an input nobody foresaw. Retrying would block every later
+        message behind this one, so the message's records are kept aside with
+        the error and acknowledged as quarantined (their device may forget
+        them), or, when it cannot be read as a batch, the message is kept whole."""
+        reason = "ingest error: " + type(exc).__name__
+        received_at = db.utc_now()
+        try:
+            device_id, kind = topics.parse(topic)
+            msg = messages.decode(payload, messages.EV) if kind == topics.UP_EV else None
+        except (topics.TopicError, messages.MessageError):
+            msg = None
+        if msg is None or msg["device_id"] != device_id:
+            return self.quarantine_message(topic, None, reason, payload, received_at)
+        with self.engine.connect() as conn:
+            device = self.device(conn, device_id)
+        plan = Plan()
+        for rec in msg["records"]:
+            plan.held.append(Held(rec, reason, _own_seq(rec, device_id), _record_id(rec)))
+        with self.engine.begin() as conn:
+            outcome = self._store_in(conn, topic, device_id, plan, received_at)
+        return self._ack(msg, device, outcome)
 
     def _status(self, topic, device_id, payload, received_at, retained) -> Outcome:
         try:
@@ -119,141 +262,138 @@ class Ingestor:
             msg = messages.decode(payload, messages.EV)
         except messages.MessageError as exc:
             return self.quarantine_message(topic, device_id, str(exc), payload, received_at)
-
-        outcome = Outcome()
-        held = []  # quarantine rows
-        ack_quarantined = []
-        candidates: dict[str, dict] = {}
-        with self.engine.begin() as conn:
-            key = self.device_key(conn, device_id)
-            for rec in msg["records"]:
-                reason = self._check(rec, device_id, key)
-                own = isinstance(rec, dict) and rec.get("device_id") == device_id
-                seq = rec.get("seq") if isinstance(rec, dict) else None
-                if reason is None and rec["id"] in candidates:
-                    if candidates[rec["id"]]["sig"] == rec["sig"]:
-                        outcome.duplicates.append(seq)
-                        continue
-                    reason = "id: sent twice in one batch with different content"
-                if reason is not None:
-                    held.append((rec, reason))
-                    # Only the device's own seqs may be acked: a seq named on this
-                    # device's ack topic makes this device forget its own record.
-                    if own and isinstance(seq, int) and not isinstance(seq, bool) and seq > 0:
-                        ack_quarantined.append(seq)
-                    continue
-                candidates[rec["id"]] = rec
-
-            if candidates:
-                existing = dict(
-                    conn.execute(
-                        select(db.evaluations.c.id, db.evaluations.c.sig).where(
-                            db.evaluations.c.id.in_(list(candidates))
-                        )
-                    ).all()
-                )
-                for rec_id, sig in existing.items():
-                    rec = candidates.pop(rec_id)
-                    if sig == rec["sig"]:
-                        outcome.duplicates.append(rec["seq"])
-                    else:
-                        held.append((rec, "id: already stored with different content"))
-                        ack_quarantined.append(rec["seq"])
-            if candidates:
-                rows = [_row(conn, rec, received_at) for rec in candidates.values()]
-                conn.execute(db.insert_ignoring_duplicates(self.engine, db.evaluations, "id"), rows)
-                outcome.stored = [rec["seq"] for rec in candidates.values()]
-            new_rows = self._new_quarantine_rows(conn, topic, device_id, held, received_at)
-            if new_rows:
-                conn.execute(db.quarantine.insert(), new_rows)
-                outcome.quarantine_rows_added = len(new_rows)
-            conn.execute(
-                db.devices.update()
-                .where(db.devices.c.device_id == device_id)
-                .values(last_seen=received_at)
+        if msg["device_id"] != device_id:
+            reason = (
+                "ev.device_id: " + repr(msg["device_id"]) + " on the topic of " + repr(device_id)
             )
-        # committed: now the ack may name these seqs
-        outcome.quarantined = [reason for _rec, reason in held]
-        for _rec, reason in held:
-            log.warning("quarantined a record from %s: %s", device_id, reason)
-        if key is None:
-            # Nothing to sign an ack with: the device keeps its records and sends
-            # them again, and they are stored once it has been provisioned.
-            return outcome
-        ack = messages.ack(
-            msg["batch"], outcome.stored + outcome.duplicates, sorted(set(ack_quarantined))
+            return self.quarantine_message(topic, device_id, reason, payload, received_at)
+        with self.engine.connect() as conn:
+            device = self.device(conn, device_id)
+        plan = classify(msg, device_id, device)
+        outcome = self._store(topic, device_id, plan, received_at)
+        return self._ack(msg, device, outcome)
+
+    def _store(self, topic, device_id, plan: Plan, received_at) -> Outcome:
+        """The plan stored in one transaction; if the database refuses part of
+        it, record by record, so only the records it refuses are kept aside."""
+        try:
+            with self.engine.begin() as conn:
+                return self._store_in(conn, topic, device_id, plan, received_at)
+        except Exception as exc:  # noqa: BLE001 - sorted into poison and outage below
+            if not _poison(exc):
+                raise
+            log.warning("the database refused part of a batch from %s: %r", device_id, exc)
+        outcome = Outcome(duplicates=list(plan.repeated))
+        for rec_id, rec in plan.accepted.items():
+            single = Plan(accepted={rec_id: rec})
+            if rec_id in plan.contacts:
+                single.contacts[rec_id] = plan.contacts[rec_id]
+            try:
+                with self.engine.begin() as conn:
+                    part = self._store_in(conn, topic, device_id, single, received_at)
+            except Exception as exc:  # noqa: BLE001
+                if not _poison(exc):
+                    raise
+                reason = "database: refused the record (" + type(exc).__name__ + ")"
+                refused = Plan(held=[Held(rec, reason, rec["seq"], rec_id)])
+                with self.engine.begin() as conn:
+                    part = self._store_in(conn, topic, device_id, refused, received_at)
+            _merge(outcome, part)
+        if plan.held:
+            with self.engine.begin() as conn:
+                _merge(
+                    outcome,
+                    self._store_in(conn, topic, device_id, Plan(held=plan.held), received_at),
+                )
+        return outcome
+
+    def _store_in(self, conn, topic, device_id, plan: Plan, received_at) -> Outcome:
+        outcome = Outcome(duplicates=list(plan.repeated))
+        accepted = dict(plan.accepted)
+        held = list(plan.held)
+        if accepted:
+            ev = db.evaluations.c
+            existing = conn.execute(select(ev.id, ev.sig).where(ev.id.in_(list(accepted)))).all()
+            for rec_id, sig in existing:
+                rec = accepted.pop(rec_id)
+                if sig == rec["sig"]:
+                    outcome.duplicates.append(rec["seq"])
+                else:
+                    reason = "id: already stored with different content"
+                    held.append(Held(rec, reason, rec["seq"], rec_id))
+        if accepted:
+            refs = clock.boot_refs(conn, device_id, accepted.values())
+            rows = [evaluation_row(rec, received_at, refs) for rec in accepted.values()]
+            conn.execute(db.insert_ignoring_duplicates(self.engine, db.evaluations, "id"), rows)
+            outcome.stored = [rec["seq"] for rec in accepted.values()]
+        refused = {h.record_id for h in held if h.ack_seq is not None}
+        contacts = [
+            {"record_id": rec_id, "contact": phone, "received_at": received_at}
+            for rec_id, phone in plan.contacts.items()
+            if rec_id not in refused
+        ]
+        if contacts:  # the first contact given is kept; a repeat changes nothing
+            conn.execute(
+                db.insert_ignoring_duplicates(self.engine, db.contacts, "record_id"), contacts
+            )
+        if held:
+            rows = [
+                quarantine.entry(topic, device_id, h.record_id, h.reason, h.rec, received_at)
+                for h in held
+            ]
+            states = quarantine.keep(conn, rows, self.bounds)
+            for h, state in zip(held, states, strict=True):
+                outcome.quarantined.append(h.reason)
+                if state == quarantine.DROPPED:
+                    # not kept aside, so not acked: the device keeps it and sends it again
+                    outcome.quarantine_turned_away += 1
+                    continue
+                outcome.quarantine_rows_added += int(state == quarantine.NEW)
+                if h.ack_seq is not None:
+                    outcome.ack_quarantined.append(h.ack_seq)
+        conn.execute(
+            db.devices.update()
+            .where(db.devices.c.device_id == device_id)
+            .values(last_seen=received_at)
         )
-        outcome.ack_topic = topics.topic(device_id, topics.DOWN_ACK)
-        outcome.ack_payload = messages.encode_signed(ack, key)
+        for reason in outcome.quarantined:
+            log.warning("quarantined a record from %s: %s", device_id, reason)
         return outcome
 
     @staticmethod
-    def _new_quarantine_rows(conn, topic, device_id, held, received_at) -> list[dict]:
-        """Quarantine rows for `held`, leaving out a record already kept aside
-        for the same reason (a device sending it again before it is acked)."""
-        held = [(rec, _record_id(rec), reason) for rec, reason in held]
-        ids = [rec_id for _rec, rec_id, _reason in held if rec_id is not None]
-        known = set()
-        if ids:
-            known = set(
-                conn.execute(
-                    select(db.quarantine.c.record_id, db.quarantine.c.reason).where(
-                        db.quarantine.c.device_id == device_id,
-                        db.quarantine.c.record_id.in_(ids),
-                    )
-                ).all()
-            )
-        rows = []
-        for rec, rec_id, reason in held:
-            if rec_id is not None and (rec_id, reason) in known:
-                continue
-            known.add((rec_id, reason))
-            rows.append(
-                {
-                    "received_at": received_at,
-                    "topic": topic,
-                    "device_id": device_id,
-                    "record_id": rec_id,
-                    "reason": reason,
-                    "payload": _text(rec),
-                }
-            )
-        return rows
-
-    @staticmethod
-    def _check(rec, device_id: str, key: bytes | None) -> str | None:
-        """The reason a record may not be counted, or None."""
-        try:
-            record.validate(rec)
-        except record.RecordError as exc:
-            return str(exc)
-        if rec.get("device_id") != device_id:
-            return (
-                "device_id: record of "
-                + repr(rec.get("device_id"))
-                + " arrived on the topic of "
-                + repr(device_id)
-            )
-        if key is None:
-            return "device_id: unknown device " + repr(device_id) + " (not provisioned)"
-        if rec.get("sig") is None:
-            return "sig: is required"
-        if not sign.verify(rec, key):
-            return "sig: does not verify with the key of device " + repr(device_id)
-        return None
+    def _ack(msg: dict, device: Device | None, outcome: Outcome) -> Outcome:
+        """Committed: now the ack may name the seqs. A device the collector does
+        not know gets none (there is no key to sign it with): it keeps its
+        records and sends them again, and they are stored once it is provisioned."""
+        if device is None:
+            return outcome
+        ack = messages.ack(
+            msg["batch"],
+            sorted(set(outcome.stored + outcome.duplicates)),
+            sorted(set(outcome.ack_quarantined)),
+        )
+        outcome.ack_topic = topics.topic(device.device_id, topics.DOWN_ACK)
+        outcome.ack_payload = messages.encode_signed(ack, device.key)
+        return outcome
 
 
-def _record_id(rec) -> str | None:
-    """The record's id for the quarantine list, if it has a usable one."""
-    rec_id = rec.get("id") if isinstance(rec, dict) else None
-    return rec_id if isinstance(rec_id, str) and len(rec_id) <= 100 else None
+def _poison(exc: BaseException) -> bool:
+    """Whether a failed store is the data's fault (keep it aside) rather than
+    the database's (an outage)."""
+    if isinstance(exc, DBAPIError):
+        return isinstance(exc, (IntegrityError, DataError))
+    if isinstance(exc, StatementError):
+        return isinstance(exc.orig, POISON)
+    return isinstance(exc, POISON)
 
 
-def _text(rec) -> str:
-    try:
-        return dumps(rec).decode("utf-8")
-    except ValueError:
-        return repr(rec)
+def _merge(total: Outcome, part: Outcome) -> None:
+    total.stored += part.stored
+    total.duplicates += part.duplicates
+    total.quarantined += part.quarantined
+    total.ack_quarantined += part.ack_quarantined
+    total.quarantine_rows_added += part.quarantine_rows_added
+    total.quarantine_turned_away += part.quarantine_turned_away
 
 
 class IngestService:

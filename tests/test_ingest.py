@@ -14,32 +14,9 @@ from sqlalchemy import select
 from protocols import messages, sign, topics
 from sync_server import db
 from sync_server.ingest import Ingestor
+from tests.harness.records import CONTACT, KEY, KEY_HEX, batch, contact_entry, signed
 
-KEY_HEX = secrets.token_hex(32)
-KEY = bytes.fromhex(KEY_HEX)
 EV = topics.topic("kp-01", topics.UP_EV)
-
-
-def signed(seq, stars=5, device_id="kp-01", key=KEY, **extra):
-    rec = {
-        "id": f"{device_id}:{seq}",
-        "device_id": device_id,
-        "seq": seq,
-        "stars": stars,
-        "channel": "keypad",
-        "rated_at": "2026-11-26T08:30:00Z",
-        "clock": "ntp",
-        "origin": "citizen",
-        "attempt": 1,
-        "contact": "13800000000",
-    }
-    rec.update(extra)
-    rec["sig"] = sign.sign(rec, key)
-    return rec
-
-
-def batch(records, number=1, device_id="kp-01"):
-    return messages.encode(messages.batch(device_id, number, records))
 
 
 @pytest.fixture
@@ -175,7 +152,12 @@ def test_status_updates_the_device_and_bad_status_is_quarantined(engine, ingesto
     assert held(engine) == [(None, "status.online: must be true or false")]
 
 
-def test_contact_is_stored_for_the_people_handling_a_bad_review(engine, ingestor):
-    ingestor.process(EV, batch([signed(1, stars=1)]))
+def test_a_contact_is_kept_apart_from_its_rating(engine, ingestor):
+    rec = signed(1, stars=1)
+    outcome = ingestor.process(EV, batch([rec], contacts=[contact_entry("kp-01:1")]))
+    assert ack_of(outcome) == messages.ack(1, [1], [])
     with engine.connect() as conn:
-        assert conn.execute(select(db.evaluations.c.contact)).scalar() == "13800000000"
+        assert conn.execute(select(db.contacts.c.record_id, db.contacts.c.contact)).all() == [
+            ("kp-01:1", CONTACT)
+        ]
+    assert "contact" not in {c.name for c in db.evaluations.columns}

@@ -123,10 +123,18 @@ def test_level_mappings_both_ways(stars, gbt, satisfaction, name):
     ("call", "arg", "message"),
     [
         (levels.stars_to_gbt39046, 0, "stars: no mapping for 0"),
+        (levels.stars_to_gbt39046, True, "stars: no mapping for True"),
+        (levels.stars_to_satisfaction, 5.0, "stars: no mapping for 5.0"),
+        (levels.level_name, True, "stars: no mapping for True"),
         (levels.gbt39046_to_stars, 6, "GB/T 39046 code: no mapping for 6"),
+        (levels.gbt39046_to_stars, 1.0, "GB/T 39046 code: no mapping for 1.0"),
         (levels.satisfaction_to_stars, 0, "satisfaction: no mapping for 0"),
-        (levels.channel_to_pf, "fax", "channel: no mapping for 'fax'"),
-        (levels.pf_to_channel, 6, "pf: no mapping for 6"),
+        (levels.is_bad, True, "stars: no level True"),
+        (levels.key_stars, 5, "key: no mapping for 5"),
+        (levels.channel_to_pf, "fax", "channel: no pf code configured for 'fax'"),
+        (levels.channel_to_pf, "paper", "channel: no pf code configured for 'paper'"),
+        (levels.pf_to_channel, 8, "pf: no mapping for 8"),
+        (levels.pf_to_channel, True, "pf: no mapping for True"),
     ],
 )
 def test_mapping_errors(call, arg, message):
@@ -135,33 +143,39 @@ def test_mapping_errors(call, arg, message):
     assert str(err.value) == message
 
 
+def test_keys_left_to_right_are_very_satisfied_to_very_dissatisfied():
+    assert [levels.key_stars(i) for i in range(5)] == [5, 4, 3, 2, 1]
+    assert [s for s in levels.STARS if levels.is_bad(s)] == list(levels.BAD_STARS) == [2, 1]
+
+
 @pytest.mark.parametrize(
-    ("channel", "pf"),
+    ("channel", "client", "pf"),
     [
-        ("keypad", 4),
-        ("kiosk", 5),
-        ("qr_window", 3),
-        ("qr_case", 3),
-        ("web", 1),
-        ("sms", 7),
-        ("paper", 5),
+        ("keypad", "", 4),
+        ("kiosk", "", 5),
+        ("qr_window", "mobile", 3),
+        ("qr_case", "", 3),
+        ("web", "pc", 1),
+        ("web", "mobile", 2),
+        ("sms", "", 7),
+        ("hotline", "", 6),
     ],
 )
-def test_channel_to_pf(channel, pf):
-    assert levels.channel_to_pf(channel) == pf
+def test_channel_to_pf(channel, client, pf):
+    assert levels.channel_to_pf(channel, client) == pf
 
 
-@pytest.mark.parametrize(
-    ("pf", "channel"),
-    [(1, "web"), (2, "web"), (3, "qr_case"), (4, "keypad"), (5, "kiosk"), (7, "sms")],
-)
-def test_pf_to_channel(pf, channel):
-    assert levels.pf_to_channel(pf) == channel
+@pytest.mark.parametrize("pf", levels.PF_CODES)
+def test_every_pf_maps_to_a_channel_that_maps_back_to_it(pf):
+    channel, client = levels.pf_to_channel(pf)
+    assert levels.channel_to_pf(channel, client) == pf
 
 
-def test_every_channel_has_a_pf_and_an_operator_table_replaces_it():
-    assert {c for c, _ in levels.CHANNEL_TO_PF} == set(levels.CHANNELS)
-    assert levels.channel_to_pf("paper", table=(("paper", 6),)) == 6
+def test_every_channel_is_in_the_table_and_paper_is_unmapped_until_configured():
+    assert {c for c, _client, _pf in levels.CHANNEL_TO_PF} == set(levels.CHANNELS)
+    with pytest.raises(levels.MappingError):
+        levels.channel_to_pf("web")  # a web rating must say which client it came from
+    assert levels.channel_to_pf("paper", table=(("paper", "", 6),)) == 6
 
 
 # --- record validation: each error names the field and the problem ---
@@ -170,28 +184,55 @@ def test_every_channel_has_a_pf_and_an_operator_table_replaces_it():
     [
         ({"stars": 7}, "stars: must be an integer 1..5, got 7"),
         ({"stars": True}, "stars: must be an integer 1..5, got True"),
+        ({"stars": 5.0}, "stars: must be an integer 1..5, got 5.0"),
         ({"stars": None}, "stars: is required"),
         ({"channel": "fax"}, "channel: unknown channel 'fax'"),
-        ({"origin": "robot"}, "origin: must be one of citizen, staff_entry, system"),
+        ({"origin": "robot"}, "origin: must be one of citizen, staff_entry"),
+        ({"origin": "staff_entry"}, "origin: must be citizen on a keypad record"),
         ({"clock": "sundial"}, "clock: must be one of ntp, rtc, unset"),
         ({"attempt": 3}, "attempt: must be 1 (first rating) or 2 (appended rating)"),
+        ({"attempt": True}, "attempt: must be 1 (first rating) or 2 (appended rating)"),
         ({"rated_at": "2026-11-26 08:30:00"}, "rated_at: must be UTC time as YYYY-MM-DDTHH:MM:SSZ"),
         (
             {"rated_at": "2026-13-26T08:30:00Z"},
             "rated_at: must be UTC time as YYYY-MM-DDTHH:MM:SSZ",
         ),
+        (
+            {"rated_at": "2026-02-31T08:30:00Z"},
+            "rated_at: must be UTC time as YYYY-MM-DDTHH:MM:SSZ",
+        ),
+        (
+            {"rated_at": "２０２６-11-26T08:30:00Z"},
+            "rated_at: must be UTC time as YYYY-MM-DDTHH:MM:SSZ",
+        ),
         ({"id": "kp-01:8"}, "id: must be <device_id>:<seq>"),
-        ({"seq": 0}, "seq: must be an integer >= 1, got 0"),
+        ({"id": "web/x"}, "id: must be <device_id>:<seq>"),
+        ({"seq": 0}, "seq: must be an integer 1..2147483647, got 0"),
+        ({"seq": 2**63}, f"seq: must be an integer 1..2147483647, got {2**63}"),
         ({"device_id": "kp/01"}, "device_id: must be 1..32 characters of A-Z a-z 0-9 - _"),
         ({"tags": "D201"}, "tags: must be a list of tag codes"),
         ({"tags": [""]}, "tags: each tag must be a code of 1..16 characters"),
+        ({"tags": ["D 1"]}, "tags: a tag code may hold only A-Z a-z 0-9 - _ ."),
+        ({"tags": ["D201", "D201"]}, "tags: tag D201 given twice"),
         ({"content_version": None}, "content_version: is required when tags are given"),
         ({"comment": "x" * 501}, "comment: longer than 500 characters"),
+        ({"comment": "a\x00b"}, "comment: contains a control character"),
+        ({"comment": "a\ud800b"}, "comment: contains a lone surrogate"),
         ({"window_id": 12}, "window_id: must be a string, got int"),
+        ({"window_id": ""}, "window_id: must not be empty"),
         ({"case_no": "A\x00"}, "case_no: contains a control character"),
-        ({"uptime_ms": -1}, "uptime_ms: must be an integer >= 0"),
-        ({"contact": "call me"}, "contact: must be a phone number of 5..20 digits"),
-        ({"sig": "00"}, "sig: must be 64 hex characters"),
+        ({"uptime_ms": -1}, "uptime_ms: must be an integer 0..1099511627776"),
+        ({"uptime_ms": 2**64}, "uptime_ms: must be an integer 0..1099511627776"),
+        ({"handled_at": "2026-11-26"}, "handled_at: must be UTC time as YYYY-MM-DDTHH:MM:SSZ"),
+        ({"contact": "13800000000"}, "contact: unknown field"),
+        ({"follows": "kp-01:1"}, "follows: only on an appended rating (attempt 2)"),
+        ({"attempt": 2}, "follows: an appended rating needs follows or case_no"),
+        ({"attempt": 2, "follows": "kp-01:7"}, "follows: must be the id of another rating"),
+        ({"attempt": 2, "follows": "kp-01:07"}, "follows: must be the id of another rating"),
+        ({"client": "pc"}, "client: only on web, qr_window, qr_case records"),
+        ({"entered_by": "clerk"}, "entered_by: only on paper records"),
+        ({"sig": "00"}, "sig: must be 64 lowercase hex characters"),
+        ({"sig": "A" * 64}, "sig: must be 64 lowercase hex characters"),
         ({"colour": "red"}, "colour: unknown field"),
     ],
 )
@@ -204,10 +245,94 @@ def test_record_errors_name_the_field(changes, message):
     assert str(err.value) == message
 
 
-def test_a_valid_record_passes_and_web_records_need_no_device():
+def web_record(**changes):
+    rec = {
+        "id": "web/20261126-0001",
+        "stars": 1,
+        "channel": "web",
+        "client": "mobile",
+        "comment": "排队太久",
+        "rated_at": "2026-11-26T08:30:00Z",
+        "clock": "ntp",
+        "origin": "citizen",
+        "attempt": 1,
+    }
+    rec.update(changes)
+    return {k: v for k, v in rec.items() if v is not None}
+
+
+def paper_record(**changes):
+    rec = web_record(
+        id="paper/c-17",
+        channel="paper",
+        client=None,
+        origin="staff_entry",
+        entered_by="clerk-3",
+        entered_at="2026-11-27T01:00:00Z",
+        card_date="2026-11-24",
+    )
+    rec.update(changes)
+    return {k: v for k, v in rec.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("rec", "message"),
+    [
+        # a server-made record cannot take a device's id, nor a device a server's
+        (web_record(id="kp-01:7"), "id: must be web/<1..64 of A-Z a-z 0-9 - _ .>"),
+        (web_record(id="sms/1"), "id: must be web/<1..64 of A-Z a-z 0-9 - _ .>"),
+        (web_record(id="web/a:b"), "id: must be web/<1..64 of A-Z a-z 0-9 - _ .>"),
+        (web_record(device_id="kp-01"), "device_id: only on keypad and kiosk records"),
+        (web_record(seq=7), "seq: only on keypad and kiosk records"),
+        (web_record(client=None), "client: is required on a web record"),
+        (web_record(client="fax"), "client: must be one of pc, mobile"),
+        (web_record(origin="staff_entry"), "origin: must be citizen on a web record"),
+        (paper_record(origin="citizen"), "origin: must be staff_entry on a paper record"),
+        (paper_record(entered_by=None), "entered_by: is required on a paper record"),
+        (paper_record(card_date="2026-02-30"), "card_date: must be a calendar date as YYYY-MM-DD"),
+        (
+            paper_record(entered_at="yesterday"),
+            "entered_at: must be UTC time as YYYY-MM-DDTHH:MM:SSZ",
+        ),
+        (paper_record(client="pc"), "client: only on web, qr_window, qr_case records"),
+    ],
+)
+def test_server_made_records_keep_to_their_own_rules(rec, message):
+    with pytest.raises(record.RecordError) as err:
+        record.validate(rec)
+    assert str(err.value) == message
+
+
+def test_valid_records_of_every_kind_pass():
     assert record.validate(a_record()) is not None
-    web = a_record(id="web-20261126-0001", device_id=None, seq=None, channel="web")
-    assert record.validate(web) is web
+    assert record.validate(a_record(tags=None, content_version="demo-1")) is not None  # shown
+    appended = a_record(
+        attempt=2, follows="web/20261126-0001", case_no="C1", handled_at="2026-11-26T08:00:00Z"
+    )
+    assert record.validate(appended) is appended
+    assert record.validate(web_record()) is not None
+    assert record.validate(paper_record()) is not None
+    assert record.validate(web_record(channel="hotline", id="hotline/1", client=None))
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("kp-01:1", True),
+        ("kp-01:2147483647", True),
+        ("kp-01:2147483648", False),
+        ("kp-01:01", False),
+        ("kp-01:0", False),
+        ("web/abc", True),
+        ("keypad/abc", False),
+        ("web/", False),
+        ("web/" + "a" * 65, False),
+        ("x" * 101, False),
+        (7, False),
+    ],
+)
+def test_record_ids_live_in_two_namespaces(value, ok):
+    assert record.valid_record_id(value) is ok
 
 
 # --- topics ---
@@ -293,6 +418,43 @@ def test_messages_round_trip_with_their_version(msg):
             "ev.device_id: must be 1..32 characters of A-Z a-z 0-9 - _",
         ),
         (b'{"t":"status","v":1,"online":1}', None, "status.online: must be true or false"),
+        (b'{"t":"status","v":true,"online":true}', None, "status.v: unsupported version True"),
+        (
+            b'{"t":"status","v":1,"online":true,"last_seq":99999999999999999999999}',
+            None,
+            "status.last_seq: must be an integer 0..2147483647",
+        ),
+        (
+            b'{"t":"status","v":1,"online":true,"counts":{"5":1e400}}',
+            None,
+            "status.counts: must map stars 1..5 to counts",
+        ),
+        (b'{"t":"status","v":1,"online":true,"x":1}', None, "status.x: unknown field"),
+        (
+            b'{"t":"status","v":1,"online":true,"fw":"1\\u0000"}',
+            None,
+            "status.fw: must be a string of 1..32",
+        ),
+        (
+            b'{"t":"status","v":1,"online":true,"signal":5}',
+            None,
+            "status.signal: must be an integer -150..0 (dBm)",
+        ),
+        (
+            b'{"t":"ev","v":1,"device_id":"kp-01","batch":1,"records":[{}],"extra":1}',
+            None,
+            "ev.extra: unknown field",
+        ),
+        (
+            b'{"t":"ev","v":1,"device_id":"kp-01","batch":4294967296,"records":[{}]}',
+            None,
+            "ev.batch: must be an integer 0..2147483647",
+        ),
+        (
+            b'{"t":"ev","v":1,"device_id":"kp-01","batch":1,"records":[{}],"contacts":[{},{}]}',
+            None,
+            "ev.contacts: must be a list, at most one per record",
+        ),
         (
             b'{"t":"status","v":1,"online":true,"counts":{"6":1}}',
             None,
@@ -330,6 +492,27 @@ def test_message_errors(payload, expected, message):
     with pytest.raises(messages.MessageError) as err:
         messages.decode(payload, expected)
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({}, None),
+        ({"contact": "call me"}, "contact.contact: must be a phone number of 5..20 digits"),
+        ({"contact": "+"}, "contact.contact: must be a phone number of 5..20 digits"),
+        ({"consent": False}, "contact.consent: must be true (the rater agreed)"),
+        ({"id": "kp-01:x"}, "contact.id: must be a record id"),
+        ({"name": "张三"}, "contact: unknown field 'name'"),
+        ({"sig": None}, "contact.sig: must be 64 lowercase hex characters"),
+    ],
+)
+def test_a_contact_travels_beside_its_record_and_says_what_is_wrong(change, problem):
+    entry = messages.contact("kp-01:7", "+8613800000000", bytes(32))
+    assert sign.verify(entry, bytes(32))
+    entry.update(change)
+    assert messages.contact_problem(entry) == problem
+    if problem:
+        assert "13800000000" not in problem
 
 
 def test_a_batch_over_the_limit_is_refused():

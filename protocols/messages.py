@@ -219,7 +219,7 @@ def decode(payload, expected=None):
             raise MessageError("payload: not UTF-8") from None
     try:
         msg = json.loads(payload)
-    except ValueError:
+    except (ValueError, RuntimeError):  # RuntimeError: nested too deeply
         raise MessageError("payload: not JSON") from None
     check(msg, expected)
     return msg

@@ -446,8 +446,18 @@ class IngestService:
         if self._failed.is_set():
             return  # no PUBACK: it comes again after the reconnect
         try:
-            outcome = self.ingestor.process(message.topic, message.payload, bool(message.retain))
-        except DBAPIError:
+            try:
+                outcome = self.ingestor.process(
+                    message.topic, message.payload, bool(message.retain)
+                )
+            except DBAPIError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - see Ingestor.after_error
+                log.exception("ingest error for a message on %s; kept aside", message.topic)
+                with self._lock:
+                    self.failures += 1
+                outcome = self.ingestor.after_error(message.topic, message.payload, exc)
+        except Exception:  # noqa: BLE001 - nothing may stop the ingest loop
             # The database is unreachable, locked or broken. Without a PUBACK the
             # broker keeps the message in our persistent session; reconnecting
             # makes it deliver it (and everything after it) again.
@@ -457,15 +467,6 @@ class IngestService:
             self._failed.set()
             threading.Thread(target=self._recover, name="ingest-recover", daemon=True).start()
             return
-        except Exception as exc:
-            # A bug met an input nobody foresaw. Retrying would block every later
-            # message behind this one, so it is kept aside with the error instead.
-            log.exception("ingest error for a message on %s; quarantined", message.topic)
-            with self._lock:
-                self.failures += 1
-            outcome = self.ingestor.quarantine_message(
-                message.topic, None, f"ingest error: {exc!r}", message.payload
-            )
         if outcome.ack_topic:
             client.publish(outcome.ack_topic, outcome.ack_payload, qos=1)
         client.ack(message.mid, message.qos)

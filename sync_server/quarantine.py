@@ -54,7 +54,7 @@ def entry(topic, device_id, record_id, reason, payload, received_at) -> dict:
         "device_id": clean(device_id, 64) if device_id is not None else None,
         "record_id": clean(record_id, 100) if record_id is not None else None,
         "reason": clean(reason, TEXT_MAX),
-        "payload": redact(payload),
+        "payload": clean(redact(payload), 1 << 30),
         "payload_bytes": len(raw),
         "payload_sha256": hashlib.sha256(bytes(raw)).hexdigest(),
     }

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.micropython import run_micropython
-from tests.test_protocols import reference_canonical
+from tests.harness.reference import reference_canonical
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,11 +64,34 @@ for kind, _qos, _retain in topics.KINDS:
 for s in levels.STARS:
     print("level", s, levels.stars_to_gbt39046(s), levels.stars_to_satisfaction(s),
           levels.level_name(s), levels.gbt39046_to_stars(6 - s))
-for c in levels.CHANNELS:
-    print("pf", c, levels.channel_to_pf(c))
+for c, client, _pf in levels.CHANNEL_TO_PF:
+    try:
+        print("pf", c, client, levels.channel_to_pf(c, client))
+    except levels.MappingError as e:
+        print("pf", c, client, str(e))
+for pf in levels.PF_CODES:
+    print("pf-back", pf, levels.pf_to_channel(pf))
+for bad in (True, 5.0, 0):
+    try:
+        levels.level_name(bad)
+    except levels.MappingError as e:
+        print("level-error", str(e))
+for value in ("kp-01:1", "kp-01:01", "web/a-1", "keypad/x", "kp-01:2147483648", "a" * 101):
+    print("id", value[:12], record.valid_record_id(value))
+for value in ("2024-02-29T00:00:00Z", "2026-02-29T00:00:00Z", "2026-04-31T00:00:00Z"):
+    print("time", value, record.valid_utc_time(value))
+web = {"id": "web/w-1", "stars": 2, "channel": "web", "client": "mobile", "comment": "慢",
+       "rated_at": "2026-11-26T08:30:00Z", "clock": "ntp", "origin": "citizen", "attempt": 2,
+       "follows": "kp-01:7", "case_no": "C-1", "handled_at": "2026-11-26T08:00:00Z"}
+print("web", record.validate(web) is web)
+entry = messages.contact("kp-01:7", "+8613800000000", KEY)
+print("contact", binascii.hexlify(canonical.dumps(entry)).decode(), messages.contact_problem(entry))
+print("contact-verifies", sign.verify(entry, KEY))
 
 bad_inputs = (
     {"stars": 0}, {"channel": "fax"}, {"rated_at": "2026-11-26"}, {"seq": 8}, {"extra": 1},
+    {"stars": True}, {"seq": 2 ** 40}, {"comment": "a\x00"}, {"channel": "web"},
+    {"origin": "staff_entry"}, {"attempt": 2}, {"tags": ["a b"]}, {"contact": "13800000000"},
 )
 for changes in bad_inputs:
     broken = dict(rec)

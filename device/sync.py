@@ -10,6 +10,7 @@
 # Everything the collector sends down (ack, config, command) is signed with
 # this device's key: a forged ack would make the device forget records that
 # were never stored, so an unsigned or wrongly signed message is ignored.
+from device.compat import ticks_diff
 from device.mqtt import MQTTError
 from protocols import messages, sign, topics
 
@@ -42,6 +43,7 @@ class Sync:
         self.batches_sent = 0
         self.acks = 0
         self.bad_messages = 0
+        self.bad_status = 0  # statuses whose extra fields broke the contract
         self._batch = 0
         self._in_flight = None  # (batch number, sent at ms)
         self._last_send = None
@@ -85,10 +87,13 @@ class Sync:
 
     def _maybe_send(self, now_ms):
         if self._in_flight is not None:
-            if now_ms - self._in_flight[1] < self.ack_timeout_ms:
+            if ticks_diff(now_ms, self._in_flight[1]) < self.ack_timeout_ms:
                 return
             self._in_flight = None  # no ack in time: send what is still pending again
-        if self._last_send is not None and now_ms - self._last_send < self.min_interval_ms:
+        if (
+            self._last_send is not None
+            and ticks_diff(now_ms, self._last_send) < self.min_interval_ms
+        ):
             return
         records = self.store.pending(self.batch_size)
         if not records:
@@ -100,7 +105,7 @@ class Sync:
         self._last_send = now_ms
         self.batches_sent += 1
 
-    def status(self, online=True):
+    def status(self, online=True, extras=True):
         fields = {
             "fw": self.firmware,
             "queue": len(self.store),
@@ -108,16 +113,23 @@ class Sync:
             "counts": dict(self.store.counts),
             "bad_messages": self.bad_messages,
         }
-        if self.status_extra:
+        if extras and self.status_extra:
             fields.update(self.status_extra())
         return messages.status(online, **fields)
 
     def _maybe_status(self, now_ms):
-        since = None if self._last_status is None else now_ms - self._last_status
+        since = None if self._last_status is None else ticks_diff(now_ms, self._last_status)
         due = since is None or since >= self.status_every_ms
         if not (due or (self._status_dirty and since >= 1000)):
             return
-        payload = messages.encode(self.status())
+        status = self.status()
+        try:
+            payload = messages.encode(status)
+        except messages.MessageError:
+            # an extra field the port reported out of range (a strange RSSI, say):
+            # the counters still go out, the extras are left off this time
+            self.bad_status += 1
+            payload = messages.encode(self.status(extras=False))
         self.client.publish(self._topic(topics.UP_STATUS), payload, 1, True)
         self._last_status = now_ms
         self._status_dirty = False

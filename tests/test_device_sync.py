@@ -152,3 +152,30 @@ def test_no_incoming_message_can_stop_the_device(kind, payload):
         sync.on_config = lambda config: None
         client.callback(topics.topic("kp-01", kind), payload, False)  # must not raise
         assert len(store) <= 3
+
+
+def test_a_status_extra_out_of_range_leaves_the_extras_off_not_the_status(tmp_path):
+    store, client, sync = make(tmp_path)
+    sync.status_extra = lambda: {"signal": 12, "boot_id": "b1"}  # a port's odd RSSI
+    sync.step(0)
+    (status,) = [m for t, m in client.published if t.endswith("/up/status")]
+    assert status["last_seq"] == 3 and "signal" not in status and "boot_id" not in status
+    assert sync.bad_status == 1
+
+
+def test_sync_timers_survive_the_tick_wrap(tmp_path, monkeypatch):
+    import device.sync as sync_module
+
+    period = 1 << 30  # a board's ticks_ms wraps here (about 12.4 days)
+    monkeypatch.setattr(
+        sync_module,
+        "ticks_diff",
+        lambda a, b: ((a - b + period // 2) % period) - period // 2,
+    )
+    store, client, sync = make(tmp_path)
+    sync.step(period - 500)  # a batch goes out just before the wrap
+    assert len(batches(client)) == 1
+    sync.step(300)  # 800 ms later, after the wrap: the ack is not yet overdue
+    assert len(batches(client)) == 1
+    sync.step(700)  # 1,200 ms later: overdue, sent again
+    assert len(batches(client)) == 2

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from protocols import messages, sign, topics
 from sync_server import clock, db
 from sync_server.ingest import Ingestor
+from tests.harness.records import stored_times as stored
 
 KEY_HEX = secrets.token_hex(32)
 EV = topics.topic("kp-01", topics.UP_EV)
@@ -46,18 +47,6 @@ def status(uptime_ms, boot_id="b00t0001"):
     return messages.encode(
         messages.status(True, boot_id=boot_id, uptime_ms=uptime_ms, clock="unset")
     )
-
-
-def stored(engine, seq):
-    with engine.connect() as conn:
-        return conn.execute(
-            select(
-                db.evaluations.c.rated_at,
-                db.evaluations.c.effective_at,
-                db.evaluations.c.time_source,
-                db.evaluations.c.received_at,
-            ).where(db.evaluations.c.seq == seq)
-        ).one()
 
 
 def seconds_between(later, earlier):

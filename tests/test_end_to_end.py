@@ -19,7 +19,7 @@ from protocols import messages, sign, topics
 from simulators.keypad import SimKeypad
 from sync_server import db
 from sync_server.ingest import IngestService
-from tests.test_clock import stored as stored_times
+from tests.harness.records import stored_times
 
 
 def wait_for(predicate, timeout=20, what="condition"):
@@ -286,7 +286,7 @@ def test_an_unforeseen_error_quarantines_that_message_and_ingest_goes_on(
     keypad = keypad_factory("kp-01")
     keypad.rate(5)
     wait_for(lambda: len(rows(collector)) == 1, what="the record after the failure")
-    assert reasons(collector) == ["ingest error: RuntimeError('boom')"]
+    assert reasons(collector) == ["ingest error: RuntimeError"]
     assert collector.failures == 1
 
 

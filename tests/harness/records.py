@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import secrets
 
+from sqlalchemy import select
+
 from protocols import messages, sign, topics
 from sync_server import db
 
@@ -114,3 +116,14 @@ def set_status(engine, device_id, status, last_seen="2026-11-26T08:00:00.000000Z
             .where(db.devices.c.device_id == device_id)
             .values(status=json.dumps(status), last_seen=last_seen)
         )
+
+
+def stored_times(engine, seq):
+    """(rated_at, effective_at, time_source, received_at) of the record with `seq`."""
+    ev = db.evaluations.c
+    with engine.connect() as conn:
+        return conn.execute(
+            select(ev.rated_at, ev.effective_at, ev.time_source, ev.received_at).where(
+                ev.seq == seq
+            )
+        ).one()

@@ -15,6 +15,7 @@ import json
 import os
 
 from protocols.canonical import dumps
+from protocols.levels import is_bad
 
 _STATE = "state"
 _JOURNAL = "journal"
@@ -80,7 +81,7 @@ class Store:
         self._offsets = {}  # seq -> offset of its "a" line
         self._lengths = {}  # seq -> length of that line
         self._live = 0  # bytes of the journal that still hold pending records
-        self._bad = {}  # seqs of pending 差评 (stars <= 2), drained first
+        self._bad = {}  # seqs of pending 差评 (levels.is_bad), drained first
         self._size = 0
         self._open()
 
@@ -119,7 +120,7 @@ class Store:
                     seq = rec["seq"]
                     self._offsets[seq] = offset
                     self._lengths[seq] = len(line)
-                    if rec["stars"] <= 2:
+                    if is_bad(rec["stars"]):
                         self._bad[seq] = True
                     if seq >= self.next_seq:  # the state write after it was lost
                         self.next_seq = seq + 1
@@ -160,7 +161,7 @@ class Store:
         self._offsets[seq] = self._append_bytes(data)
         self._lengths[seq] = len(data)
         self._live += len(data)
-        if record["stars"] <= 2:
+        if is_bad(record["stars"]):
             self._bad[seq] = True
         self.next_seq = seq + 1
         key = str(record["stars"])

@@ -335,3 +335,44 @@ def test_a_keypad_without_a_set_clock_gets_estimated_times(collector, keypad_fac
         made = dt.datetime.fromisoformat(effective_at.replace("Z", "+00:00"))
         arrived = dt.datetime.fromisoformat(received_at.replace("Z", "+00:00"))
         assert dt.timedelta(0) <= arrived - made < dt.timedelta(seconds=5)
+
+
+def test_a_record_the_database_refuses_does_not_stall_ingest_for_anyone(
+    broker, collector, keypad_factory
+):
+    # Before, such a record made the ingest reconnect, and the broker handed the
+    # same message first again, forever. Now it is kept aside and acked, and
+    # the next device's rating is stored.
+    engine = collector.ingestor.engine
+    key_hex = secrets.token_hex(32)
+    db.add_device(engine, "kp-09", key_hex)
+    with engine.begin() as conn:  # an imported row already holds (kp-09, 1)
+        conn.execute(
+            db.evaluations.insert().values(
+                id="web/import-1", device_id="kp-09", seq=1, stars=4, channel="web",
+                rated_at="2026-11-26T08:00:00Z", clock="ntp", origin="citizen", attempt=1,
+                received_at=db.utc_now(), excluded=False, reason_owed=False,
+                effective_at="2026-11-26T08:00:00Z", time_source="device",
+            )
+        )  # fmt: skip
+    rec = {
+        "id": "kp-09:1", "device_id": "kp-09", "seq": 1, "stars": 1, "channel": "keypad",
+        "rated_at": "2026-11-26T08:30:00Z", "clock": "ntp", "origin": "citizen", "attempt": 1,
+    }  # fmt: skip
+    rec["sig"] = sign.sign(rec, bytes.fromhex(key_hex))
+    watcher = Watcher(broker, topics.topic("kp-09", topics.DOWN_ACK))
+    try:
+        watcher.publish(
+            topics.topic("kp-09", topics.UP_EV),
+            messages.encode(messages.batch("kp-09", 5, [rec])),
+        )
+        wait_for(lambda: watcher.received, what="the ack for the refused record")
+        ack = messages.decode(watcher.received[0][1], messages.ACK)
+        assert (ack["stored"], ack["quarantined"]) == ([], [1])
+    finally:
+        watcher.close()
+    keypad = keypad_factory("kp-01")
+    keypad.rate(5)
+    wait_for(lambda: ("kp-01:1", 5) in rows(collector), what="the next device's rating")
+    assert reasons(collector) == ["database: refused the record (IntegrityError)"]
+    assert collector.failures == 0

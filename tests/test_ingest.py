@@ -161,3 +161,34 @@ def test_a_contact_is_kept_apart_from_its_rating(engine, ingestor):
             ("kp-01:1", CONTACT)
         ]
     assert "contact" not in {c.name for c in db.evaluations.columns}
+
+
+def test_a_bad_review_without_a_reason_is_marked_as_owing_one(engine, ingestor):
+    records = [
+        signed(1, stars=1),  # walked away from the reason screen
+        signed(2, stars=2, tags=["D201"], content_version="demo-1"),
+        signed(3, stars=2, content_version="demo-1"),  # tags shown, none chosen
+        signed(4, stars=5),
+    ]
+    ingestor.process(EV, batch(records))
+    ev = db.evaluations.c
+    with engine.connect() as conn:
+        owed = conn.execute(select(ev.seq, ev.reason_owed, ev.content_version).order_by(ev.seq))
+        assert [tuple(row) for row in owed] == [
+            (1, True, None),
+            (2, False, "demo-1"),
+            (3, True, "demo-1"),
+            (4, False, None),
+        ]
+
+
+def test_a_kiosk_signs_kiosk_records_only(engine, ingestor):
+    kiosk_key = bytes(range(32))
+    db.add_device(engine, "ks-01", kiosk_key.hex(), kind="kiosk")
+    good = signed(1, device_id="ks-01", key=kiosk_key, channel="kiosk", comment="很好")
+    wrong = signed(2, device_id="ks-01", key=kiosk_key)  # channel keypad
+    outcome = ingestor.process(
+        topics.topic("ks-01", topics.UP_EV), batch([good, wrong], 1, "ks-01")
+    )
+    assert outcome.stored == [1]
+    assert held(engine) == [("ks-01:2", "channel: device 'ks-01' is a kiosk")]

@@ -24,7 +24,6 @@ from pathlib import Path
 from flask import Flask, current_app, request, session
 from flask_babel import Babel
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy.engine import Engine
 
 from sync_server import db
 
@@ -70,11 +69,6 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     app.register_blueprint(web.bp)
     web.init_app(app)
     return app
-
-
-def get_engine() -> Engine:
-    """The database engine of the app handling the current request."""
-    return current_app.extensions["hcp_engine"]
 
 
 def select_locale() -> str:

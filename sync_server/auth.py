@@ -90,17 +90,13 @@ def check_login(engine, username: str, password: str) -> User | None:
     return User(row.id, row.username, row.role)
 
 
-def _engine():
-    return current_app.extensions["hcp_engine"]
-
-
 @login_manager.user_loader
 def _load_user(user_id: str) -> User | None:
     try:
         wanted = int(user_id)
     except ValueError:
         return None
-    with _engine().connect() as conn:
+    with db.get_engine().connect() as conn:
         row = conn.execute(select(db.users).where(db.users.c.id == wanted)).first()
     return User(row.id, row.username, row.role) if row else None
 
@@ -156,7 +152,7 @@ def login():
     form = LoginForm()
     error = None
     if form.validate_on_submit():
-        user = check_login(_engine(), form.username.data, form.password.data)
+        user = check_login(db.get_engine(), form.username.data, form.password.data)
         if user is not None:
             login_user(user)
             return redirect(_safe_next(request.args.get("next")))

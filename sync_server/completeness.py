@@ -1,10 +1,16 @@
-"""Completeness of one device, day by day (DESIGN §4.4).
+"""Completeness: what each device reported against what the store holds.
 
-Sequence numbers are per device, so a missing seq has no day of its own; a
-gap inside one day's range of seqs is that day's (`missing`), and a gap
-between the last seq of one day and the first of the next is shown on the
-later day as `missing_before`. The device's own counter (`last_seq` in its
-status) says whether anything is still on its way after the last stored seq.
+Two views, both computed here and nowhere else:
+
+- `devices()`: per device, the stored records, the highest seq, the seqs
+  missing below it, and the device's cumulative per-level counts compared
+  with the stored ones up to the device's own `last_seq`;
+- `device_days()`: one device day by day (DESIGN §4.4). Sequence numbers are
+  per device, so a missing seq has no day of its own; a gap inside one day's
+  range of seqs is that day's (`missing`), and a gap between the last seq of
+  one day and the first of the next is shown on the later day as
+  `missing_before`. The device's own counter (`last_seq` in its status) says
+  whether anything is still on its way after the last stored seq.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import datetime as dt
 import json
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import distinct, func, select
 
 from sync_server import db
 
@@ -22,6 +28,86 @@ MAX_DAYS = 92
 
 class UnknownDevice(LookupError):
     pass
+
+
+def read_status(text: str | None) -> dict | None:
+    """A device's stored status as a dict, or None when there is none."""
+    if not text:
+        return None
+    try:
+        status = json.loads(text)
+    except ValueError:
+        return None
+    return status if isinstance(status, dict) else None
+
+
+def _reported_last_seq(status: dict | None) -> int | None:
+    if status and isinstance(status.get("last_seq"), int):
+        return status["last_seq"]
+    return None
+
+
+def _reported_counts(status: dict | None) -> dict[str, int] | None:
+    reported = status.get("counts") if status else None
+    if not isinstance(reported, dict):
+        return None
+    return {str(s): reported.get(str(s), 0) for s in range(1, 6)}
+
+
+def devices(conn, statuses: dict[str, dict | None]) -> dict[str, dict]:
+    """Completeness of each device in `statuses` (device_id -> its read status).
+
+    `missing` is the number of seq numbers below the highest stored one that
+    are not stored (lost, still on the device, or quarantined). The device's
+    cumulative counts cover its records up to its last_seq; they are compared
+    with what is stored up to that same seq, so records still travelling
+    (newer than the status) do not look like a mismatch.
+    """
+    ev = db.evaluations.c
+    totals = {
+        row.device_id: row
+        for row in conn.execute(
+            select(
+                ev.device_id,
+                func.count().label("stored"),
+                func.max(ev.seq).label("max_seq"),
+                func.count(distinct(ev.seq)).label("distinct_seqs"),
+            )
+            .where(ev.device_id.is_not(None))
+            .group_by(ev.device_id)
+        )
+    }
+    upto = {
+        device_id: last_seq
+        for device_id, status in statuses.items()
+        if (last_seq := _reported_last_seq(status)) is not None
+    }
+    per_stars: dict[str, dict[str, int]] = {}
+    for device_id, last_seq in upto.items():
+        for stars, count in conn.execute(
+            select(ev.stars, func.count())
+            .where(ev.device_id == device_id, ev.seq <= last_seq)
+            .group_by(ev.stars)
+        ):
+            per_stars.setdefault(device_id, {})[str(stars)] = count
+    result = {}
+    for device_id, status in statuses.items():
+        total = totals.get(device_id)
+        max_seq = total.max_seq if total else None
+        counts_stored = {str(s): per_stars.get(device_id, {}).get(str(s), 0) for s in range(1, 6)}
+        counts_reported = _reported_counts(status)
+        result[device_id] = {
+            "stored": total.stored if total else 0,
+            "max_seq": max_seq,
+            "missing": (max_seq - total.distinct_seqs) if total and max_seq else 0,
+            "counts_reported": counts_reported,
+            "counts_stored": counts_stored,
+            "counts_upto_seq": upto.get(device_id),
+            "counts_match": (
+                counts_reported == counts_stored if counts_reported is not None else None
+            ),
+        }
+    return result
 
 
 def _local_day(utc_text: str, zone: ZoneInfo) -> str:

@@ -205,6 +205,13 @@ def init(engine: Engine) -> None:
         command.upgrade(alembic_config(connection), "head")
 
 
+def get_engine() -> Engine:
+    """The database engine of the web app handling the current request."""
+    from flask import current_app
+
+    return current_app.extensions["hcp_engine"]
+
+
 def insert_ignoring_duplicates(engine: Engine, table: Table, key: str):
     """An INSERT that skips rows whose `key` already exists, on either dialect."""
     if engine.dialect.name == "postgresql":

@@ -1,5 +1,6 @@
 """The admin pages: dashboard, evaluations, devices and (admins) quarantine.
 
+A thin blueprint over sync_server/queries.py (what the API shows too).
 Pages are plain server-rendered HTML in Chinese by default (English with
 `?lang=en`); the dashboard refreshes itself from the JSON API every
 HCP_DASHBOARD_POLL_MS milliseconds. No page ever shows a rater's contact.
@@ -16,8 +17,9 @@ from flask_babel import lazy_gettext as _l
 from flask_login import login_required
 
 from protocols.levels import CHANNELS, STARS
-from sync_server import api, completeness, get_engine
+from sync_server import api, completeness, queries
 from sync_server.auth import admin_required, wants_json
+from sync_server.db import get_engine
 
 bp = Blueprint("web", __name__)
 
@@ -110,10 +112,10 @@ def _error_page(exc):
 @login_required
 def dashboard():
     engine = get_engine()
-    latest = api.list_evaluations(engine, {}, 1, current_app.config["HCP_DASHBOARD_LATEST"])
+    latest = queries.list_evaluations(engine, {}, 1, current_app.config["HCP_DASHBOARD_LATEST"])
     return render_template(
         "dashboard.html",
-        summary=api.summarize(engine, {}),
+        summary=queries.summarize(engine, {}),
         latest=latest["items"],
         poll_ms=current_app.config["HCP_DASHBOARD_POLL_MS"],
         latest_count=current_app.config["HCP_DASHBOARD_LATEST"],
@@ -134,14 +136,14 @@ def evaluations():
             "evaluations.html", error=str(exc), result=None, summary=None, args=request.args
         ), 400
     engine = get_engine()
-    result = api.list_evaluations(engine, filters, page, per_page)
+    result = queries.list_evaluations(engine, filters, page, per_page)
     pages = max(1, -(-result["total"] // per_page))
     return render_template(
         "evaluations.html",
         error=None,
         result=result,
         pages=pages,
-        summary=api.summarize(engine, filters),
+        summary=queries.summarize(engine, filters),
         args=request.args,
     )
 
@@ -149,7 +151,7 @@ def evaluations():
 @bp.get("/devices")
 @login_required
 def devices():
-    return render_template("devices.html", devices=api.device_report(get_engine()))
+    return render_template("devices.html", devices=queries.device_report(get_engine()))
 
 
 @bp.get("/devices/<device_id>")
@@ -172,6 +174,6 @@ def quarantine():
     except api.ParamError as exc:
         return render_template("quarantine.html", error=str(exc), result=None), 400
     device_id = request.args.get("device_id", "").strip() or None
-    result = api.list_quarantine(get_engine(), page, per_page, device_id)
+    result = queries.list_quarantine(get_engine(), page, per_page, device_id)
     pages = max(1, -(-result["total"] // per_page))
     return render_template("quarantine.html", error=None, result=result, pages=pages)

@@ -15,31 +15,7 @@ from protocols import messages, sign, topics
 from sync_server import db
 from sync_server.ingest import Ingestor
 from tests.harness.collector import AuthActions
-
-CONTACT = "13800000000"
-
-
-def add_evaluation(engine, id, stars, rated_at, **fields):
-    """Insert one evaluation row directly (ingest is not what these tests are about)."""
-    row = {
-        "id": id,
-        "stars": stars,
-        "channel": "keypad",
-        "rated_at": rated_at,
-        "clock": "ntp",
-        "origin": "citizen",
-        "attempt": 1,
-        "received_at": db.utc_now(),
-        "excluded": False,
-        "effective_at": rated_at,
-        "time_source": "device",
-    }
-    if ":" in id and "device_id" not in fields:
-        device_id, seq = id.split(":")
-        row.update(device_id=device_id, seq=int(seq))
-    row.update(fields)
-    with engine.begin() as conn:
-        conn.execute(db.evaluations.insert().values(**row))
+from tests.harness.records import CONTACT, add_evaluation, set_status
 
 
 @pytest.fixture
@@ -295,15 +271,6 @@ def test_summary_bad_parameters(viewer, query, message):
 # --- devices --------------------------------------------------------------------------
 
 
-def _set_status(engine, device_id, status):
-    with engine.begin() as conn:
-        conn.execute(
-            db.devices.update()
-            .where(db.devices.c.device_id == device_id)
-            .values(status=json.dumps(status), last_seen="2026-11-26T08:00:00.000000Z")
-        )
-
-
 def test_devices_show_completeness_and_gaps(engine, viewer):
     db.add_device(engine, "kp-01", "aa" * 32, window_id="A01", name="A01 keypad")
     db.add_device(engine, "kp-02", "bb" * 32, kind="kiosk")
@@ -311,7 +278,7 @@ def test_devices_show_completeness_and_gaps(engine, viewer):
     # kp-01 sent 1, 2 and 4; 3 is missing
     for seq, stars in ((1, 5), (2, 1), (4, 5)):
         add_evaluation(engine, f"kp-01:{seq}", stars, "2026-11-26T08:00:00Z")
-    _set_status(
+    set_status(
         engine,
         "kp-01",
         messages.status(
@@ -321,7 +288,7 @@ def test_devices_show_completeness_and_gaps(engine, viewer):
     add_evaluation(engine, "kp-02:1", 3, "2026-11-26T08:00:00Z", channel="kiosk")
     # seq 2 arrived after the device's last status: not a mismatch
     add_evaluation(engine, "kp-02:2", 5, "2026-11-26T08:01:00Z", channel="kiosk")
-    _set_status(
+    set_status(
         engine,
         "kp-02",
         messages.status(False, last_seq=1, counts={"1": 0, "2": 0, "3": 1, "4": 0, "5": 0}),
@@ -361,7 +328,7 @@ def test_devices_show_completeness_and_gaps(engine, viewer):
 
 def test_device_status_never_shows_secret_looking_fields(engine, viewer):
     db.add_device(engine, "kp-05", "dd" * 32)
-    _set_status(engine, "kp-05", {"online": True, "wifi_password": "hunter22", "api_token": "t"})
+    set_status(engine, "kp-05", {"online": True, "wifi_password": "hunter22", "api_token": "t"})
     status = viewer.get("/api/v1/devices").get_json()["items"][0]["status"]
     assert status == {"online": True}
 

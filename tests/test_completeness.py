@@ -6,7 +6,7 @@ import pytest
 
 from protocols import messages
 from sync_server import completeness, db
-from tests.test_api import _set_status, add_evaluation
+from tests.harness.records import add_evaluation, set_status
 
 TODAY = dt.date(2026, 11, 26)
 
@@ -30,7 +30,7 @@ def device(engine):
         (8, "2026-11-26T02:00:00Z"),
     ):
         add_evaluation(engine, f"kp-01:{seq}", 5, at)
-    _set_status(engine, "kp-01", messages.status(True, last_seq=9))
+    set_status(engine, "kp-01", messages.status(True, last_seq=9))
     return engine
 
 

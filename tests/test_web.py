@@ -20,7 +20,7 @@ from protocols.levels import LEVEL_NAMES
 from sync_server import CATALOG_DIR, PACKAGE_DIR, compile_catalogs, db
 from sync_server.web import CHANNEL_LABELS, LEVEL_LABELS
 from tests.harness.collector import AuthActions
-from tests.test_api import CONTACT, add_evaluation
+from tests.harness.records import CONTACT, add_evaluation
 
 PO_PATH = CATALOG_DIR / "zh_CN" / "LC_MESSAGES" / "messages.po"
 

@@ -1,0 +1,163 @@
+"""What the API and the admin pages read from the store, in one place.
+
+The API (sync_server/api.py) and the pages (sync_server/web.py) both call
+these functions, so a page and the API never disagree. Filters arrive already
+checked (`api.parse_filters`).
+
+Evaluations never leave through here with `sig`, and contacts are in their
+own table (`db.contacts`), which nothing here reads (confidential, §7).
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import and_, func, select
+
+from protocols.levels import is_bad, level_name
+from sync_server import completeness, db
+
+TEXT_FILTERS = ("device_id", "window_id", "staff_id", "org_id", "channel", "case_no")
+HIDDEN_FIELDS = ("contact", "sig")
+SECRET_STATUS_WORDS = ("key", "secret", "password", "token")
+
+
+def _conditions(filters: dict) -> list:
+    ev = db.evaluations.c
+    conditions = [ev[name] == filters[name] for name in TEXT_FILTERS if name in filters]
+    if "stars" in filters:
+        conditions.append(ev.stars.in_(filters["stars"]))
+    if filters.get("bad"):
+        conditions.append(ev.stars <= 2)
+    if "since" in filters:
+        conditions.append(ev.effective_at >= filters["since"])
+    if "until" in filters:
+        conditions.append(ev.effective_at <= filters["until"])
+    return conditions
+
+
+def public_evaluation(row) -> dict:
+    """An evaluation as the API and pages show it: no contact, no signature."""
+    item = {k: v for k, v in row._mapping.items() if k not in HIDDEN_FIELDS}
+    item["tags"] = json.loads(item["tags"]) if item["tags"] else []
+    item["excluded"] = bool(item["excluded"])
+    item["level"] = level_name(item["stars"])
+    item["bad"] = is_bad(item["stars"])
+    return item
+
+
+def list_evaluations(engine, filters: dict, page: int = 1, per_page: int = 50) -> dict:
+    where = and_(True, *_conditions(filters))
+    shown = [c for c in db.evaluations.columns if c.name not in HIDDEN_FIELDS]
+    query = (
+        select(*shown)
+        .where(where)
+        .order_by(db.evaluations.c.effective_at.desc(), db.evaluations.c.id)
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    )
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(db.evaluations).where(where)).scalar()
+        items = [public_evaluation(row) for row in conn.execute(query)]
+    return {"items": items, "page": page, "per_page": per_page, "total": total}
+
+
+def summarize(engine, filters: dict) -> dict:
+    """Counts per level, 好评 (3..5), 差评 (1..2) and 好评率; excluded rows apart."""
+    ev = db.evaluations.c
+    query = (
+        select(ev.stars, ev.excluded, func.count())
+        .where(and_(True, *_conditions(filters)))
+        .group_by(ev.stars, ev.excluded)
+    )
+    by_stars = {str(stars): 0 for stars in range(1, 6)}
+    excluded = 0
+    with engine.connect() as conn:
+        for stars, is_excluded, count in conn.execute(query):
+            if is_excluded:
+                excluded += count
+            else:
+                by_stars[str(stars)] += count
+    total = sum(by_stars.values())
+    bad = by_stars["1"] + by_stars["2"]
+    good = total - bad
+    return {
+        "total": total,
+        "by_stars": by_stars,
+        "good": good,
+        "bad": bad,
+        "good_rate": round(good / total, 4) if total else None,
+        "excluded": excluded,
+    }
+
+
+def _without_contact(value):
+    if isinstance(value, dict):
+        return {k: _without_contact(v) for k, v in value.items() if k != "contact"}
+    if isinstance(value, list):
+        return [_without_contact(v) for v in value]
+    return value
+
+
+def redact_payload(text: str) -> str:
+    """A quarantined payload with any `contact` field removed (it is confidential)."""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text
+    return json.dumps(_without_contact(parsed), ensure_ascii=False, sort_keys=True)
+
+
+def list_quarantine(engine, page: int, per_page: int, device_id: str | None = None) -> dict:
+    q = db.quarantine.c
+    where = and_(True, q.device_id == device_id) if device_id else and_(True)
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(db.quarantine).where(where)).scalar()
+        rows = conn.execute(
+            select(db.quarantine)
+            .where(where)
+            .order_by(q.qid.desc())
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        ).all()
+    items = [
+        {
+            "qid": row.qid,
+            "received_at": row.received_at,
+            "topic": row.topic,
+            "device_id": row.device_id,
+            "record_id": row.record_id,
+            "reason": row.reason,
+            "payload": redact_payload(row.payload),
+        }
+        for row in rows
+    ]
+    return {"items": items, "page": page, "per_page": per_page, "total": total}
+
+
+def _public_status(status: dict | None) -> dict | None:
+    if status is None:
+        return None
+    return {k: v for k, v in status.items() if not any(w in k.lower() for w in SECRET_STATUS_WORDS)}
+
+
+def device_report(engine) -> list[dict]:
+    """Every device with its completeness (sync_server/completeness.py)."""
+    with engine.connect() as conn:
+        devices = conn.execute(select(db.devices).order_by(db.devices.c.device_id)).all()
+        statuses = {device.device_id: completeness.read_status(device.status) for device in devices}
+        checks = completeness.devices(conn, statuses)
+    return [
+        {
+            "device_id": device.device_id,
+            "kind": device.kind,
+            "name": device.name,
+            "org_id": device.org_id,
+            "window_id": device.window_id,
+            "created_at": device.created_at,
+            "last_seen": device.last_seen,
+            "status": _public_status(statuses[device.device_id]),
+            **checks[device.device_id],
+        }
+        for device in devices
+    ]

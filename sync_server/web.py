@@ -39,6 +39,7 @@ CHANNEL_LABELS = {
     "qr_case": _l("Case QR code"),
     "web": _l("Website"),
     "sms": _l("SMS"),
+    "hotline": _l("12345 hotline"),
     "paper": _l("Paper card"),
 }
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from protocols import messages, sign, topics
 from sync_server import db
 from sync_server.cli import serve_web
 from sync_server.ingest import Ingestor
 from tests.harness.collector import ADMIN, add_users, make_app
+from tests.harness.records import CONTACT, batch, contact_entry, ev_topic, signed
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -61,24 +61,6 @@ def live_app(tmp_path):
     app.extensions["hcp_engine"].dispose()
 
 
-def _signed_record(key: bytes, seq: int, stars: int) -> dict:
-    record = {
-        "id": f"kp-web:{seq}",
-        "device_id": "kp-web",
-        "seq": seq,
-        "stars": stars,
-        "channel": "keypad",
-        "rated_at": "2026-11-26T01:45:00Z",
-        "clock": "ntp",
-        "origin": "citizen",
-        "attempt": 1,
-        "window_id": "A01",
-        "contact": "13800000000",
-    }
-    record["sig"] = sign.sign(record, key)
-    return record
-
-
 def test_login_and_watch_a_rating_arrive(live_app, browser_page):
     from playwright.sync_api import expect
 
@@ -102,8 +84,11 @@ def test_login_and_watch_a_rating_arrive(live_app, browser_page):
     # a keypad's batch goes through the real ingest path
     key = secrets.token_bytes(32)
     db.add_device(engine, "kp-web", key.hex(), window_id="A01")
-    batch = messages.batch("kp-web", 1, [_signed_record(key, 1, 5), _signed_record(key, 2, 1)])
-    outcome = Ingestor(engine).process(topics.topic("kp-web", topics.UP_EV), messages.encode(batch))
+    made = dict(device_id="kp-web", key=key, rated_at="2026-11-26T01:45:00Z", window_id="A01")
+    records = [signed(1, 5, **made), signed(2, 1, **made)]
+    contacts = [contact_entry("kp-web:2", key=key)]
+    payload = batch(records, device_id="kp-web", contacts=contacts)
+    outcome = Ingestor(engine).process(ev_topic("kp-web"), payload)
     assert outcome.stored == [1, 2] and outcome.quarantined == []
 
     expect(page.locator("#total")).to_have_text("2", timeout=5000)
@@ -114,7 +99,7 @@ def test_login_and_watch_a_rating_arrive(live_app, browser_page):
     expect(page.locator("#latest-body")).to_contain_text("非常不满意")
     expect(page.locator("#latest-body")).to_contain_text("窗口评价器")
     expect(page.locator("#updated")).to_have_text(re.compile(r"^已更新 "))
-    assert "13800000000" not in page.content()
+    assert CONTACT not in page.content()
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)

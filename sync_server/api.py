@@ -15,7 +15,7 @@ import datetime as dt
 import re
 
 from flask import Blueprint, current_app, jsonify, request
-from flask_login import login_required
+from flask_login import current_user, login_required
 
 from protocols.levels import CHANNELS
 from protocols.record import valid_utc_time
@@ -154,7 +154,7 @@ def quarantine():
 @login_required
 def devices():
     _check_known(request.args, ())
-    return jsonify(items=device_report(get_engine()))
+    return jsonify(items=device_report(get_engine(), include_counts=current_user.is_admin))
 
 
 @bp.get("/devices/<device_id>/days")

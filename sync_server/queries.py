@@ -20,6 +20,8 @@ from sync_server import completeness, db
 TEXT_FILTERS = ("device_id", "window_id", "staff_id", "org_id", "channel", "case_no")
 HIDDEN_FIELDS = ("contact", "sig")
 SECRET_STATUS_WORDS = ("key", "secret", "password", "token")
+# per-level counts, in a device's status and in its completeness: admins only
+COUNT_FIELDS = ("counts", "counts_reported", "counts_stored")
 
 
 def _conditions(filters: dict) -> list:
@@ -135,29 +137,45 @@ def list_quarantine(engine, page: int, per_page: int, device_id: str | None = No
     return {"items": items, "page": page, "per_page": per_page, "total": total}
 
 
-def _public_status(status: dict | None) -> dict | None:
+def _public_status(status: dict | None, include_counts: bool) -> dict | None:
     if status is None:
         return None
-    return {k: v for k, v in status.items() if not any(w in k.lower() for w in SECRET_STATUS_WORDS)}
+    return {
+        k: v
+        for k, v in status.items()
+        if not any(w in k.lower() for w in SECRET_STATUS_WORDS)
+        and (include_counts or k not in COUNT_FIELDS)
+    }
 
 
-def device_report(engine) -> list[dict]:
-    """Every device with its completeness (sync_server/completeness.py)."""
+def device_report(engine, include_counts: bool = False) -> list[dict]:
+    """Every device with its completeness (sync_server/completeness.py).
+
+    A keypad's per-level counts change by exactly one level after each case,
+    so whoever watches them learns each citizen's choice (§7): only with
+    `include_counts` (admins) are they shown; everyone else gets the verdict
+    `counts_match` and the seq completeness.
+    """
     with engine.connect() as conn:
         devices = conn.execute(select(db.devices).order_by(db.devices.c.device_id)).all()
         statuses = {device.device_id: completeness.read_status(device.status) for device in devices}
         checks = completeness.devices(conn, statuses)
-    return [
-        {
-            "device_id": device.device_id,
-            "kind": device.kind,
-            "name": device.name,
-            "org_id": device.org_id,
-            "window_id": device.window_id,
-            "created_at": device.created_at,
-            "last_seen": device.last_seen,
-            "status": _public_status(statuses[device.device_id]),
-            **checks[device.device_id],
-        }
-        for device in devices
-    ]
+    report = []
+    for device in devices:
+        check = checks[device.device_id]
+        if not include_counts:
+            check = {k: v for k, v in check.items() if k not in COUNT_FIELDS}
+        report.append(
+            {
+                "device_id": device.device_id,
+                "kind": device.kind,
+                "name": device.name,
+                "org_id": device.org_id,
+                "window_id": device.window_id,
+                "created_at": device.created_at,
+                "last_seen": device.last_seen,
+                "status": _public_status(statuses[device.device_id], include_counts),
+                **check,
+            }
+        )
+    return report

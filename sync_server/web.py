@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, abort, current_app, jsonify, render_template, request, url_for
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
-from flask_login import login_required
+from flask_login import current_user, login_required
 
 from protocols.levels import CHANNELS, STARS
 from sync_server import api, completeness, queries
@@ -152,7 +152,8 @@ def evaluations():
 @bp.get("/devices")
 @login_required
 def devices():
-    return render_template("devices.html", devices=queries.device_report(get_engine()))
+    report = queries.device_report(get_engine(), include_counts=current_user.is_admin)
+    return render_template("devices.html", devices=report)
 
 
 @bp.get("/devices/<device_id>")

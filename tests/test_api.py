@@ -279,7 +279,9 @@ def test_summary_bad_parameters(viewer, query, message):
 # --- devices --------------------------------------------------------------------------
 
 
-def test_devices_show_completeness_and_gaps(engine, viewer):
+@pytest.fixture
+def three_devices(engine):
+    """kp-01 with a gap and a count mismatch, kp-02 complete, kp-03 silent."""
     db.add_device(engine, "kp-01", "aa" * 32, window_id="A01", name="A01 keypad")
     db.add_device(engine, "kp-02", "bb" * 32, kind="kiosk")
     db.add_device(engine, "kp-03", "cc" * 32)
@@ -302,7 +304,9 @@ def test_devices_show_completeness_and_gaps(engine, viewer):
         messages.status(False, last_seq=1, counts={"1": 0, "2": 0, "3": 1, "4": 0, "5": 0}),
     )
 
-    response = viewer.get("/api/v1/devices")
+
+def test_devices_show_completeness_and_gaps_to_an_admin(admin, three_devices):
+    response = admin.get("/api/v1/devices")
     assert "aa" * 32 not in response.get_data(as_text=True)
     assert "key_hex" not in response.get_data(as_text=True)
     by_id = {d["device_id"]: d for d in response.get_json()["items"]}
@@ -315,6 +319,7 @@ def test_devices_show_completeness_and_gaps(engine, viewer):
     assert gap["counts_match"] is False
     assert (gap["kind"], gap["name"], gap["window_id"]) == ("keypad", "A01 keypad", "A01")
     assert gap["status"]["online"] is True and gap["status"]["last_seq"] == 4
+    assert gap["status"]["counts"] == {"1": 1, "2": 0, "3": 0, "4": 1, "5": 2}
     assert gap["last_seen"] == "2026-11-26T08:00:00.000000Z"
 
     whole = by_id["kp-02"]
@@ -332,6 +337,58 @@ def test_devices_show_completeness_and_gaps(engine, viewer):
     assert silent["stored"] == 0 and silent["max_seq"] is None and silent["missing"] == 0
     assert silent["status"] is None and silent["counts_reported"] is None
     assert silent["counts_match"] is None
+
+
+def test_a_viewer_gets_the_verdict_but_never_the_per_level_counts(viewer, three_devices):
+    """Counts move by one level per case: watching them would tell each citizen's choice."""
+    response = viewer.get("/api/v1/devices")
+    assert "counts_reported" not in response.get_data(as_text=True)
+    assert "counts_stored" not in response.get_data(as_text=True)
+    gap, whole, silent = response.get_json()["items"]
+    common = {"org_id": None, "last_seen": "2026-11-26T08:00:00.000000Z"}
+    assert gap == {
+        **common,
+        "device_id": "kp-01",
+        "kind": "keypad",
+        "name": "A01 keypad",
+        "window_id": "A01",
+        "created_at": gap["created_at"],
+        "status": {"v": 1, "t": "status", "online": True, "fw": "1.0", "last_seq": 4},
+        "stored": 3,
+        "max_seq": 4,
+        "missing": 1,
+        "counts_upto_seq": 4,
+        "counts_match": False,
+    }
+    assert whole == {
+        **common,
+        "device_id": "kp-02",
+        "kind": "kiosk",
+        "name": None,
+        "window_id": None,
+        "created_at": whole["created_at"],
+        "status": {"v": 1, "t": "status", "online": False, "last_seq": 1},
+        "stored": 2,
+        "max_seq": 2,
+        "missing": 0,
+        "counts_upto_seq": 1,
+        "counts_match": True,
+    }
+    assert silent == {
+        "device_id": "kp-03",
+        "kind": "keypad",
+        "name": None,
+        "org_id": None,
+        "window_id": None,
+        "created_at": silent["created_at"],
+        "last_seen": None,
+        "status": None,
+        "stored": 0,
+        "max_seq": None,
+        "missing": 0,
+        "counts_upto_seq": None,
+        "counts_match": None,
+    }
 
 
 def test_device_status_never_shows_secret_looking_fields(engine, viewer):

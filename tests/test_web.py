@@ -16,11 +16,12 @@ from babel.messages.pofile import read_po
 from sqlalchemy import select
 
 from hcp.cli import main as hcp_main
+from protocols import messages
 from protocols.levels import LEVEL_NAMES
 from sync_server import CATALOG_DIR, PACKAGE_DIR, compile_catalogs, db
 from sync_server.web import CHANNEL_LABELS, LEVEL_LABELS
 from tests.harness.collector import AuthActions
-from tests.harness.records import CONTACT, add_evaluation
+from tests.harness.records import CONTACT, add_evaluation, set_status
 
 PO_PATH = CATALOG_DIR / "zh_CN" / "LC_MESSAGES" / "messages.po"
 
@@ -140,6 +141,26 @@ def test_devices_page_shows_the_gap(client, engine):
     assert "缺失序号数" in page and "尚未上报" in page
     assert '<td class="bad">1</td>' in page
     assert "ee" * 32 not in page
+
+
+def test_devices_page_shows_per_level_counts_to_admins_only(client, engine):
+    db.add_device(engine, "kp-01", "ee" * 32)
+    add_evaluation(engine, "kp-01:1", 5, "2026-11-26T00:30:00Z")
+    add_evaluation(engine, "kp-01:2", 1, "2026-11-26T00:31:00Z")
+    counts = {"1": 0, "2": 0, "3": 0, "4": 0, "5": 2}
+    set_status(engine, "kp-01", messages.status(True, last_seq=2, counts=counts))
+    stored = '{"1": 1, "2": 0, "3": 0, "4": 0, "5": 1}'
+
+    viewer_page = text(login(client, "viewer").get("/devices"))
+    assert '<span class="bad">不一致</span>' in viewer_page
+    assert "设备上报 {" not in viewer_page and "已入库 {" not in viewer_page
+    assert '"5": 2' not in viewer_page and '"5": 1' not in viewer_page
+
+    AuthActions(client).logout()
+    admin_page = text(login(client, "admin").get("/devices"))
+    assert '<span class="bad">不一致</span>' in admin_page
+    reported = '{"1": 0, "2": 0, "3": 0, "4": 0, "5": 2}'
+    assert f"设备上报 {reported} / 已入库 {stored}</span>" in admin_page
 
 
 def test_quarantine_page_is_for_admins(client, engine):

@@ -8,7 +8,10 @@ Two kinds share one interface (`start`, `stop`, `restart`, `host`, `port`,
 * `MosquittoBroker` -- the production broker, used where it is installed.
 
 Both listen on 127.0.0.1 only, allow anonymous clients and keep their config
-and log files in a work directory (a temporary one unless given).
+and log files in a work directory (a temporary one unless given). The one
+exception is a `MosquittoBroker` given an `auth_dir` from `hcp collector
+broker-auth`: it is then started from exactly those files, listener included
+(see MosquittoBroker).
 
     with start_broker("amqtt") as broker:
         client.connect(broker.host, broker.port)
@@ -190,6 +193,13 @@ class MosquittoBroker(_SubprocessBroker):
 
     `max_queued_messages=0` means no limit (Mosquitto's own default is 1000 per
     client, which would silently drop messages for an offline device).
+
+    With `auth_dir` (the folder `hcp collector broker-auth` writes) the config
+    declares no listener and no security of its own: it loads that folder with
+    `include_dir`, the way the production broker does, so the listener (its
+    port, `use_username_as_clientid`), the password file and the ACL are
+    exactly what the operator gets. `reload()` sends SIGHUP, which makes
+    Mosquitto read the password file and the ACL again.
     """
 
     kind = "mosquitto"
@@ -204,8 +214,18 @@ class MosquittoBroker(_SubprocessBroker):
     ):
         self.max_queued_messages = max_queued_messages
         self.persistence = persistence
-        # a folder with `passwd` and `acl` from hcp.mosquitto_auth: no anonymous clients
-        self.auth_dir = Path(auth_dir) if auth_dir else None
+        # a folder written by `hcp collector broker-auth` (sync_server.broker_auth):
+        # its *.conf declares the listener and locks it down, so the port comes from there
+        self.auth_dir = Path(auth_dir).resolve() if auth_dir else None
+        if self.auth_dir is not None:
+            listen_port, address = _declared_listener(self.auth_dir)
+            if port is not None and port != listen_port:
+                raise ValueError(
+                    f"port {port} differs from the listener in {self.auth_dir}: {listen_port}"
+                )
+            port = listen_port
+            if address:
+                self.host = address
         super().__init__(port, workdir)
 
     @staticmethod
@@ -227,8 +247,7 @@ class MosquittoBroker(_SubprocessBroker):
     def _config_text(self) -> str:
         lines = [
             "# written by hcp.broker; regenerated on every start",
-            f"listener {self.port} 127.0.0.1",
-            *self._auth_lines(),
+            *self._listener_lines(),
             f"max_queued_messages {self.max_queued_messages}",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
@@ -248,20 +267,35 @@ class MosquittoBroker(_SubprocessBroker):
             lines.append("user root")
         return "\n".join(lines) + "\n"
 
-    def _auth_lines(self) -> list[str]:
+    def _listener_lines(self) -> list[str]:
         if self.auth_dir is None:
-            return ["allow_anonymous true"]
-        return [
-            "allow_anonymous false",
-            f"password_file {self.auth_dir / 'passwd'}",
-            f"acl_file {self.auth_dir / 'acl'}",
-        ]
+            return [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        # Listener and security come from the included folder only. Nothing
+        # listener-specific may follow in this file: it would not apply to
+        # the included listener but to Mosquitto's default one (port 1883).
+        return [f"include_dir {self.auth_dir}"]
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto reloads its password file and ACL, without a restart."""
+        if not self.running:
+            raise RuntimeError("mosquitto is not running")
+        self._proc.send_signal(signal.SIGHUP)
 
     def _command(self) -> list[str]:
         binary = self.binary()
         if binary is None:
             raise RuntimeError("the mosquitto binary was not found")
         return [binary, "-c", str(self.config_path)]
+
+
+def _declared_listener(folder: Path) -> tuple[int, str | None]:
+    """(port, bind address or None) of the first `listener` line in folder/*.conf."""
+    for conf in sorted(folder.glob("*.conf")):
+        for line in conf.read_text(encoding="utf-8").splitlines():
+            words = line.split()
+            if len(words) in (2, 3) and words[0] == "listener":
+                return int(words[1]), (words[2] if len(words) == 3 else None)
+    raise ValueError(f"no *.conf in {folder} declares a listener")
 
 
 class AmqttBroker(_SubprocessBroker):

@@ -105,20 +105,27 @@ def serve(args) -> int:
 
 
 def broker_auth_command(args) -> int:
-    from hcp import mosquitto_auth
-    from sync_server import db
+    from sync_server import broker_auth, db
 
+    if not 1 <= args.port <= 65535:
+        return _fail("--port: must be 1..65535")
+    if args.bind_address is not None and len(args.bind_address.split()) != 1:
+        return _fail("--bind-address: must be one address or host name")
     password = args.collector_password
     if password is None:
-        password = getpass.getpass(f"MQTT password for {mosquitto_auth.COLLECTOR_USER}: ")
+        password = getpass.getpass(f"MQTT password for {broker_auth.COLLECTOR_USER}: ")
     if len(password) < 12:
         return _fail("--collector-password: must be at least 12 characters")
     engine = _app(args).extensions["hcp_engine"]
-    passwd, acl = mosquitto_auth.write_files(args.out, db.device_keys(engine), password)
-    print(f"wrote {passwd} and {acl}; in mosquitto.conf:")
-    print(f"  allow_anonymous false\n  password_file {passwd}\n  acl_file {acl}")
+    passwd, acl, conf = broker_auth.write_files(
+        args.out, db.device_keys(engine), password, args.port, args.bind_address
+    )
+    print(f"wrote {passwd}, {acl} and {conf}")
+    print(f"in mosquitto.conf (and no other listener on port {args.port}):")
+    print(f"  include_dir {conf.parent}")
+    print("after a change, reload Mosquitto (SIGHUP, e.g. systemctl reload mosquitto)")
     print(
-        f"collector: hcp collector serve --mqtt mqtt://{mosquitto_auth.COLLECTOR_USER}:…@HOST:1883"
+        f"collector: hcp collector serve --mqtt mqtt://{broker_auth.COLLECTOR_USER}:…@HOST:{args.port}"
     )
     return 0
 
@@ -207,9 +214,17 @@ def register(commands) -> None:
     device_parser.set_defaults(handler=add_device_command)
 
     auth_parser = with_db(
-        sub.add_parser("broker-auth", help="write Mosquitto's password and ACL files")
+        sub.add_parser(
+            "broker-auth", help="write Mosquitto's password file, ACL and listener config"
+        )
     )
-    auth_parser.add_argument("--out", required=True, help="folder for passwd and acl")
+    auth_parser.add_argument("--out", required=True, help="folder for passwd, acl and hcp.conf")
+    auth_parser.add_argument(
+        "--port", type=int, default=1883, help="the MQTT listener's port (default 1883)"
+    )
+    auth_parser.add_argument(
+        "--bind-address", help="the listener's address (default: every interface)"
+    )
     auth_parser.add_argument(
         "--collector-password", help="the collector's MQTT password (prompted for when not given)"
     )

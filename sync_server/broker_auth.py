@@ -1,0 +1,97 @@
+"""Mosquitto's password file, ACL and listener config for the production broker.
+
+Every device logs in as its own device id with a password derived from its
+key (protocols.sign.mqtt_password), and may only publish under its own
+`up/` topics and read its own `down/` topics; the collector logs in as its
+own user and is the only one that may read `up/` and write `down/`. With
+these files a device can neither pose as another nor read another's acks.
+
+The listener config (`hcp.conf`, for Mosquitto's `include_dir`) also turns on
+`use_username_as_clientid`: Mosquitto then replaces the client id a client
+sends with its user name, so a device that connects with the collector's (or
+another device's) client id gets its own session and cannot take over, or
+disconnect, anyone else's. That option belongs to a listener and an
+`include_dir` file does not continue the listener of the file that includes
+it (measured with Mosquitto 2.0.11: the option then lands on the default
+listener, which opens port 1883), so the file declares the listener itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+from protocols import sign
+
+# Mosquitto 2's "$7$" password hashes: PBKDF2-HMAC-SHA512, 101 rounds, 12-byte salt
+_ROUNDS = 101
+COLLECTOR_USER = "hcp-collector"
+CONF_NAME = "hcp.conf"
+DEFAULT_PORT = 1883
+
+
+def password_hash(password: str, salt: bytes | None = None) -> str:
+    salt = salt if salt is not None else os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _ROUNDS)
+    return f"$7${_ROUNDS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+ACL = f"""# written by hcp collector broker-auth
+user {COLLECTOR_USER}
+topic read hcp/v1/dev/+/up/#
+topic write hcp/v1/dev/+/down/#
+
+# every other user is a device, named by its device id
+pattern write hcp/v1/dev/%u/up/#
+pattern read hcp/v1/dev/%u/down/#
+"""
+
+
+def listener_config(
+    passwd: Path, acl: Path, port: int = DEFAULT_PORT, bind_address: str | None = None
+) -> str:
+    """The text of `hcp.conf`: the listener and everything that locks it down."""
+    if not 1 <= port <= 65535:
+        raise ValueError(f"listener port {port} is not 1..65535")
+    if bind_address is not None and (not bind_address or len(bind_address.split()) != 1):
+        raise ValueError(f"bind address {bind_address!r} is not one word")
+    listener = f"listener {port}" + (f" {bind_address}" if bind_address else "")
+    return (
+        "# written by hcp collector broker-auth; load it with `include_dir` (it declares\n"
+        "# its own listener: do not declare this port again in mosquitto.conf)\n"
+        f"{listener}\n"
+        "# a client's id is its user name: nobody can take over another's session\n"
+        "use_username_as_clientid true\n"
+        "allow_anonymous false\n"
+        f"password_file {passwd}\n"
+        f"acl_file {acl}\n"
+    )
+
+
+def write_files(
+    folder,
+    devices,
+    collector_password: str,
+    port: int = DEFAULT_PORT,
+    bind_address: str | None = None,
+) -> tuple[Path, Path, Path]:
+    """Write `passwd`, `acl` and `hcp.conf` into `folder`; returns their paths.
+
+    `devices` are (device_id, key_hex) pairs; `port` and `bind_address` make
+    the listener line (no address: every interface).
+    """
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [f"{COLLECTOR_USER}:{password_hash(collector_password)}"]
+    for device_id, key_hex in devices:
+        lines.append(f"{device_id}:{password_hash(sign.mqtt_password(bytes.fromhex(key_hex)))}")
+    passwd = folder / "passwd"
+    passwd.write_text("\n".join(lines) + "\n")
+    passwd.chmod(0o600)
+    acl = folder / "acl"
+    acl.write_text(ACL)
+    conf = folder / CONF_NAME
+    conf.write_text(listener_config(passwd, acl, port, bind_address))
+    return passwd, acl, conf

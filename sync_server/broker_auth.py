@@ -65,9 +65,15 @@ def listener_config(
         "# a client's id is its user name: nobody can take over another's session\n"
         "use_username_as_clientid true\n"
         "allow_anonymous false\n"
+        "# the largest batch the contract allows is well under this; anything larger\n"
+        "# is refused by the broker before it reaches the collector\n"
+        f"max_packet_size {MAX_PACKET}\n"
         f"password_file {passwd}\n"
         f"acl_file {acl}\n"
     )
+
+
+MAX_PACKET = 1 << 20  # bytes; 200 records of the contract's largest shape fit
 
 
 def write_files(

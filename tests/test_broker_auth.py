@@ -336,6 +336,7 @@ def test_the_command_writes_the_files(tmp_path):
         "listener 1883",
         "use_username_as_clientid true",
         "allow_anonymous false",
+        "max_packet_size 1048576",
         f"password_file {auth / 'passwd'}",
         f"acl_file {auth / 'acl'}",
     ]
@@ -353,3 +354,26 @@ def test_the_command_writes_the_files(tmp_path):
         assert bad.returncode == 1
         assert bad.stderr.strip() == message
     assert not (tmp_path / "a2").exists()
+
+
+def test_an_oversized_message_is_refused_by_the_broker_and_ingest_goes_on(secured):
+    """A device may send any size; the broker drops a packet over max_packet_size
+    and the device's connection with it, before the collector sees a byte."""
+    attacker = Watched(secured.broker, "kp-02", device_password(secured.keys["kp-02"]), "kp-02")
+    try:
+        huge = b"[" + b"1," * (broker_auth.MAX_PACKET // 2) + b"1]"
+        attacker.client.publish(topics.topic("kp-02", topics.UP_EV), huge, qos=1)
+        deadline = time.monotonic() + 5
+        while not attacker.disconnects and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert attacker.disconnects, "the broker closed the sender's connection"
+        payload = signed_batch("kp-01", secured.keys["kp-01"], 1)
+        owner = Watched(secured.broker, "kp-01", device_password(secured.keys["kp-01"]), "kp-01")
+        owner.client.publish(topics.topic("kp-01", topics.UP_EV), payload, qos=1)
+        assert wait_stored(secured.engine, ["kp-01:1"]) == ["kp-01:1"]
+        owner.close()
+        with secured.engine.connect() as conn:
+            assert conn.execute(select(db.quarantine.c.qid)).all() == []
+        assert secured.collector_disconnects == []
+    finally:
+        attacker.close()

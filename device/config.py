@@ -20,7 +20,9 @@ DEFAULTS = {
     "ack_timeout_ms": 10000,
     "min_batch_interval_ms": 200,
     "status_every_ms": 60000,
-    "thanks_ms": 3000,  # how long the thank-you screen shows
+    # after a level key press: the tag screen (if tags are configured for the
+    # level) and the thank-you, then the "result" event; the same for every level
+    "confirm_ms": 10000,
     "firmware": "0.1.0",
 }
 

@@ -101,7 +101,7 @@ def build(machine, network, board, settings, wall_clock=None):
         wall_clock or _wall_clock,
         _boot_id(),
         boot_ms=ticks_ms(),
-        thanks_ms=settings["thanks_ms"],
+        confirm_ms=settings["confirm_ms"],
     )
     # The last desired configuration is kept on flash: a persistent session
     # does not resend the retained config after a reboot.
@@ -124,7 +124,7 @@ def build(machine, network, board, settings, wall_clock=None):
     def status_extra():
         fields = {
             "boot_id": app.boot_id,
-            "uptime_ms": ticks_ms() - app.boot_ms,
+            "uptime_ms": app.uptime_ms(ticks_ms()),
             "clock": app.wall_clock()[1],
         }
         if cause:

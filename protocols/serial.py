@@ -17,6 +17,7 @@
 import json
 
 from protocols.canonical import CanonicalError, dumps
+from protocols.record import text_problem, valid_record_id, valid_utc_time
 
 VERSION = 1
 MAX_FRAME = 512
@@ -28,13 +29,19 @@ EVENTS = ("result", "timeout", "error")
 TYPES = COMMANDS + REPLIES + EVENTS
 
 # Fields beyond v/t/id/ref: (type, ((name, kind, low, high, required), ...)).
-# kind "s": a string of low..high characters; "i": an integer low..high.
+# kind "s": a string of low..high characters; "i": an integer low..high;
+# "c": a string of low..high characters that goes into the record, so free of
+# control characters and lone surrogates; "u": UTC time YYYY-MM-DDTHH:MM:SSZ;
+# "r": a rating's record id.
 _CASE = ("case_no", "s", 1, 64, True)
 _SERVICE = ("service_no", "s", 1, 64, False)
 _FIELDS = (
     ("signin", (("name", "s", 1, 32, True), ("staff_no", "s", 1, 32, True))),
-    ("start", (_CASE, _SERVICE, ("item_code", "s", 1, 64, False),
-               ("timeout_s", "i", 10, 600, False))),
+    ("start", (("case_no", "c", 1, 64, True), ("service_no", "c", 1, 64, False),
+               ("item_code", "c", 1, 64, False), ("timeout_s", "i", 10, 600, False),
+               ("staff_id", "c", 1, 64, False), ("org_id", "c", 1, 64, False),
+               ("handled_at", "u", 20, 20, False), ("attempt", "i", 1, 2, False),
+               ("follows", "r", 1, 100, False))),
     ("nak", (("reason", "s", 1, 64, True),)),
     ("result", (("record_id", "s", 1, 64, True), _CASE, _SERVICE)),
     ("timeout", (_CASE,)),
@@ -112,11 +119,23 @@ def _check(t, name, kind, low, high, value):
                 t + "." + name + ": must be an integer " + str(low) + ".." + str(high)
                 + ", got " + _got(value)
             )  # fmt: skip
+    elif kind == "u":
+        if not valid_utc_time(value):
+            raise SerialError(
+                t + "." + name + ": must be UTC time as YYYY-MM-DDTHH:MM:SSZ, got " + _got(value)
+            )
+    elif kind == "r":
+        if not valid_record_id(value):
+            raise SerialError(t + "." + name + ": must be a rating's record id, got " + _got(value))
     elif not isinstance(value, str) or not low <= len(value) <= high:
         raise SerialError(
             t + "." + name + ": must be a string of " + str(low) + ".." + str(high)
             + " characters, got " + _got(value)
         )  # fmt: skip
+    elif kind == "c":
+        problem = text_problem(value)
+        if problem:
+            raise SerialError(t + "." + name + ": " + problem)
 
 
 def _spec(t):
@@ -157,6 +176,8 @@ def validate(msg):
             _check(t, name, kind, low, high, msg[name])
         elif required:
             raise SerialError(t + "." + name + ": missing")
+    if t == "start" and "follows" in msg and msg.get("attempt") != 2:
+        raise SerialError("start.follows: only on an appended rating (attempt 2)")
     for key in msg:
         if not isinstance(key, str):
             raise SerialError(t + ": field names must be strings")

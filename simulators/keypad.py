@@ -15,6 +15,7 @@ from device import config as device_config
 from device.compat import ticks_ms
 from device.main import build
 from hardware.boards import sim as sim_board
+from protocols import levels
 from simulators.machine import SimMachine
 from simulators.network import SimNetwork
 
@@ -39,7 +40,7 @@ class SimKeypad:
             "broker_port": broker_port,
             "data_dir": data_dir,
             "board": "sim",
-            "thanks_ms": 300,
+            "confirm_ms": 300,  # short, so end-to-end tests stay fast
             "timeout_ms": 3000,
         }
         overrides.update(settings)
@@ -108,15 +109,21 @@ class SimKeypad:
         return self.call(lambda d: d.app.state)
 
     def rate(self, stars: int, reason_index: int | None = None) -> None:
-        """A citizen presses the key for `stars` (5 = 非常满意), picks the reason
-        when the keypad asks for one after a 差评, and the thank-you passes."""
-        self.press_key(5 - stars)
+        """A citizen presses the key for `stars` (5 = 非常满意), picks tag number
+        `reason_index` if the keypad shows tags for that level (and there is
+        still time to press it), and waits until the follow-up window is over
+        and the keypad is ready for the next citizen."""
+        self.press_key(levels.KEY_STARS.index(stars))
         self.presses += 1
-        if self.state() == "reason" and reason_index is not None:
-            self.press_key(reason_index)
-        deadline = time.monotonic() + 5
+        if reason_index is not None:
+            left = self.call(lambda d: d.app.tags_left_ms(ticks_ms()))
+            # a press counts after the debounce; one that came too late would
+            # land after the window and rate again
+            if left > 2 * HOLD_S * 1000:
+                self.press_key(reason_index)
+        deadline = time.monotonic() + self.settings["confirm_ms"] / 1000 + 5
         while time.monotonic() < deadline:
-            if self.state() in ("idle", "reason"):
+            if not self.call(lambda d: d.app.in_window()):
                 return
             time.sleep(0.01)
         raise TimeoutError(f"{self.settings['device_id']}: keypad did not return to idle")

@@ -16,6 +16,7 @@ from protocols.record import (
     text_problem,
     valid_device_id,
     valid_record_id,
+    valid_tag,
 )
 
 VERSION = 1
@@ -294,10 +295,11 @@ def _check_config(msg):
             or len(row) != 3
             or not _int(row[0])
             or not 1 <= row[0] <= 5
-            or not isinstance(row[1], str)
-            or not 1 <= len(row[1]) <= 16
+            or not valid_tag(row[1])
             or not isinstance(row[2], str)
             or not row[2]
+            or len(row[2]) > 64
+            or text_problem(row[2])
         ):
             raise MessageError("config.tags: must be a list of [stars, code, text]")
     if tags and not msg.get("content_version"):

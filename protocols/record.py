@@ -97,6 +97,11 @@ def valid_device_id(value):
     return isinstance(value, str) and 1 <= len(value) <= MAX_DEVICE_ID and _ascii_word(value, "-_")
 
 
+def valid_tag(value):
+    """A content tag code: 1..16 of A-Z a-z 0-9 - _ ."""
+    return isinstance(value, str) and 1 <= len(value) <= MAX_TAG and _ascii_word(value, _SAFE)
+
+
 def device_record_id(device_id, seq):
     return device_id + ":" + str(seq)
 

@@ -43,7 +43,8 @@ _FIELDS = (
                ("handled_at", "u", 20, 20, False), ("attempt", "i", 1, 2, False),
                ("follows", "r", 1, 100, False))),
     ("nak", (("reason", "s", 1, 64, True),)),
-    ("result", (("record_id", "s", 1, 64, True), _CASE, _SERVICE)),
+    # case_no is absent when the citizen rated without a case being started
+    ("result", (("record_id", "s", 1, 64, True), ("case_no", "s", 1, 64, False), _SERVICE)),
     ("timeout", (_CASE,)),
     ("error", (("code", "s", 1, 32, True), ("text", "s", 1, 128, True))),
 )  # fmt: skip

@@ -17,7 +17,7 @@ os.mkdir('/work/d')
 from device.store import Store
 from device.app import KeypadApp
 store = Store('/work/d')
-app = KeypadApp('kp-01', bytes(32), store, lambda: (1764145800, 'ntp'), 'b00t')
+app = KeypadApp('kp-01', bytes(32), store, lambda: (1764145800, 'ntp'), 'b00t', 0, 3000)
 now = 0
 for i in range(300):
     now += 5000

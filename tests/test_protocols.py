@@ -468,6 +468,11 @@ def test_messages_round_trip_with_their_version(msg):
             "config.tags: must be a list of [stars, code, text]",
         ),
         (
+            b'{"t":"config","v":1,"version":1,"tags":[[1,"a b","y"]],"content_version":"1"}',
+            None,
+            "config.tags: must be a list of [stars, code, text]",
+        ),
+        (
             b'{"t":"config","v":1,"version":1,"tags":"all"}',
             None,
             "config.tags: must be a list of [stars, code, text]",

@@ -23,10 +23,9 @@ import paho.mqtt.client as mqtt
 from rich.console import Console
 from rich.table import Table
 
-from hcp.broker import MosquittoBroker, start_broker
+from hcp.stack import Device, LocalStack, broker_kind
 from protocols import messages, sign, topics
 from sync_server import db
-from sync_server.ingest import IngestService
 
 
 def register(commands) -> None:
@@ -109,24 +108,18 @@ def baseline(broker, stream) -> float:
     return elapsed
 
 
-def durable(broker, stream, keys, workdir: Path) -> float:
+def durable(stack, stream) -> float:
     """Seconds for the collector to verify, commit and ack every record."""
     total = sum(count for _, _, count in stream)
-    engine = db.make_engine(f"sqlite:///{workdir / 'bench.db'}")
-    db.init(engine)
-    for device_id, key in keys.items():
-        db.add_device(engine, device_id, key.hex())
-    service = IngestService(engine, broker.host, broker.port, client_id="bench-collector")
-    service.start()
+    service = stack.ingest
     started = time.perf_counter()
-    _publish(broker, stream)
+    _publish(stack.broker, stream)
     deadline = time.monotonic() + 600
     while service.records_stored < total and time.monotonic() < deadline:
         time.sleep(0.01)
     elapsed = time.perf_counter() - started
-    service.stop()
-    stored = db.count_evaluations(engine)
-    engine.dispose()
+    stack.stop_ingest()
+    stored = db.count_evaluations(stack.engine)
     if stored != total:
         raise RuntimeError(f"durable ingest stored {stored} of {total} records")
     return elapsed
@@ -134,14 +127,16 @@ def durable(broker, stream, keys, workdir: Path) -> float:
 
 def run(args) -> int:
     console = Console(highlight=False)
-    kind = args.broker or ("mosquitto" if MosquittoBroker.available() else "amqtt")
+    kind = broker_kind(args.broker)
     stream, keys = make_stream(args.devices, args.records, args.batch)
     total = sum(count for _, _, count in stream)
+    devices = [Device(device_id, key.hex()) for device_id, key in keys.items()]
     with tempfile.TemporaryDirectory(prefix="hcp-bench-") as tmp:
-        with start_broker(kind, workdir=str(Path(tmp) / "broker")) as broker:
-            base_s = baseline(broker, stream)
-        with start_broker(kind, workdir=str(Path(tmp) / "broker2")) as broker:
-            durable_s = durable(broker, stream, keys, Path(tmp))
+        with LocalStack(tmp, kind, collector=False) as stack:  # the broker alone
+            base_s = baseline(stack.broker, stream)
+        with LocalStack(tmp, kind, broker_dir="broker2", database="bench.db", devices=devices,
+                        client_id="bench-collector") as stack:  # fmt: skip
+            durable_s = durable(stack, stream)
     result = {
         "benchmark": "ingest",
         "broker": kind,

@@ -13,13 +13,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    from hcp import bench, demo
-    from simulators import cli as simulator_cli
+    from hcp import bench, demo, fault
     from sync_server import cli as collector_cli
 
     demo.register(commands)
     bench.register(commands)
-    simulator_cli.register(commands)
+    sim = commands.add_parser("sim", help="simulator runs (for tests and proofs)")
+    runs = sim.add_subparsers(dest="sim_command", metavar="RUN")
+    runs.required = True
+    fault.register(runs)
     collector_cli.register(commands)
     return parser
 

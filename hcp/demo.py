@@ -19,13 +19,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from rich.console import Console
 
-from hcp.broker import free_port, start_broker
+from hcp.stack import Device, LocalStack
 from protocols import messages, topics
 from simulators.keypad import SimKeypad
-from sync_server import create_app, db
+from sync_server import db
 from sync_server.auth import create_user
-from sync_server.cli import serve_web
-from sync_server.ingest import IngestService
 
 # Weights a demo citizen uses, stars 5..1 (most people are satisfied).
 STAR_WEIGHTS = {5: 60, 4: 20, 3: 10, 2: 6, 1: 4}
@@ -142,80 +140,69 @@ def run(args) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
-    broker = start_broker(
-        args.broker, port=args.mqtt_port or free_port(), workdir=str(workdir / "broker")
-    )
-    app = create_app({"DATABASE_URL": f"sqlite:///{workdir / 'collector.db'}"})
-    engine = app.extensions["hcp_engine"]
     devices = _devices(workdir, args.devices)
-    have = db.device_ids(engine)
-    for dev in devices:
-        if dev["device_id"] not in have:
-            db.add_device(engine, dev["device_id"], dev["key_hex"], window_id=dev["window_id"])
-    password = _admin_password(workdir, engine)
+    stack = LocalStack(
+        workdir,
+        args.broker,
+        mqtt_port=args.mqtt_port,
+        devices=[Device(d["device_id"], d["key_hex"], d["window_id"]) for d in devices],
+        web=True,
+        web_port=args.web_port,
+    )
+    with stack:
+        broker, engine = stack.broker, stack.engine
+        password = _admin_password(workdir, engine)
+        _publish_configs(broker.host, broker.port, devices)
+        keypads = stack.start_keypads()
+        held_at_start = sum(k.pending() for k in keypads)
+        stored_at_start = db.count_evaluations(engine)
 
-    ingest = IngestService(engine, broker.host, broker.port)
-    ingest.start()
-    web_port = args.web_port or free_port()
-    server, _thread = serve_web(app, "127.0.0.1", web_port)
-    _publish_configs(broker.host, broker.port, devices)
+        console.print("[bold]hcp 演示 / demo[/bold] — 仅用于演示的模拟设备 (simulated devices)")
+        console.print(f"  网页 web:    {stack.web_url}   (admin / {password})")
+        console.print(f"  消息 broker: {broker.url}  ({broker.kind})")
+        console.print(f"  数据 data:   {workdir}")
+        if held_at_start:
+            console.print(
+                f"  设备上次留存 {held_at_start} 条，正在补传 (held from last run, sending)"
+            )
+        console.print("  Ctrl-C 停止 / to stop")
 
-    keypads = [
-        SimKeypad(
-            d["device_id"], d["key_hex"], broker.host, broker.port, str(workdir / d["device_id"])
-        ).start()
-        for d in devices
-    ]
-    held_at_start = sum(k.pending() for k in keypads)
-    stored_at_start = db.count_evaluations(engine)
-
-    console.print("[bold]hcp 演示 / demo[/bold] — 仅用于演示的模拟设备 (simulated devices)")
-    console.print(f"  网页 web:    http://127.0.0.1:{web_port}   (admin / {password})")
-    console.print(f"  消息 broker: {broker.url}  ({broker.kind})")
-    console.print(f"  数据 data:   {workdir}")
-    if held_at_start:
-        console.print(f"  设备上次留存 {held_at_start} 条，正在补传 (held from last run, sending)")
-    console.print("  Ctrl-C 停止 / to stop")
-
-    rng = random.Random()
-    raters = [
-        threading.Thread(
-            target=_rater, args=(k, args.pace, stop, random.Random(rng.random())), daemon=True
-        )
-        for k in keypads
-    ]
-    for t in raters:
-        t.start()
-    started = time.monotonic()
-    deadline = started + args.duration if args.duration else None
-    try:
-        while not stop.wait(1.0):
+        rng = random.Random()
+        raters = [
+            threading.Thread(
+                target=_rater, args=(k, args.pace, stop, random.Random(rng.random())), daemon=True
+            )
+            for k in keypads
+        ]
+        for t in raters:
+            t.start()
+        started = time.monotonic()
+        deadline = started + args.duration if args.duration else None
+        try:
+            while not stop.wait(1.0):
+                elapsed = time.monotonic() - started
+                stored = db.count_evaluations(engine) - stored_at_start
+                pending = sum(k.pending() for k in keypads)
+                console.print(
+                    f"  {elapsed:6.0f}s  已收到 received {stored:6d}  "
+                    f"待发 pending {pending:4d}  {stored / elapsed:6.1f} 条/秒 rec/s"
+                )
+                if deadline and time.monotonic() >= deadline:
+                    stop.set()
+        finally:
+            stop.set()
+            for t in raters:
+                t.join(10)
+            for k in keypads:  # give the keypads a moment to send what they hold
+                k.wait_drained(5)
+            stack.stop_keypads()
             elapsed = time.monotonic() - started
             stored = db.count_evaluations(engine) - stored_at_start
-            pending = sum(k.pending() for k in keypads)
+            pending = sum(k.call(lambda d: len(d.store)) for k in keypads)
+            presses = sum(k.presses for k in keypads)
+            stack.stop()  # ingest, web app, broker
             console.print(
-                f"  {elapsed:6.0f}s  已收到 received {stored:6d}  "
-                f"待发 pending {pending:4d}  {stored / elapsed:6.1f} 条/秒 rec/s"
+                f"  停止 stopped: {presses} 次评价 ratings made, {stored} 条入库 stored "
+                f"({stored / elapsed:.1f}/s), {pending} 条留在设备上 kept on the devices"
             )
-            if deadline and time.monotonic() >= deadline:
-                stop.set()
-    finally:
-        stop.set()
-        for t in raters:
-            t.join(10)
-        for k in keypads:  # give the keypads a moment to send what they hold
-            k.wait_drained(5)
-        for k in keypads:
-            k.stop()
-        elapsed = time.monotonic() - started
-        stored = db.count_evaluations(engine) - stored_at_start
-        pending = sum(k.call(lambda d: len(d.store)) for k in keypads)
-        presses = sum(k.presses for k in keypads)
-        ingest.stop()
-        server.shutdown()
-        broker.stop()
-        console.print(
-            f"  停止 stopped: {presses} 次评价 ratings made, {stored} 条入库 stored "
-            f"({stored / elapsed:.1f}/s), {pending} 条留在设备上 kept on the devices"
-        )
     return 0

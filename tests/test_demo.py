@@ -69,3 +69,16 @@ def test_ctrl_c_stops_cleanly_and_nothing_is_lost_across_runs(tmp_path):
     assert proc.returncode == 0, out2
     made2, _stored2, kept2 = (int(x) for x in FINAL.search(out2).groups())
     assert stored_in(tmp_path) + kept2 == made + made2
+
+
+def test_a_work_folder_whose_collector_knows_another_key_stops_at_once(tmp_path):
+    # the demo's devices.json and collector.db belong together; a keypad whose
+    # key the collector does not have would have every rating quarantined
+    from hcp.stack import Device, LocalStack
+
+    with LocalStack(tmp_path, "amqtt", devices=[Device("kp-demo-01", "aa" * 32)]) as stack:
+        assert stack.ingest is not None
+    stack = LocalStack(tmp_path, "amqtt", devices=[Device("kp-demo-01", "bb" * 32)])
+    with pytest.raises(ValueError, match="kp-demo-01: the database .* holds another key"):
+        stack.start()
+    assert stack.broker is None and stack.ingest is None  # what had started is stopped again

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete
 
-from simulators.fault import FAULTS, FaultRun, Report
+from hcp.fault import FAULTS, FaultRun, Report
 from sync_server import db
 from tests.harness.broker import require_kind
 

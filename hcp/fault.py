@@ -1,6 +1,7 @@
-"""For tests only: the fault run. Many simulated keypads rate while the broker
-restarts, the collector is killed, links are cut and keypads lose power (some
-mid-write); afterwards every (device, seq) is counted at the collector.
+"""For tests only: the fault run (`hcp sim fault`). Many simulated keypads rate
+while the broker restarts, the collector is killed, links are cut and keypads
+lose power (some mid-write); afterwards every (device, seq) is counted at the
+collector.
 
 Pass means: each device's records 1..last_seq are stored exactly once, the
 per-level counts the device kept equal what was stored, and nothing sits in
@@ -11,20 +12,24 @@ from __future__ import annotations
 
 import random
 import secrets
+import tempfile
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
 from sqlalchemy import func, select
 
-from hcp.broker import start_broker
-from simulators.keypad import SimKeypad
+from hcp.stack import Device, LocalStack, broker_kind
 from sync_server import db
-from sync_server.ingest import IngestService
 
 FAULTS = ("link", "broker", "collector", "power")
+
+# keypad settings that keep a run short: quick acks, a short follow-up window
+FAST = {"ack_timeout_ms": 2000, "confirm_ms": 50, "timeout_ms": 1000}
 
 
 @dataclass
@@ -73,38 +78,23 @@ class FaultRun:
         self.rng = random.Random(seed)
         self.log: list[str] = []
 
-    def _collector(self):
-        service = IngestService(self.engine, self.broker.host, self.broker.port,
-                                client_id="hcp-collector-fault")  # fmt: skip
-        service.start()
-        return service
-
     def _kill_collector(self):
         # a process that dies says no goodbye: stop the loop, drop the socket
-        self.collector.client.loop_stop()
-        sock = self.collector.client.socket()
+        client = self.stack.ingest.client
+        client.loop_stop()
+        sock = client.socket()
         if sock is not None:
             sock.close()
 
     def run(self) -> Report:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.engine = db.make_engine(f"sqlite:///{self.workdir / 'collector.db'}")
-        db.init(self.engine)
-        self.broker = start_broker(self.broker_kind, workdir=str(self.workdir / "broker"))
-        self.broker.start()
-        self.collector = self._collector()
-        slots = []
-        for n in range(self.devices):
-            device_id, key_hex = f"kp-fault-{n:02d}", secrets.token_hex(32)
-            db.add_device(self.engine, device_id, key_hex)
-            data = str(self.workdir / device_id)
+        devices = [Device(f"kp-fault-{n:02d}", secrets.token_hex(32)) for n in range(self.devices)]
+        with LocalStack(self.workdir, self.broker_kind, devices=devices,
+                        client_id="hcp-collector-fault") as stack:  # fmt: skip
+            self.stack, self.engine, self.broker = stack, stack.engine, stack.broker
+            return self._run(stack, devices)
 
-            def make(device_id=device_id, key_hex=key_hex, data=data):
-                host, port = self.broker.host, self.broker.port
-                fast = {"ack_timeout_ms": 2000, "thanks_ms": 50, "timeout_ms": 1000}
-                return SimKeypad(device_id, key_hex, host, port, data, **fast).start()
-
-            slots.append(_Slot(make))
+    def _run(self, stack, devices) -> Report:
+        slots = [_Slot(lambda d=device: stack.start_keypad(d, **FAST)) for device in devices]
         report = Report(devices=self.devices, seconds=0)
         stop = threading.Event()
         raters = [threading.Thread(target=self._rate, args=(slot, stop), daemon=True)
@@ -135,12 +125,7 @@ class FaultRun:
             for slot in slots
         }
         self.count(kept, report)
-        for slot in slots:
-            slot.keypad.stop()
-        self.collector.stop()
-        self.broker.stop()
-        self.engine.dispose()
-        return report
+        return report  # the stack stops keypads, collector, broker and database
 
     def _rate(self, slot, stop):
         rng = random.Random(self.rng.random())
@@ -165,11 +150,11 @@ class FaultRun:
         elif kind == "collector":
             self._kill_collector()
             time.sleep(rng.uniform(0.2, 1.0))
-            self.collector = self._collector()
+            self.stack.start_ingest()
         elif kind == "power":
             slot = rng.choice(slots)
             with slot.lock:
-                slot.keypad.stop(power_cut=True)
+                self.stack.stop_keypad(slot.keypad.settings["device_id"], power_cut=True)
                 if rng.random() < 0.5:  # the cut came in the middle of a journal write
                     with open(Path(slot.keypad.settings["data_dir"]) / "journal", "ab") as f:
                         f.write(b'1a2b3c4d {"a":{"id":"torn')
@@ -200,3 +185,48 @@ class FaultRun:
             got = Counter(str(stars) for stars in have.values())
             if any(got.get(k, 0) != v for k, v in counts.items()):
                 report.count_mismatches.append(f"{device_id}: device {counts}, stored {dict(got)}")
+
+
+# -- `hcp sim fault` ---------------------------------------------------------
+
+
+def register(runs) -> None:
+    """Add `fault` to the runs of `hcp sim`."""
+    fault = runs.add_parser("fault", help="keypads rating through broker, collector, link and "
+                            "power faults; then count every (device, seq)")  # fmt: skip
+    fault.add_argument("--devices", type=int, default=10)
+    fault.add_argument("--duration", type=float, default=60, help="seconds of faults (default 60)")
+    fault.add_argument("--fault-every", type=float, default=1.5, help="seconds between faults")
+    fault.add_argument("--broker", choices=["mosquitto", "amqtt"], default=None,
+                       help="default: mosquitto where installed, else amqtt")  # fmt: skip
+    fault.add_argument("--seed", type=int, default=None)
+    fault.add_argument("--workdir", default=None, help="keep the run's files here")
+    fault.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    console = Console(highlight=False)
+    kind = broker_kind(args.broker)
+    with tempfile.TemporaryDirectory(prefix="hcp-fault-") as tmp:
+        console.print(f"fault run: {args.devices} keypads, {args.duration:.0f} s, {kind} "
+                      "(simulated devices, for tests)")  # fmt: skip
+        fault_run = FaultRun(args.workdir or tmp, devices=args.devices, duration=args.duration,
+                             broker=kind, fault_every=args.fault_every, seed=args.seed)  # fmt: skip
+        report = fault_run.run()
+    table = Table(title="fault run")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for kind_name, count in sorted(report.faults.items()):
+        table.add_row(f"faults: {kind_name}", str(count))
+    table.add_row("records made on the keypads", str(report.made))
+    table.add_row("records stored at the collector", str(report.stored))
+    table.add_row("lost (made, not stored)", str(len(report.missing)))
+    table.add_row("stored but never made", str(len(report.unexpected)))
+    table.add_row("per-level count mismatches", str(len(report.count_mismatches)))
+    table.add_row("quarantined", str(report.quarantined))
+    table.add_row("keypads drained", "yes" if report.drained else "no")
+    console.print(table)
+    for line in report.missing[:20] + report.unexpected[:20] + report.count_mismatches:
+        console.print(f"  {line}")
+    console.print("PASS: nothing lost, nothing twice" if report.ok else "FAIL")
+    return 0 if report.ok else 1

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from hcp.stack import Device, LocalStack
 from protocols import messages, topics
+from protocols.levels import is_bad
 from simulators.keypad import SimKeypad
 from sync_server import db
 from sync_server.auth import create_user
@@ -129,7 +130,7 @@ def _rater(keypad: SimKeypad, pace: float, stop: threading.Event, rng: random.Ra
     levels, weights = zip(*STAR_WEIGHTS.items(), strict=True)
     while not stop.wait(rng.expovariate(1 / pace) if pace > 0 else 0):
         stars = rng.choices(levels, weights)[0]
-        keypad.rate(stars, reason_index=rng.randrange(2) if stars <= 2 else None)
+        keypad.rate(stars, reason_index=rng.randrange(2) if is_bad(stars) else None)
 
 
 def run(args) -> int:

@@ -18,7 +18,7 @@ from flask import Blueprint, current_app, jsonify, request
 from flask_login import current_user, login_required
 
 from protocols.levels import CHANNELS
-from protocols.record import valid_utc_time
+from protocols.record import text_problem, valid_utc_time
 from sync_server import completeness
 from sync_server.auth import admin_required
 from sync_server.db import get_engine
@@ -37,6 +37,7 @@ PAGING = ("page", "per_page")
 IGNORED = ("lang",)  # the language switch works on every URL
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 500
+MAX_PAGE = 1_000_000  # keeps the offset inside what either database takes
 MAX_FILTER_TEXT = 64
 DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -47,6 +48,23 @@ class ParamError(ValueError):
     def __init__(self, param: str, problem: str):
         super().__init__(f"{param}: {problem}")
         self.param = param
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '²', which int() refuses."""
+    return bool(text) and all("0" <= ch <= "9" for ch in text)
+
+
+def text_param(args, name: str) -> str | None:
+    """A text parameter any database can be asked about, or None when empty."""
+    value = args.get(name, "").strip()
+    if not value:
+        return None
+    if len(value) > MAX_FILTER_TEXT:
+        raise ParamError(name, f"longer than {MAX_FILTER_TEXT} characters")
+    if text_problem(value):
+        raise ParamError(name, text_problem(value))
+    return value
 
 
 def _check_known(args, allowed) -> None:
@@ -85,11 +103,9 @@ def parse_filters(args, allowed=FILTERS + PAGING) -> dict:
     _check_known(args, allowed)
     filters: dict = {}
     for name in TEXT_FILTERS:
-        value = args.get(name, "").strip()
-        if not value:
+        value = text_param(args, name)
+        if value is None:
             continue
-        if len(value) > MAX_FILTER_TEXT:
-            raise ParamError(name, f"longer than {MAX_FILTER_TEXT} characters")
         if name == "channel" and value not in CHANNELS:
             raise ParamError(name, "must be one of " + ", ".join(CHANNELS))
         filters[name] = value
@@ -112,14 +128,22 @@ def parse_filters(args, allowed=FILTERS + PAGING) -> dict:
     return filters
 
 
+def _number(args, name: str, default: str) -> str:
+    """The parameter's ASCII digits without leading zeros ("0" for zero)."""
+    text = args.get(name, default).strip() or default
+    return (text.lstrip("0") or "0") if _digits(text) else ""
+
+
 def parse_paging(args) -> tuple[int, int]:
-    page_text = args.get("page", "1").strip() or "1"
-    if not page_text.isdigit() or int(page_text) < 1:
+    page = _number(args, "page", "1")
+    if page in ("", "0"):
         raise ParamError("page", "must be an integer >= 1")
-    per_page_text = args.get("per_page", str(DEFAULT_PER_PAGE)).strip() or str(DEFAULT_PER_PAGE)
-    if not per_page_text.isdigit() or not 1 <= int(per_page_text) <= MAX_PER_PAGE:
+    if len(page) > len(str(MAX_PAGE)) or int(page) > MAX_PAGE:
+        raise ParamError("page", f"must be at most {MAX_PAGE}")
+    per_page = _number(args, "per_page", str(DEFAULT_PER_PAGE))
+    if not per_page or len(per_page) > 3 or not 1 <= int(per_page) <= MAX_PER_PAGE:
         raise ParamError("per_page", f"must be 1..{MAX_PER_PAGE}")
-    return int(page_text), int(per_page_text)
+    return int(page), int(per_page)
 
 
 @bp.errorhandler(ParamError)
@@ -146,7 +170,7 @@ def evaluations_summary():
 def quarantine():
     _check_known(request.args, PAGING + ("device_id",))
     page, per_page = parse_paging(request.args)
-    device_id = request.args.get("device_id", "").strip() or None
+    device_id = text_param(request.args, "device_id")
     return jsonify(list_quarantine(get_engine(), page, per_page, device_id))
 
 
@@ -161,12 +185,12 @@ def devices():
 @login_required
 def device_days(device_id):
     _check_known(request.args, ("days",))
-    text = request.args.get("days", "14").strip() or "14"
-    if not text.isdigit() or not 1 <= int(text) <= completeness.MAX_DAYS:
+    days = _number(request.args, "days", "14")
+    if not days or len(days) > 2 or not 1 <= int(days) <= completeness.MAX_DAYS:
         raise ParamError("days", f"must be 1..{completeness.MAX_DAYS}")
     try:
         report = completeness.device_days(
-            get_engine(), device_id, int(text), current_app.config["HCP_TIMEZONE"]
+            get_engine(), device_id, int(days), current_app.config["HCP_TIMEZONE"]
         )
     except completeness.UnknownDevice:
         return jsonify(error=f"device_id: unknown device {device_id!r}"), 404

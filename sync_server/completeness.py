@@ -21,37 +21,72 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import distinct, func, select
 
+from protocols.record import MAX_SEQ, text_problem
 from sync_server import db
 
 MAX_DAYS = 92
+MAX_STATUS_DEPTH = 8  # a status is flat but for its counts; deeper is not a status
 
 
 class UnknownDevice(LookupError):
     pass
 
 
-def read_status(text: str | None) -> dict | None:
-    """A device's stored status as a dict, or None when there is none."""
-    if not text:
+def _depth(value) -> int:
+    """How deeply a parsed JSON value nests (iterative: no recursion limit)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _no_constant(name: str):
+    raise ValueError("not JSON: " + name)
+
+
+def read_status(text) -> dict | None:
+    """A device's stored status as a dict, or None when there is none or it
+    cannot be shown as it is.
+
+    The devices table holds whatever a device last said (or whatever else was
+    written there), so nothing about it is trusted: text that is not JSON, a
+    JSON value that is not an object, NaN or infinite numbers, integers too
+    long to parse and nesting deeper than MAX_STATUS_DEPTH all read as None,
+    and the result is always something the API and templates can serialize.
+    """
+    if not isinstance(text, str) or not text:
         return None
     try:
-        status = json.loads(text)
-    except ValueError:
+        status = json.loads(text, parse_constant=_no_constant)
+        if not isinstance(status, dict) or _depth(status) > MAX_STATUS_DEPTH:
+            return None
+        json.dumps(status, allow_nan=False)  # 1e400 parses as inf: refuse it too
+    except Exception:  # noqa: BLE001 - RecursionError, ValueError ...: not showable
         return None
-    return status if isinstance(status, dict) else None
+    return status
 
 
-def _reported_last_seq(status: dict | None) -> int | None:
-    if status and isinstance(status.get("last_seq"), int):
-        return status["last_seq"]
-    return None
+def _seq(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEQ
+
+
+def reported_last_seq(status: dict | None) -> int | None:
+    """The device's `last_seq` when it is a seq number (0..MAX_SEQ), else None."""
+    last_seq = status.get("last_seq") if status else None
+    return last_seq if _seq(last_seq) else None
 
 
 def _reported_counts(status: dict | None) -> dict[str, int] | None:
     reported = status.get("counts") if status else None
     if not isinstance(reported, dict):
         return None
-    return {str(s): reported.get(str(s), 0) for s in range(1, 6)}
+    counts = {str(s): reported.get(str(s), 0) for s in range(1, 6)}
+    return counts if all(_seq(count) for count in counts.values()) else None
 
 
 def devices(conn, statuses: dict[str, dict | None]) -> dict[str, dict]:
@@ -80,7 +115,7 @@ def devices(conn, statuses: dict[str, dict | None]) -> dict[str, dict]:
     upto = {
         device_id: last_seq
         for device_id, status in statuses.items()
-        if (last_seq := _reported_last_seq(status)) is not None
+        if (last_seq := reported_last_seq(status)) is not None
     }
     per_stars: dict[str, dict[str, int]] = {}
     for device_id, last_seq in upto.items():
@@ -110,9 +145,14 @@ def devices(conn, statuses: dict[str, dict | None]) -> dict[str, dict]:
     return result
 
 
-def _local_day(utc_text: str, zone: ZoneInfo) -> str:
-    moment = dt.datetime.strptime(utc_text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-    return moment.astimezone(zone).strftime("%Y-%m-%d")
+def _local_day(utc_text, zone: ZoneInfo) -> str:
+    """The local day of a stored UTC time; its UTC date when it has no local
+    one (9999-12-31 late in the day is past the calendar's end east of UTC)."""
+    try:
+        moment = dt.datetime.strptime(utc_text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        return moment.astimezone(zone).strftime("%Y-%m-%d")
+    except (TypeError, ValueError, OverflowError):
+        return str(utc_text)[:10]
 
 
 def device_days(engine, device_id: str, days: int, timezone: str, today: dt.date | None = None):
@@ -125,6 +165,8 @@ def device_days(engine, device_id: str, days: int, timezone: str, today: dt.date
         .astimezone(dt.UTC)
         .strftime("%Y-%m-%dT%H:%M:%SZ")
     )
+    if not isinstance(device_id, str) or len(device_id) > 64 or text_problem(device_id):
+        raise UnknownDevice(device_id)  # no database is asked about NUL or a lone surrogate
     ev = db.evaluations.c
     with engine.connect() as conn:
         device = conn.execute(
@@ -161,10 +203,9 @@ def device_days(engine, device_id: str, days: int, timezone: str, today: dt.date
             }
         )
         previous_last = last
-    status = json.loads(device.status) if device.status else {}
     return {
         "device_id": device_id,
         "timezone": timezone,
-        "last_seq_reported": status.get("last_seq"),
+        "last_seq_reported": reported_last_seq(read_status(device.status)),
         "days": list(reversed(result)),
     }

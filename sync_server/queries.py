@@ -5,7 +5,12 @@ these functions, so a page and the API never disagree. Filters arrive already
 checked (`api.parse_filters`).
 
 Evaluations never leave through here with `sig`, and contacts are in their
-own table (`db.contacts`), which nothing here reads (confidential, §7).
+own table (`db.contacts`), which nothing here reads (confidential, §7);
+quarantined payloads are shown through `sync_server.redact.redact`.
+
+Nothing a device or anyone else put in the database can make these fail:
+statuses are read by `completeness.read_status`, odd levels and tags are shown
+as they are, and the pages' filters format odd times as the text they are.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import json
 
 from sqlalchemy import and_, func, select
 
-from protocols.levels import is_bad, level_name
+from protocols.levels import is_bad, is_stars, level_name
 from sync_server import completeness, db
+from sync_server.redact import redact
 
 TEXT_FILTERS = ("device_id", "window_id", "staff_id", "org_id", "channel", "case_no")
 HIDDEN_FIELDS = ("contact", "sig")
@@ -38,13 +44,30 @@ def _conditions(filters: dict) -> list:
     return conditions
 
 
+def _tags(text) -> list:
+    """The stored JSON list of tag codes; anything else shown as the text it is."""
+    if not text:
+        return []
+    try:
+        tags = json.loads(text)
+    except Exception:  # noqa: BLE001 - not JSON, too deep ...
+        return [str(text)]
+    if isinstance(tags, list) and all(isinstance(tag, str) for tag in tags):
+        return tags
+    return [str(text)]
+
+
 def public_evaluation(row) -> dict:
-    """An evaluation as the API and pages show it: no contact, no signature."""
+    """An evaluation as the API and pages show it: no contact, no signature.
+
+    `level` and `bad` are None for a level outside 1..5 (no valid record has
+    one, but a page must not break on a row that does)."""
     item = {k: v for k, v in row._mapping.items() if k not in HIDDEN_FIELDS}
-    item["tags"] = json.loads(item["tags"]) if item["tags"] else []
+    item["tags"] = _tags(item["tags"])
     item["excluded"] = bool(item["excluded"])
-    item["level"] = level_name(item["stars"])
-    item["bad"] = is_bad(item["stars"])
+    stars = item["stars"]
+    item["level"] = level_name(stars) if is_stars(stars) else None
+    item["bad"] = is_bad(stars) if is_stars(stars) else None
     return item
 
 
@@ -78,7 +101,7 @@ def summarize(engine, filters: dict) -> dict:
         for stars, is_excluded, count in conn.execute(query):
             if is_excluded:
                 excluded += count
-            else:
+            elif str(stars) in by_stars:  # a level outside 1..5 is no rating
                 by_stars[str(stars)] += count
     total = sum(by_stars.values())
     bad = by_stars["1"] + by_stars["2"]
@@ -91,23 +114,6 @@ def summarize(engine, filters: dict) -> dict:
         "good_rate": round(good / total, 4) if total else None,
         "excluded": excluded,
     }
-
-
-def _without_contact(value):
-    if isinstance(value, dict):
-        return {k: _without_contact(v) for k, v in value.items() if k != "contact"}
-    if isinstance(value, list):
-        return [_without_contact(v) for v in value]
-    return value
-
-
-def redact_payload(text: str) -> str:
-    """A quarantined payload with any `contact` field removed (it is confidential)."""
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        return text
-    return json.dumps(_without_contact(parsed), ensure_ascii=False, sort_keys=True)
 
 
 def list_quarantine(engine, page: int, per_page: int, device_id: str | None = None) -> dict:
@@ -130,7 +136,9 @@ def list_quarantine(engine, page: int, per_page: int, device_id: str | None = No
             "device_id": row.device_id,
             "record_id": row.record_id,
             "reason": row.reason,
-            "payload": redact_payload(row.payload),
+            "payload": redact(row.payload),
+            "payload_bytes": row.payload_bytes,
+            "payload_sha256": row.payload_sha256,
         }
         for row in rows
     ]

@@ -44,16 +44,21 @@ CHANNEL_LABELS = {
 }
 
 
-def local_time(utc_text: str | None) -> str:
-    """'2026-11-26T08:30:00Z' (or with microseconds) -> '2026-11-26 16:30:00' in HCP_TIMEZONE."""
+def local_time(utc_text) -> str:
+    """'2026-11-26T08:30:00Z' (or with microseconds) -> '2026-11-26 16:30:00' in HCP_TIMEZONE.
+
+    Anything else is shown as the text it is, and so is a time with no local
+    equivalent (late on 9999-12-31 east of UTC)."""
     if not utc_text:
         return ""
     try:
         moment = dt.datetime.fromisoformat(utc_text.replace("Z", "+00:00"))
-    except ValueError:
-        return utc_text
-    zone = ZoneInfo(current_app.config["HCP_TIMEZONE"])
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+        zone = ZoneInfo(current_app.config["HCP_TIMEZONE"])
+        if moment.tzinfo is None:
+            return utc_text
+        return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return str(utc_text)
 
 
 def percent(rate: float | None) -> str:
@@ -173,9 +178,9 @@ def device(device_id):
 def quarantine():
     try:
         page, per_page = api.parse_paging(request.args)
+        device_id = api.text_param(request.args, "device_id")
     except api.ParamError as exc:
         return render_template("quarantine.html", error=str(exc), result=None), 400
-    device_id = request.args.get("device_id", "").strip() or None
     result = queries.list_quarantine(get_engine(), page, per_page, device_id)
     pages = max(1, -(-result["total"] // per_page))
     return render_template("quarantine.html", error=None, result=result, pages=pages)

@@ -169,6 +169,12 @@ def test_paging_bounds_are_accepted(viewer, sample):
         ("device_id=" + "d" * 65, "device_id: longer than 64 characters"),
         ("contact=13800000000", "contact: unknown parameter"),
         ("star=5", "star: unknown parameter"),
+        ("page=%C2%B2", "page: must be an integer >= 1"),  # '²' passes str.isdigit()
+        ("page=1000001", "page: must be at most 1000000"),
+        ("page=" + "9" * 5000, "page: must be at most 1000000"),
+        ("per_page=%D9%A3", "per_page: must be 1..500"),  # Arabic-Indic 3
+        ("device_id=kp%0001", "device_id: contains a control character"),
+        ("window_id=A%0A01", "window_id: contains a control character"),
     ],
 )
 def test_bad_parameters_are_400_with_the_exact_message(viewer, sample, query, message):
@@ -438,8 +444,63 @@ def test_quarantine_lists_what_ingest_kept_aside_without_the_contact(engine, adm
         ("per_page=501", "per_page: must be 1..500"),
         ("page=-1", "page: must be an integer >= 1"),
         ("reason=x", "reason: unknown parameter"),
+        ("device_id=kp%0001", "device_id: contains a control character"),
+        ("device_id=" + "d" * 65, "device_id: longer than 64 characters"),
     ],
 )
 def test_quarantine_bad_parameters(admin, query, message):
     response = admin.get("/api/v1/quarantine?" + query)
     assert (response.status_code, response.get_json()) == (400, {"error": message})
+
+
+def test_the_page_bound_is_accepted(viewer, sample):
+    body = viewer.get("/api/v1/evaluations?page=0001000000").get_json()
+    assert (body["page"], body["items"], body["total"]) == (1000000, [], 6)
+
+
+@pytest.mark.parametrize("days", ["%C2%B2", "0", "93", "9" * 5000])
+def test_device_days_refuses_odd_day_counts(viewer, days):
+    response = viewer.get(f"/api/v1/devices/kp-01/days?days={days}")
+    assert (response.status_code, response.get_json()) == (400, {"error": "days: must be 1..92"})
+
+
+def test_a_device_id_no_database_takes_is_an_unknown_device(viewer):
+    response = viewer.get("/api/v1/devices/kp%00/days")
+    assert (response.status_code, response.get_json()) == (
+        404,
+        {"error": "device_id: unknown device 'kp\\x00'"},
+    )
+
+
+def test_odd_stored_values_are_shown_as_they_are(engine, admin):
+    """Rows no valid record makes (a level 0, tags that are not a list) still list."""
+    add_evaluation(engine, "kp-01:1", 0, "2026-11-26T08:00:00Z", tags="not json")
+    add_evaluation(engine, "kp-01:2", 5, "2026-11-26T08:00:00Z", tags='{"a": 1}')
+    first, second = admin.get("/api/v1/evaluations").get_json()["items"]
+    assert (first["level"], first["bad"], first["tags"]) == (None, None, ["not json"])
+    assert (second["level"], second["bad"], second["tags"]) == ("非常满意", False, ['{"a": 1}'])
+    summary = admin.get("/api/v1/evaluations/summary").get_json()
+    assert (summary["total"], summary["by_stars"]["5"]) == (1, 1)
+
+
+def test_quarantined_payloads_are_redacted_at_any_depth(engine, admin):
+    phone = "+8613912345678"
+    payloads = [
+        json.dumps({"records": [{"id": "kp-01:1"}], "x": [{"contacts": [{"contact": phone}]}]}),
+        json.dumps([[{"phone": phone, "stars": 1}]]),
+        "not json " + phone,
+    ]
+    with engine.begin() as conn:
+        for payload in payloads:
+            conn.execute(
+                db.quarantine.insert().values(
+                    received_at=db.utc_now(), topic="t", reason="r", payload=payload
+                )
+            )
+    items = admin.get("/api/v1/quarantine").get_json()["items"]
+    assert [item["payload"] for item in items] == [
+        "not json +#############",
+        '[[{"phone":"[redacted]","stars":1}]]',
+        '{"records":[{"id":"kp-01:1"}],"x":[{"contacts":"[redacted]"}]}',
+    ]
+    assert [(item["payload_bytes"], item["payload_sha256"]) for item in items] == [(None, None)] * 3

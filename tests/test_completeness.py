@@ -72,3 +72,75 @@ def test_the_device_page_shows_the_days_in_chinese(device, viewer):
     page = viewer.get("/devices/kp-01").get_data(as_text=True)
     assert "逐日完整性" in page and "此前缺失" in page
     assert viewer.get("/devices/kp-77").status_code == 404
+
+
+# --- whatever the devices table holds ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        None,
+        "",
+        "not json",
+        "null",
+        "42",
+        "[1, 2]",
+        '"text"',
+        '{"last_seq": NaN}',
+        '{"counts": {"1": Infinity}}',
+        '{"last_seq": 1e400}',
+        '{"last_seq": ' + "9" * 5000 + "}",
+        "[" * 100_000 + "]" * 100_000,
+        '{"a": ' * 9 + "1" + "}" * 9,
+    ],
+    ids=lambda text: repr(text)[:24],
+)
+def test_a_status_that_cannot_be_shown_reads_as_none(text):
+    assert completeness.read_status(text) is None
+
+
+def test_a_status_object_reads_as_it_is():
+    assert completeness.read_status('{"online": true, "x": {"y": [1]}}') == {
+        "online": True,
+        "x": {"y": [1]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("last_seq", "read"),
+    [(0, 0), (9, 9), (2147483647, 2147483647), (2147483648, None), (10**30, None), (-1, None),
+     (True, None), ("9", None), (9.0, None), (None, None)],
+)  # fmt: skip
+def test_only_a_seq_number_counts_as_the_reported_last_seq(last_seq, read):
+    assert completeness.reported_last_seq({"last_seq": last_seq}) == read
+
+
+@pytest.mark.parametrize("last_seq", [10**30, 2**63, -(2**63) - 1, "9", [9], {"n": 9}])
+def test_an_odd_last_seq_leaves_the_days_and_the_devices_working(engine, viewer, last_seq):
+    db.add_device(engine, "kp-01", "aa" * 32)
+    add_evaluation(engine, "kp-01:1", 5, "2026-11-25T01:00:00Z")
+    set_status(engine, "kp-01", {"online": True, "last_seq": last_seq})
+    report = completeness.device_days(engine, "kp-01", 7, "Asia/Shanghai", today=TODAY)
+    assert report["last_seq_reported"] is None and len(report["days"]) == 1
+    (item,) = viewer.get("/api/v1/devices").get_json()["items"]
+    assert (item["counts_upto_seq"], item["counts_match"], item["missing"]) == (None, None, 0)
+    assert viewer.get("/devices").status_code == 200
+    assert viewer.get("/devices/kp-01").status_code == 200
+
+
+def test_a_time_past_the_calendar_s_end_keeps_its_utc_day(engine):
+    """23:59:59 UTC on 9999-12-31 has no local day in Linzi (UTC+8)."""
+    db.add_device(engine, "kp-01", "aa" * 32)
+    add_evaluation(engine, "kp-01:1", 5, "9999-12-31T23:59:59Z")
+    report = completeness.device_days(engine, "kp-01", 1, "Asia/Shanghai", today=TODAY)
+    assert report["days"] == [
+        {"day": "9999-12-31", "stored": 1, "first_seq": 1, "last_seq": 1, "missing": 0,
+         "missing_before": 0},
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("device_id", ["kp\x00", "x" * 65, "\ud800"])
+def test_a_device_id_no_database_takes_is_unknown(engine, device_id):
+    with pytest.raises(completeness.UnknownDevice):
+        completeness.device_days(engine, device_id, 7, "Asia/Shanghai")

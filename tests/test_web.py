@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -187,6 +188,31 @@ def test_quarantine_page_is_for_admins(client, engine):
     page = text(client.get("/quarantine"))
     assert "sig: is required" in page and "kp-01:9" in page
     assert CONTACT not in page
+
+
+def test_quarantine_page_redacts_contacts_at_any_depth(client, engine):
+    payload = json.dumps({"a": [{"b": {"contacts": [{"id": "kp-01:1", "contact": CONTACT}]}}]})
+    with engine.begin() as conn:
+        conn.execute(
+            db.quarantine.insert().values(
+                received_at=db.utc_now(), topic="t", reason="r", payload=payload
+            )
+        )
+    page = text(login(client, "admin").get("/quarantine"))
+    assert "{&#34;a&#34;:[{&#34;b&#34;:{&#34;contacts&#34;:&#34;[redacted]&#34;}}]}" in page
+    assert CONTACT not in page
+
+
+def test_a_time_with_no_local_equivalent_is_shown_as_stored(client, engine):
+    db.add_device(engine, "kp-01", "ee" * 32)
+    with engine.begin() as conn:
+        conn.execute(db.devices.update().values(last_seen="9999-12-31T23:59:59Z"))
+    add_evaluation(engine, "kp-01:1", 5, "9999-12-31T23:59:59Z")
+    login(client, "viewer")
+    for path in ("/", "/evaluations", "/devices"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert "9999-12-31T23:59:59Z" in text(response), path
 
 
 def test_unknown_page_is_a_chinese_404(client):

@@ -61,12 +61,13 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     db.init(engine)
     app.extensions["hcp_engine"] = engine
 
-    from sync_server import api, auth, web
+    from sync_server import api, auth, pf_pages, web
 
     auth.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(web.bp)
+    app.register_blueprint(pf_pages.bp)
     web.init_app(app)
     return app
 

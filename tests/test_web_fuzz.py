@@ -3,10 +3,11 @@
 Hypothesis fills the store with hostile-but-storable content: ratings whose
 every text field is arbitrary Unicode within protocols.record.validate's
 bounds, contacts in db.contacts, device statuses that are any text at all
-(not JSON, huge numbers, deep nesting, wrong types) and quarantine rows with
-any payload. Then every GET route of the app, found in app.url_map so that a
-new route is covered without editing this file, is fetched as the admin and
-as the viewer: no 500, and the contact never appears.
+(not JSON, huge numbers, deep nesting, wrong types), quarantine rows with
+any payload and a channel -> pf table with any rows. Then every GET route of
+the app, found in app.url_map so that a new route is covered without editing
+this file, is fetched as the admin and as the viewer: no 500, and the
+contact never appears.
 """
 
 from __future__ import annotations
@@ -235,7 +236,24 @@ def hostile_content(draw):
             max_size=4,
         )
     )
+    # the pf table as any writer may have left it (pf_map.save refuses these)
+    pf_rows = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "channel": st.sampled_from(CHANNELS) | text(16),
+                    "client": st.sampled_from(("", *CLIENTS)) | st.text(LINE, max_size=8),
+                    "pf": st.none() | st.integers(-32768, 32767),
+                    "updated_by": st.none() | text(64),
+                    "updated_at": st.none() | utc_times() | text(32),
+                }
+            ),
+            max_size=6,
+            unique_by=lambda row: (row["channel"], row["client"]),
+        )
+    )
     content = {
+        "pf_map": pf_rows,
         "devices": devices,
         "ratings": ratings,
         "quarantined": quarantined,
@@ -251,8 +269,10 @@ def hostile_content(draw):
 
 def fill(engine, contact, content):
     with engine.begin() as conn:
-        for table in (db.contacts, db.evaluations, db.quarantine, db.devices):
+        for table in (db.contacts, db.evaluations, db.quarantine, db.devices, db.pf_map):
             conn.execute(table.delete())
+        for row in content["pf_map"]:
+            conn.execute(db.pf_map.insert().values(**row))
         for device in content["devices"]:
             conn.execute(
                 db.devices.insert().values(
@@ -338,7 +358,7 @@ def test_the_walk_covers_every_get_route(app):
         if "GET" in rule.methods and rule.endpoint != "static"
     }
     assert endpoints == expected
-    assert {"web.devices", "web.device", "api.devices", "api.device_days"} <= endpoints
+    assert {"web.device", "api.device_days", "pf_map.page", "pf_map.api_read"} <= endpoints
 
 
 @settings(

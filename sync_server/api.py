@@ -39,7 +39,7 @@ DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 500
 MAX_PAGE = 1_000_000  # keeps the offset inside what either database takes
 MAX_FILTER_TEXT = 64
-DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
+DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII: \d takes any digit
 
 
 class ParamError(ValueError):

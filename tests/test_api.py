@@ -170,6 +170,10 @@ def test_paging_bounds_are_accepted(viewer, sample):
         ("contact=13800000000", "contact: unknown parameter"),
         ("star=5", "star: unknown parameter"),
         ("page=%C2%B2", "page: must be an integer >= 1"),  # '²' passes str.isdigit()
+        (
+            "since=%D9%A2%D9%A0%D9%A2%D9%A6-%D9%A1%D9%A1-%D9%A2%D9%A6",  # Arabic-Indic digits
+            "since: must be YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)",
+        ),
         ("page=1000001", "page: must be at most 1000000"),
         ("page=" + "9" * 5000, "page: must be at most 1000000"),
         ("per_page=%D9%A3", "per_page: must be 1..500"),  # Arabic-Indic 3

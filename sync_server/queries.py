@@ -20,7 +20,7 @@ import json
 from sqlalchemy import and_, func, select
 
 from protocols.levels import is_bad, is_stars, level_name
-from sync_server import completeness, db
+from sync_server import completeness, db, quarantine
 from sync_server.redact import redact
 
 TEXT_FILTERS = ("device_id", "window_id", "staff_id", "org_id", "channel", "case_no")
@@ -142,7 +142,14 @@ def list_quarantine(engine, page: int, per_page: int, device_id: str | None = No
         }
         for row in rows
     ]
-    return {"items": items, "page": page, "per_page": per_page, "total": total}
+    return {
+        "items": items,
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+        # rows the quarantine's bounds turned away (their records were not acked)
+        "dropped": quarantine.dropped(engine, device_id),
+    }
 
 
 def _public_status(status: dict | None, include_counts: bool) -> dict | None:

@@ -107,13 +107,13 @@ def test_filters_and_order_use_the_effective_time(engine, ingestor):
     ingestor.process(EV, record(1, clock_state="ntp"))  # 2026-11-26T08:30:00Z
     ingestor.process(STATUS, status(uptime_ms=100_000))
     ingestor.process(EV, record(2, uptime_ms=99_000))  # about now
-    from sync_server import api
+    from sync_server import queries
 
     recent = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
     if recent < "2026-11-26T08:30:00Z":
         pytest.skip("the machine's clock is before the trusted record's time")
-    items = api.list_evaluations(engine, {"since": recent})["items"]
+    items = queries.list_evaluations(engine, {"since": recent})["items"]
     assert [item["id"] for item in items] == ["kp-01:2"]  # by rated_at it would be 2000-01-01
     assert items[0]["time_source"] == "estimated"
-    everything = api.list_evaluations(engine, {})["items"]
+    everything = queries.list_evaluations(engine, {})["items"]
     assert [item["id"] for item in everything] == ["kp-01:2", "kp-01:1"]  # newest first

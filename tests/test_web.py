@@ -390,3 +390,18 @@ def test_cli_serve_runs_ingest_and_web_and_stops_on_ctrl_c(tmp_path):
                 process.kill()
         assert process.returncode == 0, err
         assert out.endswith("collector stopped (0 records stored this run)\n")
+
+
+def test_the_quarantine_page_says_what_its_limits_turned_away(client, engine):
+    page = text(login(client, "admin").get("/quarantine"))
+    assert 'id="dropped"' not in page
+    with engine.begin() as conn:
+        conn.execute(
+            db.quarantine_dropped.insert().values(
+                device_id="kp-02", hour="2026-11-27T03", dropped=7
+            )
+        )
+    page = text(client.get("/quarantine"))
+    assert "因隔离区容量限制未予保留（未确认，设备稍后会重发）：7" in page
+    assert client.get("/api/v1/quarantine?device_id=kp-02").get_json()["dropped"] == 7
+    assert client.get("/api/v1/quarantine?device_id=kp-01").get_json()["dropped"] == 0

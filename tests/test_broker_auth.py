@@ -23,11 +23,12 @@ import pytest
 from sqlalchemy import select
 
 from hcp.broker import MosquittoBroker, free_port
-from protocols import messages, sign, topics
+from protocols import sign, topics
 from simulators.keypad import SimKeypad
 from sync_server import broker_auth, db
 from sync_server.ingest import IngestService
 from tests.harness.broker import require_kind
+from tests.harness.records import batch, signed
 
 COLLECTOR_PASSWORD = "collector-secret-1"
 KP_02_OWN_PASSWORD = object()  # stands for kp-02's real password in parameters
@@ -149,11 +150,8 @@ def wait_stored(engine, expected, timeout=20):
 
 
 def signed_batch(device_id, key_hex, seq):
-    rec = {"id": f"{device_id}:{seq}", "device_id": device_id, "seq": seq, "stars": 1,
-           "channel": "keypad", "rated_at": "2026-11-26T08:30:00Z", "clock": "ntp",
-           "origin": "citizen", "attempt": 1}  # fmt: skip
-    rec["sig"] = sign.sign(rec, bytes.fromhex(key_hex))
-    return messages.encode(messages.batch(device_id, seq, [rec]))
+    rec = signed(seq, 1, device_id=device_id, key=bytes.fromhex(key_hex))
+    return batch([rec], seq, device_id)
 
 
 def test_the_broker_runs_on_the_files_broker_auth_wrote(secured):

@@ -9,9 +9,10 @@ import secrets
 import pytest
 from sqlalchemy import select
 
-from protocols import messages, sign, topics
+from protocols import messages, topics
 from sync_server import clock, db
 from sync_server.ingest import Ingestor
+from tests.harness.records import batch, signed
 from tests.harness.records import stored_times as stored
 
 KEY_HEX = secrets.token_hex(32)
@@ -26,21 +27,10 @@ def ingestor(engine):
 
 
 def record(seq, clock_state="unset", uptime_ms=40_000, boot_id="b00t0001"):
-    rec = {
-        "id": f"kp-01:{seq}",
-        "device_id": "kp-01",
-        "seq": seq,
-        "stars": 4,
-        "channel": "keypad",
-        "rated_at": "2000-01-01T00:00:40Z" if clock_state == "unset" else "2026-11-26T08:30:00Z",
-        "clock": clock_state,
-        "origin": "citizen",
-        "attempt": 1,
-        "boot_id": boot_id,
-        "uptime_ms": uptime_ms,
-    }
-    rec["sig"] = sign.sign(rec, bytes.fromhex(KEY_HEX))
-    return messages.encode(messages.batch("kp-01", seq, [rec]))
+    rated_at = "2000-01-01T00:00:40Z" if clock_state == "unset" else "2026-11-26T08:30:00Z"
+    rec = signed(seq, 4, key=bytes.fromhex(KEY_HEX), rated_at=rated_at, clock=clock_state,
+                 boot_id=boot_id, uptime_ms=uptime_ms)  # fmt: skip
+    return batch([rec], seq)
 
 
 def status(uptime_ms, boot_id="b00t0001"):

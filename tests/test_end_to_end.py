@@ -15,11 +15,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import select
 
-from protocols import messages, sign, topics
+from protocols import messages, topics
 from simulators.keypad import SimKeypad
 from sync_server import db
 from sync_server.ingest import IngestService
-from tests.harness.records import stored_times
+from tests.harness.records import add_evaluation, batch, signed, stored_times
 
 
 def wait_for(predicate, timeout=20, what="condition"):
@@ -135,19 +135,8 @@ def _status(collector, device_id):
 def test_a_batch_delivered_twice_is_stored_once_and_acked_twice(broker, collector):
     key_hex = secrets.token_hex(32)
     db.add_device(collector.ingestor.engine, "kp-07", key_hex)
-    rec = {
-        "id": "kp-07:1",
-        "device_id": "kp-07",
-        "seq": 1,
-        "stars": 5,
-        "channel": "keypad",
-        "rated_at": "2026-11-26T08:30:00Z",
-        "clock": "ntp",
-        "origin": "citizen",
-        "attempt": 1,
-    }
-    rec["sig"] = sign.sign(rec, bytes.fromhex(key_hex))
-    payload = messages.encode(messages.batch("kp-07", 1, [rec]))
+    rec = signed(1, 5, device_id="kp-07", key=bytes.fromhex(key_hex))
+    payload = batch([rec], 1, "kp-07")
     watcher = Watcher(broker, topics.topic("kp-07", topics.DOWN_ACK))
     try:
         watcher.publish(topics.topic("kp-07", topics.UP_EV), payload)
@@ -346,26 +335,12 @@ def test_a_record_the_database_refuses_does_not_stall_ingest_for_anyone(
     engine = collector.ingestor.engine
     key_hex = secrets.token_hex(32)
     db.add_device(engine, "kp-09", key_hex)
-    with engine.begin() as conn:  # an imported row already holds (kp-09, 1)
-        conn.execute(
-            db.evaluations.insert().values(
-                id="web/import-1", device_id="kp-09", seq=1, stars=4, channel="web",
-                rated_at="2026-11-26T08:00:00Z", clock="ntp", origin="citizen", attempt=1,
-                received_at=db.utc_now(), excluded=False, reason_owed=False,
-                effective_at="2026-11-26T08:00:00Z", time_source="device",
-            )
-        )  # fmt: skip
-    rec = {
-        "id": "kp-09:1", "device_id": "kp-09", "seq": 1, "stars": 1, "channel": "keypad",
-        "rated_at": "2026-11-26T08:30:00Z", "clock": "ntp", "origin": "citizen", "attempt": 1,
-    }  # fmt: skip
-    rec["sig"] = sign.sign(rec, bytes.fromhex(key_hex))
+    # an imported row already holds (kp-09, 1)
+    add_evaluation(engine, "web/import-1", 4, device_id="kp-09", seq=1, channel="web")
+    rec = signed(1, 1, device_id="kp-09", key=bytes.fromhex(key_hex))
     watcher = Watcher(broker, topics.topic("kp-09", topics.DOWN_ACK))
     try:
-        watcher.publish(
-            topics.topic("kp-09", topics.UP_EV),
-            messages.encode(messages.batch("kp-09", 5, [rec])),
-        )
+        watcher.publish(topics.topic("kp-09", topics.UP_EV), batch([rec], 5, "kp-09"))
         wait_for(lambda: watcher.received, what="the ack for the refused record")
         ack = messages.decode(watcher.received[0][1], messages.ACK)
         assert (ack["stored"], ack["quarantined"]) == ([], [1])

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from protocols import messages, sign, topics
 from sync_server import db, quarantine
 from sync_server.ingest import Ingestor
+from tests.harness.records import signed
 
 KEY_HEX = secrets.token_hex(32)
 EV = topics.topic("kp-01", topics.UP_EV)
@@ -55,19 +56,7 @@ FIELDS = ["id", "device_id", "seq", "stars", "channel", "rated_at", "clock", "or
 
 
 def valid_record(seq):
-    rec = {
-        "id": f"kp-01:{seq}",
-        "device_id": "kp-01",
-        "seq": seq,
-        "stars": 1 + seq % 5,
-        "channel": "keypad",
-        "rated_at": "2026-11-26T08:30:00Z",
-        "clock": "ntp",
-        "origin": "citizen",
-        "attempt": 1,
-    }
-    rec["sig"] = sign.sign(rec, bytes.fromhex(KEY_HEX))
-    return rec
+    return signed(seq, 1 + seq % 5, key=bytes.fromhex(KEY_HEX))
 
 
 def kept_whole(engine, payload: bytes) -> int:

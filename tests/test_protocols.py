@@ -14,28 +14,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocols import canonical, levels, messages, record, sign, topics
+from tests.harness.records import device_record, server_record
 from tests.harness.reference import reference_canonical
 
 
 def a_record(**changes):
-    rec = {
-        "id": "kp-01:7",
-        "device_id": "kp-01",
-        "seq": 7,
-        "stars": 2,
-        "tags": ["D201"],
-        "content_version": "demo-1",
-        "channel": "keypad",
-        "window_id": "A01",
-        "rated_at": "2026-11-26T08:30:00Z",
-        "clock": "ntp",
-        "origin": "citizen",
-        "attempt": 1,
-        "boot_id": "0a1b2c3d",
-        "uptime_ms": 123456,
-    }
-    rec.update(changes)
-    return {k: v for k, v in rec.items() if v is not None}
+    base = {"stars": 2, "tags": ["D201"], "content_version": "demo-1", "window_id": "A01",
+            "boot_id": "0a1b2c3d", "uptime_ms": 123456}  # fmt: skip
+    base.update(changes)
+    return device_record(7, **base)
 
 
 json_values = st.recursive(
@@ -237,32 +224,17 @@ def test_record_errors_name_the_field(changes, message):
 
 
 def web_record(**changes):
-    rec = {
-        "id": "web/20261126-0001",
-        "stars": 1,
-        "channel": "web",
-        "client": "mobile",
-        "comment": "排队太久",
-        "rated_at": "2026-11-26T08:30:00Z",
-        "clock": "ntp",
-        "origin": "citizen",
-        "attempt": 1,
-    }
-    rec.update(changes)
+    base = {"token": "20261126-0001", "stars": 1, "client": "mobile", "comment": "排队太久"}
+    base.update(changes)
+    rec = server_record("web", **base)
     return {k: v for k, v in rec.items() if v is not None}
 
 
 def paper_record(**changes):
-    rec = web_record(
-        id="paper/c-17",
-        channel="paper",
-        client=None,
-        origin="staff_entry",
-        entered_by="clerk-3",
-        entered_at="2026-11-27T01:00:00Z",
-        card_date="2026-11-24",
-    )
-    rec.update(changes)
+    base = {"token": "c-17", "stars": 1, "comment": "排队太久", "entered_by": "clerk-3",
+            "entered_at": "2026-11-27T01:00:00Z", "card_date": "2026-11-24"}  # fmt: skip
+    base.update(changes)
+    rec = server_record("paper", **base)
     return {k: v for k, v in rec.items() if v is not None}
 
 
@@ -303,7 +275,7 @@ def test_valid_records_of_every_kind_pass():
     assert record.validate(appended) is appended
     assert record.validate(web_record()) is not None
     assert record.validate(paper_record()) is not None
-    assert record.validate(web_record(channel="hotline", id="hotline/1", client=None))
+    assert record.validate(server_record("hotline", token="1", comment="电话回访"))
 
 
 @pytest.mark.parametrize(

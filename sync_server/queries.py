@@ -19,7 +19,7 @@ import json
 
 from sqlalchemy import and_, func, select
 
-from protocols.levels import is_bad, is_stars, level_name
+from protocols.levels import BAD_STARS, is_bad, is_stars, level_name
 from sync_server import completeness, db, quarantine
 from sync_server.redact import redact
 
@@ -36,7 +36,7 @@ def _conditions(filters: dict) -> list:
     if "stars" in filters:
         conditions.append(ev.stars.in_(filters["stars"]))
     if filters.get("bad"):
-        conditions.append(ev.stars <= 2)
+        conditions.append(ev.stars.in_(BAD_STARS))
     if "since" in filters:
         conditions.append(ev.effective_at >= filters["since"])
     if "until" in filters:
@@ -104,7 +104,7 @@ def summarize(engine, filters: dict) -> dict:
             elif str(stars) in by_stars:  # a level outside 1..5 is no rating
                 by_stars[str(stars)] += count
     total = sum(by_stars.values())
-    bad = by_stars["1"] + by_stars["2"]
+    bad = sum(by_stars[str(stars)] for stars in BAD_STARS)
     good = total - bad
     return {
         "total": total,

@@ -16,7 +16,7 @@ from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 
-from protocols.levels import CHANNELS, STARS
+from protocols.levels import BAD_STARS, CHANNELS, STARS
 from sync_server import api, completeness, queries
 from sync_server.auth import admin_required, wants_json
 from sync_server.db import get_engine
@@ -88,6 +88,7 @@ def init_app(app) -> None:
             "LEVEL_LABELS": LEVEL_LABELS,
             "CHANNEL_LABELS": CHANNEL_LABELS,
             "STARS": STARS,
+            "BAD_STARS": BAD_STARS,
             "CHANNELS": CHANNELS,
             "current_locale": get_locale().language,
             "page_url": _page_url,

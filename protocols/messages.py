@@ -13,6 +13,7 @@ from protocols.record import (
     CLOCKS,
     MAX_SEQ,
     MAX_UPTIME_MS,
+    digits,
     text_problem,
     valid_device_id,
     valid_record_id,
@@ -135,13 +136,7 @@ def contact(record_id, phone, key):
 def valid_phone(value):
     if not isinstance(value, str) or not 5 <= len(value) <= 20:
         return False
-    digits = value[1:] if value[:1] == "+" else value
-    if not digits:
-        return False
-    for ch in digits:
-        if not "0" <= ch <= "9":
-            return False
-    return True
+    return digits(value[1:] if value[:1] == "+" else value)
 
 
 def contact_problem(entry):

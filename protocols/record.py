@@ -83,7 +83,8 @@ def _ascii_word(value, extra):
     return True
 
 
-def _digits(value):
+def digits(value):
+    """A non-empty string of ASCII digits only."""
     if not value:
         return False
     for ch in value:
@@ -131,7 +132,7 @@ def valid_record_id(value):
     if colon < 0:
         return valid_server_id(value)
     seq = value[colon + 1 :]
-    return valid_device_id(value[:colon]) and _digits(seq) and seq[0] != "0" and int(seq) <= MAX_SEQ
+    return valid_device_id(value[:colon]) and digits(seq) and seq[0] != "0" and int(seq) <= MAX_SEQ
 
 
 _DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
@@ -150,7 +151,7 @@ def valid_date(value):
         return False
     parts = (value[0:4], value[5:7], value[8:10])
     for p in parts:
-        if not _digits(p):
+        if not digits(p):
             return False
     year, month, day = [int(p) for p in parts]
     return 1970 <= year <= 9999 and _valid_day(year, month, day)
@@ -164,7 +165,7 @@ def valid_utc_time(value):
         return False
     parts = (value[11:13], value[14:16], value[17:19])
     for p in parts:
-        if not _digits(p):
+        if not digits(p):
             return False
     hour, minute, second = [int(p) for p in parts]
     return hour < 24 and minute < 60 and second < 60

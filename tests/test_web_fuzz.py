@@ -25,11 +25,13 @@ from hypothesis import strategies as st
 from protocols.levels import CHANNELS, CLIENTS, DEVICE_CHANNELS
 from protocols.record import (
     CLOCKS,
+    CODE_FIELDS,
     MAX_CODE,
     MAX_SEQ,
     MAX_TAGS,
     MAX_TEXT,
     MAX_UPTIME_MS,
+    PAPER_FIELDS,
     WEB_CHANNELS,
     validate,
 )
@@ -64,16 +66,7 @@ def utc_times():
 
 
 DEVICE_IDS = codes(32, "-_")
-OPTIONAL_CODES = (
-    "case_no",
-    "service_no",
-    "item_code",
-    "case_staff_id",
-    "case_org_id",
-    "window_id",
-    "staff_id",
-    "org_id",
-)
+OPTIONAL_CODES = tuple(field for field in CODE_FIELDS if field not in PAPER_FIELDS)
 
 
 @st.composite

@@ -75,10 +75,27 @@ def _int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_WORDS = {}  # extra characters -> the set of allowed characters
+
+
 def _ascii_word(value, extra):
-    # explicit ranges: str.isdigit() and isalpha() accept non-ASCII on CPython only
+    # explicit characters: str.isdigit() and isalpha() accept non-ASCII on CPython only
+    allowed = _WORDS.get(extra)
+    if allowed is None:
+        allowed = _WORDS[extra] = set(_ALNUM + extra)
     for ch in value:
-        if not ("a" <= ch <= "z" or "A" <= ch <= "Z" or "0" <= ch <= "9" or ch in extra):
+        if ch not in allowed:
+            return False
+    return True
+
+
+def _hex(value):
+    allowed = _WORDS.get("hex")
+    if allowed is None:
+        allowed = _WORDS["hex"] = set("0123456789abcdef")
+    for ch in value:
+        if ch not in allowed:
             return False
     return True
 
@@ -174,6 +191,10 @@ def valid_utc_time(value):
 def text_problem(value, multiline=False):
     """Why `value` cannot be stored as text, or None: NUL and other control
     characters (tab and line breaks allowed where multiline), lone surrogates."""
+    # fast path, in C on both interpreters: printable text below the surrogates
+    # (all of ASCII and of CJK) needs no look at each character
+    if not value or (min(value) >= " " and max(value) < "\ud800" and "\x7f" not in value):
+        return None
     for ch in value:
         code = ord(ch)
         if code < 32 or code == 0x7F:
@@ -322,9 +343,6 @@ def validate(record):
 
     sig = record.get("sig")
     if sig is not None:
-        if not isinstance(sig, str) or len(sig) != 64 or not _ascii_word(sig, ""):
+        if not isinstance(sig, str) or len(sig) != 64 or not _hex(sig):
             raise RecordError("sig", "must be 64 lowercase hex characters")
-        for ch in sig:
-            if ch not in "0123456789abcdef":
-                raise RecordError("sig", "must be 64 lowercase hex characters")
     return record

@@ -176,8 +176,12 @@ class Ingestor:
         self._devices: dict[str, Device] = {}
 
     def device(self, conn, device_id: str) -> Device | None:
-        """The provisioned device (its key and kind), or None; cached once known."""
+        """The provisioned device (its key and kind), or None; cached once known.
+        `conn` None: a connection is opened only when the cache does not know it."""
         known = self._devices.get(device_id)
+        if known is None and conn is None:
+            with self.engine.connect() as own:
+                return self.device(own, device_id)
         if known is None:
             d = db.devices.c
             row = conn.execute(select(d.key_hex, d.kind).where(d.device_id == device_id)).first()
@@ -233,8 +237,7 @@ class Ingestor:
             msg = None
         if msg is None or msg["device_id"] != device_id:
             return self.quarantine_message(topic, None, reason, payload, received_at)
-        with self.engine.connect() as conn:
-            device = self.device(conn, device_id)
+        device = self.device(None, device_id)
         plan = Plan()
         for rec in msg["records"]:
             plan.held.append(Held(rec, reason, _own_seq(rec, device_id), _record_id(rec)))
@@ -267,8 +270,7 @@ class Ingestor:
                 "ev.device_id: " + repr(msg["device_id"]) + " on the topic of " + repr(device_id)
             )
             return self.quarantine_message(topic, device_id, reason, payload, received_at)
-        with self.engine.connect() as conn:
-            device = self.device(conn, device_id)
+        device = self.device(None, device_id)
         plan = classify(msg, device_id, device)
         outcome = self._store(topic, device_id, plan, received_at)
         return self._ack(msg, device, outcome)

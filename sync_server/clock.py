@@ -69,6 +69,25 @@ def effective_time(rec: dict, received_at: str, refs: dict) -> tuple[str, str]:
     return estimate(ref[1], ref[0], rec["uptime_ms"], received_at), ESTIMATED
 
 
+MAX_BOOTS = 64  # boot references kept per device: a device may invent boot ids at any rate
+
+
+def _forget_old_boots(conn, device_id: str) -> None:
+    b = db.boot_clocks.c
+    stale = (
+        conn.execute(
+            select(b.boot_id)
+            .where(b.device_id == device_id)
+            .order_by(b.at.desc(), b.boot_id)
+            .offset(MAX_BOOTS)
+        )
+        .scalars()
+        .all()
+    )
+    if stale:
+        conn.execute(db.boot_clocks.delete().where(b.device_id == device_id, b.boot_id.in_(stale)))
+
+
 def record_boot_clock(conn, device_id: str, status: dict, received_at: str) -> int:
     """Keep a live status as its boot's reference; estimate that boot's waiting
     records. Returns how many records got an estimate."""
@@ -86,6 +105,7 @@ def record_boot_clock(conn, device_id: str, status: dict, received_at: str) -> i
                 device_id=device_id, boot_id=boot_id, uptime_ms=uptime_ms, at=received_at
             )
         )
+        _forget_old_boots(conn, device_id)
     else:
         conn.execute(db.boot_clocks.update().where(key).values(uptime_ms=uptime_ms, at=received_at))
     ev = db.evaluations.c

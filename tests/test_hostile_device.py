@@ -342,3 +342,15 @@ def test_after_every_attack_the_honest_keypads_ratings_are_all_there(engine, ing
         ("kp-01:3", 1),
     ]
     assert all(sign.verify(signed(int(row.id[6:]), stars=1), KEY) for row in stored)
+
+
+def test_inventing_boot_ids_keeps_a_bounded_number_of_boot_references(engine, ingestor):
+    from sync_server import clock
+
+    for n in range(clock.MAX_BOOTS + 10):
+        status = messages.status(True, boot_id=f"b{n:04d}", uptime_ms=1000 + n)
+        ingestor.process(status_topic("kp-02"), messages.encode(status))
+    b = db.boot_clocks.c
+    with engine.connect() as conn:
+        kept = conn.execute(select(b.boot_id).where(b.device_id == "kp-02")).scalars().all()
+    assert len(kept) == clock.MAX_BOOTS and "b0073" in kept and "b0000" not in kept

@@ -19,10 +19,11 @@ from urllib.parse import urlsplit
 from sqlalchemy.exc import IntegrityError
 from werkzeug.serving import make_server
 
+from protocols.levels import DEVICE_CHANNELS
 from protocols.record import valid_device_id
 
 KEY_BYTES = 32
-DEVICE_KINDS = ("keypad", "kiosk")
+DEVICE_KINDS = DEVICE_CHANNELS  # a device's kind is the channel of its records
 
 
 def serve_web(app, host: str, port: int):

@@ -27,6 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
+from protocols.levels import DEVICE_CHANNELS
+
 metadata = MetaData()
 
 evaluations = Table(
@@ -230,7 +232,10 @@ def add_device(
     org_id: str | None = None,
     window_id: str | None = None,
 ) -> None:
-    """Register a device and its signing key (provisioning)."""
+    """Register a device and its signing key (provisioning). Its kind is the
+    channel its records must carry."""
+    if kind not in DEVICE_CHANNELS:
+        raise ValueError(f"kind: must be one of {', '.join(DEVICE_CHANNELS)}, got {kind!r}")
     with engine.begin() as conn:
         conn.execute(
             devices.insert().values(

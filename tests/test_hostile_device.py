@@ -354,3 +354,9 @@ def test_inventing_boot_ids_keeps_a_bounded_number_of_boot_references(engine, in
     with engine.connect() as conn:
         kept = conn.execute(select(b.boot_id).where(b.device_id == "kp-02")).scalars().all()
     assert len(kept) == clock.MAX_BOOTS and "b0073" in kept and "b0000" not in kept
+
+
+def test_a_device_is_registered_as_a_keypad_or_a_kiosk_only(engine):
+    with pytest.raises(ValueError) as err:
+        db.add_device(engine, "tb-01", "22" * 32, kind="web")
+    assert str(err.value) == "kind: must be one of keypad, kiosk, got 'web'"

@@ -10,6 +10,11 @@
 # never reused and a cumulative count never lost. A torn last line (power cut
 # mid-write) fails its CRC and is cut off when the store opens.
 # Only offsets are kept in RAM, so a long backlog costs little heap.
+#
+# A full flash (ENOSPC, errno 28) or a journal that would pass max_bytes makes
+# add() raise StorageFull: the journal stays consistent (a torn partial line
+# is cut off at once), the seq counter does not move, and `full` stays True
+# until an ack frees space (remove() then rewrites the journal).
 import binascii
 import json
 import os
@@ -20,6 +25,23 @@ from protocols.levels import is_bad
 _STATE = "state"
 _JOURNAL = "journal"
 _COMPACT_BYTES = 65536  # rewrite the journal when it is this big and mostly acked
+ENOSPC = 28  # errno "no space left on device" (Linux, MicroPython's littlefs and FAT)
+_RECORD_START = 14  # a journal line: 8 hex digits, " ", '{"a":', the record, "}", "\n"
+
+
+class StorageFull(OSError):
+    """The store cannot keep another record until acknowledged ones are removed."""
+
+
+def _errno(exc):
+    return exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+
+
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _exists(path):
@@ -68,8 +90,9 @@ def _parse(line):
 
 
 class Store:
-    def __init__(self, folder):
+    def __init__(self, folder, max_bytes=None):
         self.folder = folder
+        self.max_bytes = max_bytes  # bound on the journal's size; None: the flash's own
         try:
             os.mkdir(folder)
         except OSError:
@@ -83,6 +106,7 @@ class Store:
         self._live = 0  # bytes of the journal that still hold pending records
         self._bad = {}  # seqs of pending 差评 (levels.is_bad), drained first
         self._size = 0
+        self._full = False
         self._open()
 
     # --- opening and replay ---
@@ -137,23 +161,67 @@ class Store:
         return damaged
 
     def _save_state(self):
+        # by a temporary file and a rename: a power cut leaves the old or the new state
         tmp = self._state_path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(dumps({"next_seq": self.next_seq, "counts": self.counts}).decode())
-            _sync(f)
+        try:
+            with open(tmp, "w") as f:
+                f.write(dumps({"next_seq": self.next_seq, "counts": self.counts}).decode())
+                _sync(f)
+        except OSError:
+            _remove_quietly(tmp)
+            raise
         _replace(tmp, self._state_path)
 
     # --- writing ---
+    @property
+    def full(self):
+        """True after an add() was refused for want of space, until an ack frees some."""
+        return self._full
+
     def _append_bytes(self, data):
-        with open(self._journal_path, "ab") as f:
-            f.write(data)
-            _sync(f)
+        if self._full or (self.max_bytes is not None and self._size + len(data) > self.max_bytes):
+            self._full = True
+            raise StorageFull(ENOSPC, "store full")
+        try:
+            with open(self._journal_path, "ab") as f:
+                f.write(data)
+                _sync(f)
+        except OSError as exc:
+            self._cut_torn_tail()
+            if _errno(exc) == ENOSPC:
+                self._full = True
+                raise StorageFull(ENOSPC, "no space left on the flash") from None
+            raise
         offset = self._size
         self._size += len(data)
         return offset
 
+    def _cut_torn_tail(self):
+        """After a failed append: remove what part of the line reached the flash."""
+        try:
+            size = os.stat(self._journal_path)[6]
+        except OSError:
+            return
+        if size <= self._size:
+            return
+        try:
+            with open(self._journal_path, "r+b") as f:
+                f.truncate(self._size)  # CPython; MicroPython's files cannot truncate
+            return
+        except (AttributeError, OSError):
+            pass
+        try:
+            self._compact()  # a fresh copy of the pending lines, without the torn one
+        except OSError:
+            # no room even for that: the torn line stays (replay cuts it off at
+            # the next start) and, as the store is full, nothing is appended
+            # after it before remove() rewrites the journal
+            self._full = True
+
     def add(self, record):
-        """Keep a record (its seq must be next_seq) durably, then move the state on."""
+        """Keep a record (its seq must be next_seq) durably, then move the state on.
+
+        Raises StorageFull (nothing kept, seq not moved) when there is no room."""
         seq = record["seq"]
         if seq != self.next_seq:
             raise ValueError("seq " + str(seq) + " is not the next seq " + str(self.next_seq))
@@ -166,23 +234,41 @@ class Store:
         self.next_seq = seq + 1
         key = str(record["stars"])
         self.counts[key] = self.counts[key] + 1
-        self._save_state()
+        try:
+            self._save_state()
+        except OSError as exc:
+            # the record is durable in the journal, whose replay repairs the
+            # state; only the next add must wait for space
+            if _errno(exc) != ENOSPC:
+                raise
+            self._full = True
 
     def remove(self, seqs):
         """Forget records the collector has acknowledged; unknown seqs are ignored."""
         known = [s for s in seqs if s in self._offsets]
         if not known:
             return 0
-        self._append_bytes(_line({"d": known}))
+        full = self._full
+        if not full:
+            try:
+                self._append_bytes(_line({"d": known}))
+            except StorageFull:
+                full = True  # no room for the ack line: the rewrite below records it
         for seq in known:
             del self._offsets[seq]
             self._live -= self._lengths.pop(seq)
             self._bad.pop(seq, None)
         # Rewrite when nothing is pending, or when the journal is big and more
         # than half of it is dead: each byte is rewritten a bounded number of
-        # times, so a long backlog drains without wearing the flash.
-        if not self._offsets or (self._size > _COMPACT_BYTES and self._live * 2 < self._size):
+        # times, so a long backlog drains without wearing the flash. A full
+        # store is rewritten at once: that frees the space of what was acked.
+        if (
+            full
+            or not self._offsets
+            or (self._size > _COMPACT_BYTES and self._live * 2 < self._size)
+        ):
             self._compact()
+            self._full = False
         return len(known)
 
     def _compact(self):
@@ -193,16 +279,20 @@ class Store:
         tmp = self._journal_path + ".tmp"
         offsets = {}
         size = 0
-        with open(tmp, "wb") as out:
-            if self._offsets:
-                with open(self._journal_path, "rb") as src:
-                    for seq in sorted(self._offsets):
-                        src.seek(self._offsets[seq])
-                        line = src.readline()
-                        out.write(line)
-                        offsets[seq] = size
-                        size += len(line)
-            _sync(out)
+        try:
+            with open(tmp, "wb") as out:
+                if self._offsets:
+                    with open(self._journal_path, "rb") as src:
+                        for seq in sorted(self._offsets):
+                            src.seek(self._offsets[seq])
+                            line = src.readline()
+                            out.write(line)
+                            offsets[seq] = size
+                            size += len(line)
+                _sync(out)
+        except OSError:
+            _remove_quietly(tmp)
+            raise
         _replace(tmp, self._journal_path)
         self._offsets = offsets
         self._size = size

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from device.store import Store
+from device.store import StorageFull, Store
+from protocols.canonical import dumps as canonical_dumps
 
 
 def rec(seq, stars=5):
@@ -108,3 +109,113 @@ def test_draining_a_long_backlog_rewrites_the_journal_only_a_few_times(tmp_path,
     assert 2 <= len(rewritten) <= 8, rewritten
     assert os.path.getsize(tmp_path / "journal") == 0
     assert Store(str(tmp_path)).next_seq == 2001
+
+
+# --------------------------------------------------------------------------
+# A full flash
+
+
+def test_a_size_bound_refuses_the_record_and_leaves_the_store_as_it_was(tmp_path):
+    line = len(b"01234567 " + b'{"a":' + canonical_dumps(rec(1)) + b"}\n")
+    store = Store(str(tmp_path), max_bytes=3 * line)
+    for seq in (1, 2, 3):
+        store.add(rec(seq))
+    journal = (tmp_path / "journal").read_bytes()
+    assert not store.full
+    with pytest.raises(StorageFull) as err:
+        store.add(rec(4))
+    assert err.value.errno == 28 and isinstance(err.value, OSError)
+    assert store.full and store.next_seq == 4 and store.counts["5"] == 3
+    assert (tmp_path / "journal").read_bytes() == journal
+    with pytest.raises(StorageFull):
+        store.add(rec(4))  # still full: nothing was acked
+    assert Store(str(tmp_path)).next_seq == 4
+    assert store.remove([1]) == 1  # an ack frees space
+    assert not store.full
+    store.add(rec(4))
+    assert [r["seq"] for r in Store(str(tmp_path)).pending(10)] == [2, 3, 4]
+
+
+class _FlashFull:
+    """Stands in for a file on a flash that fills up after `room` more bytes."""
+
+    def __init__(self, f, room):
+        self.f, self.room = f, room
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def write(self, data):
+        if len(data) > self.room:
+            self.f.write(data[: self.room])  # part of the line reaches the flash
+            self.f.flush()
+            raise OSError(28, "No space left on device")
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def _fill_flash_after(monkeypatch, room, truncate=True):
+    import builtins
+
+    import device.store as store_module
+
+    real_open = builtins.open
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        if "a" in mode:
+            return _FlashFull(f, room)
+        if not truncate and "+" in mode:
+            f.close()
+            raise AttributeError("MicroPython's files have no truncate()")
+        return f
+
+    monkeypatch.setattr(store_module, "open", fake_open, raising=False)
+
+
+@pytest.mark.parametrize("truncate", [True, False], ids=["truncate", "rewrite"])
+def test_enospc_mid_line_cuts_the_torn_line_and_keeps_the_seq(tmp_path, monkeypatch, truncate):
+    store = Store(str(tmp_path))
+    store.add(rec(1, stars=1))
+    store.add(rec(2))
+    journal = (tmp_path / "journal").read_bytes()
+    _fill_flash_after(monkeypatch, room=20, truncate=truncate)
+    with pytest.raises(StorageFull):
+        store.add(rec(3))
+    assert (tmp_path / "journal").read_bytes() == journal  # the torn part is gone
+    assert store.full and store.next_seq == 3 and store.counts["5"] == 1
+    assert [r["seq"] for r in store.pending(10)] == [1, 2]
+    monkeypatch.undo()  # an ack frees space
+    store.remove([1])
+    assert not store.full
+    store.add(rec(3))
+    again = Store(str(tmp_path))
+    assert [r["seq"] for r in again.pending(10)] == [2, 3] and again.next_seq == 4
+
+
+def test_an_ack_on_a_full_flash_is_recorded_by_the_rewrite(tmp_path, monkeypatch):
+    store = Store(str(tmp_path))
+    for seq in (1, 2, 3):
+        store.add(rec(seq))
+    _fill_flash_after(monkeypatch, room=0)
+    with pytest.raises(StorageFull):
+        store.add(rec(4))
+    assert store.remove([1, 2]) == 2  # no room to append the ack line: rewritten instead
+    assert not store.full
+    assert [r["seq"] for r in Store(str(tmp_path)).pending(10)] == [3]
+
+
+def test_state_files_are_written_by_rename(tmp_path, monkeypatch):
+    renamed = []
+    real = os.rename
+    monkeypatch.setattr(os, "rename", lambda a, b: (renamed.append((a, b)), real(a, b)))
+    store = Store(str(tmp_path))
+    store.add(rec(1))
+    assert renamed and all(a == b + ".tmp" for a, b in renamed)
+    assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))

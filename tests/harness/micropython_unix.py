@@ -336,16 +336,21 @@ def run_keypad(
 # --- fixtures ---
 
 
-@pytest.fixture(scope="session")
-def micropython32():
-    """Path of the cached 32-bit unix port: skipped where ../shared is absent or
-    (outside CI) the build fails; with CI=true both fail the test."""
+def require_micropython32() -> Path:
+    """micropython32_path(), or skip the test where ../shared is absent or (outside
+    CI) the build fails; with CI=true both fail the test instead."""
     try:
         return micropython32_path()
     except (MicroPythonUnixUnavailable, MicroPythonUnixBuildError) as exc:
         if in_ci():
             pytest.fail(f"CI=true: {exc}", pytrace=False)
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def micropython32():
+    """Path of the cached 32-bit unix port (see require_micropython32)."""
+    return require_micropython32()
 
 
 @pytest.fixture(scope="session")

@@ -357,3 +357,106 @@ def micropython32():
 def firmware_image(micropython32, tmp_path_factory):
     """device/, hardware/ and protocols/ compiled to .mpy for the unix port (once per session)."""
     return compile_firmware(tmp_path_factory.mktemp("mp-unix-image"), micropython32)
+
+
+# --- the smallest heap, from the command line ---
+
+
+def drain_once(binary, image, work, broker, heapsize, ratings, batch_size, name="kp-heap"):
+    """One run_keypad against `broker` and a fresh collector on SQLite; returns the run."""
+    import secrets
+
+    from sync_server import db
+    from sync_server.ingest import IngestService
+
+    work.mkdir(parents=True)
+    engine = db.make_engine(f"sqlite:///{work / 'collector.db'}")
+    db.init(engine)
+    service = IngestService(engine, broker.host, broker.port, client_id=f"collector-{work.name}")
+    service.start()
+    try:
+        key_hex = secrets.token_hex(32)
+        db.add_device(engine, name, key_hex)
+        settings = {
+            "device_id": name,
+            "key": key_hex,
+            "broker_host": broker.host,
+            "broker_port": broker.port,
+            "data_dir": str(work / "flash"),
+            "board": "sim",
+            "batch_size": batch_size,
+            "timeout_ms": 3000,
+        }
+        return run_keypad(binary, image, work / "job", heapsize, settings, ratings)
+    finally:
+        service.stop()
+        engine.dispose()
+
+
+def main(argv=None):
+    """Bisect the smallest -X heapsize (in KB) at which the firmware of the working
+    tree makes R ratings offline and drains them in batches of B:
+
+        .venv/bin/python -m tests.harness.micropython_unix --ratings 300 --batch-size 50
+    """
+    import argparse
+    import tempfile
+
+    from hcp.broker import start_broker
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n\n")[0])
+    parser.add_argument("--ratings", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--low", type=int, default=32, help="KB, assumed to fail")
+    parser.add_argument("--high", type=int, default=2048, help="KB, checked to pass")
+    parser.add_argument("--resolution", type=int, default=4, help="KB")
+    parser.add_argument("--broker", default="mosquitto", choices=("mosquitto", "amqtt"))
+    args = parser.parse_args(argv)
+    binary = micropython32_path()
+    with tempfile.TemporaryDirectory(prefix="mp-unix-heap-") as tmp:
+        work = Path(tmp)
+        image = compile_firmware(work / "image", binary)
+        print(f"firmware .mpy {image.total_bytes} B {image.mpy_bytes}", flush=True)
+        broker = start_broker(args.broker, workdir=work / "broker")
+        runs = 0
+
+        def passes(kb):
+            nonlocal runs
+            runs += 1
+            run = drain_once(
+                binary, image, work / f"run{runs}", broker, f"{kb}K", args.ratings, args.batch_size
+            )
+            result = run.result
+            ok = run.returncode == 0 and result.get("event") == "result"
+            why = f"{result.get('error')} in {result.get('phase')}"
+            if "error" not in result:  # it failed before it could report
+                why = (run.stderr.strip().splitlines() or ["no output"])[-1]
+            print(
+                f"  {kb}K: {'pass' if ok else 'FAIL (' + why + ')'}"
+                + f", peak heap {result.get('peak_step')} B, live {result.get('peak_live')} B",
+                flush=True,
+            )
+            return ok
+
+        try:
+            low, high = args.low, args.high
+            if not passes(high):
+                print(f"fails even at {high}K")
+                return 1
+            while high - low > args.resolution:
+                middle = (low + high) // 2
+                if passes(middle):
+                    high = middle
+                else:
+                    low = middle
+        finally:
+            broker.stop()
+    print(
+        f"{args.ratings} ratings in batches of {args.batch_size}: "
+        f"smallest passing heap {high}K (fails at {low}K)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,15 +36,12 @@ sys.path[:] = job["paths"] + [".frozen"]
 import machine  # noqa: E402  (the stand-ins, found through the paths above)
 import network  # noqa: E402
 
-from device import config  # noqa: E402
-from device.main import build  # noqa: E402
-from hardware.boards import sim as board  # noqa: E402
-
+board = None  # hardware.boards.sim, imported in run() with the firmware
 KEY_HOLD_MS = 40  # a finger on a key, longer than the 30 ms debounce
 
 _offset = 0
 _peak = {"live": 0, "step": 0}
-phase = "boot"
+phase = "start"
 made = 0  # ratings made so far
 
 
@@ -92,7 +89,13 @@ def rate(device, index):
 
 
 def run():
-    global phase, made
+    global phase, made, board
+    phase = "import"  # the firmware's code takes heap too (bytecode, strings)
+    from device import config
+    from device.main import build
+    from hardware.boards import sim as board
+
+    phase = "boot"
     settings = config.load(None, job["settings"])
     network.set_link(False)
     device = build(machine, network, board, settings)

@@ -10,7 +10,7 @@ the heap for real (a MemoryError when the firmware needs more), and its
 
 How it is put together:
 
-* Build, once per machine: `micropython32()` runs
+* Build, once per machine: `micropython32_path()` runs
   `<root>/../shared/tools/micropython-unix/build.sh` into
   `<root>/.cache/micropython-unix/<version>/` (ignored by git) under a file
   lock, so parallel test processes build once; later runs reuse it until the
@@ -31,10 +31,14 @@ How it is put together:
   pins, makes ratings with the stand-in Wi-Fi link down by flipping pin levels
   (the keypad's timers on a clock it moves forward, so no real waiting), then
   brings the link up and runs the main loop until the collector has acked
-  every record. It reports, as JSON lines, the peak live heap (after a
-  gc.collect() before each step) and the peak of live heap plus what one step
-  allocated (read after the step) -- the figure to hold against a board's
-  free RAM (an ESP32 without PSRAM has roughly 100-130 KB for MicroPython).
+  every record. It reports, as JSON lines, the peak live heap (gc.collect()
+  before each step of the main loop, then gc.mem_alloc()) and the peak "step"
+  heap (gc.mem_alloc() right after a step: the live heap plus all that the
+  step allocated, garbage included). The step figure is an upper bound of
+  what a step needs, not the need itself: the need is the smallest
+  `-X heapsize` that passes, which `python -m tests.harness.micropython_unix
+  --ratings R --batch-size B` finds by bisection (Mosquitto, a collector on
+  SQLite, a few seconds a run).
 
     binary = micropython32_path()
     image = compile_firmware(tmp_path / "image", binary)
@@ -42,8 +46,22 @@ How it is put together:
     run.check()
     print(run.result["peak_step"], image.mpy_bytes)
 
-Measured on 2026-11-27 with the firmware as it stood (Mosquitto, SQLite
-collector, tests/test_micropython_unix.py): see that test's module docstring.
+Measured on 2026-11-27 with that bisection (4 KB resolution):
+
+* The committed firmware of ab5aa16 (.mpy 39,245 B): 60 ratings in batches
+  of 10 need 122K; in batches of 50, 257K; 300 ratings in batches of 50,
+  265K. Below that a MemoryError comes while draining (in batches of 50, a
+  13 KB allocation: the batch built in RAM).
+* The working tree the same morning, with batches streaming from the
+  journal under way and not yet committed (.mpy 45,832 B): 60 ratings need 95K in batches of 10 or 50;
+  300 in batches of 50, 110K, failing at 106K while the ratings are made,
+  before any batch is sent.
+* About 75 KB is live before the first rating: the firmware's bytecode and
+  strings loaded from its .mpy files (the largest, device.main,
+  protocols.messages and protocols.topics, 8-10 KB each) and 3 KB of
+  stand-ins. A board that
+  runs .mpy files from its file system pays the same; modules frozen into
+  the firmware image would keep their bytecode in flash instead.
 """
 
 from __future__ import annotations

@@ -76,6 +76,17 @@ def _line(obj):
     return ("%08x " % crc).encode() + body + b"\n"
 
 
+def _intact_a(line):
+    """True for an "a" line that passes its CRC; checked in place, no JSON parsed."""
+    if len(line) < 17 or line[8:14] != b' {"a":' or line[-2:] != b"}\n":
+        return False
+    try:
+        crc = int(line[:8], 16)
+    except ValueError:
+        return False
+    return crc == binascii.crc32(memoryview(line)[9:-1]) & 0xFFFFFFFF
+
+
 def _parse(line):
     """Return the object of a journal line, or None if the line is damaged."""
     if len(line) < 11 or line[8:9] != b" " or line[-1:] != b"\n":
@@ -306,11 +317,54 @@ class Store:
     def last_seq(self):
         return self.next_seq - 1
 
-    def pending(self, limit):
-        """Up to `limit` records not yet acked: 差评 first, then oldest first."""
+    def _chosen(self, limit):
         bad = sorted(self._bad)
         good = sorted(s for s in self._offsets if s not in self._bad)
-        chosen = (bad + good)[:limit]
+        return (bad + good)[:limit]
+
+    def _drop_damaged(self, seq):
+        # a line that no longer passes its CRC (flash bit rot) is lost: replay
+        # drops it at the next start too; forget it now so it does not block sync
+        self._live -= self._lengths.pop(seq)
+        del self._offsets[seq]
+        self._bad.pop(seq, None)
+
+    def batch_plan(self, limit):
+        """What the next batch holds, without the records themselves in RAM:
+        up to `limit` (seq, length of its canonical record bytes) pairs, 差评
+        first, then oldest first. Each line is read and checked on the way."""
+        plan = []
+        chosen = self._chosen(limit)
+        if not chosen:
+            return plan
+        with open(self._journal_path, "rb") as f:
+            for seq in chosen:
+                f.seek(self._offsets[seq])
+                line = f.readline()
+                if not _intact_a(line):
+                    self._drop_damaged(seq)
+                else:
+                    plan.append((seq, len(line) - _RECORD_START - 2))
+        return plan
+
+    def record_bytes(self, plan):
+        """Yield the canonical bytes of each record of a batch_plan(), reading
+        one journal line at a time (the bytes are the journal's own, so they are
+        exactly what protocols.canonical.dumps gives for the record)."""
+        with open(self._journal_path, "rb") as f:
+            for seq, length in plan:
+                offset = self._offsets.get(seq)
+                line = None
+                if offset is not None:
+                    f.seek(offset)
+                    line = f.readline()
+                if line is None or len(line) - _RECORD_START - 2 != length or not _intact_a(line):
+                    raise OSError("record " + str(seq) + " changed while its batch was sent")
+                yield memoryview(line)[_RECORD_START:-2]
+
+    def pending(self, limit):
+        """Up to `limit` records not yet acked: 差评 first, then oldest first."""
+        chosen = self._chosen(limit)
         out = []
         if not chosen:
             return out

@@ -13,6 +13,32 @@
 from device.compat import ticks_diff
 from device.mqtt import MQTTError
 from protocols import messages, sign, topics
+from protocols.canonical import dumps
+
+
+def batch_stream(store, device_id, number, plan):
+    """(length, chunks) of the batch message for the records of a
+    store.batch_plan(): the bytes messages.encode(messages.batch(device_id,
+    number, records)) would give, without ever holding them in RAM. Canonical
+    JSON sorts the keys: batch, device_id, records, t, v."""
+    head = b'{"batch":' + str(number).encode() + b',"device_id":' + dumps(device_id)
+    head += b',"records":['
+    tail = b'],"t":' + dumps(messages.EV) + b',"v":' + str(messages.VERSION).encode() + b"}"
+    length = len(head) + len(tail) + len(plan) - 1
+    for _seq, size in plan:
+        length += size
+    return length, _chunks(head, store.record_bytes(plan), tail)
+
+
+def _chunks(head, records, tail):
+    yield head
+    first = True
+    for record in records:
+        if not first:
+            yield b","
+        first = False
+        yield record
+    yield tail
 
 
 class Sync:
@@ -95,12 +121,12 @@ class Sync:
             and ticks_diff(now_ms, self._last_send) < self.min_interval_ms
         ):
             return
-        records = self.store.pending(self.batch_size)
-        if not records:
+        plan = self.store.batch_plan(self.batch_size)
+        if not plan:
             return
         self._batch += 1
-        payload = messages.encode(messages.batch(self.device_id, self._batch, records))
-        self.client.publish(self._topic(topics.UP_EV), payload, 1)
+        length, chunks = batch_stream(self.store, self.device_id, self._batch, plan)
+        self.client.publish_stream(self._topic(topics.UP_EV), length, chunks, 1)
         self._in_flight = (self._batch, now_ms)
         self._last_send = now_ms
         self.batches_sent += 1

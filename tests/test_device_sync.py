@@ -44,6 +44,11 @@ class RecordingClient:
     def publish(self, topic, payload, qos=1, retain=False):
         self.published.append((topic, messages.decode(payload)))
 
+    def publish_stream(self, topic, length, chunks, qos=1, retain=False):
+        payload = b"".join(bytes(c) for c in chunks)
+        assert len(payload) == length
+        self.publish(topic, payload, qos, retain)
+
     def subscribe(self, topic, qos=1):
         pass
 

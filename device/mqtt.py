@@ -4,7 +4,22 @@
 # Every socket operation is bounded by timeout_ms: the client never blocks
 # forever. Any I/O error or timeout closes the connection (connected = False)
 # and raises OSError or MQTTError; the caller reconnects with
-# ensure_connected(), which backs off exponentially (1 s doubling to 60 s).
+# ensure_connected(), which backs off exponentially (1 s doubling to 60 s,
+# plus up to a quarter more at random, so a hall of keypads does not retry in
+# step). The backoff starts again from 1 s only after a connection has stayed
+# up for STABLE_MS: a broker that accepts and then drops us at once is not
+# hammered. All elapsed time goes through ticks_add/ticks_diff (ticks wrap).
+#
+# The broker's name is resolved (getaddrinfo, which has no timeout of its
+# own) once and the address kept while connecting to it works; it is looked
+# up again only after a failed connect. A broker_host given as an IP address
+# needs no DNS at all.
+#
+# Inbound packets are small (acks, configs, commands): one whose remaining
+# length is above max_packet (4 KB) closes the connection unread and is
+# counted in `oversized`. A message that arrives while we wait for an ack
+# (a command between our PUBLISH and its PUBACK) is queued, not handed to
+# the callback from inside the wait, and delivered by the next check_msg().
 #
 # After a reconnect the caller must subscribe again only if session_present
 # is False: with a persistent session (clean_session=False, the default) the
@@ -13,7 +28,15 @@
 # Incoming QoS 1 messages are acknowledged only after the callback returns, so
 # if the callback raises (or the device loses power inside it) the broker
 # delivers the message again after the next connect.
-from device.compat import ticks_diff, ticks_ms
+from device.compat import ticks_add, ticks_diff, ticks_ms
+
+try:
+    from random import getrandbits
+except ImportError:  # a port without random: no jitter
+
+    def getrandbits(n):
+        return 0
+
 
 try:
     import socket
@@ -41,6 +64,9 @@ MAX_REMAINING = const(268435455)
 BACKOFF_FIRST_MS = const(1000)
 BACKOFF_MAX_MS = const(60000)
 _SEND_BUFFER = const(1024)  # publish_stream gathers small chunks into writes of this size
+STABLE_MS = const(60000)  # a connection up this long resets the backoff
+MAX_PACKET = const(4096)  # inbound remaining length above this closes the connection
+MAX_QUEUED = const(4)  # messages held while waiting for an ack
 
 CONNACK_REASONS = {
     1: "unacceptable protocol version",
@@ -101,6 +127,7 @@ class MQTTClient:
         password=None,
         keepalive=60,
         timeout_ms=5000,
+        max_packet=MAX_PACKET,
     ):
         if password is not None and user is None:
             raise ValueError("MQTT 3.1.1 needs a user name to send a password")
@@ -111,6 +138,9 @@ class MQTTClient:
         self.password = password
         self.keepalive = keepalive
         self.timeout_ms = timeout_ms
+        self.max_packet = max_packet
+        self.oversized = 0  # inbound packets refused for their size
+        self.queue_dropped = 0  # messages not queued (queue full): the broker resends them
         self.sock = None
         self.connected = False
         self.session_present = False
@@ -122,8 +152,12 @@ class MQTTClient:
         self._acks = {}  # acks that arrived for a wait further up the stack
         self._last_tx = 0
         self._ping_at = None
-        self._last_try = None
+        self._next_try = None  # ticks before which no reconnect is tried; None: now
         self._delay = BACKOFF_FIRST_MS
+        self._up_since = None  # ticks of the last successful connect
+        self._dropped = False  # a connection was lost since the last ensure_connected()
+        self._addr = None  # getaddrinfo() entry of the broker that worked last
+        self._queue = []  # (first byte, body) of PUBLISHes that came during a wait
 
     def set_will(self, topic, payload, qos=1, retain=True):
         self._will = (topic, payload, qos, retain)
@@ -134,9 +168,12 @@ class MQTTClient:
     # -- connection
 
     def _open_socket(self):
-        # getaddrinfo() has no timeout of its own: configure devices with the
-        # broker's IP address, not a name, if DNS may be slow or absent.
-        info = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0]
+        # getaddrinfo() has no timeout of its own: resolved once and kept (see
+        # the top of the file); an IP address as broker_host avoids DNS.
+        info = self._addr
+        if info is None:
+            info = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0]
+        self._addr = info
         sock = socket.socket(info[0], info[1], info[2])
         try:
             sock.settimeout(self.timeout_ms / 1000)
@@ -165,18 +202,20 @@ class MQTTClient:
             flags |= 0x40
             payload += encode_str(self.password)
         body = encode_str("MQTT") + bytes((4, flags, self.keepalive >> 8, self.keepalive & 0xFF))
-        self.sock = self._open_socket()
         try:
+            self.sock = self._open_socket()
             self._send(packet(CONNECT, body + payload))
             ack = self._wait(CONNACK, 0)
             if ack[1] != 0:
                 reason = CONNACK_REASONS.get(ack[1], "unknown")
                 raise MQTTError("CONNACK refused: code %d (%s)" % (ack[1], reason))
         except Exception:
+            self._addr = None  # resolve the name again next time
             self.close()
             raise
         self.session_present = bool(ack[0] & 1)
         self.connected = True
+        self._up_since = ticks_ms()
         self._ping_at = None
         return self.session_present
 
@@ -195,28 +234,45 @@ class MQTTClient:
                 self.sock.close()
             except OSError:
                 pass
+        if self.connected:
+            self._dropped = True  # ensure_connected() decides how long to wait
         self.sock = None
         self.connected = False
         self._ping_at = None
         self._acks = {}
+        self._queue = []  # not acked: the broker delivers them again
+
+    def _schedule(self, now):
+        # the next try after the current delay plus up to a quarter of it at
+        # random; then the delay doubles (up to BACKOFF_MAX_MS)
+        jitter = getrandbits(16) % (self._delay // 4 + 1)
+        self._next_try = ticks_add(now, self._delay + jitter)
+        self._delay = min(self._delay * 2, BACKOFF_MAX_MS)
 
     def ensure_connected(self, now_ms=None, clean_session=False):
         """True when connected; otherwise connect if the backoff allows it."""
         if self.connected:
             return True
         now = ticks_ms() if now_ms is None else now_ms
-        if self._last_try is not None and ticks_diff(now, self._last_try) < self._delay:
+        if self._dropped:
+            # a drop: back off from 1 s again only if the link had been stable
+            # (measured up to the first call after the drop: the main loop's pace)
+            self._dropped = False
+            if ticks_diff(now, self._up_since) >= STABLE_MS:
+                self._delay = BACKOFF_FIRST_MS
+                self._next_try = None
+            else:
+                self._schedule(now)
+        if self._next_try is not None and ticks_diff(self._next_try, now) > 0:
             return False
         try:
             self.connect(clean_session)
         except (OSError, MQTTError) as exc:
-            if self._last_try is not None:
-                self._delay = min(self._delay * 2, BACKOFF_MAX_MS)
-            self._last_try = now
+            self._schedule(now)
             self.last_error = "%s: %s" % (type(exc).__name__, exc)
             return False
-        self._last_try = None
-        self._delay = BACKOFF_FIRST_MS
+        self._next_try = None
+        self._up_since = now
         self.last_error = None
         return True
 
@@ -312,6 +368,11 @@ class MQTTClient:
     def check_msg(self, now_ms=None):
         """Handle at most one waiting packet without blocking, then keep alive."""
         self._require()
+        if self._queue:  # a message that came while we waited for an ack
+            first, body = self._queue.pop(0)
+            self._guard(self._deliver, first, body)
+            self._keepalive(ticks_ms() if now_ms is None else now_ms)
+            return
         sock = self.sock
         first = None
         sock.settimeout(0)
@@ -382,10 +443,18 @@ class MQTTClient:
                 break
         else:
             raise MQTTError("malformed remaining length")
+        if length > self.max_packet:
+            self.oversized += 1
+            raise MQTTError("inbound packet of %d bytes is over the limit" % length)
         body = self._recv(length) if length else b""
         kind = first[0] & 0xF0
         if kind == PUBLISH:
-            self._deliver(first[0], body)
+            if not self._waiting:
+                self._deliver(first[0], body)
+            elif len(self._queue) < MAX_QUEUED:
+                self._queue.append((first[0], body))
+            else:
+                self.queue_dropped += 1  # not acked: delivered again after a reconnect
         elif kind == PINGRESP:
             self._ping_at = None
         elif kind in (CONNACK, PUBACK, SUBACK):
@@ -402,6 +471,8 @@ class MQTTClient:
         start = ticks_ms()
         try:
             while key not in self._acks:
+                if self.sock is None:
+                    raise MQTTError("connection closed while waiting")
                 left = self.timeout_ms - ticks_diff(ticks_ms(), start)
                 first = None
                 if left > 0:

@@ -340,30 +340,64 @@ def test_packet_ids_wrap_and_skip_zero():
     assert sock.sent[1] == publish_pkt("t", b"", qos=1, pid=1)
 
 
-def test_message_arriving_while_waiting_for_puback_is_delivered_and_acked():
+def test_message_arriving_while_waiting_for_puback_is_queued_then_delivered_and_acked():
     got = []
     client, sock = connected_client(broker_reply(ack_publish=False))
     client.set_callback(lambda *a: got.append(a))
     sock.feed(publish_pkt("hcp/v1/dev/kp-01/down/ack", b"A", qos=1, pid=300) + puback(1))
     client.publish("up", b"x")
+    assert got == [] and len(sock.sent) == 1  # not from inside the wait, not acked yet
+    client.check_msg()
     assert got == [("hcp/v1/dev/kp-01/down/ack", b"A", False)]
     assert sock.sent[1:] == [puback(300)]
 
 
-def test_publish_from_inside_the_callback_while_waiting_for_puback():
-    # Sync answers commands by publishing from its callback; the inner wait may
-    # read the outer PUBACK, which must not be lost.
+def test_publish_from_the_callback_of_a_message_that_came_during_a_wait():
+    # Sync answers commands by publishing from its callback: the command came
+    # while we waited for a PUBACK, so it is handled after that wait is over.
     client, sock = connected_client(broker_reply(ack_publish=False))
 
     def on_message(topic, payload, retained):
-        sock.feed(puback(1) + puback(2))  # outer ack arrives first
+        sock.feed(puback(2))
         client.publish("reply", b"r")
 
     client.set_callback(on_message)
-    sock.feed(publish_pkt("cmd", b"c", qos=1, pid=5))
+    sock.feed(publish_pkt("cmd", b"c", qos=1, pid=5) + puback(1))
     assert client.publish("up", b"x") == 1
+    client.check_msg()
     assert sock.sent[1:] == [publish_pkt("reply", b"r", qos=1, pid=2), puback(5)]
     assert client.connected
+
+
+def test_a_full_queue_drops_the_message_unacked_for_the_broker_to_resend():
+    got = []
+    client, sock = connected_client(broker_reply(ack_publish=False))
+    client.set_callback(lambda t, p, r: got.append(p))
+    for pid in range(1, 7):
+        sock.feed(publish_pkt("cmd", b"%d" % pid, qos=1, pid=pid + 100))
+    sock.feed(puback(1))
+    client.publish("up", b"x")
+    assert client.queue_dropped == 2
+    for _ in range(4):
+        client.check_msg()
+    assert got == [b"1", b"2", b"3", b"4"]
+    assert sock.sent[1:] == [puback(101), puback(102), puback(103), puback(104)]
+
+
+def test_an_oversized_inbound_packet_closes_the_connection_and_is_counted():
+    client, sock = connected_client()
+    client.set_callback(lambda *a: pytest.fail("no callback for an oversized packet"))
+    sock.feed(publish_pkt("hcp/v1/dev/kp-01/down/cmd", b"x" * 4097, qos=1, pid=3))
+    with pytest.raises(MQTTError, match="inbound packet of 4126 bytes is over the limit"):
+        client.check_msg()
+    assert client.oversized == 1 and not client.connected and sock.closed
+    client, sock = connected_client()
+    got = []
+    client.set_callback(lambda t, p, r: got.append(p))
+    payload = b"y" * (4096 - 2 - 3 - 2)
+    sock.feed(publish_pkt("a/b", payload, qos=1, pid=3))  # exactly 4096: fine
+    client.check_msg()
+    assert got == [payload] and client.oversized == 0
 
 
 # --------------------------------------------------------------------------
@@ -506,7 +540,7 @@ def test_remaining_length_out_of_range():
 def test_packets_at_remaining_length_boundaries_round_trip(n):
     payload = bytes(range(256)) * (n // 256) + bytes(n % 256)
     payload = payload[: n - 3]  # a QoS 0 PUBLISH to "t" has 3 bytes before the payload
-    client, sock = connected_client()
+    client, sock = connected_client(max_packet=mqtt.MAX_REMAINING)
     client.publish("t", payload, qos=0)
     assert sock.out == publish_pkt("t", payload)
     assert sock.out[1 : 1 + len(varint(n))] == varint(n)
@@ -592,7 +626,12 @@ def test_keepalive_zero_never_pings(clock):
 # Reconnect backoff
 
 
-def test_reconnect_backoff_doubles_to_a_cap_and_resets_on_success(clock):
+@pytest.fixture
+def no_jitter(monkeypatch):
+    monkeypatch.setattr(mqtt, "getrandbits", lambda n: 0)
+
+
+def test_reconnect_backoff_doubles_to_a_cap_and_resets_after_a_stable_link(clock, no_jitter):
     client = MQTTClient("kp-01", "broker.invalid")
     up = {"yes": False}
     attempts = []
@@ -616,7 +655,16 @@ def test_reconnect_backoff_doubles_to_a_cap_and_resets_on_success(clock):
     while not client.ensure_connected():
         clock.now += 100
     assert client.connected and client.last_error is None
-    # After a drop: one attempt at once, then 1 s again (the backoff was reset).
+    # A link that drops within STABLE_MS: the backoff goes on where it was.
+    clock.now += 59_900
+    client.close()
+    dropped = clock.now
+    del attempts[:]
+    while not client.ensure_connected():
+        clock.now += 100
+    assert [t - dropped for t in attempts] == [60000]
+    # A link that stayed up 60 s: one attempt at once, then 1 s, 2 s (reset).
+    clock.now += 60_000
     client.close()
     up["yes"] = False
     del attempts[:]
@@ -626,7 +674,86 @@ def test_reconnect_backoff_doubles_to_a_cap_and_resets_on_success(clock):
     assert [t - attempts[0] for t in attempts] == [0, 1000, 3000]
 
 
-def test_ensure_connected_catches_mqtt_errors_too(clock):
+def test_reconnect_waits_have_random_jitter_of_up_to_a_quarter(clock):
+    client = MQTTClient("kp-01", "broker.invalid")
+    attempts = []
+
+    def refuse():
+        attempts.append(clock.now)
+        raise OSError(111, "Connection refused")
+
+    client._open_socket = refuse
+    while len(attempts) < 40:
+        client.ensure_connected()
+        clock.now += 10
+    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    delays = [1000, 2000, 4000, 8000, 16000, 32000] + [60000] * 33
+    assert all(d <= g <= d * 1.25 + 10 for g, d in zip(gaps, delays, strict=True)), gaps
+    assert len({g - d for g, d in zip(gaps, delays, strict=True)}) > 5  # not all in step
+
+
+def test_the_backoff_survives_the_tick_wrap(monkeypatch, no_jitter):
+    period = 1 << 30
+    clock = Clock(period - 1500)
+    monkeypatch.setattr(mqtt, "ticks_ms", clock)
+    monkeypatch.setattr(mqtt, "ticks_add", lambda t, d: (t + d) % period)
+    monkeypatch.setattr(
+        mqtt, "ticks_diff", lambda a, b: ((a - b + period // 2) % period) - period // 2
+    )
+    client = MQTTClient("kp-01", "broker.invalid")
+    attempts = []
+
+    def refuse():
+        attempts.append(clock.now)
+        raise OSError(111, "Connection refused")
+
+    client._open_socket = refuse
+    for _ in range(100):  # 10 s across the wrap
+        client.ensure_connected()
+        clock.now = (clock.now + 100) % period
+    assert [(t - attempts[0]) % period for t in attempts] == [0, 1000, 3000, 7000]
+
+
+def test_the_broker_name_is_resolved_once_per_working_address(monkeypatch):
+    lookups = []
+
+    class FakeSocketModule:
+        SOCK_STREAM = 1
+        IPPROTO_TCP = 6
+        TCP_NODELAY = 1
+        refuse = False
+
+        @staticmethod
+        def getaddrinfo(host, port, family, kind):
+            lookups.append(host)
+            return [(2, 1, 6, "", ("192.0.2.7", port))]
+
+        @classmethod
+        def socket(cls, *args):
+            sock = FakeSocket(broker_reply())
+            if cls.refuse:
+                sock.connect = lambda addr: (_ for _ in ()).throw(OSError(111, "refused"))
+            else:
+                sock.connect = lambda addr: None
+            sock.setsockopt = lambda *a: None
+            return sock
+
+    monkeypatch.setattr(mqtt, "socket", FakeSocketModule)
+    client = MQTTClient("kp-01", "broker.example")
+    client.connect()
+    client.close()
+    client.connect()
+    assert lookups == ["broker.example"]  # the address was kept
+    client.close()
+    FakeSocketModule.refuse = True
+    with pytest.raises(OSError):
+        client.connect()
+    FakeSocketModule.refuse = False
+    client.connect()
+    assert lookups == ["broker.example"] * 2  # looked up again after a failed connect
+
+
+def test_ensure_connected_catches_mqtt_errors_too(clock, no_jitter):
     client = MQTTClient("kp-01", "broker.invalid")
     sockets = []
 
@@ -814,7 +941,7 @@ def test_offline_device_gets_queued_qos1_after_reconnect(broker):
 
     got = []
     dev.set_callback(lambda t, p, r: got.append(p))
-    assert dev.ensure_connected() is True
+    assert dev.connect() is True
     assert dev.session_present is True  # so the device does not subscribe again
     assert pump(dev, lambda: len(got) >= 3)
     assert got == [b"cmd-0", b"cmd-1", b"cmd-2"]

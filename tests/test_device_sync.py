@@ -184,3 +184,89 @@ def test_sync_timers_survive_the_tick_wrap(tmp_path, monkeypatch):
     assert len(batches(client)) == 1
     sync.step(700)  # 1,200 ms later: overdue, sent again
     assert len(batches(client)) == 2
+
+
+# --------------------------------------------------------------------------
+# A command that arrives between our PUBLISH and its PUBACK (real client)
+
+
+def _broker(cmd_payload, ack_cmdres=True):
+    """A scripted broker: answers the batch with a command first, then its PUBACK."""
+    from tests.test_device_mqtt import connack, puback, publish_pkt, suback
+
+    def reply(data):
+        kind = data[0] & 0xF0
+        if kind == 0x10:
+            return connack()
+        if kind == 0x80:
+            return suback((data[2] << 8) | data[3], 1)
+        if kind != 0x30:
+            return None
+        pos, length, shift = 1, 0, 0
+        while True:
+            length |= (data[pos] & 0x7F) << shift
+            pos += 1
+            shift += 7
+            if not data[pos - 1] & 0x80:
+                break
+        size = (data[pos] << 8) | data[pos + 1]
+        topic = data[pos + 2 : pos + 2 + size].decode()
+        pid = (data[pos + 2 + size] << 8) | data[pos + 3 + size]
+        if topic.endswith("/up/ev"):
+            cmd = publish_pkt(topics.topic("kp-01", topics.DOWN_CMD), cmd_payload, 1, pid=77)
+            return cmd + puback(pid)
+        if topic.endswith("/up/cmdres") and not ack_cmdres:
+            return None
+        return puback(pid)
+
+    return reply
+
+
+def _real_client(tmp_path, reply):
+    from device.mqtt import MQTTClient
+    from tests.test_device_mqtt import FakeSocket
+
+    store = Store(str(tmp_path))
+    for seq in (1, 2, 3):
+        store.add({"id": f"kp-01:{seq}", "device_id": "kp-01", "seq": seq, "stars": 5})
+    sockets = [FakeSocket(reply)]
+    client = MQTTClient("kp-01", "broker.invalid", timeout_ms=200)
+    client._open_socket = lambda: (
+        sockets[-1] if not sockets[-1].closed else sockets.append(FakeSocket(reply)) or sockets[-1]
+    )
+    sock = sockets[0]
+    sync = Sync(client, store, "kp-01", KEY, status_every_ms=10**9)
+    return sync, client, sock
+
+
+def _sent_topics(sock):
+    out = []
+    for d in sock.sent:
+        if d[0] & 0xF0 != 0x30:
+            continue
+        pos = 1
+        while d[pos] & 0x80:
+            pos += 1
+        size = (d[pos + 1] << 8) | d[pos + 2]
+        out.append(bytes(d[pos + 3 : pos + 3 + size]).decode())
+    return out
+
+
+def test_a_command_between_our_publish_and_its_puback_is_answered_after_it(tmp_path):
+    cmd = signed(messages.command("c-1", "status"))
+    sync, client, sock = _real_client(tmp_path, _broker(cmd))
+    assert sync.step(0) is True  # connects, subscribes, status, the batch (and the command)
+    assert sync.batches_sent == 1 and client.connected
+    assert sync.step(300) is True  # the queued command is handled now
+    assert any(t.endswith("/up/cmdres") for t in _sent_topics(sock))
+    assert sync.bad_messages == 0 and client.connected
+
+
+def test_a_command_whose_answer_gets_no_puback_does_not_stop_the_loop(tmp_path):
+    cmd = signed(messages.command("c-1", "status"))
+    sync, client, sock = _real_client(tmp_path, _broker(cmd, ack_cmdres=False))
+    assert sync.step(0) is True
+    sync.step(300)  # the answer's PUBACK never comes: the link closes, no crash
+    assert not client.connected
+    assert sync.step(1000) is False  # a link that lasted a moment: the backoff waits
+    assert sync.step(2300) is True  # and then it comes back

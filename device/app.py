@@ -41,6 +41,8 @@ MAX_CONFIRM_MS = 600000  # far inside the 2^29 ms that ticks_diff can tell apart
 TAGS_CLOSE_BEFORE_MS = 1000
 DEFAULT_CASE_MS = 60000
 MAX_EVENTS = 16  # events the window-PC link has not taken yet; older ones are dropped
+ENOSPC = 28  # errno of a full flash
+FULL_TEXT = "存储已满，暂停评价"
 
 # case field (from the window PC's start) -> record field
 CASE_FIELDS = (
@@ -90,6 +92,8 @@ class KeypadApp:
         self._window_end = None
         self._queued_case = None  # a start that came during the window
         self._queued_pause = False  # a pause that came during the window
+        self._refused = None  # the OSError that refused this window's rating
+        self._full_queue = None  # len(store) when a write failed for lack of space
 
     # --- configuration (from down/config) ---
     def configure(self, config):
@@ -103,11 +107,32 @@ class KeypadApp:
             self.content_version = config.get("content_version")
 
     # --- what the display shows (the citizen's side) ---
+    @property
+    def storage_full(self):
+        """True while ratings are refused for lack of space: the store's own
+        `full` where it has one; else from the last failed write until an ack
+        has taken a record off the store."""
+        full = getattr(self.store, "full", None)
+        if isinstance(full, bool):
+            return full
+        if self._full_queue is None:
+            return False
+        try:
+            if len(self.store) < self._full_queue:
+                self._full_queue = None
+        except TypeError:
+            pass  # a store that cannot tell: full until a write succeeds
+        return self._full_queue is not None
+
     def screen(self):
         if self.state == PAUSED:
             return ("暂停服务",)
         if self.state == THANKS:
+            if self._refused is not None:
+                return (FULL_TEXT,) if _is_full(self._refused) else ("存储故障，暂停评价",)
             return ("感谢您的评价",)
+        if self.state in (IDLE, ASK) and self.storage_full:
+            return (FULL_TEXT,)
         if self.state == TAGS:
             if levels.is_bad(self._stars):
                 lines = ["请选择不满意的原因"]
@@ -202,6 +227,8 @@ class KeypadApp:
             stars = levels.key_stars(index)
         except levels.MappingError:
             return None  # a key that is not a level key
+        if self.storage_full:
+            return None  # refused before the level matters; the screen says why
         self._rated_case = self.case
         self.case = None
         self._case_deadline = None
@@ -233,9 +260,18 @@ class KeypadApp:
             self._end_window(now_ms)
 
     def _end_window(self, now_ms):
-        fields = {"record_id": self._result}
-        fields.update(self._case_fields(self._rated_case, ("case_no", "service_no")))
-        self._emit("result", fields)
+        if self._refused is None:
+            fields = {"record_id": self._result}
+            fields.update(self._case_fields(self._rated_case, ("case_no", "service_no")))
+            self._emit("result", fields)
+        else:  # no record: say so, and close the case without a rating
+            full = _is_full(self._refused)
+            code, text = ("storage_full", FULL_TEXT) if full else ("storage", "存储故障")
+            self._emit("error", {"code": code, "text": text})
+            case = self._case_fields(self._rated_case, ("case_no",))
+            if case:
+                self._emit("timeout", case)
+            self._refused = None
         queued, pause = self._queued_case, self._queued_pause
         self._rated_case = self._stars = self._result = None
         self._options = ()
@@ -299,7 +335,29 @@ class KeypadApp:
             if case.get(name):
                 record[field] = case[name]
         record["sig"] = sign.sign(record, self.key)
-        self.store.add(record)
+        try:
+            self.store.add(record)
+        except OSError as exc:
+            # Refused, the same way for every level: the window runs to its
+            # usual end, which then reports that no record was made.
+            self._refused = exc
+            self._result = None
+            self.state = THANKS
+            if not _is_full(exc):
+                raise  # a broken flash: the main loop counts it as a crash
+            try:
+                self._full_queue = len(self.store)
+            except TypeError:
+                self._full_queue = 0
+            return None
+        self._full_queue = None
         self._result = record["id"]
         self.state = THANKS
         return record
+
+
+def _is_full(exc):
+    """A write refused for lack of space: store.StorageFull, or ENOSPC."""
+    if type(exc).__name__ == "StorageFull":
+        return True
+    return bool(exc.args) and exc.args[0] == ENOSPC

@@ -24,6 +24,13 @@ DEFAULTS = {
     # level) and the thank-you, then the "result" event; the same for every level
     "confirm_ms": 10000,
     "firmware": "0.1.0",
+    # survival of the main loop (device/main.py)
+    "watchdog_ms": 30000,  # machine.WDT timeout, fed every pass; 0 = no watchdog
+    "loop_backoff_max_ms": 2000,  # longest pause after passes that keep failing
+    "crash_write_every_ms": 60000,  # the same error is written to flash at most this often
+    "safe_mode_hold_ms": 3000,  # key 0 held this long at boot: safe mode; 0 = never
+    "wifi_retry_ms": 2000,  # first Wi-Fi rejoin delay, doubled after each failure
+    "wifi_retry_max_ms": 300000,  # longest delay between two rejoins
 }
 
 REQUIRED = ("device_id", "key", "broker_host")

@@ -4,6 +4,12 @@ It runs the firmware of device/ itself (device.main.build) with SimMachine and
 SimNetwork standing in for the board, a real data folder for the journal and
 real sockets to the broker. Key presses drive the simulated pins, so they go
 through the same debouncing as on the board.
+
+The loop is the firmware's own (Device.run_once): an exception in a pass is
+caught and counted as on a board, and also kept in `errors` so a test sees
+it. With watchdog=True the board's watchdog runs (SimMachine.WDT): a loop
+that stops feeding it resets the board, and the firmware boots again from
+the same data folder (`boots` counts the boots).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import time
 
 from device import config as device_config
 from device.compat import ticks_ms
-from device.main import build
+from device.main import LOOP_MS, build, start_watchdog
 from hardware.boards import sim as sim_board
 from protocols import levels
 from simulators.machine import SimMachine
@@ -31,6 +37,7 @@ class SimKeypad:
         broker_port: int,
         data_dir: str,
         clock_set: bool = True,
+        watchdog: bool = False,
         **settings,
     ):
         overrides = {
@@ -50,44 +57,89 @@ class SimKeypad:
         self.wall_clock = None if clock_set else self._unset_clock
         self.machine = SimMachine()
         self.network = SimNetwork()
+        self.watchdog = watchdog
+        self.machine.on_reset.append(self._reboot)
         self.device = None
+        self.boots = 0
         self.presses = 0
         self.errors: list[BaseException] = []
         self._thread = None
+        self._boot = None  # a token per boot: the loop of an earlier boot stops
         self._running = threading.Event()
         self._lock = threading.Lock()  # the device is touched by its loop thread only
 
     def start(self) -> SimKeypad:
         """Boot the firmware and run its main loop in a thread."""
-        self.device = build(
-            self.machine, self.network, sim_board, self.settings, wall_clock=self.wall_clock
-        )
         self._running.set()
+        self._start_boot()
+        return self
+
+    def _start_boot(self):
+        # the filesystem check is skipped explicitly: the data folder is on the host's disk
+        device = build(
+            self.machine,
+            self.network,
+            sim_board,
+            self.settings,
+            wall_clock=self.wall_clock,
+            check_filesystem=False,
+        )
+        self._crashes = device.crash_log.count  # crashes noted from here on are errors
+        if device.mode == "failed":
+            self.errors.append(RuntimeError(device.crash_log.last_error))
+        if self.watchdog:
+            start_watchdog(device, self.machine)
+        boot = object()
+        self._lock = threading.Lock()  # a stuck earlier boot may still hold its own
+        self.device = device
+        self._boot = boot
+        self.boots += 1
         self._thread = threading.Thread(
-            target=self._loop, name=self.settings["device_id"], daemon=True
+            target=self._loop, args=(boot,), name=self.settings["device_id"], daemon=True
         )
         self._thread.start()
-        return self
+
+    def _reboot(self, cause):
+        """The board reset (its watchdog): the running firmware is gone - its
+        loop never steps again, its socket drops as in a power cut - and it
+        boots again from flash."""
+        self._boot = None
+        old = self.device
+        if old is not None and old.client is not None:
+            old.client.close()
+        if self._running.is_set():
+            self._start_boot()
+
+    def hold_key_at_boot(self, index: int) -> None:
+        """Press key `index` before start() (and keep it pressed): key 0 held
+        for safe_mode_hold_ms starts safe mode. release_key() lets it go."""
+        pin = self.machine.Pin(sim_board.KEY_PINS[index], self.machine.Pin.IN, 1)
+        pin.drive(0)
+
+    def release_key(self, index: int) -> None:
+        self.machine.pins[sim_board.KEY_PINS[index]].drive(1)
 
     def _unset_clock(self):
         return 946684800 + int(time.monotonic() - self._booted), "unset"
 
-    def _loop(self):
-        while self._running.is_set():
-            try:
-                with self._lock:
-                    self.device.step(ticks_ms())
-            except Exception as exc:  # a firmware crash must fail the test, not vanish
-                self.errors.append(exc)
-                raise
-            time.sleep(0.005)
+    def _loop(self, boot):
+        lock, device = self._lock, self.device
+        while self._running.is_set() and self._boot is boot:
+            with lock:
+                pause = device.run_once(ticks_ms())
+            count = device.crash_log.count
+            if count != self._crashes:  # a firmware crash must fail the test, not vanish
+                self._crashes = count
+                self.errors.append(RuntimeError(device.crash_log.last_error))
+            time.sleep(0.005 if pause <= LOOP_MS else pause / 1000)
 
     def stop(self, power_cut: bool = False) -> None:
         """Stop the loop: an orderly shutdown, or a power cut (no goodbye to the broker)."""
         self._running.clear()
+        self.machine.power_off()
         if self._thread:
             self._thread.join(10)
-        if self.device:
+        if self.device and self.device.client is not None:
             if power_cut:
                 self.device.client.close()
             else:

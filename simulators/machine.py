@@ -4,11 +4,17 @@ Each SimMachine is one board's worth of hardware, so several simulated
 devices can live in one process. The firmware calls it exactly as it calls
 the real module (machine.Pin(n, machine.Pin.IN, machine.Pin.PULL_UP), pin());
 the simulator drives pin levels with SimPin.drive().
+
+SimMachine.WDT stands in for machine.WDT: once started, a board that is not
+fed within its timeout resets (SimMachine.reset: the reset cause becomes
+WDT_RESET and the on_reset callbacks run; the simulated keypad reboots its
+firmware from them, as a board would).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 
 class _PinBase:
@@ -41,6 +47,9 @@ class SimMachine:
     """One simulated board: its pins, reset cause and unique id."""
 
     PWRON_RESET = 1
+    HARD_RESET = 2
+    WDT_RESET = 3
+    DEEPSLEEP_RESET = 4
     SOFT_RESET = 5
 
     def __init__(self, unique_id: bytes = b"\x00\x01\x02\x03\x04\x05"):
@@ -59,6 +68,54 @@ class SimMachine:
                 return pin
 
         self.Pin = Pin
+        self.resets = 0  # resets since the simulation started
+        self.on_reset: list = []  # callables run (in the watchdog's thread) on a reset
+        self.watchdog = None  # the WDT started on the running boot, if any
+
+        class WDT:
+            """machine.WDT(id=0, timeout=5000): feed() it or the board resets."""
+
+            def __init__(self, id=0, timeout=5000):
+                if not 1 <= timeout <= 0x7FFFFFFF:
+                    raise ValueError("timeout out of range")
+                self.timeout_ms = timeout
+                self._fed = time.monotonic()
+                self._stopped = threading.Event()
+                board.watchdog = self
+                threading.Thread(target=self._watch, name="sim-wdt", daemon=True).start()
+
+            def feed(self):
+                self._fed = time.monotonic()
+
+            def _watch(self):
+                tick = min(self.timeout_ms / 4000, 0.05)
+                while not self._stopped.wait(tick):
+                    if (time.monotonic() - self._fed) * 1000 >= self.timeout_ms:
+                        self._stopped.set()
+                        board.reset(board.WDT_RESET)
+                        return
+
+            def stop(self):
+                """Simulation only (a real WDT cannot be stopped): power off."""
+                self._stopped.set()
+
+        self.WDT = WDT
+
+    def reset(self, cause: int = HARD_RESET) -> None:
+        """The board resets: the watchdog stops, the next boot reads `cause`."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
+        self._reset_cause = cause
+        self.resets += 1
+        for callback in list(self.on_reset):
+            callback(cause)
+
+    def power_off(self) -> None:
+        """Stop the watchdog without a reset (the end of a simulation)."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
 
     def reset_cause(self) -> int:
         return self._reset_cause

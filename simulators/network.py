@@ -15,6 +15,8 @@ class SimNetwork:
     def __init__(self):
         self.link_up = True
         self.connects = 0
+        self.disconnects = 0
+        self.rssi = -55  # what WLAN.status("rssi") reports (None: the port cannot tell)
         network = self
 
         class WLAN:
@@ -31,12 +33,17 @@ class SimNetwork:
             def connect(self, ssid=None, password=None):
                 network.connects += 1
 
+            def disconnect(self):
+                network.disconnects += 1
+
             def isconnected(self):
                 return self._active and network.link_up
 
             def status(self, param=None):
                 if param == "rssi":
-                    return -55
+                    if network.rssi is None:
+                        raise ValueError("unknown status param")
+                    return network.rssi
                 return network.STAT_GOT_IP if self.isconnected() else 0
 
         self.WLAN = WLAN

@@ -219,3 +219,53 @@ def test_state_files_are_written_by_rename(tmp_path, monkeypatch):
     store.add(rec(1))
     assert renamed and all(a == b + ".tmp" for a, b in renamed)
     assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
+
+
+def test_no_room_for_the_state_keeps_the_record_and_marks_the_store_full(tmp_path, monkeypatch):
+    import builtins
+
+    import device.store as store_module
+
+    store = Store(str(tmp_path))
+    store.add(rec(1))
+    real_open = builtins.open
+
+    def no_room_for_state(path, mode="r", *args, **kwargs):
+        if str(path).endswith("state.tmp") and "w" in mode:
+            raise OSError(28, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(store_module, "open", no_room_for_state, raising=False)
+    store.add(rec(2))  # the record is durable in the journal: no error for this rating
+    assert store.full and store.next_seq == 3
+    with pytest.raises(StorageFull):
+        store.add(rec(3))
+    monkeypatch.undo()
+    again = Store(str(tmp_path))  # replay repairs the state the flash had no room for
+    assert again.next_seq == 3 and [r["seq"] for r in again.pending(10)] == [1, 2]
+    assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
+
+
+FULL_UNDER_MICROPYTHON = r"""
+import os
+from device.store import Store, StorageFull
+os.mkdir("/work/d")
+store = Store("/work/d", max_bytes=400)
+seq = 1
+try:
+    while True:
+        store.add({"id": "kp-01:%d" % seq, "device_id": "kp-01", "seq": seq, "stars": 5})
+        seq += 1
+except StorageFull as exc:
+    print("full", isinstance(exc, OSError), exc.args[0], store.full, store.next_seq == seq)
+store.remove([1])
+print("freed", store.full, len(store) == seq - 2)
+store.add({"id": "kp-01:%d" % seq, "device_id": "kp-01", "seq": seq, "stars": 5})
+print("again", Store("/work/d").next_seq == seq + 1)
+"""
+
+
+@pytest.mark.micropython
+def test_storage_full_under_micropython(micropython):
+    result = micropython(FULL_UNDER_MICROPYTHON).check()
+    assert result.stdout == "full True 28 True True\nfreed False True\nagain True\n"

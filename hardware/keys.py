@@ -9,6 +9,8 @@ except ImportError:  # CPython simulation
         return x
 
 
+from device.compat import ticks_diff
+
 _DEBOUNCE_MS = const(30)
 
 
@@ -30,7 +32,7 @@ class Keys:
                 continue
             if self._since[i] is None:
                 self._since[i] = now_ms
-            elif now_ms - self._since[i] >= self._debounce:
+            elif ticks_diff(now_ms, self._since[i]) >= self._debounce:  # wraps on a board
                 self._stable[i] = raw
                 self._since[i] = None
                 if raw:

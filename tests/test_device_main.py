@@ -517,3 +517,61 @@ def test_the_status_extras_are_within_the_contract(tmp_path):
     gc_module.collect = lambda: None
     with unittest.mock.patch.dict(sys.modules, {"gc": gc_module}):
         assert encoded_status(dev)["heap_free"] == 51234
+
+
+# --- the same under MicroPython ------------------------------------------------------------
+
+MICROPYTHON_LOOP = r"""
+import json, os
+import machine, network
+from device import config
+from device.compat import ticks_add, ticks_diff
+from device.main import build
+from hardware.boards import esp32s3_keypad as board
+
+os.mkdir("/work/data")
+settings = config.load(None, {"device_id": "kp-01", "key": "00" * 32, "wifi_ssid": "hall",
+                              "broker_host": "192.0.2.1", "data_dir": "/work/data",
+                              "wifi_retry_ms": 1000, "wifi_retry_max_ms": 8000})
+device = build(machine, network, board, settings, wall_clock=lambda: (1764145800, "ntp"))
+print("mode", device.mode)
+base = ticks_add(0, -20000)  # 20 s before the wrap of the board's tick counter
+calls = [ticks_diff(base, base)]
+def connect(ssid, password):
+    calls.append(now)
+device.wlan.connect = connect
+device._wifi_next = None
+device._wifi_tries = 0
+now = base
+for n in range(6000):  # 60 s in 10 ms passes, across the wrap
+    now = ticks_add(base, n * 10)
+    device.run_once(now)
+gaps = [ticks_diff(b, a) for a, b in zip(calls[1:], calls[2:])]
+ok = all(min(1000 << i, 8000) <= g <= min(1000 << i, 8000) * 3 // 2 + 10 for i, g in enumerate(gaps))
+print("joins", len(calls) - 1, "gaps ok", ok)
+def broken(now_ms):
+    raise OSError(110)
+device.app.tick = broken
+print("pause", device.run_once(ticks_add(now, 10)), device.run_once(ticks_add(now, 20)))
+with open("/work/data/crashes.json") as f:
+    saved = json.loads(f.read())
+print("crashes", saved["crashes"], saved["last"])
+print("status", device.status()["crashes"], device.status()["safe_mode"])
+"""
+
+
+@pytest.mark.micropython
+def test_the_loop_survives_and_rejoins_under_micropython():
+    from tests.harness.micropython import run_micropython
+    from tests.test_micropython_vectors import BOARD_STUBS
+
+    result = run_micropython(MICROPYTHON_LOOP, files=BOARD_STUBS)
+    result.check()
+    lines = result.stdout.splitlines()
+    assert lines[0] == "mode normal"
+    assert lines[1].startswith("joins ") and lines[1].endswith("gaps ok True")
+    assert int(lines[1].split()[1]) >= 5
+    assert lines[2] == "pause 20 40"
+    # the same error twice in a row is written once (flash wear); the status counts both
+    assert lines[3] == "crashes 1 ['app: OSError: [Errno 110] ETIMEDOUT']"
+    assert lines[4] == "status 2 False"

@@ -1,0 +1,220 @@
+"""The window-PC link: the keypad's end (device/link.py) with a fake UART, and
+end to end over a pseudo-terminal with `hcp window` (hcp/window.py)."""
+
+import pytest
+
+from device.app import KeypadApp
+from device.link import MAX_SENDS, WindowLink, attach
+from device.store import Store
+from protocols import levels
+from protocols import serial as proto
+
+KEY = b"k" * 32
+
+
+class FakeUART:
+    """Bytes in (the window PC's) and bytes out (the keypad's)."""
+
+    def __init__(self):
+        self.inbox = bytearray()
+        self.outbox = bytearray()
+
+    def any(self):
+        return len(self.inbox)
+
+    def read(self, n):
+        data = bytes(self.inbox[:n])
+        del self.inbox[:n]
+        return data or None
+
+    def write(self, data):
+        self.outbox.extend(data)
+        return len(data)
+
+    def sent(self):
+        """The messages the keypad wrote since the last call."""
+        items = proto.FrameDecoder().feed(bytes(self.outbox))
+        self.outbox = bytearray()
+        assert not any(isinstance(item, proto.FrameError) for item in items)
+        return items
+
+
+def make_app(tmp_path, confirm_ms=1000):
+    app = KeypadApp(
+        "kp-01", KEY, Store(str(tmp_path)), lambda: (1764145800, "ntp"), "b00t", 0, confirm_ms
+    )
+    app.configure({"window_id": "A01", "tags": [[1, "D101", "服务态度差"]]})
+    return app
+
+
+@pytest.fixture
+def link(tmp_path):
+    return WindowLink(FakeUART(), make_app(tmp_path), "kp-01")
+
+
+def cmd(link, t, id, now=0, **fields):
+    link.uart.inbox.extend(proto.encode_frame(proto.message(t, id, **fields)))
+    link.poll(now)
+    return link.uart.sent()
+
+
+def test_hello_info_status_are_acked_with_their_data(link):
+    assert cmd(link, "hello", 1) == [proto.ack(1, device_id="kp-01")]
+    (info,) = cmd(link, "info", 2)
+    assert info["t"] == "ack" and info["window_id"] == "A01"
+    (status,) = cmd(link, "status", 3)
+    assert status["state"] == "idle" and status["cases_started"] == 0
+
+
+def test_signin_and_signout_set_the_staff_on_the_assignment(link):
+    assert cmd(link, "signin", 1, name="张敏", staff_no="1001") == [proto.ack(1)]
+    assert link.app.screen()[0] == "A01 张敏 1001"
+    assert cmd(link, "signout", 2) == [proto.ack(2)]
+    assert "staff_name" not in link.app.assignment
+
+
+def test_start_then_a_key_press_sends_one_result_without_the_level(link):
+    assert cmd(link, "start", 1, case_no="C1", service_no="S1") == [proto.ack(1)]
+    assert link.app.state == "ask"
+    rec = link.app.press(levels.KEY_STARS.index(5), 100)
+    link.app.tick(1100)
+    link.poll(1100)
+    (event,) = link.uart.sent()
+    assert event == proto.message("result", 1, record_id=rec["id"], case_no="C1", service_no="S1")
+    assert "stars" not in event and "tags" not in event
+    assert cmd(link, "status", 2, 1200)[0]["cases_rated"] == 1
+
+
+def test_an_unacked_event_goes_again_and_then_is_given_up(link):
+    cmd(link, "start", 1, case_no="C1", timeout_s=10)
+    link.app.tick(10000)
+    sends = 0
+    for now in range(10000, 20000, 500):
+        link.poll(now)
+        sends += len(link.uart.sent())
+    assert sends == MAX_SENDS and link.events_lost == 1
+    assert link.cases_timed_out == 1
+
+
+def test_an_acked_event_is_not_repeated(link):
+    cmd(link, "start", 1, case_no="C1", timeout_s=10)
+    link.app.tick(10000)
+    link.poll(10000)
+    (event,) = link.uart.sent()
+    assert event == proto.message("timeout", 1, case_no="C1")
+    link.uart.inbox.extend(proto.encode_frame(proto.ack(1)))
+    for now in range(10000, 20000, 500):
+        link.poll(now)
+    assert link.uart.sent() == [] and link.events_lost == 0
+
+
+def test_a_second_start_while_a_case_is_open_is_refused(link):
+    cmd(link, "start", 1, case_no="C1")
+    assert cmd(link, "start", 2, case_no="C1") == [proto.ack(2)]  # the same case: open
+    (answer,) = cmd(link, "start", 3, case_no="C2")
+    assert answer["t"] == "nak" and answer["ref"] == 3 and "busy" in answer["reason"]
+    assert link.app.case["case_no"] == "C1" and link.cases_started == 1
+
+
+@pytest.mark.parametrize("stars", [5, 4, 3, 2, 1])
+def test_a_start_during_the_window_is_accepted_for_every_level(link, stars):
+    cmd(link, "start", 1, case_no="C1")
+    link.app.press(levels.KEY_STARS.index(stars), 100)
+    assert cmd(link, "start", 2, 200, case_no="C2") == [proto.ack(2)]
+    (status,) = cmd(link, "status", 3, 300)
+    assert status["state"] == "window"  # tag screen or not, the same
+
+
+def test_a_repeated_command_gets_the_same_answer_and_acts_once(link):
+    cmd(link, "start", 1, case_no="C1")
+    assert cmd(link, "start", 1, case_no="C1") == [proto.ack(1)]
+    assert link.cases_started == 1
+
+
+def test_a_start_while_paused_is_refused(link):
+    assert cmd(link, "pause", 1) == [proto.ack(1)]
+    assert cmd(link, "start", 2, case_no="C1")[0]["t"] == "nak"
+    assert cmd(link, "resume", 3) == [proto.ack(3)]
+    assert cmd(link, "start", 4, case_no="C1") == [proto.ack(4)]
+    assert cmd(link, "cancel", 5) == [proto.ack(5)] and link.app.state == "idle"
+
+
+def test_garbage_before_a_frame_is_skipped(link):
+    link.uart.inbox.extend(b"\x00\xffnoise\r\n" + proto.encode_frame(proto.message("hello", 9)))
+    link.poll(0)
+    assert link.uart.sent() == [proto.ack(9, device_id="kp-01")]
+
+
+def test_a_bad_crc_gets_an_error_event_and_never_an_exception(link):
+    frame = bytearray(proto.encode_frame(proto.message("hello", 4)))
+    frame[-3:-1] = b"00" if frame[-3:-1] != b"00" else b"11"
+    link.uart.inbox.extend(frame)
+    link.poll(0)
+    (error,) = link.uart.sent()
+    assert error["t"] == "error" and error["code"] == "frame" and "checksum" in error["text"]
+
+
+def test_an_oversize_frame_is_dropped_and_the_next_one_answered(link):
+    link.uart.inbox.extend(b"$" + b"x" * 2000 + b"\n")
+    link.uart.inbox.extend(proto.encode_frame(proto.message("hello", 5)))
+    for _ in range(20):  # READ_MAX bytes a poll
+        link.poll(0)
+    error, ack = link.uart.sent()
+    assert error["t"] == "error" and "too long" in error["text"]
+    assert ack == proto.ack(5, device_id="kp-01")
+    assert link.decoder.buffered <= proto.MAX_FRAME
+
+
+def test_an_unknown_command_is_naked(link):
+    body = b'{"id":6,"t":"reboot","v":1}'
+    link.uart.inbox.extend(b"$" + body + b"*%04X\n" % proto.crc16(body))
+    link.poll(0)
+    (nak,) = link.uart.sent()
+    assert nak["t"] == "nak" and nak["ref"] == 6 and "reboot" in nak["reason"]
+
+
+def test_an_event_sent_to_the_keypad_is_naked(link):
+    (nak,) = cmd(link, "timeout", 7, case_no="C1")
+    assert nak["t"] == "nak" and nak["ref"] == 7
+
+
+def test_a_bad_start_field_is_naked_naming_the_field(link):
+    body = b'{"attempt":3,"case_no":"C1","id":8,"t":"start","v":1}'
+    link.uart.inbox.extend(b"$" + body + b"*%04X\n" % proto.crc16(body))
+    link.poll(0)
+    (nak,) = link.uart.sent()
+    assert nak["ref"] == 8 and nak["reason"].startswith("start.attempt")
+    assert link.app.state == "idle"
+
+
+def test_a_uart_that_fails_does_not_stop_the_loop(link):
+    def broken(*args):
+        raise OSError(5)
+
+    link.uart.any = broken
+    link.uart.write = broken
+    link.poll(0)
+    link.app.start_case({"case_no": "C1", "timeout_s": 10}, 0)
+    link.app.tick(10000)
+    link.poll(10000)
+    assert link.write_errors == 1
+
+
+def test_attach_polls_after_each_step(tmp_path):
+    class Dev:
+        def __init__(self, app):
+            self.app = app
+            self.steps = []
+
+        def step(self, now_ms):
+            self.steps.append(now_ms)
+
+    dev = Dev(make_app(tmp_path))
+    uart = FakeUART()
+    link = attach(dev, uart)
+    uart.inbox.extend(proto.encode_frame(proto.message("hello", 1)))
+    dev.step(5)
+    assert dev.steps == [5] and dev.window_link is link
+    assert uart.sent() == [proto.ack(1, device_id="kp-01")]
+    dev.app = None
+    assert attach(dev, uart) is None

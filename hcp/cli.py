@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    from hcp import bench, demo, fault
+    from hcp import bench, demo, fault, window
     from sync_server import cli as collector_cli
 
     demo.register(commands)
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sim.add_subparsers(dest="sim_command", metavar="RUN")
     runs.required = True
     fault.register(runs)
+    window.register(commands)
     collector_cli.register(commands)
     return parser
 

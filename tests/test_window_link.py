@@ -1,6 +1,19 @@
 """The window-PC link: the keypad's end (device/link.py) with a fake UART, and
 end to end over a pseudo-terminal with `hcp window` (hcp/window.py)."""
 
+import http.client
+import json
+import os
+import queue
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tty
+from pathlib import Path
+
 import pytest
 
 from device.app import KeypadApp
@@ -218,3 +231,178 @@ def test_attach_polls_after_each_step(tmp_path):
     assert uart.sent() == [proto.ack(1, device_id="kp-01")]
     dev.app = None
     assert attach(dev, uart) is None
+
+
+# --- end to end: `hcp window` over a pseudo-terminal -------------------------
+
+SPEED = 20  # the keypad's clock runs this much faster than the wall's
+
+
+class PtyUART:
+    """The keypad's UART as the master side of a pseudo-terminal."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        os.set_blocking(fd, False)
+
+    def any(self):
+        readable, _, _ = select.select([self.fd], [], [], 0)
+        return 256 if readable else 0
+
+    def read(self, n):
+        try:
+            return os.read(self.fd, n)
+        except BlockingIOError:
+            return None
+
+    def write(self, data):
+        return os.write(self.fd, data)
+
+
+class Keypad(threading.Thread):
+    """A KeypadApp and its WindowLink in a main loop of their own."""
+
+    def __init__(self, app, uart):
+        super().__init__(daemon=True)
+        self.app = app
+        self.link = WindowLink(uart, app, "kp-01", resend_ms=20000)
+        self.presses = queue.Queue()
+        self.stop = threading.Event()
+        self.t0 = time.monotonic()
+
+    def now(self):
+        return int((time.monotonic() - self.t0) * 1000 * SPEED)
+
+    def run(self):
+        while not self.stop.is_set():
+            now = self.now()
+            while not self.presses.empty():
+                self.app.press(self.presses.get(), now)
+            self.app.tick(now)
+            self.link.poll(now)
+            time.sleep(0.002)
+
+
+def request(port, method, path, body=None, raw=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+@pytest.fixture
+def window(tmp_path):
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    keypad = Keypad(make_app(tmp_path, confirm_ms=2000), PtyUART(master))
+    keypad.start()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        http_port = sock.getsockname()[1]
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hcp", "window", "--port", os.ttyname(slave),
+         "--http-port", str(http_port), "--extra-wait", "1"],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", http_port), timeout=0.2).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline, "hcp window did not start"
+                time.sleep(0.05)
+        yield keypad, http_port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+        proc.stderr.close()
+        keypad.stop.set()
+        keypad.join(timeout=2)
+        os.close(master)
+        os.close(slave)
+
+
+def wait_for(predicate, seconds=5):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("stars", [5, 1])  # 1 star shows the tag screen, 5 does not
+def test_a_start_over_http_returns_the_record_id_of_the_rating(window, stars):
+    keypad, port = window
+    assert request(port, "POST", "/signin", {"name": "张敏", "staff_no": "1001"}) == (
+        200,
+        {"ok": True},
+    )
+    assert keypad.app.assignment["staff_no"] == "1001"
+    answers = []
+    case = {"case_no": "C1", "service_no": "S1", "timeout_s": 30, "staff_id": "u7"}
+    asking = threading.Thread(target=lambda: answers.append(request(port, "POST", "/start", case)))
+    asking.start()
+    wait_for(lambda: keypad.app.state == "ask")
+    assert keypad.app.case["staff_id"] == "u7"
+    keypad.presses.put(levels.KEY_STARS.index(stars))
+    asking.join(timeout=10)
+    assert answers == [(200, {"case_no": "C1", "result": "rated", "record_id": "kp-01:1"})]
+    (rec,) = keypad.app.store.pending(5)
+    assert rec["stars"] == stars and rec["case_no"] == "C1" and rec["case_staff_id"] == "u7"
+    status, data = request(port, "GET", "/status")
+    assert status == 200 and data["cases_started"] == 1 and data["cases_rated"] == 1
+    assert data["state"] == "idle" and data["link"]["no_answer"] == 0
+
+
+def test_a_case_nobody_rates_returns_timeout(window):
+    keypad, port = window
+    status, answer = request(port, "POST", "/start", {"case_no": "C2", "timeout_s": 10})
+    assert (status, answer) == (200, {"case_no": "C2", "result": "timeout"})
+    assert len(keypad.app.store.pending(5)) == 0  # no default rating
+    assert request(port, "GET", "/status")[1]["cases_timed_out"] == 1
+
+
+def test_pause_refuses_a_start_until_resume_and_cancel_answers_cancelled(window):
+    keypad, port = window
+    assert request(port, "POST", "/pause") == (200, {"ok": True})
+    status, answer = request(port, "POST", "/start", {"case_no": "C3"})
+    assert status == 409 and "paused" in answer["error"]
+    assert request(port, "POST", "/resume") == (200, {"ok": True})
+    answers = []
+    case = {"case_no": "C4", "timeout_s": 600}
+    asking = threading.Thread(target=lambda: answers.append(request(port, "POST", "/start", case)))
+    asking.start()
+    wait_for(lambda: keypad.app.state == "ask")
+    assert request(port, "POST", "/cancel") == (200, {"ok": True})
+    asking.join(timeout=10)
+    assert answers == [(200, {"case_no": "C4", "result": "cancelled"})]
+
+
+BAD_REQUESTS = [
+    ("/start", b"{not json", "body: not valid JSON"),
+    ("/start", b"[1]", "body: must be a JSON object"),
+    ("/start", b"{}", "start.case_no: missing"),
+    (
+        "/start",
+        b'{"case_no":"C1","attempt":3}',
+        "start.attempt: must be an integer 1..2, got 3",
+    ),
+    (
+        "/start",
+        b'{"case_no":"C1","stars":5}',
+        "start.stars: the rating never goes to the window PC",
+    ),
+    ("/start", b'{"case_no":"C1","id":5}', "start.id: set by the link, not allowed"),
+    ("/signin", b'{"name":"x"}', "signin.staff_no: missing"),
+    ("/cancel", b'{"x":1}', "cancel: takes no fields, got x"),
+]
+
+
+def test_bad_requests_are_refused_naming_the_field(window):
+    _keypad, port = window
+    for path, body, message in BAD_REQUESTS:
+        assert request(port, "POST", path, raw=body) == (400, {"error": message})

@@ -1,0 +1,335 @@
+"""`hcp window`: the window PC's end of the keypad serial link (docs/protocol.md §4).
+
+Opens the keypad's serial port and serves a small HTTP API on 127.0.0.1 for
+the window's business system:
+
+    POST /start   {case_no, service_no, item_code, staff_id, org_id,
+                   handled_at, timeout_s, attempt, follows}
+                  -> waits for the citizen; {"result": "rated", "record_id"}
+                     or {"result": "timeout"} (never a level: staff must not
+                     learn which key was pressed)
+    POST /cancel, /pause, /resume, /signin {name, staff_no}, /signout
+    GET  /status  -> the keypad's status ack and this link's counters
+
+A command that gets no answer is sent again (the same frame, the same id);
+the keypad answers a repeat without acting on it twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from protocols import serial as proto
+
+log = logging.getLogger(__name__)
+
+REPLY_TIMEOUT_S = 0.5  # wait this long for an ack before sending again
+TRIES = 3
+MAX_BODY = 4096  # bytes of an HTTP request body
+KEEP_OUTCOMES = 32  # results/timeouts kept for cases nobody waits for yet
+KEEP_SEEN = 64  # event ids remembered to drop repeats
+
+
+class NoAnswer(Exception):
+    """The keypad did not answer a command after every try."""
+
+
+class Refused(Exception):
+    """The keypad answered nak; str() is its reason."""
+
+
+class WindowPort:
+    """Commands out, replies and events in, over one serial port object
+    (anything with read(n), write(b) and a short read timeout)."""
+
+    def __init__(self, port, reply_timeout=REPLY_TIMEOUT_S, tries=TRIES):
+        self.port = port
+        self.reply_timeout = reply_timeout
+        self.tries = tries
+        self.decoder = proto.FrameDecoder()
+        self._cond = threading.Condition()
+        self._command_lock = threading.Lock()  # one command in flight at a time
+        self._write_lock = threading.Lock()
+        self._id = 0
+        self._replies: dict[int, dict] = {}
+        self._outcomes: OrderedDict[str, dict] = OrderedDict()
+        self._seen: deque[tuple[int, bytes]] = deque(maxlen=KEEP_SEEN)
+        self._cancels = 0  # cancel/pause commands acked so far
+        self.errors: deque[dict] = deque(maxlen=16)  # the keypad's error events
+        self.unasked: deque[str] = deque(maxlen=16)  # record ids rated with no case
+        self.counters = {"commands": 0, "repeats": 0, "no_answer": 0, "bad_frames": 0}
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read_loop, name="window-port", daemon=True)
+        self._reader.start()
+
+    def close(self):
+        self._stop.set()
+        self._reader.join(timeout=2)
+
+    # --- input ---
+    def _read_loop(self):
+        while not self._stop.is_set():
+            try:
+                data = self.port.read(max(1, getattr(self.port, "in_waiting", 0) or 0))
+            except Exception as exc:  # the port went away: note it, keep trying
+                log.warning("serial read failed: %s", exc)
+                time.sleep(0.5)
+                continue
+            if not data:
+                continue
+            for item in self.decoder.feed(data):
+                if isinstance(item, proto.FrameError):
+                    self._bad(item)
+                else:
+                    self._handle(item)
+
+    def _write(self, frame):
+        with self._write_lock:
+            self.port.write(frame)
+            flush = getattr(self.port, "flush", None)
+            if flush:
+                flush()
+
+    def _bad(self, err):
+        self.counters["bad_frames"] += 1
+        log.warning("bad frame from the keypad: %s", err)
+        if err.ref is not None:
+            self._write(proto.encode_frame(proto.nak(err.ref, str(err)[:64])))
+
+    def _handle(self, msg):
+        t = msg["t"]
+        if t in proto.REPLIES:
+            with self._cond:
+                self._replies[msg["ref"]] = msg
+                self._cond.notify_all()
+            return
+        if t not in proto.EVENTS:
+            self._write(proto.encode_frame(proto.nak(msg["id"], "not an event: " + t)))
+            return
+        self._write(proto.encode_frame(proto.ack(msg["id"])))
+        key = (msg["id"], json.dumps(msg, sort_keys=True).encode())
+        if key in self._seen:
+            return  # our ack was lost and the keypad sent it again
+        self._seen.append(key)
+        if t == "error":
+            log.warning("keypad error %s: %s", msg["code"], msg["text"])
+            self.errors.append({"code": msg["code"], "text": msg["text"]})
+            return
+        case_no = msg.get("case_no")
+        if case_no is None:
+            self.unasked.append(msg["record_id"])
+            return
+        with self._cond:
+            self._outcomes[case_no] = msg
+            while len(self._outcomes) > KEEP_OUTCOMES:
+                self._outcomes.popitem(last=False)
+            self._cond.notify_all()
+
+    # --- commands ---
+    def command(self, t, **fields):
+        """Send a command; return the keypad's ack. Refused on a nak, NoAnswer
+        when every try went unanswered, SerialError for a bad message."""
+        with self._command_lock:
+            self._id = proto.next_id(self._id)
+            ref = self._id
+            frame = proto.encode_frame(proto.message(t, ref, **fields))
+            self.counters["commands"] += 1
+            for attempt in range(self.tries):
+                if attempt:
+                    self.counters["repeats"] += 1
+                self._write(frame)
+                deadline = time.monotonic() + self.reply_timeout
+                with self._cond:
+                    while ref not in self._replies:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
+                    reply = self._replies.pop(ref, None)
+                    self._replies.clear()  # late answers to earlier commands
+                    if reply is not None and t in ("cancel", "pause") and reply["t"] == "ack":
+                        self._cancels += 1
+                        self._cond.notify_all()
+                if reply is not None:
+                    if reply["t"] == "nak":
+                        raise Refused(reply["reason"])
+                    return reply
+            self.counters["no_answer"] += 1
+            raise NoAnswer(t + ": no answer from the keypad after " + str(self.tries) + " tries")
+
+    def start(self, case, wait_s, after_cancel_s):
+        """Start a case and wait for its outcome: the result or timeout event,
+        or None after wait_s. After a cancel or pause the wait is cut to
+        after_cancel_s (a rating already made still sends its result)."""
+        case_no = case["case_no"]
+        with self._cond:
+            self._outcomes.pop(case_no, None)
+            cancels = self._cancels
+        self.command("start", **case)
+        deadline = time.monotonic() + wait_s
+        cut = False
+        with self._cond:
+            while case_no not in self._outcomes:
+                if not cut and self._cancels != cancels:
+                    cut = True
+                    deadline = min(deadline, time.monotonic() + after_cancel_s)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return {"t": "cancelled"} if cut else None
+                self._cond.wait(left)
+            return self._outcomes.pop(case_no)
+
+
+# --- the HTTP API ---
+
+_SIMPLE = ("cancel", "pause", "resume", "signout")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "hcp-window"
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        log.info("%s " + format, self.address_string(), *args)
+
+    def _answer(self, code, body):
+        data = json.dumps(body, ensure_ascii=False).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self):
+        """The request's JSON object ({} when empty); None after answering 4xx."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self._answer(413 if length > MAX_BODY else 400, {"error": "body: bad length"})
+            return None
+        raw = self.rfile.read(length) if length else b""
+        if not raw.strip():
+            return {}
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            self._answer(400, {"error": "body: not valid JSON"})
+            return None
+        if not isinstance(body, dict):
+            self._answer(400, {"error": "body: must be a JSON object"})
+            return None
+        return body
+
+    def do_GET(self):
+        if self.path != "/status":
+            self._answer(404, {"error": "no such endpoint: GET " + self.path})
+            return
+        window = self.server.window
+        try:
+            reply = window.command("status")
+        except (NoAnswer, Refused) as exc:
+            self._answer(504, {"error": str(exc), "link": window.counters})
+            return
+        data = {k: v for k, v in reply.items() if k not in ("v", "t", "ref")}
+        data["link"] = dict(window.counters)
+        data["keypad_errors"] = list(window.errors)
+        self._answer(200, data)
+
+    def do_POST(self):
+        name = self.path.lstrip("/")
+        if name not in ("start", "signin", *_SIMPLE):
+            self._answer(404, {"error": "no such endpoint: POST " + self.path})
+            return
+        body = self._body()
+        if body is None:
+            return
+        if name in _SIMPLE and body:
+            self._answer(400, {"error": name + ": takes no fields, got " + sorted(body)[0]})
+            return
+        for key in ("v", "t", "id", "ref"):
+            if key in body:
+                self._answer(400, {"error": name + "." + key + ": set by the link, not allowed"})
+                return
+        try:
+            proto.validate(proto.message(name, 1, **body))
+        except proto.SerialError as exc:
+            self._answer(400, {"error": str(exc)})
+            return
+        window = self.server.window
+        try:
+            if name == "start":
+                self._start(window, body)
+                return
+            window.command(name, **body)
+        except Refused as exc:
+            self._answer(409, {"error": "refused by the keypad: " + str(exc)})
+            return
+        except NoAnswer as exc:
+            self._answer(504, {"error": str(exc)})
+            return
+        self._answer(200, {"ok": True})
+
+    def _start(self, window, case):
+        wait = case.get("timeout_s", 60) + self.server.extra_wait
+        outcome = window.start(case, wait, self.server.extra_wait)
+        answer = {"case_no": case["case_no"]}
+        if outcome is None:
+            answer["result"] = "no_result"
+            answer["error"] = "no result or timeout from the keypad in " + str(wait) + " s"
+            self._answer(504, answer)
+            return
+        if outcome["t"] == "result":
+            answer["result"] = "rated"
+            answer["record_id"] = outcome["record_id"]
+        else:
+            answer["result"] = outcome["t"]  # "timeout" or "cancelled"
+        self._answer(200, answer)
+
+
+def serve(port, http_port, extra_wait=40, host="127.0.0.1"):
+    """A WindowPort on port and its HTTP server (not yet serving)."""
+    window = WindowPort(port)
+    server = ThreadingHTTPServer((host, http_port), _Handler)
+    server.daemon_threads = True
+    server.window = window
+    server.extra_wait = extra_wait
+    return server, window
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "window", help="the window PC's link to its keypad, with a local HTTP API"
+    )
+    parser.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0 or COM3")
+    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--http-port", type=int, default=8765, help="HTTP on 127.0.0.1")
+    parser.add_argument(
+        "--extra-wait",
+        type=int,
+        default=40,
+        help="seconds a /start waits beyond its timeout_s (at least the keypad's confirm_ms)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    import serial
+
+    port = serial.serial_for_url(args.port, baudrate=args.baud, timeout=0.05)
+    server, window = serve(port, args.http_port, args.extra_wait)
+    print(f"hcp window: {args.port} at {args.baud} baud; HTTP on http://127.0.0.1:{args.http_port}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        window.close()
+        port.close()
+    return 0

@@ -31,6 +31,13 @@ DEFAULTS = {
     "safe_mode_hold_ms": 3000,  # key 0 held this long at boot: safe mode; 0 = never
     "wifi_retry_ms": 2000,  # first Wi-Fi rejoin delay, doubled after each failure
     "wifi_retry_max_ms": 300000,  # longest delay between two rejoins
+    # wall clock and commands (device/ntp.py, device/commands.py)
+    "rtc_battery": False,  # the board's RTC has a battery: a plausible time at boot is "rtc"
+    "ntp_host": "ntp.aliyun.com",  # "" disables NTP
+    "ntp_every_ms": 21600000,  # NTP sync again after this long (6 h)
+    "ntp_retry_ms": 60000,  # after a failed NTP query, the next one
+    "ntp_timeout_ms": 2000,  # bound on one NTP query's socket operations
+    "identify_ms": 30000,  # how long `identify` shows the device id (default)
 }
 
 REQUIRED = ("device_id", "key", "broker_host")

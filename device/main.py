@@ -11,11 +11,15 @@
 import binascii
 import json
 import os
+import sys
 import time
 
 from device.app import KeypadApp
+from device.commands import Commands
 from device.compat import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from device.mqtt import MQTTClient
+from device.ntp import NTP, WallClock, board_clock
+from device.ntp import query as ntp_query_socket
 from device.store import Store
 from device.sync import Sync
 from hardware.keys import Keys
@@ -181,6 +185,10 @@ class Device:
         self.wdt = wdt  # machine.WDT, fed every pass (None: the port has none)
         self.config_version = None  # the version of the config applied
         self.status_extra = None  # fn() -> dict (build sets it)
+        self.tasks = []  # fn(now_ms) run each normal pass: commands, NTP (build sets them)
+        self.screen_overlay = None  # fn() -> lines or None: the identify screen
+        self.commands = None  # device.commands.Commands (normal mode)
+        self.ntp = None  # device.ntp.NTP (normal mode)
         self.failures = 0  # passes failed in a row
         self.wifi_joins = 0  # rejoin attempts since boot
         self._wifi_tries = 0
@@ -194,6 +202,10 @@ class Device:
     def screen(self):
         if self.mode in SCREENS:
             return SCREENS[self.mode]
+        if self.screen_overlay is not None:
+            lines = self.screen_overlay()
+            if lines:
+                return lines
         return self.app.screen()
 
     def step(self, now_ms):
@@ -213,6 +225,9 @@ class Device:
             self.sync.step(now_ms)
         elif self.client.connected:
             self.client.close()  # the link is gone; reconnect when it is back
+        self._where = "tasks"
+        for task in self.tasks:
+            task(now_ms)
 
     def run_once(self, now_ms):
         """One pass that nothing escapes: feed the watchdog, step, and on an
@@ -307,8 +322,8 @@ def _boot_id():
 
 
 def _wall_clock():
-    # Until NTP sets it, a board's RTC starts at its epoch: marked "unset" so
-    # the collector corrects the time from boot_id and uptime_ms.
+    # The base clock on CPython (the simulation): the host's own clock, which
+    # the host keeps by NTP. On a board the base is device.ntp.board_clock.
     now = time.time()
     return now, ("ntp" if now > 1700000000 else "unset")
 
@@ -360,9 +375,14 @@ def _statvfs_free(folder):
     return (st[1] or st[0]) * st[4]  # fragment size * blocks free to us
 
 
-def build(machine, network, board, settings, wall_clock=None, check_filesystem=True):
+def build(
+    machine, network, board, settings, wall_clock=None, check_filesystem=True, ntp_query=None
+):
     """Wire the keypad. check_filesystem=False skips the littlefs check: the
-    simulators pass it explicitly, their data folder is on the host's disk."""
+    simulators pass it explicitly, their data folder is on the host's disk.
+    wall_clock: a stand-in base clock () -> (seconds, source); ntp_query: a
+    stand-in fn(host, timeout_ms) -> seconds. On CPython NTP runs only with
+    a stand-in, and the host's clock is the base (device/ntp.py)."""
     boot_ms = ticks_ms()
     pull = getattr(machine.Pin, "PULL_UP", None)
     pins = [machine.Pin(n, machine.Pin.IN, pull) for n in board.KEY_PINS]
@@ -415,11 +435,15 @@ def build(machine, network, board, settings, wall_clock=None, check_filesystem=T
                 min_interval_ms=settings["min_batch_interval_ms"],
                 status_every_ms=settings["status_every_ms"],
             )
+            on_board = sys.implementation.name == "micropython"
+            base = wall_clock or (board_clock(settings["rtc_battery"]) if on_board else _wall_clock)
+            rtc_class = getattr(machine, "RTC", None)
+            clock = WallClock(base, rtc_class() if rtc_class else None)
             app = KeypadApp(
                 device_id,
                 key,
                 store,
-                wall_clock or _wall_clock,
+                clock,
                 _boot_id(),
                 boot_ms=boot_ms,
                 confirm_ms=settings["confirm_ms"],
@@ -466,6 +490,24 @@ def build(machine, network, board, settings, wall_clock=None, check_filesystem=T
             write_small(desired_path, json.dumps(config))
 
         sync.on_config = on_config
+
+        commands = Commands(
+            device_id, sync, store, clock, machine, data_dir, settings["identify_ms"]
+        )
+        sync.on_command = commands
+        ntp = NTP(
+            settings["ntp_host"],
+            clock,
+            settings["ntp_every_ms"],
+            settings["ntp_retry_ms"],
+            settings["ntp_timeout_ms"],
+            query=ntp_query or (ntp_query_socket if on_board else None),
+            link=wlan.isconnected,
+        )
+        device.commands = commands
+        device.ntp = ntp
+        device.tasks = [commands.tick, ntp.tick]
+        device.screen_overlay = commands.screen
 
     def status_extra():
         fields = {

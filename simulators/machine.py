@@ -5,6 +5,7 @@ devices can live in one process. The firmware calls it exactly as it calls
 the real module (machine.Pin(n, machine.Pin.IN, machine.Pin.PULL_UP), pin());
 the simulator drives pin levels with SimPin.drive().
 
+SimMachine.RTC stands in for machine.RTC (it records what was set).
 SimMachine.WDT stands in for machine.WDT: once started, a board that is not
 fed within its timeout resets (SimMachine.reset: the reset cause becomes
 WDT_RESET and the on_reset callbacks run; the simulated keypad reboots its
@@ -100,6 +101,23 @@ class SimMachine:
                 self._stopped.set()
 
         self.WDT = WDT
+        self.rtc_datetime = None  # the last tuple written to machine.RTC().datetime()
+
+        class RTC:
+            """machine.RTC(): datetime((year, month, day, weekday, hours,
+            minutes, seconds, subseconds)) sets the board's clock, datetime()
+            reads what was set. The simulated board's time.time() is the host's
+            and does not follow it; device.ntp.WallClock keeps the difference."""
+
+            def datetime(self, value=None):
+                if value is None:
+                    return board.rtc_datetime
+                if not isinstance(value, tuple) or len(value) != 8:
+                    raise ValueError("datetime: an 8-tuple")
+                board.rtc_datetime = value
+                return None
+
+        self.RTC = RTC
 
     def reset(self, cause: int = HARD_RESET) -> None:
         """The board resets: the watchdog stops, the next boot reads `cause`."""

@@ -19,6 +19,7 @@ import pytest
 from device.app import KeypadApp
 from device.link import MAX_SENDS, WindowLink, attach
 from device.store import Store
+from hcp.window import NoAnswer, Refused, WindowPort
 from protocols import levels
 from protocols import serial as proto
 
@@ -406,3 +407,88 @@ def test_bad_requests_are_refused_naming_the_field(window):
     _keypad, port = window
     for path, body, message in BAD_REQUESTS:
         assert request(port, "POST", path, raw=body) == (400, {"error": message})
+
+
+# --- the window PC's end alone ------------------------------------------------
+
+
+class LossyPort:
+    """A serial port whose far end is a WindowLink, called on each write;
+    the writes listed in `drop` (0 = the first) are lost on the way."""
+
+    def __init__(self, link, drop=()):
+        self.link = link
+        self.drop = set(drop)
+        self.writes = 0
+        self.now = 0
+        self.inbox = queue.Queue()
+
+    def write(self, data):
+        n, self.writes = self.writes, self.writes + 1
+        if n not in self.drop:
+            self.link.uart.inbox.extend(data)
+        self.pump()
+
+    def pump(self, ms=0):
+        self.now += ms
+        self.link.app.tick(self.now)
+        self.link.poll(self.now)
+        out = bytes(self.link.uart.outbox)
+        self.link.uart.outbox = bytearray()
+        if out:
+            self.inbox.put(out)
+
+    def read(self, n):
+        try:
+            return self.inbox.get(timeout=0.02)
+        except queue.Empty:
+            return b""
+
+
+@pytest.fixture
+def lossy(tmp_path):
+    ports = []
+
+    def make(drop=()):
+        port = LossyPort(WindowLink(FakeUART(), make_app(tmp_path), "kp-01"), drop)
+        ports.append(WindowPort(port, reply_timeout=0.1))
+        return port, ports[-1]
+
+    yield make
+    for window_port in ports:
+        window_port.close()
+
+
+def test_a_command_that_got_no_answer_is_sent_again(lossy):
+    port, window_port = lossy(drop=[0])
+    assert window_port.command("hello") == proto.ack(1, device_id="kp-01")
+    assert window_port.counters["repeats"] == 1 and port.writes == 2
+
+
+def test_a_lost_ack_does_not_start_the_case_twice(lossy):
+    port, window_port = lossy()
+    port.link.uart.write = lambda data: None  # the keypad's answers are lost...
+    with pytest.raises(NoAnswer):
+        window_port.command("start", case_no="C1")
+    assert port.link.cases_started == 1 and window_port.counters["no_answer"] == 1
+    assert port.link.app.case["case_no"] == "C1"
+
+
+def test_a_refused_command_raises_with_the_reason(lossy):
+    _port, window_port = lossy()
+    window_port.command("pause")
+    with pytest.raises(Refused, match="paused"):
+        window_port.command("start", case_no="C1")
+
+
+def test_an_event_sent_again_is_taken_once(lossy):
+    port, window_port = lossy()
+    window_port.command("start", case_no="C1", timeout_s=10)
+    port.drop = {port.writes}  # the PC's ack of the timeout event is lost
+    port.pump(10000)
+    wait_for(lambda: port.writes > 1)
+    port.pump(1000)  # the keypad sends it again; the PC acks once more
+    wait_for(lambda: port.link._pending is None)
+    assert window_port._outcomes == {"C1": proto.message("timeout", 1, case_no="C1")}
+    assert port.link.events_sent == 1 and port.link.events_lost == 0
+    assert port.writes == 3  # start, the lost ack, the ack of the repeat

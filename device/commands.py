@@ -124,7 +124,7 @@ class Commands:
         return True, {"utc": utc, "clock": "rtc"}
 
     def _identify(self, args):
-        seconds = args.get("seconds", self.identify_ms // 1000)
+        seconds = args.get("seconds", min(max(1, self.identify_ms // 1000), IDENTIFY_MAX_S))
         if not _int(seconds) or not 1 <= seconds <= IDENTIFY_MAX_S:
             return False, "args.seconds: must be an integer 1..600"
         self._identify_until = ticks_add(self.now(), seconds * 1000)

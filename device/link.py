@@ -72,6 +72,7 @@ class WindowLink:
 
     def status(self):
         """The fields of a status ack."""
+        self._take_events()  # counted before they are reported
         app = self.app
         return {
             "device_id": self.device_id,

@@ -492,3 +492,86 @@ def test_an_event_sent_again_is_taken_once(lossy):
     assert window_port._outcomes == {"C1": proto.message("timeout", 1, case_no="C1")}
     assert port.link.events_sent == 1 and port.link.events_lost == 0
     assert port.writes == 3  # start, the lost ack, the ack of the repeat
+
+
+# --- the keypad's end under MicroPython ------------------------------------------
+
+LINK_SCRIPT = r"""
+from device.app import KeypadApp
+from device.link import WindowLink
+from device.store import Store
+from protocols import serial as proto
+
+class UART:
+    def __init__(self):
+        self.inbox = bytearray()
+        self.outbox = bytearray()
+    def any(self):
+        return len(self.inbox)
+    def read(self, n):
+        data = bytes(self.inbox[:n])
+        self.inbox = self.inbox[n:]
+        return data or None
+    def write(self, data):
+        self.outbox.extend(data)
+        return len(data)
+
+try:
+    import os
+    os.mkdir("data")
+except OSError:
+    pass
+app = KeypadApp("kp-01", b"k" * 32, Store("data"), lambda: (1764145800, "ntp"), "b00t", 0, 1000)
+app.configure({"window_id": "A01", "tags": [[1, "D101", "x"]]})
+uart = UART()
+link = WindowLink(uart, app, "kp-01")
+
+def send(now, *frames):
+    for frame in frames:
+        uart.inbox.extend(frame)
+    for _ in range(12):
+        link.poll(now)
+    out = bytes(uart.outbox)
+    uart.outbox = bytearray()
+    print(out.decode())
+
+def frame(t, id, **fields):
+    return proto.encode_frame(proto.message(t, id, **fields))
+
+bad = bytearray(frame("hello", 2))
+bad[-2] = 0x30 if bad[-2] != 0x30 else 0x31
+body = b'{"id":4,"t":"reboot","v":1}'
+send(0, b"noise\x00\xff", frame("hello", 1), bytes(bad), b"$" + b"y" * 700 + b"\n")
+send(0, b"$" + body + b"*" + ("%04X" % proto.crc16(body)).encode() + b"\n")
+send(0, frame("signin", 5, name="张敏", staff_no="1001"), frame("start", 6, case_no="C1"))
+send(0, frame("start", 6, case_no="C1"), frame("start", 7, case_no="C2"))
+app.press(4, 100)
+send(100, frame("start", 8, case_no="C3"), frame("status", 9))
+app.tick(1100)
+send(1100, frame("status", 10))
+"""
+
+
+@pytest.mark.micropython
+def test_the_keypad_end_answers_the_same_under_micropython(tmp_path):
+    from tests.harness.micropython import run_micropython
+
+    result = run_micropython(LINK_SCRIPT)
+    result.check()
+    here = subprocess.run(
+        [sys.executable, "-c", LINK_SCRIPT],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout == here.stdout
+    lines = [line for line in result.stdout.splitlines() if line]
+    assert '"t":"error"' in lines[1] and "checksum" in lines[1]  # bad CRC
+    assert "too long" in lines[2]
+    assert '"reason":"t: unknown message type \'reboot\'","ref":4' in result.stdout
+    assert '"reason":"busy: case C1 is open","ref":7' in result.stdout
+    assert '"record_id":"kp-01:1","t":"result"' in lines[-1]
+    assert '"cases_rated":1' in lines[-2] and '"ref":10' in lines[-2]
+    assert "stars" not in result.stdout and "D101" not in result.stdout

@@ -3,7 +3,8 @@
 # WindowLink(uart, app, device_id).poll(now_ms), once per main-loop pass:
 # - reads what the UART holds (at most READ_MAX bytes a pass, never waits),
 #   decodes frames with protocols.serial and answers every command with one
-#   ack or nak; a frame too broken to name its id gets an "error" event;
+#   ack or nak; a frame too broken to name its id gets an "error" event
+#   (at most one a poll, the rest only counted: noise must not flood the UART);
 # - a repeated command (the same message again: its ack was lost) gets the
 #   same answer again and is not applied twice;
 # - a second "start" while a case is open and not yet rated is refused
@@ -49,6 +50,7 @@ class WindowLink:
         self._pending = None  # [id, frame, sends, next_send_ms] awaiting its ack
         self._last_cmd = None  # the last command handled and its answer frame
         self._last_answer = None
+        self._error_sent = False  # an error event went out in this poll
         self.cases_started = 0
         self.cases_rated = 0  # result events of started cases
         self.cases_timed_out = 0
@@ -60,6 +62,7 @@ class WindowLink:
 
     # --- the main loop's call ---
     def poll(self, now_ms):
+        self._error_sent = False
         data = self._read()
         if data:
             for item in self.decoder.feed(data):
@@ -119,7 +122,8 @@ class WindowLink:
         self.bad_frames += 1
         if err.ref is not None:
             self._send(proto.nak(err.ref, _clip(err, NAK_MAX)))
-        else:
+        elif not self._error_sent:  # one a pass: a noisy line must not flood the UART
+            self._error_sent = True
             self._id = proto.next_id(self._id)
             text = _clip(err, ERROR_MAX)
             self._send(proto.message("error", self._id, code="frame", text=text))

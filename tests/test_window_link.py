@@ -575,3 +575,12 @@ def test_the_keypad_end_answers_the_same_under_micropython(tmp_path):
     assert '"record_id":"kp-01:1","t":"result"' in lines[-1]
     assert '"cases_rated":1' in lines[-2] and '"ref":10' in lines[-2]
     assert "stars" not in result.stdout and "D101" not in result.stdout
+
+
+def test_a_noisy_line_gives_at_most_one_error_event_a_poll(link):
+    link.uart.inbox.extend(b"$x\n" * 200)  # 600 bytes: more than one poll reads
+    link.poll(0)
+    link.poll(1)
+    errors = link.uart.sent()
+    assert len(errors) == 2 and all(e["t"] == "error" for e in errors)
+    assert link.bad_frames == 512 // 3  # every line read is counted

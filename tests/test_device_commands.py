@@ -478,3 +478,55 @@ def test_commands_and_ntp_under_micropython():
         'confirm","t":"cmdres","v":1}',
         "bad 0",
     ]
+
+
+# --- end to end: the simulated keypad on a real broker -----------------------------------------
+
+
+def test_commands_reach_the_simulated_keypad_through_the_broker(broker, tmp_path):
+    from simulators.keypad import SimKeypad
+    from tests.test_end_to_end import Watcher, wait_for
+
+    keypad = SimKeypad(
+        "kp-01", KEY_HEX, broker.host, broker.port, str(tmp_path / "kp"), clock_set=False
+    )
+    cmd_topic = topics.topic("kp-01", topics.DOWN_CMD)
+    watcher = Watcher(
+        broker, topics.topic("kp-01", topics.UP_CMDRES), topics.topic("kp-01", topics.UP_STATUS)
+    )
+    keypad.start()
+    try:
+        wait_for(lambda: watcher.received, what="the keypad's first status")
+
+        def command(cid, name, args):
+            watcher.publish(
+                cmd_topic, messages.encode_signed(messages.command(cid, name, args), KEY)
+            )
+
+        def answers():
+            return [json.loads(p) for t, p in list(watcher.received) if t.endswith("/up/cmdres")]
+
+        command("c-1", "set_time", {"utc": "2026-11-27T01:02:03Z"})
+        command("c-1", "set_time", {"utc": "2026-11-27T01:02:03Z"})  # delivered twice
+        command("c-2", "identify", {"seconds": 5})
+        wait_for(lambda: len(answers()) == 3, what="three answers")
+        assert [a["id"] for a in answers()] == ["c-1", "c-1", "c-2"]
+        assert all(a["ok"] for a in answers())
+        assert keypad.call(lambda d: d.app.wall_clock()[1]) == "rtc"
+        assert keypad.call(lambda d: d.screen()) == ("设备编号", "kp-01")
+        assert keypad.call(lambda d: d.commands.repeats) == 1
+        command("c-3", "reboot", {})
+        wait_for(lambda: keypad.boots == 2, what="the reboot")
+        assert answers()[-1] == {
+            "v": 1,
+            "t": "cmdres",
+            "id": "c-3",
+            "ok": True,
+            "result": {"reboot_in_ms": REBOOT_DELAY_MS},
+        }
+        wait_for(lambda: keypad.device.client.connected, what="the reconnect")
+        assert keypad.call(lambda d: d.app.wall_clock()[1]) == "unset"  # no battery clock
+    finally:
+        keypad.stop()
+        watcher.close()
+    assert keypad.errors == []

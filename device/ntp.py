@@ -23,6 +23,7 @@ from device.compat import ticks_add, ticks_diff
 PLAUSIBLE = 1700000000  # 2023-11-14: a clock before this was never set
 NTP_DELTA = 2208988800  # 1900-01-01 -> 1970-01-01
 EPOCH_2000 = 946684800  # 1970-01-01 -> 2000-01-01 (the ESP32 port's epoch)
+MAX_WAIT_MS = (1 << 29) - 1  # about 6.2 days
 
 
 def days_from_civil(year, month, day):
@@ -139,8 +140,10 @@ class NTP:
     def __init__(self, host, clock, every_ms, retry_ms, timeout_ms, query=None, link=None):
         self.host = host  # "" or None: disabled
         self.clock = clock
-        self.every_ms = every_ms
-        self.retry_ms = retry_ms
+        # ticks_diff tells the order of two ticks only within half the
+        # counter's period (2^30 ms on a board): longer waits are cut to that
+        self.every_ms = max(1, min(every_ms, MAX_WAIT_MS))
+        self.retry_ms = max(1, min(retry_ms, MAX_WAIT_MS))
         self.timeout_ms = timeout_ms
         self.query = query  # fn(host, timeout_ms) -> seconds since 1970; None: skipped
         self.link = link  # fn() -> True when the network is up
@@ -167,9 +170,9 @@ class NTP:
         except Exception as exc:  # a failed sync must never stop the keypad
             self.failures += 1
             self.last_error = type(exc).__name__
-            self._next = ticks_add(now_ms, max(1, self.retry_ms))
+            self._next = ticks_add(now_ms, self.retry_ms)
             return False
         self.clock.set(seconds, "ntp")
         self.syncs += 1
-        self._next = ticks_add(now_ms, max(1, self.every_ms))
+        self._next = ticks_add(now_ms, self.every_ms)
         return True

@@ -530,3 +530,10 @@ def test_commands_reach_the_simulated_keypad_through_the_broker(broker, tmp_path
         keypad.stop()
         watcher.close()
     assert keypad.errors == []
+
+
+def test_ntp_waits_longer_than_half_the_tick_period_are_cut(tmp_path):
+    from device.ntp import MAX_WAIT_MS, NTP
+
+    ntp = NTP("h", None, 30 * 86400 * 1000, 10**12, 1000)
+    assert ntp.every_ms == ntp.retry_ms == MAX_WAIT_MS == (1 << 29) - 1

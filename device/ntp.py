@@ -108,13 +108,13 @@ class WallClock:
         self.source = source
 
 
-def query(host, timeout_ms):
+def query(host, timeout_ms, port=123):
     """One SNTP request (as micropython-lib's ntptime does): seconds since 1970
     UTC. Every socket operation is bounded by timeout_ms; the name lookup is
     not (use an IP address for a DNS server that may hang)."""
     import socket
 
-    addr = socket.getaddrinfo(host, 123, 0, socket.SOCK_DGRAM)[0][-1]
+    addr = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0][-1]
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.settimeout(timeout_ms / 1000)

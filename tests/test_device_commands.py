@@ -537,3 +537,30 @@ def test_ntp_waits_longer_than_half_the_tick_period_are_cut(tmp_path):
 
     ntp = NTP("h", None, 30 * 86400 * 1000, 10**12, 1000)
     assert ntp.every_ms == ntp.retry_ms == MAX_WAIT_MS == (1 << 29) - 1
+
+
+def test_the_socket_query_against_a_local_server_and_its_timeout():
+    import socket
+    import threading
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer():
+        packet, addr = server.recvfrom(64)
+        reply = bytearray(48)
+        reply[0], reply[1] = 0x24, 1  # version 4, server; stratum 1
+        reply[40:44] = (T0 + device_ntp.NTP_DELTA).to_bytes(4, "big")
+        if packet[0] == 0x1B:
+            server.sendto(bytes(reply), addr)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    assert device_ntp.query("127.0.0.1", 2000, port) == T0
+    thread.join(5)
+    started = time.monotonic()
+    with pytest.raises(OSError):  # nobody answers: bounded by the timeout
+        device_ntp.query("127.0.0.1", 300, port)
+    assert time.monotonic() - started < 2
+    server.close()

@@ -564,3 +564,49 @@ def test_the_socket_query_against_a_local_server_and_its_timeout():
         device_ntp.query("127.0.0.1", 300, port)
     assert time.monotonic() - started < 2
     server.close()
+
+
+MP_UNIX_NTP = """
+import sys
+sys.path.insert(0, LIB)
+from device import ntp
+print(ntp.query("127.0.0.1", 2000, PORT))
+try:
+    ntp.query("127.0.0.1", 300, PORT)
+    print("answered")
+except OSError as exc:
+    print("timeout", type(exc).__name__)
+"""
+
+
+def test_the_ntp_query_on_micropython_unix_sockets(micropython32, firmware_image, tmp_path):
+    """The real socket path (settimeout, sendto, recv) under the unix port."""
+    import socket
+    import subprocess
+    import threading
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer():
+        packet, addr = server.recvfrom(64)
+        reply = bytearray(48)
+        reply[0], reply[1] = 0x1C, 2
+        reply[40:44] = (T0 + device_ntp.NTP_DELTA).to_bytes(4, "big")
+        server.sendto(bytes(reply), addr)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    script = tmp_path / "ntp_check.py"
+    code = MP_UNIX_NTP.replace("LIB", repr(str(firmware_image.lib))).replace("PORT", str(port))
+    script.write_text(code)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [str(micropython32), str(script)], capture_output=True, text=True, timeout=30
+    )
+    server.close()
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == str(T0) and lines[1].startswith("timeout ")
+    assert time.monotonic() - started < 10

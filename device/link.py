@@ -240,6 +240,13 @@ class WindowLink:
             return
 
 
+# Wiring (device/main.py). Best, in Device.step right after self.app.tick(now_ms),
+# so a result goes out in the same pass whatever sync does afterwards:
+#     if self.window_link is not None:
+#         self.window_link.poll(now_ms)
+# with build() creating it when there is an app:
+#     device.window_link = WindowLink(machine.UART(1, 115200, timeout=0), app, device_id)
+# Or, without touching Device: attach(device, uart) at the end of build().
 def attach(device, uart, firmware=None):
     """Add a WindowLink to a built Device: polled after every pass's step.
     Returns the link (None in safe mode, when the device has no app)."""

@@ -62,7 +62,13 @@ class WindowPort:
         self._cancels = 0  # cancel/pause commands acked so far
         self.errors: deque[dict] = deque(maxlen=16)  # the keypad's error events
         self.unasked: deque[str] = deque(maxlen=16)  # record ids rated with no case
-        self.counters = {"commands": 0, "repeats": 0, "no_answer": 0, "bad_frames": 0}
+        self.counters = {
+            "commands": 0,
+            "repeats": 0,
+            "no_answer": 0,
+            "bad_frames": 0,
+            "port_errors": 0,
+        }
         self._stop = threading.Event()
         self._reader = threading.Thread(target=self._read_loop, name="window-port", daemon=True)
         self._reader.start()
@@ -76,17 +82,20 @@ class WindowPort:
         while not self._stop.is_set():
             try:
                 data = self.port.read(max(1, getattr(self.port, "in_waiting", 0) or 0))
-            except Exception as exc:  # the port went away: note it, keep trying
-                log.warning("serial read failed: %s", exc)
+                for item in self.decoder.feed(data or b""):
+                    if isinstance(item, proto.FrameError):
+                        self._bad(item)
+                    else:
+                        self._handle(item)
+            except Exception as exc:  # e.g. the USB adapter unplugged: reopen, keep trying
+                log.warning("serial port failed: %s", exc)
+                self.counters["port_errors"] += 1
                 time.sleep(0.5)
-                continue
-            if not data:
-                continue
-            for item in self.decoder.feed(data):
-                if isinstance(item, proto.FrameError):
-                    self._bad(item)
-                else:
-                    self._handle(item)
+                try:
+                    self.port.close()
+                    self.port.open()
+                except Exception as again:
+                    log.warning("serial port does not reopen: %s", again)
 
     def _write(self, frame):
         with self._write_lock:
@@ -142,7 +151,11 @@ class WindowPort:
             for attempt in range(self.tries):
                 if attempt:
                     self.counters["repeats"] += 1
-                self._write(frame)
+                try:
+                    self._write(frame)
+                except OSError as exc:  # pyserial's SerialException is an OSError
+                    self.counters["port_errors"] += 1
+                    log.warning("serial write failed: %s", exc)
                 deadline = time.monotonic() + self.reply_timeout
                 with self._cond:
                     while ref not in self._replies:

@@ -584,3 +584,30 @@ def test_a_noisy_line_gives_at_most_one_error_event_a_poll(link):
     errors = link.uart.sent()
     assert len(errors) == 2 and all(e["t"] == "error" for e in errors)
     assert link.bad_frames == 512 // 3  # every line read is counted
+
+
+def test_a_failing_port_gives_no_answer_not_a_crash():
+    class Broken:
+        opened = 0
+
+        def read(self, n):
+            raise OSError(5, "gone")
+
+        def write(self, data):
+            raise OSError(5, "gone")
+
+        def close(self):
+            pass
+
+        def open(self):
+            self.opened += 1
+
+    port = Broken()
+    window_port = WindowPort(port, reply_timeout=0.02)
+    try:
+        with pytest.raises(NoAnswer):
+            window_port.command("hello")
+        assert window_port.counters["port_errors"] >= 3
+    finally:
+        window_port.close()
+    assert port.opened >= 1

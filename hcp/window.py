@@ -195,7 +195,7 @@ class WindowPort:
                 if left <= 0:
                     return {"t": "cancelled"} if cut else None
                 self._cond.wait(left)
-            return self._outcomes.pop(case_no)
+            return self._outcomes[case_no]  # kept for a second waiter on the same case
 
 
 # --- the HTTP API ---

@@ -38,6 +38,8 @@ DEFAULTS = {
     "ntp_retry_ms": 60000,  # after a failed NTP query, the next one
     "ntp_timeout_ms": 2000,  # bound on one NTP query's socket operations
     "identify_ms": 30000,  # how long `identify` shows the device id (default)
+    "window_uart": None,  # UART number of the window-PC link (None: no window PC)
+    "window_baud": 115200,
 }
 
 REQUIRED = ("device_id", "key", "broker_host")

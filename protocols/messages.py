@@ -63,6 +63,8 @@ UP_FIELDS = (
             "config_version",
             "heap_free",
             "flash_free",
+            "cases_started",
+            "cases_rated",
         ),
     ),
     (CMDRES, ("id", "ok", "result")),
@@ -248,7 +250,8 @@ def _check_status(msg):
     _need_str(msg, "fw", optional=True, limit=32)
     _need_int(msg, "queue", 0, MAX_INT, optional=True)
     _need_int(msg, "last_seq", 0, MAX_SEQ, optional=True)
-    for field in ("bad_messages", "crashes", "config_version", "heap_free", "flash_free"):
+    counters = ("bad_messages", "crashes", "config_version", "heap_free", "flash_free")
+    for field in counters + ("cases_started", "cases_rated"):
         _need_int(msg, field, 0, MAX_INT, optional=True)
     _need_int(msg, "uptime_ms", 0, MAX_UPTIME_MS, optional=True)
     _need_int(msg, "battery", 0, 100, optional=True)

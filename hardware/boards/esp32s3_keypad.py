@@ -6,3 +6,5 @@ LED_PIN = 48
 BUZZER_PIN = 21
 I2C_SDA = 8  # SSD1306 128x64 display
 I2C_SCL = 9
+UART_TX = 17  # window-PC link (a USB-serial adapter on the PC side)
+UART_RX = 18

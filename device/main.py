@@ -17,7 +17,6 @@ import time
 from device.app import KeypadApp
 from device.commands import Commands
 from device.compat import sleep_ms, ticks_add, ticks_diff, ticks_ms
-from device.link import WindowLink
 from device.mqtt import MQTTClient
 from device.ntp import NTP, WallClock, board_clock
 from device.ntp import query as ntp_query_socket
@@ -471,6 +470,8 @@ def build(
     device = Device(settings, keys, wlan, store, client, sync, app, crash_log, mode)
     if app and settings.get("window_uart") is not None:
         try:
+            from device.link import WindowLink  # only keypads wired to a window PC load it
+
             device.window_link = WindowLink(
                 _window_uart(machine, board, settings), app, device_id, settings["firmware"]
             )

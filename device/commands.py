@@ -104,9 +104,7 @@ class Commands:
 
     # --- the commands ---
     def _sync_now(self, args):
-        # clear Sync's waits: the pending records go out on this pass
-        self.sync._in_flight = None
-        self.sync._last_send = None
+        self.sync.send_now()  # the pending records go out on this pass
         return True, {"queue": len(self.store)}
 
     def _reboot(self, args):

@@ -111,6 +111,12 @@ class Sync:
             return False
         return True
 
+    def send_now(self):
+        """Drop the ack wait and the batch interval: what is pending goes out
+        on the next step (the sync_now command)."""
+        self._in_flight = None
+        self._last_send = None
+
     def _maybe_send(self, now_ms):
         if self._in_flight is not None:
             if ticks_diff(now_ms, self._in_flight[1]) < self.ack_timeout_ms:

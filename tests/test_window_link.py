@@ -613,14 +613,15 @@ def test_a_failing_port_gives_no_answer_not_a_crash():
     assert port.opened >= 1
 
 
-def test_a_keypad_built_with_window_uart_polls_its_link_each_pass(tmp_path):
+def built_keypad(tmp_path, uart=None, **overrides):
+    """The firmware built by device.main.build on simulated parts; with `uart`,
+    the board has that UART and the settings name it as the window-PC link."""
     from device import config as device_config
     from device.main import build
     from hardware.boards import sim as sim_board
     from simulators.machine import SimMachine
     from simulators.network import SimNetwork
 
-    uart = FakeUART()
     opened = []
 
     class BoardWithUART(SimMachine):
@@ -628,15 +629,23 @@ def test_a_keypad_built_with_window_uart_polls_its_link_each_pass(tmp_path):
             opened.append((number, baudrate, pins))
             return uart
 
-    settings = device_config.load(
-        None,
-        {"device_id": "kp-01", "key": KEY.hex(), "broker_host": "127.0.0.1", "broker_port": 1,
-         "data_dir": str(tmp_path / "data"), "board": "sim", "timeout_ms": 200,
-         "window_uart": 1},
-    )  # fmt: skip
+    values = {"device_id": "kp-01", "key": KEY.hex(), "broker_host": "127.0.0.1",
+              "broker_port": 1, "data_dir": str(tmp_path / "data"), "board": "sim",
+              "timeout_ms": 200}  # fmt: skip
+    if uart is not None:
+        values["window_uart"] = 1
+    values.update(overrides)
     network = SimNetwork()
     network.link_up = False
-    dev = build(BoardWithUART(), network, sim_board, settings, check_filesystem=False)
+    machine = BoardWithUART() if uart is not None else SimMachine()
+    dev = build(machine, network, sim_board, device_config.load(None, values),
+                check_filesystem=False)  # fmt: skip
+    return dev, opened
+
+
+def test_a_keypad_built_with_window_uart_polls_its_link_each_pass(tmp_path):
+    uart = FakeUART()
+    dev, opened = built_keypad(tmp_path, uart)
     assert opened == [(1, 115200, {})] and dev.window_link is not None
     uart.inbox.extend(proto.encode_frame(proto.message("start", 1, case_no="C-1")))
     dev.step(1000)
@@ -646,45 +655,20 @@ def test_a_keypad_built_with_window_uart_polls_its_link_each_pass(tmp_path):
 
 
 def test_a_keypad_without_window_uart_has_no_link(tmp_path):
-    from device import config as device_config
-    from device.main import build
-    from hardware.boards import sim as sim_board
-    from simulators.machine import SimMachine
-    from simulators.network import SimNetwork
-
-    settings = device_config.load(
-        None,
-        {"device_id": "kp-01", "key": KEY.hex(), "broker_host": "127.0.0.1",
-         "data_dir": str(tmp_path / "data"), "board": "sim"},
-    )  # fmt: skip
-    dev = build(SimMachine(), SimNetwork(), sim_board, settings, check_filesystem=False)
-    assert dev.window_link is None
+    dev, opened = built_keypad(tmp_path)
+    assert dev.window_link is None and opened == []
 
 
 def test_the_status_counts_cases_started_and_rated(tmp_path):
-    from device import config as device_config
-    from device.main import build
-    from hardware.boards import sim as sim_board
     from protocols import messages
-    from simulators.machine import SimMachine
-    from simulators.network import SimNetwork
 
     uart = FakeUART()
-
-    class BoardWithUART(SimMachine):
-        def UART(self, number, baudrate, **pins):  # noqa: N802 - machine.UART's name
-            return uart
-
-    settings = device_config.load(
-        None,
-        {"device_id": "kp-01", "key": KEY.hex(), "broker_host": "127.0.0.1", "broker_port": 1,
-         "data_dir": str(tmp_path / "data"), "board": "sim", "timeout_ms": 200,
-         "window_uart": 1},
-    )  # fmt: skip
-    network = SimNetwork()
-    network.link_up = False
-    dev = build(BoardWithUART(), network, sim_board, settings, check_filesystem=False)
+    dev, _opened = built_keypad(tmp_path, uart)
     uart.inbox.extend(proto.encode_frame(proto.message("start", 1, case_no="C-1")))
     dev.step(1000)
     status = messages.decode(messages.encode(dev.sync.status()))
     assert (status["cases_started"], status["cases_rated"]) == (1, 0)
+    dev.app.press(0, 1100)  # the citizen rates
+    dev.step(1100 + dev.app.confirm_ms)  # the follow-up window ends: result goes out
+    status = messages.decode(messages.encode(dev.sync.status()))
+    assert (status["cases_started"], status["cases_rated"]) == (1, 1)

@@ -18,6 +18,7 @@ from protocols.record import (
     valid_device_id,
     valid_record_id,
     valid_tag,
+    valid_utc_time,
 )
 
 VERSION = 1
@@ -33,7 +34,16 @@ CMD = "cmd"
 CMDRES = "cmdres"
 TYPES = (EV, ACK, STATUS, CONFIG, CMD, CMDRES)
 
-COMMANDS = ("reboot", "sync_now", "status", "set_time", "identify", "factory_reset", "update")
+COMMANDS = (
+    "reboot",
+    "sync_now",
+    "status",
+    "set_time",
+    "identify",
+    "factory_reset",
+    "update",
+    "evaluate",
+)
 
 # The fields each message sent up may carry (besides v and t). Messages sent
 # up are strict: a field not listed is an error, so a device cannot smuggle
@@ -282,6 +292,7 @@ def _check_config(msg):
     _need_int(msg, "version", 1)
     for field in CONFIG_TEXTS:
         _need_str(msg, field, optional=True)
+    _check_kiosk_rows(msg)
     tags = msg.get("tags")
     if tags is None:
         return
@@ -304,12 +315,131 @@ def _check_config(msg):
         raise MessageError("config.content_version: is required with tags")
 
 
+# Optional config fields for a hall kiosk (docs/protocol.md §3.4). Rows are
+# lists, like `tags`: units [unit_id, name]; windows [window_id, unit_id,
+# name]; staff [staff_id, unit_id, name, staff_no]; items [item_code,
+# unit_id, name, initials] (initials: the pinyin initials of the name, a-z,
+# which the kiosk's search matches). `texts` maps a text's key to what the
+# screen shows; `followup_url` is where the thank-you QR code leads.
+KIOSK_ROWS = (
+    ("units", ("id", "name")),
+    ("windows", ("id", "unit", "name")),
+    ("staff", ("id", "unit", "name", "number")),
+    ("items", ("code", "unit", "name", "initials")),
+)
+MAX_KIOSK_ROWS = 2000
+MAX_KIOSK_TEXT = 200
+_TEXT_KEY = "abcdefghijklmnopqrstuvwxyz0123456789_"
+_INITIALS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _name_ok(value, limit=64, chars=None):
+    if not isinstance(value, str) or not value or len(value) > limit or text_problem(value):
+        return False
+    return chars is None or all(ch in chars for ch in value)
+
+
+def _check_kiosk_rows(msg):
+    for field, columns in KIOSK_ROWS:
+        rows = msg.get(field)
+        if rows is None:
+            continue
+        shape = "config." + field + ": must be a list of [" + ", ".join(columns) + "]"
+        if not isinstance(rows, list) or len(rows) > MAX_KIOSK_ROWS:
+            raise MessageError(shape)
+        seen = set()
+        for row in rows:
+            if not isinstance(row, list) or len(row) != len(columns):
+                raise MessageError(shape)
+            for i, column in enumerate(columns):
+                chars = _INITIALS if column == "initials" else None
+                limit = 32 if column == "initials" else 64
+                if not _name_ok(row[i], limit, chars):
+                    raise MessageError(shape + " (" + column + " of row " + str(len(seen)) + ")")
+            if row[0] in seen:
+                raise MessageError("config." + field + ": " + repr(row[0]) + " listed twice")
+            seen.add(row[0])
+    units = set(row[0] for row in msg.get("units") or ())
+    for field, _columns in KIOSK_ROWS[1:]:
+        for row in msg.get(field) or ():
+            if row[1] not in units:
+                raise MessageError(
+                    "config." + field + ": unit " + repr(row[1]) + " is not in config.units"
+                )
+    texts = msg.get("texts")
+    if texts is not None:
+        if not isinstance(texts, dict):
+            raise MessageError("config.texts: must map text keys to strings")
+        for key in texts:
+            if not _name_ok(key, 32, _TEXT_KEY):
+                raise MessageError("config.texts: key " + repr(str(key)[:40]) + " is not a-z 0-9 _")
+            if not _name_ok(texts[key], MAX_KIOSK_TEXT):
+                raise MessageError(
+                    "config.texts." + key + ": must be a string of 1.." + str(MAX_KIOSK_TEXT)
+                )
+    url = msg.get("followup_url")
+    if url is not None and (
+        not _name_ok(url, MAX_KIOSK_TEXT)
+        or not (url.startswith("https://") or url.startswith("http://"))
+        or " " in url
+        or "?" in url
+        or "#" in url
+    ):
+        raise MessageError(
+            "config.followup_url: must be an http(s) URL of 1.."
+            + str(MAX_KIOSK_TEXT)
+            + " without spaces, query or fragment"
+        )
+
+
+# The case fields of an `evaluate` command (a hall self-service app hands a
+# finished case to the kiosk): the same names and rules as the serial
+# link's `start` (docs/protocol.md §4).
+EVALUATE_TEXTS = ("case_no", "service_no", "item_code", "staff_id", "org_id", "window_id")
+EVALUATE_FIELDS = EVALUATE_TEXTS + ("handled_at", "attempt", "follows", "timeout_s")
+
+
+def evaluate_problem(args, where="evaluate"):
+    """Why the case of an `evaluate` command cannot be used, or None."""
+    if not isinstance(args, dict):
+        return where + ": must be an object"
+    for key in args:
+        if key not in EVALUATE_FIELDS:
+            return where + "." + str(key)[:40] + ": unknown field"
+    if args.get("case_no") is None:
+        return where + ".case_no: is required"
+    for field in EVALUATE_TEXTS:
+        value = args.get(field)
+        if value is not None and not _name_ok(value):
+            return where + "." + field + ": must be a string of 1..64 without control characters"
+    handled = args.get("handled_at")
+    if handled is not None and not valid_utc_time(handled):
+        return where + ".handled_at: must be UTC time as YYYY-MM-DDTHH:MM:SSZ"
+    attempt = args.get("attempt")
+    if attempt is not None and (not _int(attempt) or attempt not in (1, 2)):
+        return where + ".attempt: must be an integer 1..2"
+    follows = args.get("follows")
+    if follows is not None:
+        if attempt != 2:
+            return where + ".follows: only on an appended rating (attempt 2)"
+        if not valid_record_id(follows):
+            return where + ".follows: must be a rating's record id"
+    timeout = args.get("timeout_s")
+    if timeout is not None and (not _int(timeout) or not 10 <= timeout <= 600):
+        return where + ".timeout_s: must be an integer 10..600"
+    return None
+
+
 def _check_cmd(msg):
     _need_str(msg, "id")
     if msg.get("cmd") not in COMMANDS:
         raise MessageError("cmd.cmd: unknown command " + repr(msg.get("cmd")))
     if not isinstance(msg.get("args"), dict):
         raise MessageError("cmd.args: must be an object")
+    if msg["cmd"] == "evaluate":
+        problem = evaluate_problem(msg["args"], "cmd.args")
+        if problem:
+            raise MessageError(problem)
 
 
 def _check_cmdres(msg):

@@ -19,9 +19,16 @@ from protocols.canonical import dumps
 def batch_stream(store, device_id, number, plan):
     """(length, chunks) of the batch message for the records of a
     store.batch_plan(): the bytes messages.encode(messages.batch(device_id,
-    number, records)) would give, without ever holding them in RAM. Canonical
-    JSON sorts the keys: batch, device_id, records, t, v."""
-    head = b'{"batch":' + str(number).encode() + b',"device_id":' + dumps(device_id)
+    number, records, contacts)) would give, without ever holding the records
+    in RAM. Canonical JSON sorts the keys: batch, contacts, device_id,
+    records, t, v. A store with contacts (the kiosk's) offers the signed
+    entries of a plan as store.contacts(plan); the keypad's has none."""
+    contacts = getattr(store, "contacts", None)
+    contacts = contacts(plan) if contacts else None
+    head = b'{"batch":' + str(number).encode()
+    if contacts:
+        head += b',"contacts":' + dumps(contacts)
+    head += b',"device_id":' + dumps(device_id)
     head += b',"records":['
     tail = b'],"t":' + dumps(messages.EV) + b',"v":' + str(messages.VERSION).encode() + b"}"
     length = len(head) + len(tail) + len(plan) - 1

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -163,6 +164,69 @@ users = Table(
     Column("password_hash", Text, nullable=False),
     Column("role", String(16), nullable=False),
     Column("created_at", String(32), nullable=False),
+)
+
+
+# --- the organisation (sync_server/org.py) ---------------------------------------
+# Units (district, streets, towns, villages/communities, departments, halls and
+# service points), windows, staff and service items. Where each sits in the tree
+# is not a column of theirs but a row of `placements` with a validity period, so
+# a move closes one row and opens another and every past rating still resolves
+# to the unit of its time.
+
+org_units = Table(
+    "org_units",
+    metadata,
+    Column("id", String(64), primary_key=True),  # division code or our own code
+    Column("name", Text, nullable=False),
+    Column("kind", String(16), nullable=False),  # org.UNIT_KINDS
+    Column("created_at", String(32), nullable=False),
+    Column("retired_at", String(32)),
+)
+
+windows = Table(
+    "windows",
+    metadata,
+    Column("id", String(64), primary_key=True),  # the window_id ratings carry
+    Column("name", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("retired_at", String(32)),
+)
+
+staff = Table(
+    "staff",
+    metadata,
+    Column("id", String(64), primary_key=True),  # 工号: the staff_id ratings carry
+    Column("name", Text, nullable=False),
+    Column("photo", LargeBinary),
+    Column("photo_type", String(32)),
+    Column("created_at", String(32), nullable=False),
+    Column("retired_at", String(32)),
+)
+
+service_items = Table(
+    "service_items",
+    metadata,
+    Column("id", String(64), primary_key=True),  # 事项实施编码
+    Column("name", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("retired_at", String(32)),
+)
+
+# subject (kind unit|window|staff|item, id) sits under unit_id from valid_from
+# (inclusive) to valid_to (exclusive; NULL while current); times UTC,
+# YYYY-MM-DDTHH:MM:SSZ like evaluations.effective_at, so they compare as text
+placements = Table(
+    "placements",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),
+    Column("subject_id", String(64), nullable=False),
+    Column("unit_id", String(64), nullable=False),
+    Column("valid_from", String(20), nullable=False),
+    Column("valid_to", String(20)),
+    Index("ix_placements_subject", "kind", "subject_id", "valid_from"),
+    Index("ix_placements_unit", "unit_id"),
 )
 
 

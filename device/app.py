@@ -43,6 +43,7 @@ DEFAULT_CASE_MS = 60000
 MAX_EVENTS = 16  # events the window-PC link has not taken yet; older ones are dropped
 ENOSPC = 28  # errno of a full flash
 FULL_TEXT = "存储已满，暂停评价"
+SEQ_TEXT = "设备正在与平台核对，暂停评价"  # a wiped store waits for down/seq
 
 # case field (from the window PC's start) -> record field
 CASE_FIELDS = (
@@ -124,6 +125,12 @@ class KeypadApp:
             pass  # a store that cannot tell: full until a write succeeds
         return self._full_queue is not None
 
+    @property
+    def seq_known(self):
+        """False while a store that lost its state waits for the collector's
+        word on the seqs it used (store.learn)."""
+        return getattr(self.store, "known", True) is not False
+
     def screen(self):
         if self.state == PAUSED:
             return ("暂停服务",)
@@ -133,6 +140,8 @@ class KeypadApp:
             return ("感谢您的评价",)
         if self.state in (IDLE, ASK) and self.storage_full:
             return (FULL_TEXT,)
+        if self.state in (IDLE, ASK) and not self.seq_known:
+            return (SEQ_TEXT,)
         if self.state == TAGS:
             if levels.is_bad(self._stars):
                 lines = ["请选择不满意的原因"]
@@ -227,7 +236,7 @@ class KeypadApp:
             stars = levels.key_stars(index)
         except levels.MappingError:
             return None  # a key that is not a level key
-        if self.storage_full:
+        if self.storage_full or not self.seq_known:
             return None  # refused before the level matters; the screen says why
         self._rated_case = self.case
         self.case = None

@@ -424,6 +424,7 @@ def build(
     reset_cause = getattr(machine, "reset_cause", None)
     cause = _RESET_CAUSES.get(reset_cause(), "other") if reset_cause else None
     store = client = sync = app = None
+    boot_id = _boot_id()
     if mode == NORMAL:
         try:
             store = Store(data_dir)
@@ -448,6 +449,7 @@ def build(
                 ack_timeout_ms=settings["ack_timeout_ms"],
                 min_interval_ms=settings["min_batch_interval_ms"],
                 status_every_ms=settings["status_every_ms"],
+                boot_id=boot_id,
             )
             on_board = sys.implementation.name == "micropython"
             base = wall_clock or (board_clock(settings["rtc_battery"]) if on_board else _wall_clock)
@@ -458,7 +460,7 @@ def build(
                 key,
                 store,
                 clock,
-                _boot_id(),
+                boot_id,
                 boot_ms=boot_ms,
                 confirm_ms=settings["confirm_ms"],
             )
@@ -477,7 +479,6 @@ def build(
             )
         except Exception as exc:  # no link is better than no keypad
             crash_log.note(describe("window", exc), boot_ms)
-    boot_id = app.boot_id if app else _boot_id()
     uptime = [0, boot_ms]  # ms counted, ticks when last counted (as KeypadApp does)
 
     def uptime_ms():

@@ -2,7 +2,8 @@
 #
 # Files in the data folder (kept apart from the code, so re-flashing the app
 # keeps them):
-#   state    {"next_seq": n, "counts": {"1": .., "5": ..}}  (written by rename)
+#   state    {"next_seq": n, "counts": {"1": .., "5": ..}, "known": true}
+#            (written by rename; provisioning writes the first one)
 #   journal  one line per change: 8 hex digits of CRC-32, a space, canonical
 #            JSON of {"a": record} (added) or {"d": [seq, ...]} (acked), "\n".
 # A record is appended to the journal before the state moves past its seq,
@@ -10,6 +11,13 @@
 # never reused and a cumulative count never lost. A torn last line (power cut
 # mid-write) fails its CRC and is cut off when the store opens.
 # Only offsets are kept in RAM, so a long backlog costs little heap.
+#
+# A store that opens without a state file (a wiped or swapped board, a data
+# folder lost) cannot know which seqs it already used: those acked and
+# compacted away left no trace. It is not `known` and refuses to add records
+# (SeqUnknown) until learn() moves it past the highest seq the collector
+# holds for the device (docs/protocol.md §3.6). A state file from before the
+# "known" flag was written by this firmware, so it counts as known.
 #
 # A full flash (ENOSPC, errno 28) or a journal that would pass max_bytes makes
 # add() raise StorageFull: the journal stays consistent (a torn partial line
@@ -31,6 +39,10 @@ _RECORD_START = 14  # a journal line: 8 hex digits, " ", '{"a":', the record, "}
 
 class StorageFull(OSError):
     """The store cannot keep another record until acknowledged ones are removed."""
+
+
+class SeqUnknown(OSError):
+    """The store does not know which seqs were used before it lost its state."""
 
 
 def _errno(exc):
@@ -100,6 +112,25 @@ def _parse(line):
         return None
 
 
+def seed(folder, next_seq=1):
+    """Write the first state of a provisioned store (known, from next_seq),
+    unless the folder already has one: what provisioning does for a new board
+    whose seqs start fresh. Returns True when it wrote the state."""
+    try:
+        os.mkdir(folder)
+    except OSError:
+        pass
+    path = folder + "/" + _STATE
+    if _exists(path) or _exists(path + ".tmp"):
+        return False
+    counts = {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0}
+    with open(path + ".tmp", "w") as f:
+        f.write(dumps({"counts": counts, "known": True, "next_seq": next_seq}).decode())
+        _sync(f)
+    _replace(path + ".tmp", path)
+    return True
+
+
 class Store:
     def __init__(self, folder, max_bytes=None):
         self.folder = folder
@@ -118,6 +149,7 @@ class Store:
         self._bad = {}  # seqs of pending 差评 (levels.is_bad), drained first
         self._size = 0
         self._full = False
+        self.known = True  # whether next_seq is proved unused (see learn())
         self._open()
 
     # --- opening and replay ---
@@ -130,6 +162,9 @@ class Store:
                 state = json.loads(f.read())
             self.next_seq = state["next_seq"]
             self.counts.update(state["counts"])
+            self.known = state.get("known", True) is True
+        else:
+            self.known = False
         damaged = False
         if _exists(self._journal_path):
             damaged = self._replay()
@@ -176,7 +211,8 @@ class Store:
         tmp = self._state_path + ".tmp"
         try:
             with open(tmp, "w") as f:
-                f.write(dumps({"next_seq": self.next_seq, "counts": self.counts}).decode())
+                state = {"next_seq": self.next_seq, "counts": self.counts, "known": self.known}
+                f.write(dumps(state).decode())
                 _sync(f)
         except OSError:
             _remove_quietly(tmp)
@@ -233,6 +269,8 @@ class Store:
         """Keep a record (its seq must be next_seq) durably, then move the state on.
 
         Raises StorageFull (nothing kept, seq not moved) when there is no room."""
+        if not self.known:
+            raise SeqUnknown(0, "seq unknown: waiting for the collector")
         seq = record["seq"]
         if seq != self.next_seq:
             raise ValueError("seq " + str(seq) + " is not the next seq " + str(self.next_seq))
@@ -253,6 +291,26 @@ class Store:
             if _errno(exc) != ENOSPC:
                 raise
             self._full = True
+
+    def learn(self, highest, counts=None):
+        """The collector's word on the highest seq it holds for this device
+        (a signed down/seq): next_seq moves past it, never back. A store that
+        was not known takes the collector's per-level counts too (its own were
+        lost with its state) and is known from now on. Returns True when
+        something changed."""
+        changed = False
+        if highest >= self.next_seq:
+            self.next_seq = highest + 1
+            changed = True
+        if not self.known:
+            if counts:
+                for key in self.counts:
+                    self.counts[key] = max(self.counts[key], counts.get(key, 0))
+            self.known = True
+            changed = True
+        if changed:
+            self._save_state()
+        return changed
 
     def remove(self, seqs):
         """Forget records the collector has acknowledged; unknown seqs are ignored."""

@@ -7,7 +7,12 @@
 # are rate-limited (min_interval_ms) so a hall of devices coming back after
 # an outage does not swamp the collector, and 差评 drain first (Store.pending).
 #
-# Everything the collector sends down (ack, config, command) is signed with
+# A store that lost its state does not know which seqs it used: its status
+# leaves out `last_seq`, and the collector answers on down/seq with the
+# highest seq it holds for the device, for this boot only (boot_id), signed;
+# the store moves past it and rates again (docs/protocol.md §3.6).
+#
+# Everything the collector sends down (ack, config, command, seq) is signed with
 # this device's key: a forged ack would make the device forget records that
 # were never stored, so an unsigned or wrongly signed message is ignored.
 from device.compat import ticks_diff
@@ -60,6 +65,7 @@ class Sync:
         ack_timeout_ms=10000,
         min_interval_ms=200,
         status_every_ms=60000,
+        boot_id=None,
     ):
         self.client = client
         self.store = store
@@ -70,6 +76,7 @@ class Sync:
         self.ack_timeout_ms = ack_timeout_ms
         self.min_interval_ms = min_interval_ms
         self.status_every_ms = status_every_ms
+        self.boot_id = boot_id  # a down/seq is taken only for this boot
         self.on_config = None  # fn(config dict)
         self.on_command = None  # fn(command dict) -> (ok, result)
         self.status_extra = None  # fn() -> dict: clock, signal, reset_cause ... (main.py)
@@ -94,8 +101,11 @@ class Sync:
         return topics.topic(self.device_id, kind)
 
     def _subscribe(self):
-        for kind in (topics.DOWN_ACK, topics.DOWN_CONFIG, topics.DOWN_CMD):
+        for kind in (topics.DOWN_ACK, topics.DOWN_CONFIG, topics.DOWN_CMD, topics.DOWN_SEQ):
             self.client.subscribe(self._topic(kind), 1)
+
+    def _seq_known(self):
+        return getattr(self.store, "known", True)
 
     def step(self, now_ms):
         """Do one slice of sync work; never blocks longer than the client's timeout."""
@@ -105,8 +115,8 @@ class Sync:
         try:
             if not was_connected:
                 self._in_flight = None
-                if not self.client.session_present:
-                    self._subscribe()
+                if not self.client.session_present or not self._seq_known():
+                    self._subscribe()  # a session from older firmware lacks down/seq
                 self._status_dirty = True
             for _ in range(8):
                 self.client.check_msg()
@@ -148,17 +158,21 @@ class Sync:
         fields = {
             "fw": self.firmware,
             "queue": len(self.store),
-            "last_seq": self.store.last_seq,
             "counts": dict(self.store.counts),
             "bad_messages": self.bad_messages,
         }
+        if self._seq_known():
+            fields["last_seq"] = self.store.last_seq  # absent: ask the collector (down/seq)
         if extras and self.status_extra:
             fields.update(self.status_extra())
         return messages.status(online, **fields)
 
     def _maybe_status(self, now_ms):
         since = None if self._last_status is None else ticks_diff(now_ms, self._last_status)
-        due = since is None or since >= self.status_every_ms
+        every = self.status_every_ms
+        if not self._seq_known():
+            every = min(every, self.ack_timeout_ms)  # ask again until the collector answers
+        due = since is None or since >= every
         if not (due or (self._status_dirty and since >= 1000)):
             return
         status = self.status()
@@ -188,6 +202,11 @@ class Sync:
                     self.on_config(msg)
             elif kind == topics.DOWN_CMD and msg["t"] == messages.CMD:
                 self._command(msg)
+            elif kind == topics.DOWN_SEQ and msg["t"] == messages.SEQ:
+                if msg["boot_id"] != self.boot_id:
+                    raise ValueError("a seq answer for another boot")
+                if self.store.learn(msg["highest"], msg.get("counts")):
+                    self._status_dirty = True
             else:
                 raise ValueError("message of the wrong type for its topic")
         except Exception:  # no input may stop the device

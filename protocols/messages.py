@@ -32,7 +32,8 @@ STATUS = "status"
 CONFIG = "config"
 CMD = "cmd"
 CMDRES = "cmdres"
-TYPES = (EV, ACK, STATUS, CONFIG, CMD, CMDRES)
+SEQ = "seq"
+TYPES = (EV, ACK, STATUS, CONFIG, CMD, CMDRES, SEQ)
 
 COMMANDS = (
     "reboot",
@@ -195,6 +196,16 @@ def config(version, **fields):
     return msg
 
 
+def seq(boot_id, highest, counts=None):
+    """The collector's answer to a device that does not know its seqs (its
+    status has no `last_seq`) or that reports a lower one than the collector
+    holds: the highest seq it holds for the device, for the boot that asked."""
+    msg = {"v": VERSION, "t": SEQ, "boot_id": boot_id, "highest": highest}
+    if counts is not None:
+        msg["counts"] = counts
+    return msg
+
+
 def command(command_id, name, args=None):
     return {"v": VERSION, "t": CMD, "id": command_id, "cmd": name, "args": args or {}}
 
@@ -255,6 +266,26 @@ def _check_ack(msg):
     _seq_list(msg, "quarantined")
 
 
+def _check_counts(msg, where):
+    counts = msg.get("counts")
+    if counts is None:
+        return
+    if isinstance(counts, dict):
+        for key in counts:
+            value = counts[key]
+            if key not in ("1", "2", "3", "4", "5") or not _int(value) or not 0 <= value <= MAX_SEQ:
+                break
+        else:
+            return
+    raise MessageError(where + ".counts: must map stars 1..5 to counts")
+
+
+def _check_seq(msg):
+    _need_str(msg, "boot_id", limit=32)
+    _need_int(msg, "highest", 0, MAX_SEQ)
+    _check_counts(msg, "seq")
+
+
 def _check_status(msg):
     _need_bool(msg, "online", optional=False)
     _need_str(msg, "fw", optional=True, limit=32)
@@ -275,14 +306,7 @@ def _check_status(msg):
     _need_str(msg, "last_error", optional=True, limit=120)
     _need_bool(msg, "storage_full")
     _need_bool(msg, "safe_mode")
-    counts = msg.get("counts")
-    if counts is not None:
-        if not isinstance(counts, dict):
-            raise MessageError("status.counts: must map stars 1..5 to counts")
-        for key in counts:
-            value = counts[key]
-            if key not in ("1", "2", "3", "4", "5") or not _int(value) or not 0 <= value <= MAX_SEQ:
-                raise MessageError("status.counts: must map stars 1..5 to counts")
+    _check_counts(msg, "status")
 
 
 CONFIG_TEXTS = ("window_id", "staff_id", "staff_name", "staff_no", "org_id", "content_version")
@@ -455,6 +479,7 @@ _CHECKS = (
     (CONFIG, _check_config),
     (CMD, _check_cmd),
     (CMDRES, _check_cmdres),
+    (SEQ, _check_seq),
 )
 
 

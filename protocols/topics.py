@@ -10,6 +10,7 @@ UP_STATUS = "up/status"  # device -> collector, QoS 1, retained, also the will
 DOWN_CONFIG = "down/config"  # collector -> device, QoS 1, retained
 DOWN_CMD = "down/cmd"  # collector -> device, QoS 1 (held for offline devices)
 UP_CMDRES = "up/cmdres"  # device -> collector, QoS 1
+DOWN_SEQ = "down/seq"  # collector -> device, QoS 1: the highest seq it holds (a wiped store)
 
 # kind -> (qos, retained)
 KINDS = (
@@ -19,6 +20,7 @@ KINDS = (
     (DOWN_CONFIG, 1, True),
     (DOWN_CMD, 1, False),
     (UP_CMDRES, 1, False),
+    (DOWN_SEQ, 1, False),
 )
 
 

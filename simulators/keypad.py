@@ -20,6 +20,7 @@ import time
 from device import config as device_config
 from device.compat import ticks_ms
 from device.main import LOOP_MS, build, start_watchdog
+from device.store import seed
 from hardware.boards import sim as sim_board
 from protocols import levels
 from simulators.machine import SimMachine
@@ -38,6 +39,7 @@ class SimKeypad:
         data_dir: str,
         clock_set: bool = True,
         watchdog: bool = False,
+        provisioned: bool = True,
         **settings,
     ):
         overrides = {
@@ -52,6 +54,10 @@ class SimKeypad:
         }
         overrides.update(settings)
         self.settings = device_config.load(None, overrides)
+        if provisioned:
+            # as provisioning leaves a new board: its seqs start at 1. Without it
+            # the board is a wiped one that asks the collector (down/seq).
+            seed(data_dir)
         # A board whose clock was never set counts from its epoch (2000-01-01).
         self._booted = time.monotonic()
         self.wall_clock = None if clock_set else self._unset_clock

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from protocols import messages, record, sign, topics
@@ -48,7 +48,8 @@ POISON = (IntegrityError, DataError, ValueError, TypeError, OverflowError, Unico
 
 @dataclass
 class Outcome:
-    """What one message did: the ack to publish (if any) and the counts."""
+    """What one message did: the reply to publish (an ack, or a seq answer
+    to a status) if any, and the counts."""
 
     ack_topic: str | None = None
     ack_payload: bytes | None = None
@@ -250,6 +251,7 @@ class Ingestor:
             msg = messages.decode(payload, messages.STATUS)
         except messages.MessageError as exc:
             return self.quarantine_message(topic, device_id, str(exc), payload, received_at)
+        outcome = Outcome()
         with self.engine.begin() as conn:
             conn.execute(
                 db.devices.update()
@@ -258,7 +260,32 @@ class Ingestor:
             )
             if not retained:
                 clock.record_boot_clock(conn, device_id, msg, received_at)
-        return Outcome()
+            device = self.device(conn, device_id)
+            if device is not None and msg["online"] and msg.get("boot_id"):
+                self._answer_seq(conn, device, msg, outcome)
+        return outcome
+
+    @staticmethod
+    def _answer_seq(conn, device: Device, msg: dict, outcome: Outcome) -> None:
+        """A device that does not know its seqs (no `last_seq`: its store lost
+        its state) or reports fewer than the collector holds (an old flash
+        image) is told the highest seq held for it, stored or kept aside, with
+        the per-level counts of what is stored, signed and bound to the boot
+        that asked (docs/protocol.md §3.6)."""
+        highest, counts = seqs_held(conn, device.device_id)
+        last = msg.get("last_seq")
+        if last is not None and last >= highest:
+            return
+        if last is not None:
+            log.warning(
+                "%s reports last_seq %d below the %d the collector holds; told it",
+                device.device_id,
+                last,
+                highest,
+            )
+        answer = messages.seq(msg["boot_id"], highest, counts)
+        outcome.ack_topic = topics.topic(device.device_id, topics.DOWN_SEQ)
+        outcome.ack_payload = messages.encode_signed(answer, device.key)
 
     def _batch(self, topic, device_id, payload, received_at) -> Outcome:
         try:
@@ -377,6 +404,33 @@ class Ingestor:
         outcome.ack_topic = topics.topic(device.device_id, topics.DOWN_ACK)
         outcome.ack_payload = messages.encode_signed(ack, device.key)
         return outcome
+
+
+def seqs_held(conn, device_id: str) -> tuple[int, dict[str, int]]:
+    """The highest seq of `device_id` the collector holds (stored, or kept
+    aside under the device's own id) and the stored records per level."""
+    e = db.evaluations.c
+    rows = conn.execute(
+        select(e.stars, func.count(), func.max(e.seq))
+        .where(e.device_id == device_id)
+        .group_by(e.stars)
+    ).all()
+    counts = {str(stars): 0 for stars in range(1, 6)}
+    highest = 0
+    for stars, count, top in rows:
+        if str(stars) in counts:
+            counts[str(stars)] = int(count)
+        highest = max(highest, int(top or 0))
+    q = db.quarantine.c
+    prefix = device_id + ":"
+    kept = conn.execute(
+        select(q.record_id).where(q.device_id == device_id, q.record_id.like(prefix + "%"))
+    ).scalars()
+    for record_id in kept:
+        tail = record_id[len(prefix) :]  # LIKE's _ matches any character: check again
+        if record_id.startswith(prefix) and record.digits(tail) and len(tail) <= 10:
+            highest = max(highest, min(int(tail), record.MAX_SEQ))
+    return highest, counts
 
 
 def _poison(exc: BaseException) -> bool:

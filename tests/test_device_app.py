@@ -6,6 +6,7 @@ from device import config as device_config
 from device.app import CONFIRM_MS, MAX_EVENTS, KeypadApp
 from device.store import Store
 from protocols import levels, record, serial, sign
+from tests.harness.records import seeded
 
 KEY = b"k" * 32
 CONFIG = {
@@ -20,7 +21,7 @@ WINDOW = CONFIRM_MS  # the follow-up window after every level key press
 
 @pytest.fixture
 def app(tmp_path):
-    keypad = KeypadApp("kp-01", KEY, Store(str(tmp_path)), lambda: (1764145800, "ntp"), "b00t")
+    keypad = KeypadApp("kp-01", KEY, Store(seeded(tmp_path)), lambda: (1764145800, "ntp"), "b00t")
     keypad.configure(CONFIG)
     return keypad
 
@@ -36,7 +37,7 @@ def test_the_default_window_is_the_device_setting():
 @pytest.mark.parametrize("bad", [0, -1, 600001, 3000.0, None])
 def test_a_window_that_ticks_cannot_time_is_refused(tmp_path, bad):
     with pytest.raises(ValueError, match="confirm_ms"):
-        KeypadApp("kp-01", KEY, Store(str(tmp_path)), lambda: (0, "unset"), "b", 0, bad)
+        KeypadApp("kp-01", KEY, Store(seeded(tmp_path)), lambda: (0, "unset"), "b", 0, bad)
 
 
 @pytest.mark.parametrize("stars", [5, 4, 3])
@@ -277,7 +278,7 @@ def test_uptime_keeps_counting_past_the_tick_wrap(tmp_path, monkeypatch):
         device_app, "ticks_diff", lambda a, b: (a - b + period // 2) % period - period // 2
     )
     boot = period - 1000
-    app = KeypadApp("kp-01", KEY, Store(str(tmp_path)), lambda: (0, "unset"), "b", boot, 3000)
+    app = KeypadApp("kp-01", KEY, Store(seeded(tmp_path)), lambda: (0, "unset"), "b", boot, 3000)
     now = boot
     for _ in range(5):  # two and a half periods, a tick every 2^28 ms
         now = (now + (1 << 28)) % period

@@ -18,6 +18,7 @@ from hardware.boards import sim as sim_board
 from protocols import messages, topics
 from simulators.machine import SimMachine
 from simulators.network import SimNetwork
+from tests.harness.records import seeded
 
 KEY_HEX = "6b" * 32
 KEY = bytes.fromhex(KEY_HEX)
@@ -38,6 +39,7 @@ def boot(tmp_path, machine=None, link=False, wall_clock=None, **overrides):
     }
     ntp_query = overrides.pop("ntp_query", None)
     values.update(overrides)
+    seeded(values["data_dir"])
     dev = build(
         machine or SimMachine(),
         network,
@@ -431,7 +433,8 @@ from device.main import build
 from hardware.boards import esp32s3_keypad as board
 from protocols import messages, sign
 
-os.mkdir("/work/data")
+from device.store import seed
+seed("/work/data")
 settings = config.load(None, {"device_id": "kp-01", "key": "00" * 32,
                               "broker_host": "192.0.2.1", "data_dir": "/work/data"})
 device = build(machine, network, board, settings, ntp_query=lambda h, t: 1764145800)

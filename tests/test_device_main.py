@@ -22,6 +22,7 @@ from protocols import levels, messages, serial
 from simulators.keypad import SimKeypad
 from simulators.machine import SimMachine
 from simulators.network import SimNetwork
+from tests.harness.records import seeded
 
 KEY_HEX = "6b" * 32
 PERIOD = 1 << 30
@@ -50,14 +51,17 @@ def settings(tmp_path, **overrides):
     return device_config.load(None, values)
 
 
-def boot(tmp_path, machine=None, network=None, link=False, **overrides):
+def boot(tmp_path, machine=None, network=None, link=False, provisioned=True, **overrides):
     network = network or SimNetwork()
     network.link_up = link
+    values = settings(tmp_path, **overrides)
+    if provisioned:
+        seeded(values["data_dir"])
     return build(
         machine or SimMachine(),
         network,
         sim_board,
-        settings(tmp_path, **overrides),
+        values,
         wall_clock=lambda: (1764145800, "ntp"),
         check_filesystem=False,
     )
@@ -463,7 +467,7 @@ def test_a_full_flash_refuses_the_rating_the_same_way_for_every_level(error):
 
 
 def test_presses_while_full_do_nothing_but_show_it_until_space_is_freed(tmp_path):
-    store = Store(str(tmp_path), max_bytes=1)  # not even one record fits
+    store = Store(seeded(tmp_path), max_bytes=1)  # not even one record fits
     app = KeypadApp("kp-01", b"k" * 32, store, lambda: (1764145800, "ntp"), "b", 0, 1000)
     assert app.press(0, 10) is None and app.screen() == (FULL_TEXT,)
     assert store.full and app.storage_full
@@ -529,7 +533,8 @@ from device.compat import ticks_add, ticks_diff
 from device.main import build
 from hardware.boards import esp32s3_keypad as board
 
-os.mkdir("/work/data")
+from device.store import seed
+seed("/work/data")
 settings = config.load(None, {"device_id": "kp-01", "key": "00" * 32, "wifi_ssid": "hall",
                               "broker_host": "192.0.2.1", "data_dir": "/work/data",
                               "wifi_retry_ms": 1000, "wifi_retry_max_ms": 8000})

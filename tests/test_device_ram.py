@@ -12,10 +12,9 @@ STEPS = [
     "import device.main, device.config\nfrom hardware.boards import esp32s3_keypad",
     "gc.collect()\nafter_import = gc.mem_alloc()\nprint('import', after_import - base)",
     """
-import os
-os.mkdir('/work/d')
-from device.store import Store
+from device.store import Store, seed
 from device.app import KeypadApp
+seed('/work/d')
 store = Store('/work/d')
 app = KeypadApp('kp-01', bytes(32), store, lambda: (1764145800, 'ntp'), 'b00t', 0, 3000)
 now = 0

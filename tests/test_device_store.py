@@ -6,6 +6,7 @@ import pytest
 
 from device.store import StorageFull, Store
 from protocols.canonical import dumps as canonical_dumps
+from tests.harness.records import seeded
 
 
 def rec(seq, stars=5):
@@ -13,19 +14,19 @@ def rec(seq, stars=5):
 
 
 def test_records_stay_until_acked_and_survive_a_restart(tmp_path):
-    store = Store(str(tmp_path))
+    store = Store(seeded(tmp_path))
     for seq in range(1, 6):
         store.add(rec(seq, stars=seq))
     assert len(store) == 5
     assert store.remove([2, 4, 99]) == 2  # 99 was never here
-    again = Store(str(tmp_path))
+    again = Store(seeded(tmp_path))
     assert [r["seq"] for r in again.pending(10)] == [1, 3, 5]
     assert again.next_seq == 6
     assert again.counts == {"1": 1, "2": 1, "3": 1, "4": 1, "5": 1}
 
 
 def test_bad_reviews_drain_first_then_oldest(tmp_path):
-    store = Store(str(tmp_path))
+    store = Store(seeded(tmp_path))
     for seq, stars in enumerate([5, 1, 4, 2, 3], start=1):
         store.add(rec(seq, stars))
     assert [r["seq"] for r in store.pending(3)] == [2, 4, 1]
@@ -33,64 +34,64 @@ def test_bad_reviews_drain_first_then_oldest(tmp_path):
 
 
 def test_seq_must_be_the_next_one(tmp_path):
-    store = Store(str(tmp_path))
+    store = Store(seeded(tmp_path))
     store.add(rec(1))
     with pytest.raises(ValueError, match="^seq 3 is not the next seq 2$"):
         store.add(rec(3))
 
 
 def test_a_seq_is_never_reused_after_everything_is_acked(tmp_path):
-    store = Store(str(tmp_path))
+    store = Store(seeded(tmp_path))
     store.add(rec(1))
     store.add(rec(2))
     store.remove([1, 2])
     assert os.path.getsize(tmp_path / "journal") == 0  # compacted
-    assert Store(str(tmp_path)).next_seq == 3
+    assert Store(seeded(tmp_path)).next_seq == 3
 
 
 def test_a_torn_last_line_is_cut_off_and_the_rest_kept(tmp_path):
-    store = Store(str(tmp_path))
+    store = Store(seeded(tmp_path))
     store.add(rec(1))
     store.add(rec(2))
     with open(tmp_path / "journal", "ab") as f:
         f.write(b'0badc0de {"a":{"id":"kp-01:3"')  # power cut mid-write
-    again = Store(str(tmp_path))
+    again = Store(seeded(tmp_path))
     assert [r["seq"] for r in again.pending(10)] == [1, 2]
     again.add(rec(3))  # appends after a clean line, not onto the torn one
-    assert [r["seq"] for r in Store(str(tmp_path)).pending(10)] == [1, 2, 3]
+    assert [r["seq"] for r in Store(seeded(tmp_path)).pending(10)] == [1, 2, 3]
 
 
 def test_a_lost_state_write_is_repaired_from_the_journal(tmp_path):
-    store = Store(str(tmp_path))
+    store = Store(seeded(tmp_path))
     store.add(rec(1, stars=2))
     state = (tmp_path / "state").read_bytes()
     store.add(rec(2, stars=1))
     (tmp_path / "state").write_bytes(state)  # power cut before the state moved on
-    again = Store(str(tmp_path))
+    again = Store(seeded(tmp_path))
     assert again.next_seq == 3
     assert again.counts["1"] == 1 and again.counts["2"] == 1
 
 
 def test_state_is_read_from_its_temporary_file_if_the_rename_was_cut(tmp_path):
-    store = Store(str(tmp_path))
+    store = Store(seeded(tmp_path))
     store.add(rec(1))
     store.remove([1])
     os.rename(tmp_path / "state", tmp_path / "state.tmp")
-    assert Store(str(tmp_path)).next_seq == 2
+    assert Store(seeded(tmp_path)).next_seq == 2
 
 
 def test_a_damaged_line_in_the_middle_loses_only_itself(tmp_path):
-    store = Store(str(tmp_path))
+    store = Store(seeded(tmp_path))
     for seq in (1, 2, 3):
         store.add(rec(seq))
     lines = (tmp_path / "journal").read_bytes().splitlines(keepends=True)
     lines[1] = lines[1].replace(b'"stars":5', b'"stars":4')  # flash bit rot: CRC fails
     (tmp_path / "journal").write_bytes(b"".join(lines))
-    assert [r["seq"] for r in Store(str(tmp_path)).pending(10)] == [1, 3]
+    assert [r["seq"] for r in Store(seeded(tmp_path)).pending(10)] == [1, 3]
 
 
 def test_draining_a_long_backlog_rewrites_the_journal_only_a_few_times(tmp_path, monkeypatch):
-    store = Store(str(tmp_path))
+    store = Store(seeded(tmp_path))
     for seq in range(1, 2001):
         store.add({**rec(seq), "comment": "x" * 60})
     assert os.path.getsize(tmp_path / "journal") > 4 * 65536
@@ -108,7 +109,7 @@ def test_draining_a_long_backlog_rewrites_the_journal_only_a_few_times(tmp_path,
     # each compaction needs more than half of the journal dead: a handful, not one per ack
     assert 2 <= len(rewritten) <= 8, rewritten
     assert os.path.getsize(tmp_path / "journal") == 0
-    assert Store(str(tmp_path)).next_seq == 2001
+    assert Store(seeded(tmp_path)).next_seq == 2001
 
 
 # --------------------------------------------------------------------------
@@ -117,7 +118,7 @@ def test_draining_a_long_backlog_rewrites_the_journal_only_a_few_times(tmp_path,
 
 def test_a_size_bound_refuses_the_record_and_leaves_the_store_as_it_was(tmp_path):
     line = len(b"01234567 " + b'{"a":' + canonical_dumps(rec(1)) + b"}\n")
-    store = Store(str(tmp_path), max_bytes=3 * line)
+    store = Store(seeded(tmp_path), max_bytes=3 * line)
     for seq in (1, 2, 3):
         store.add(rec(seq))
     journal = (tmp_path / "journal").read_bytes()
@@ -129,11 +130,11 @@ def test_a_size_bound_refuses_the_record_and_leaves_the_store_as_it_was(tmp_path
     assert (tmp_path / "journal").read_bytes() == journal
     with pytest.raises(StorageFull):
         store.add(rec(4))  # still full: nothing was acked
-    assert Store(str(tmp_path)).next_seq == 4
+    assert Store(seeded(tmp_path)).next_seq == 4
     assert store.remove([1]) == 1  # an ack frees space
     assert not store.full
     store.add(rec(4))
-    assert [r["seq"] for r in Store(str(tmp_path)).pending(10)] == [2, 3, 4]
+    assert [r["seq"] for r in Store(seeded(tmp_path)).pending(10)] == [2, 3, 4]
 
 
 class _FlashFull:
@@ -181,7 +182,7 @@ def _fill_flash_after(monkeypatch, room, truncate=True):
 
 @pytest.mark.parametrize("truncate", [True, False], ids=["truncate", "rewrite"])
 def test_enospc_mid_line_cuts_the_torn_line_and_keeps_the_seq(tmp_path, monkeypatch, truncate):
-    store = Store(str(tmp_path))
+    store = Store(seeded(tmp_path))
     store.add(rec(1, stars=1))
     store.add(rec(2))
     journal = (tmp_path / "journal").read_bytes()
@@ -195,12 +196,12 @@ def test_enospc_mid_line_cuts_the_torn_line_and_keeps_the_seq(tmp_path, monkeypa
     store.remove([1])
     assert not store.full
     store.add(rec(3))
-    again = Store(str(tmp_path))
+    again = Store(seeded(tmp_path))
     assert [r["seq"] for r in again.pending(10)] == [2, 3] and again.next_seq == 4
 
 
 def test_an_ack_on_a_full_flash_is_recorded_by_the_rewrite(tmp_path, monkeypatch):
-    store = Store(str(tmp_path))
+    store = Store(seeded(tmp_path))
     for seq in (1, 2, 3):
         store.add(rec(seq))
     _fill_flash_after(monkeypatch, room=0)
@@ -208,14 +209,14 @@ def test_an_ack_on_a_full_flash_is_recorded_by_the_rewrite(tmp_path, monkeypatch
         store.add(rec(4))
     assert store.remove([1, 2]) == 2  # no room to append the ack line: rewritten instead
     assert not store.full
-    assert [r["seq"] for r in Store(str(tmp_path)).pending(10)] == [3]
+    assert [r["seq"] for r in Store(seeded(tmp_path)).pending(10)] == [3]
 
 
 def test_state_files_are_written_by_rename(tmp_path, monkeypatch):
     renamed = []
     real = os.rename
     monkeypatch.setattr(os, "rename", lambda a, b: (renamed.append((a, b)), real(a, b)))
-    store = Store(str(tmp_path))
+    store = Store(seeded(tmp_path))
     store.add(rec(1))
     assert renamed and all(a == b + ".tmp" for a, b in renamed)
     assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
@@ -226,7 +227,7 @@ def test_no_room_for_the_state_keeps_the_record_and_marks_the_store_full(tmp_pat
 
     import device.store as store_module
 
-    store = Store(str(tmp_path))
+    store = Store(seeded(tmp_path))
     store.add(rec(1))
     real_open = builtins.open
 
@@ -241,15 +242,15 @@ def test_no_room_for_the_state_keeps_the_record_and_marks_the_store_full(tmp_pat
     with pytest.raises(StorageFull):
         store.add(rec(3))
     monkeypatch.undo()
-    again = Store(str(tmp_path))  # replay repairs the state the flash had no room for
+    again = Store(seeded(tmp_path))  # replay repairs the state the flash had no room for
     assert again.next_seq == 3 and [r["seq"] for r in again.pending(10)] == [1, 2]
     assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
 
 
 FULL_UNDER_MICROPYTHON = r"""
 import os
-from device.store import Store, StorageFull
-os.mkdir("/work/d")
+from device.store import Store, StorageFull, seed
+seed("/work/d")
 store = Store("/work/d", max_bytes=400)
 seq = 1
 try:

@@ -18,6 +18,7 @@ from device.store import Store
 from device.sync import batch_stream
 from protocols import messages
 from tests.harness import records
+from tests.harness.records import seeded
 from tests.test_device_mqtt import broker_reply, connected_client, puback
 
 TOPIC = "hcp/v1/dev/kp-01/up/ev"
@@ -41,7 +42,7 @@ EXTRA = st.dictionaries(
 
 
 def fill(folder, extras, stars):
-    store = Store(folder)
+    store = Store(seeded(folder))
     for seq, (extra, level) in enumerate(zip(extras, stars, strict=False), start=1):
         store.add(records.signed(seq, level, **extra))
     return store
@@ -133,7 +134,7 @@ def test_a_record_changed_between_plan_and_send_stops_the_stream(tmp_path):
 
 MICROPYTHON = r"""
 import os, random
-from device.store import Store
+from device.store import Store, seed
 from device.sync import batch_stream
 from device import mqtt
 from protocols import messages
@@ -147,7 +148,7 @@ def text():
 
 
 folder = "/work/s" + str(SEED)
-os.mkdir(folder)
+seed(folder)
 store = Store(folder)
 for seq in range(1, 41):
     rec = {"id": "kp-01:" + str(seq), "device_id": "kp-01", "seq": seq,

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from device.store import Store
 from device.sync import Sync
 from protocols import canonical, messages, sign, topics
+from tests.harness.records import seeded
 
 KEY = b"k" * 32
 
@@ -54,7 +55,7 @@ class RecordingClient:
 
 
 def make(tmp_path, count=3):
-    store = Store(str(tmp_path))
+    store = Store(seeded(tmp_path))
     for seq in range(1, count + 1):
         store.add({"id": f"kp-01:{seq}", "device_id": "kp-01", "seq": seq, "stars": 5})
     client = RecordingClient()
@@ -226,7 +227,7 @@ def _real_client(tmp_path, reply):
     from device.mqtt import MQTTClient
     from tests.test_device_mqtt import FakeSocket
 
-    store = Store(str(tmp_path))
+    store = Store(seeded(tmp_path))
     for seq in (1, 2, 3):
         store.add({"id": f"kp-01:{seq}", "device_id": "kp-01", "seq": seq, "stars": 5})
     sockets = [FakeSocket(reply)]

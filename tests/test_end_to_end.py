@@ -351,3 +351,38 @@ def test_a_record_the_database_refuses_does_not_stall_ingest_for_anyone(
     wait_for(lambda: ("kp-01:1", 5) in rows(collector), what="the next device's rating")
     assert reasons(collector) == ["database: refused the record (IntegrityError)"]
     assert collector.failures == 0
+
+
+def test_a_wiped_board_rejoins_without_reusing_a_seq(collector, keypad_factory, tmp_path):
+    """A board rated, was wiped (its data folder lost) and comes back with the
+    same identity: it refuses to rate until the collector has told it the
+    highest seq it holds, then goes on after it (docs/protocol.md §3.6)."""
+    key_hex = secrets.token_hex(32)
+    first = keypad_factory("kp-07", key_hex)
+    for stars in (5, 1, 4):
+        first.rate(stars)
+    wait_for(lambda: len(rows(collector)) == 3, what="three stored evaluations")
+    assert first.wait_drained(10)
+    first.stop()
+    wiped = SimKeypad(
+        "kp-07",
+        key_hex,
+        collector.host,
+        collector.port,
+        str(tmp_path / "kp-07-new-board"),
+        provisioned=False,
+    )
+    wiped.start()
+    try:
+        wait_for(lambda: wiped.call(lambda d: d.store.known), what="the collector's seq answer")
+        assert wiped.call(lambda d: (d.store.next_seq, d.store.counts)) == (
+            4,
+            {"1": 1, "2": 0, "3": 0, "4": 1, "5": 1},
+        )
+        wiped.rate(3)
+        wait_for(lambda: len(rows(collector)) == 4, what="the new board's rating")
+        assert rows(collector)[-1] == ("kp-07:4", 3)
+        wait_for(lambda: _status(collector, "kp-07").get("last_seq") == 4, what="status")
+    finally:
+        wiped.stop()
+    assert wiped.errors == []

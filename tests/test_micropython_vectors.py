@@ -110,7 +110,7 @@ for payload in (b"{", b'{"t":"ack","v":3}', b'{"t":"ack","v":1,"batch":1,"stored
 
 DEVICE = r"""
 import os
-from device.store import Store
+from device.store import Store, seed
 from device.app import KeypadApp
 from device.clock import utc_iso
 
@@ -119,6 +119,7 @@ try:
     os.mkdir(DATA)
 except OSError:
     pass
+seed(folder)
 store = Store(folder)
 app = KeypadApp("kp-01", bytes(32), store, lambda: (1764145800, "ntp"), "b00t", 0)
 app.configure({"window_id": "A01", "content_version": "demo-1",
@@ -254,11 +255,21 @@ settings = config.load(None, {"device_id": "kp-01", "key": "00" * 32,
                               "broker_host": "192.0.2.1", "data_dir": "/work/data"})
 device = build(machine, network, board, settings, wall_clock=lambda: (1764145800, "ntp"))
 now = 0
-for level in (0, 0, 1, 1):  # key 2 (满意) pressed and released, 40 ms each
-    machine.Pin.levels[board.KEY_PINS[1]] = level
-    for _ in range(5):
-        now += 10
-        device.step(now)
+
+
+def press_key_2():
+    global now
+    for level in (0, 0, 1, 1):  # key 2 (满意) pressed and released, 40 ms each
+        machine.Pin.levels[board.KEY_PINS[1]] = level
+        for _ in range(5):
+            now += 10
+            device.step(now)
+
+
+press_key_2()  # a new data folder: the seqs used before are unknown
+print("unknown", device.app.state, len(device.store), device.screen()[0])
+device.store.learn(0)  # what a down/seq with highest 0 does
+press_key_2()
 print("state", device.app.state, "pending", len(device.store))
 (rec,) = device.store.pending(5)
 print(rec["id"], rec["stars"], rec["rated_at"], len(rec["sig"]))
@@ -274,6 +285,7 @@ def test_the_firmware_wiring_runs_on_micropython():
     result = run_micropython(MAIN, files=BOARD_STUBS)
     result.check()
     assert result.stdout.splitlines() == [
+        "unknown idle 0 设备正在与平台核对，暂停评价",
         "state thanks pending 1",
         "kp-01:1 4 2025-11-26T08:30:00Z 64",
         "config not provisioned: missing key, broker_host",

@@ -22,6 +22,7 @@ from device.store import Store
 from hcp.window import NoAnswer, Refused, WindowPort
 from protocols import levels
 from protocols import serial as proto
+from tests.harness.records import seeded
 
 KEY = b"k" * 32
 
@@ -55,7 +56,7 @@ class FakeUART:
 
 def make_app(tmp_path, confirm_ms=1000):
     app = KeypadApp(
-        "kp-01", KEY, Store(str(tmp_path)), lambda: (1764145800, "ntp"), "b00t", 0, confirm_ms
+        "kp-01", KEY, Store(seeded(tmp_path)), lambda: (1764145800, "ntp"), "b00t", 0, confirm_ms
     )
     app.configure({"window_id": "A01", "tags": [[1, "D101", "服务态度差"]]})
     return app
@@ -516,11 +517,8 @@ class UART:
         self.outbox.extend(data)
         return len(data)
 
-try:
-    import os
-    os.mkdir("data")
-except OSError:
-    pass
+from device.store import seed
+seed("data")
 app = KeypadApp("kp-01", b"k" * 32, Store("data"), lambda: (1764145800, "ntp"), "b00t", 0, 1000)
 app.configure({"window_id": "A01", "tags": [[1, "D101", "x"]]})
 uart = UART()
@@ -638,6 +636,7 @@ def built_keypad(tmp_path, uart=None, **overrides):
     network = SimNetwork()
     network.link_up = False
     machine = BoardWithUART() if uart is not None else SimMachine()
+    seeded(values["data_dir"])
     dev = build(machine, network, sim_board, device_config.load(None, values),
                 check_filesystem=False)  # fmt: skip
     return dev, opened

@@ -127,3 +127,12 @@ def stored_times(engine, seq):
                 ev.seq == seq
             )
         ).one()
+
+
+def seeded(folder) -> str:
+    """A data folder as provisioning leaves it (device.store.seed): the store
+    in it knows its seqs start at 1. Returns the folder as text."""
+    from device.store import seed
+
+    seed(str(folder))
+    return str(folder)

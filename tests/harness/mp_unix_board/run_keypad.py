@@ -93,10 +93,12 @@ def run():
     phase = "import"  # the firmware's code takes heap too (bytecode, strings)
     from device import config
     from device.main import build
+    from device.store import seed
     from hardware.boards import sim as board
 
     phase = "boot"
     settings = config.load(None, job["settings"])
+    seed(settings["data_dir"])  # as provisioning leaves a new board
     network.set_link(False)
     device = build(machine, network, board, settings)
     gc.collect()

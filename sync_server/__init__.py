@@ -61,9 +61,10 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     db.init(engine)
     app.extensions["hcp_engine"] = engine
 
-    from sync_server import org
+    from sync_server import org, tags
 
     org.seed(engine)
+    tags.seed(engine)
 
     from sync_server import api, auth, pf_pages, web
 

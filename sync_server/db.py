@@ -164,6 +164,75 @@ users = Table(
     Column("password_hash", Text, nullable=False),
     Column("role", String(16), nullable=False),
     Column("created_at", String(32), nullable=False),
+    Column("unit_id", String(64)),  # unit managers and clerks: the root of their subtree
+    Column("disabled_at", String(32)),
+)
+
+# failed logins, for the per-account and per-address limits (sync_server/auth.py)
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("at", String(32), nullable=False),
+    Index("ix_login_failures_username", "username", "at"),
+    Index("ix_login_failures_address", "address", "at"),
+)
+
+# every change, and every reveal of a rater's contact (sync_server/audit.py)
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", String(32), nullable=False),
+    Column("actor", String(80), nullable=False),  # a username, or token:<id> for a token
+    Column("role", String(16), nullable=False),
+    Column("address", String(64)),
+    Column("action", String(40), nullable=False),
+    Column("target", String(200)),
+    Column("before", Text),  # JSON, or NULL
+    Column("after", Text),
+    Index("ix_audit_log_at", "at"),
+    Index("ix_audit_log_target", "target"),
+)
+
+# API tokens for machine clients (sync_server/tokens.py): only a hash is kept
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),  # sha256 hex
+    Column("prefix", String(12), nullable=False),  # the first characters, to recognise it
+    Column("role", String(16), nullable=False),
+    Column("unit_id", String(64)),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("revoked_at", String(32)),
+    Column("last_used_at", String(32)),
+)
+
+# content tags (评价内容), versioned and level-dependent (sync_server/tags.py)
+tag_versions = Table(
+    "tag_versions",
+    metadata,
+    Column("version", String(32), primary_key=True),
+    Column("label", Text, nullable=False),
+    Column("in_force_from", String(20)),  # UTC; NULL: not (yet) in force
+    Column("created_at", String(32), nullable=False),
+    Column("updated_by", String(64)),
+    Column("updated_at", String(32)),
+)
+
+content_tags = Table(
+    "content_tags",
+    metadata,
+    Column("version", String(32), primary_key=True),
+    Column("code", String(16), primary_key=True),
+    Column("level", SmallInteger, nullable=False),  # stars 1..5
+    Column("text", Text, nullable=False),
+    Column("mode", String(8), nullable=False),  # online | offline
 )
 
 

@@ -83,6 +83,7 @@ class FileProblem(OrgError):
         )
         self.row = row
         self.column = column
+        self.problem = problem
 
 
 def moment(at: dt.datetime | str | None = None) -> str:

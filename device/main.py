@@ -188,6 +188,7 @@ class Device:
         self.tasks = []  # fn(now_ms) run each normal pass: commands, NTP (build sets them)
         self.screen_overlay = None  # fn() -> lines or None: the identify screen
         self.window_link = None  # device.link.WindowLink when a window PC is wired
+        self.display = None  # device.display.Screen when the board has a display
         self.commands = None  # device.commands.Commands (normal mode)
         self.ntp = None  # device.ntp.NTP (normal mode)
         self.failures = 0  # passes failed in a row
@@ -241,6 +242,8 @@ class Device:
         pause before the next pass (longer while passes keep failing)."""
         if self.wdt is not None:
             self.wdt.feed()
+        if self.display is not None:
+            self.show(now_ms)
         try:
             self.step(now_ms)
         except Exception as exc:  # nothing may stop the keypad
@@ -260,6 +263,17 @@ class Device:
             return min(LOOP_MS << min(self.failures, 16), max(limit, LOOP_MS))
         self.failures = 0
         return LOOP_MS
+
+    def show(self, now_ms):
+        """Draw screen() on the display when it changed. A failing display is
+        noted and tried again later (device/display.py); the keypad goes on."""
+        try:
+            self.display.update(self.screen(), now_ms)
+        except Exception as exc:
+            try:
+                self.crash_log.note(describe("display", exc), now_ms)
+            except Exception:  # e.g. MemoryError while formatting
+                self.crash_log.count += 1
 
     def _link(self, now_ms):
         """True when Wi-Fi is up; otherwise rejoin now and then, with
@@ -389,14 +403,44 @@ def _window_uart(machine, board, settings):
     return machine.UART(settings["window_uart"], baudrate=settings["window_baud"], **pins)
 
 
+def _attach_display(device, machine, board, panel, font_file, now_ms):
+    """The screen on the display the board file names (hardware/display.py),
+    or on `panel` (the simulators' SimDisplay). A port without I2C (the test
+    stubs) has none; a display that fails is noted, and the keypad works on."""
+    if panel is None and not getattr(board, "DISPLAY", None):
+        return
+    try:
+        if panel is None:
+            if getattr(machine, "I2C", None) is None:
+                return
+            from hardware.display import make
+
+            panel = make(machine, board)
+        from device.display import FONT_FILE, Font, Screen  # only keypads with a display
+
+        device.display = Screen(panel, Font(font_file or FONT_FILE))
+    except Exception as exc:  # no display is better than no keypad
+        device.crash_log.note(describe("display", exc), now_ms)
+
+
 def build(
-    machine, network, board, settings, wall_clock=None, check_filesystem=True, ntp_query=None
+    machine,
+    network,
+    board,
+    settings,
+    wall_clock=None,
+    check_filesystem=True,
+    ntp_query=None,
+    display=None,
+    font_file=None,
 ):
     """Wire the keypad. check_filesystem=False skips the littlefs check: the
     simulators pass it explicitly, their data folder is on the host's disk.
     wall_clock: a stand-in base clock () -> (seconds, source); ntp_query: a
     stand-in fn(host, timeout_ms) -> seconds. On CPython NTP runs only with
-    a stand-in, and the host's clock is the base (device/ntp.py)."""
+    a stand-in, and the host's clock is the base (device/ntp.py). display: a
+    panel to draw on instead of the board's (the simulators'); font_file:
+    the bitmap font (default device.display.FONT_FILE)."""
     boot_ms = ticks_ms()
     pull = getattr(machine.Pin, "PULL_UP", None)
     pins = [machine.Pin(n, machine.Pin.IN, pull) for n in board.KEY_PINS]
@@ -479,6 +523,7 @@ def build(
             )
         except Exception as exc:  # no link is better than no keypad
             crash_log.note(describe("window", exc), boot_ms)
+    _attach_display(device, machine, board, display, font_file, boot_ms)
     uptime = [0, boot_ms]  # ms counted, ticks when last counted (as KeypadApp does)
 
     def uptime_ms():

@@ -169,3 +169,34 @@ class Screen:
         self.failures = 0
         self._retry_at = None
         return drawn
+
+    def tick(self, device, now_ms):
+        """Each pass of the main loop (device.main.Device.run_once): draw
+        device.screen() when it changed. Never raises: a failure is noted in
+        the crash log once per try, and the keypad goes on."""
+        try:
+            self.update(device.screen(), now_ms)
+        except Exception as exc:
+            try:
+                from device.main import describe
+
+                device.crash_log.note(describe("display", exc), now_ms)
+            except Exception:  # e.g. MemoryError while formatting
+                device.crash_log.count += 1
+
+
+def attach(device, machine, board, panel=None, font_file=None):
+    """device.display: a Screen on `panel` (the simulators'), else on the
+    display the board file names (hardware/display.py). A port without I2C
+    (the test stubs of machine) has none. Raises when the panel or the font
+    file fails; device.main.build notes that and the keypad works on."""
+    if panel is None:
+        if getattr(machine, "I2C", None) is None:
+            return None
+        from hardware.display import make
+
+        panel = make(machine, board)
+        if panel is None:
+            return None
+    device.display = Screen(panel, Font(font_file or FONT_FILE))
+    return device.display

@@ -243,7 +243,7 @@ class Device:
         if self.wdt is not None:
             self.wdt.feed()
         if self.display is not None:
-            self.show(now_ms)
+            self.display.tick(self, now_ms)  # draws screen() when it changed, never raises
         try:
             self.step(now_ms)
         except Exception as exc:  # nothing may stop the keypad
@@ -263,17 +263,6 @@ class Device:
             return min(LOOP_MS << min(self.failures, 16), max(limit, LOOP_MS))
         self.failures = 0
         return LOOP_MS
-
-    def show(self, now_ms):
-        """Draw screen() on the display when it changed. A failing display is
-        noted and tried again later (device/display.py); the keypad goes on."""
-        try:
-            self.display.update(self.screen(), now_ms)
-        except Exception as exc:
-            try:
-                self.crash_log.note(describe("display", exc), now_ms)
-            except Exception:  # e.g. MemoryError while formatting
-                self.crash_log.count += 1
 
     def _link(self, now_ms):
         """True when Wi-Fi is up; otherwise rejoin now and then, with
@@ -403,26 +392,6 @@ def _window_uart(machine, board, settings):
     return machine.UART(settings["window_uart"], baudrate=settings["window_baud"], **pins)
 
 
-def _attach_display(device, machine, board, panel, font_file, now_ms):
-    """The screen on the display the board file names (hardware/display.py),
-    or on `panel` (the simulators' SimDisplay). A port without I2C (the test
-    stubs) has none; a display that fails is noted, and the keypad works on."""
-    if panel is None and not getattr(board, "DISPLAY", None):
-        return
-    try:
-        if panel is None:
-            if getattr(machine, "I2C", None) is None:
-                return
-            from hardware.display import make
-
-            panel = make(machine, board)
-        from device.display import FONT_FILE, Font, Screen  # only keypads with a display
-
-        device.display = Screen(panel, Font(font_file or FONT_FILE))
-    except Exception as exc:  # no display is better than no keypad
-        device.crash_log.note(describe("display", exc), now_ms)
-
-
 def build(
     machine,
     network,
@@ -523,7 +492,13 @@ def build(
             )
         except Exception as exc:  # no link is better than no keypad
             crash_log.note(describe("window", exc), boot_ms)
-    _attach_display(device, machine, board, display, font_file, boot_ms)
+    if display is not None or getattr(board, "DISPLAY", None):
+        try:
+            from device.display import attach  # only keypads with a display load it
+
+            attach(device, machine, board, display, font_file)
+        except Exception as exc:  # no display is better than no keypad
+            crash_log.note(describe("display", exc), boot_ms)
     uptime = [0, boot_ms]  # ms counted, ticks when last counted (as KeypadApp does)
 
     def uptime_ms():

@@ -59,7 +59,15 @@ CASE_FIELDS = (
 
 class KeypadApp:
     def __init__(
-        self, device_id, key, store, wall_clock, boot_id, boot_ms=0, confirm_ms=CONFIRM_MS
+        self,
+        device_id,
+        key,
+        store,
+        wall_clock,
+        boot_id,
+        boot_ms=0,
+        confirm_ms=CONFIRM_MS,
+        walk_up=True,
     ):
         if not isinstance(confirm_ms, int) or not 0 < confirm_ms <= MAX_CONFIRM_MS:
             raise ValueError("confirm_ms: must be an integer 1.." + str(MAX_CONFIRM_MS))
@@ -70,6 +78,7 @@ class KeypadApp:
         self.boot_id = boot_id
         self.boot_ms = boot_ms
         self.confirm_ms = confirm_ms
+        self.walk_up = walk_up  # level keys rate without a started case
         self.tags_ms = confirm_ms - min(TAGS_CLOSE_BEFORE_MS, confirm_ms // 4)
         self.assignment = {}  # window_id, staff_id, org_id, staff_name, staff_no
         self.tags = {}  # stars (str) -> list of (code, text) offered after that level
@@ -156,7 +165,7 @@ class KeypadApp:
         head = (window + " " + staff + " " + number).strip()
         if self.state == ASK:
             return (head, "请您评价")
-        return (head, "欢迎评价")
+        return (head, "欢迎评价" if self.walk_up else "欢迎光临")
 
     def in_window(self):
         """True during the follow-up window after a level key press."""
@@ -236,6 +245,8 @@ class KeypadApp:
             stars = levels.key_stars(index)
         except levels.MappingError:
             return None  # a key that is not a level key
+        if self.state == IDLE and not self.walk_up:
+            return None  # only a case the window PC started is rated
         if self.storage_full or not self.seq_known:
             return None  # refused before the level matters; the screen says why
         self._rated_case = self.case

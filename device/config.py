@@ -40,6 +40,10 @@ DEFAULTS = {
     "identify_ms": 30000,  # how long `identify` shows the device id (default)
     "window_uart": None,  # UART number of the window-PC link (None: no window PC)
     "window_baud": 115200,
+    # a keypad wired to a window PC rates only cases the PC started, unless
+    # walk-up ratings (no case) are allowed; a keypad without a PC link has
+    # no cases, so every rating it makes is a walk-up one
+    "walk_up": False,
 }
 
 REQUIRED = ("device_id", "key", "broker_host")

@@ -476,6 +476,8 @@ def build(
                 boot_id,
                 boot_ms=boot_ms,
                 confirm_ms=settings["confirm_ms"],
+                # walk-up ratings: always without a window PC, a setting with one
+                walk_up=settings["walk_up"] or settings.get("window_uart") is None,
             )
         except Exception as exc:  # the start itself failed: note it, do not boot-loop
             store = client = sync = app = None

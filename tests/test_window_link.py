@@ -671,3 +671,30 @@ def test_the_status_counts_cases_started_and_rated(tmp_path):
     dev.step(1100 + dev.app.confirm_ms)  # the follow-up window ends: result goes out
     status = messages.decode(messages.encode(dev.sync.status()))
     assert (status["cases_started"], status["cases_rated"]) == (1, 1)
+
+
+def test_a_wired_keypad_rates_only_started_cases_unless_walk_up_is_allowed(tmp_path):
+    uart = FakeUART()
+    (tmp_path / "wired").mkdir()
+    (tmp_path / "walk-up").mkdir()
+    dev, _ = built_keypad(tmp_path / "wired", uart)
+    assert dev.app.screen()[-1] == "欢迎光临"
+    for key in range(5):
+        assert dev.app.press(key, 1000 + key) is None, "no case started: no rating"
+    assert len(dev.store) == 0 and dev.app.state == "idle"
+    uart.inbox.extend(proto.encode_frame(proto.message("start", 1, case_no="C-9")))
+    dev.step(2000)
+    assert dev.app.screen()[-1] == "请您评价"
+    record = dev.app.press(1, 2100)
+    assert record["case_no"] == "C-9" and record["stars"] == 4
+
+    walk_up, _ = built_keypad(tmp_path / "walk-up", FakeUART(), walk_up=True)
+    assert walk_up.app.screen()[-1] == "欢迎评价"
+    record = walk_up.app.press(1, 1000)
+    assert record["stars"] == 4 and "case_no" not in record
+
+
+def test_a_keypad_without_a_window_pc_rates_walk_up_whatever_the_setting(tmp_path):
+    dev, _ = built_keypad(tmp_path, walk_up=False)
+    assert dev.app.walk_up is True and dev.app.screen()[-1] == "欢迎评价"
+    assert dev.app.press(0, 1000)["stars"] == 5

@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    from hcp import bench, demo, fault, font, window
+    from hcp import bench, demo, fault, font, kiosk, window
     from sync_server import cli as collector_cli
 
     demo.register(commands)
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.required = True
     fault.register(runs)
     window.register(commands)
+    kiosk.register(commands)
     font.register(commands)
     collector_cli.register(commands)
     return parser

@@ -320,6 +320,15 @@ class KioskApp:
         if kind == "config":
             self.configure(payload)
             return True, None
+        if kind == "status":
+            return True, {
+                "device_id": self.device_id,
+                "queue": len(self.store),
+                "last_seq": self.store.last_seq,
+                "last_ack": self.store.last_ack_at,
+                "connected": bool(self.link.get("connected")),
+                "config_version": self.content.version,
+            }
         if kind == "identify":
             self.identify_until = now + 10000
             return True, None

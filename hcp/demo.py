@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from rich.console import Console
 
 from hcp.stack import Device, LocalStack
+from kiosk.demo_content import DEMO_PIN, start_demo_kiosk
 from protocols import messages, topics
 from protocols.levels import is_bad
 from simulators.keypad import SimKeypad
@@ -155,6 +156,7 @@ def run(args) -> int:
         password = _admin_password(workdir, engine)
         _publish_configs(broker.host, broker.port, devices)
         keypads = stack.start_keypads()
+        kiosk, kiosk_id, kiosk_port, headless = start_demo_kiosk(stack, workdir)
         held_at_start = sum(k.pending() for k in keypads)
         stored_at_start = db.count_evaluations(engine)
 
@@ -162,6 +164,10 @@ def run(args) -> int:
         console.print(f"  网页 web:    {stack.web_url}   (admin / {password})")
         console.print(f"  消息 broker: {broker.url}  ({broker.kind})")
         console.print(f"  数据 data:   {workdir}")
+        console.print(
+            f"  自助机 kiosk: {kiosk_id} {'headless' if headless else 'windowed'}, "
+            f"PIN {DEMO_PIN}, API http://127.0.0.1:{kiosk_port}"
+        )
         if held_at_start:
             console.print(
                 f"  设备上次留存 {held_at_start} 条，正在补传 (held from last run, sending)"

@@ -18,12 +18,14 @@ work folder. All traffic stays on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from hcp.broker import MosquittoBroker, free_port, start_broker
+from kiosk.process import KioskProcess
 from simulators.keypad import SimKeypad
 from sync_server import create_app, db
 from sync_server.cli import serve_web
@@ -46,6 +48,7 @@ class Device:
     device_id: str
     key_hex: str
     window_id: str | None = None
+    kind: str = "keypad"  # or "kiosk": the channel its records carry
 
 
 class LocalStack:
@@ -95,6 +98,7 @@ class LocalStack:
         self.engine = None
         self.ingest: IngestService | None = None
         self.keypads: dict[str, SimKeypad] = {}
+        self.kiosks: dict[str, KioskProcess] = {}
         self._web_server = None
 
     # -- starting
@@ -139,7 +143,11 @@ class LocalStack:
         for device in devices:
             if device.device_id not in known:
                 db.add_device(
-                    self.engine, device.device_id, device.key_hex, window_id=device.window_id
+                    self.engine,
+                    device.device_id,
+                    device.key_hex,
+                    kind=device.kind,
+                    window_id=device.window_id,
                 )
                 known[device.device_id] = device.key_hex
             elif known[device.device_id] != device.key_hex:
@@ -187,7 +195,34 @@ class LocalStack:
         """A keypad for each device given at construction, in that order."""
         return [self.start_keypad(device, **settings) for device in self.devices]
 
+    def start_kiosk(self, device: Device, headless: bool = True, **settings) -> KioskProcess:
+        """The hall kiosk (`python -m kiosk`) for `device` in its own process,
+        connected to the broker, its store in workdir/<id>. `settings` are
+        kiosk settings (kiosk/settings.py); headless uses SDL's dummy driver."""
+        if device.device_id in self.kiosks:
+            raise RuntimeError(f"{device.device_id}: a kiosk is already running")
+        folder = self.workdir / device.device_id
+        folder.mkdir(parents=True, exist_ok=True)
+        values = {
+            "device_id": device.device_id,
+            "key": device.key_hex,
+            "broker_host": self.broker.host,
+            "broker_port": self.broker.port,
+            "data_dir": str(folder / "data"),
+            "http_port": 0,
+        }
+        values.update(settings)
+        path = folder / "settings.json"
+        path.write_text(json.dumps(values, ensure_ascii=False, indent=1))
+        kiosk = KioskProcess(path, headless, folder / "kiosk.log")
+        self.kiosks[device.device_id] = kiosk
+        return kiosk
+
     # -- stopping
+
+    def stop_kiosks(self) -> None:
+        for device_id in list(self.kiosks):
+            self.kiosks.pop(device_id).stop()
 
     def stop_keypad(self, device_id: str, power_cut: bool = False) -> None:
         """Stop a device's keypad: orderly, or a power cut (no goodbye to the broker)."""
@@ -208,6 +243,7 @@ class LocalStack:
         Safe to call again, and after a start that failed half-way.
         """
         self.stop_keypads()
+        self.stop_kiosks()
         self.stop_ingest()
         if self._web_server is not None:
             server, self._web_server = self._web_server, None

@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    from hcp import bench, demo, fault, font, kiosk, window
+    from hcp import bench, demo, fault, font, kiosk, sim_keypad, window
     from sync_server import cli as collector_cli
 
     demo.register(commands)
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sim.add_subparsers(dest="sim_command", metavar="RUN")
     runs.required = True
     fault.register(runs)
+    sim_keypad.register(runs)
     window.register(commands)
     kiosk.register(commands)
     font.register(commands)

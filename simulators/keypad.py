@@ -10,6 +10,11 @@ caught and counted as on a board, and also kept in `errors` so a test sees
 it. With watchdog=True the board's watchdog runs (SimMachine.WDT): a loop
 that stops feeding it resets the board, and the firmware boots again from
 the same data folder (`boots` counts the boots).
+
+With display=True (or a SimDisplay) the firmware draws its screen with the
+font file `font_file` (tools/fontgen.py); frames_dir saves every changed
+frame as a PNG. With uart (a simulators.uart.PtyUART, say) the keypad is
+wired to a window PC on that UART (settings window_uart).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from device.main import LOOP_MS, build, start_watchdog
 from device.store import seed
 from hardware.boards import sim as sim_board
 from protocols import levels
+from simulators.display import SimDisplay
 from simulators.machine import SimMachine
 from simulators.network import SimNetwork
 
@@ -40,6 +46,10 @@ class SimKeypad:
         clock_set: bool = True,
         watchdog: bool = False,
         provisioned: bool = True,
+        display=None,
+        frames_dir=None,
+        font_file=None,
+        uart=None,
         **settings,
     ):
         overrides = {
@@ -52,8 +62,17 @@ class SimKeypad:
             "confirm_ms": 300,  # short, so end-to-end tests stay fast
             "timeout_ms": 3000,
         }
+        if uart is not None:
+            overrides["window_uart"] = 1
         overrides.update(settings)
         self.settings = device_config.load(None, overrides)
+        if display is True or (display is None and frames_dir):
+            display = SimDisplay(sim_board.DISPLAY_WIDTH, sim_board.DISPLAY_HEIGHT, frames_dir)
+        if display is not None and not font_file:
+            raise ValueError("a display needs font_file: build one with `hcp font build`")
+        self.display = display or None  # the simulated panel (SimDisplay), if any
+        self.font_file = font_file
+        self.uart = uart
         if provisioned:
             # as provisioning leaves a new board: its seqs start at 1. Without it
             # the board is a wiped one that asks the collector (down/seq).
@@ -65,6 +84,8 @@ class SimKeypad:
         self.network = SimNetwork()
         self.watchdog = watchdog
         self.machine.on_reset.append(self._reboot)
+        if uart is not None:
+            self.machine.UART = lambda *args, **kwargs: uart  # the board's UART to the window PC
         self.device = None
         self.boots = 0
         self.presses = 0
@@ -89,6 +110,8 @@ class SimKeypad:
             self.settings,
             wall_clock=self.wall_clock,
             check_filesystem=False,
+            display=self.display,
+            font_file=self.font_file,
         )
         self._crashes = device.crash_log.count  # crashes noted from here on are errors
         if device.mode == "failed":

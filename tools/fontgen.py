@@ -45,7 +45,6 @@ import sys
 import unicodedata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 MAGIC = b"HCPF"
 VERSION = 1
 HEADER_SIZE = 16
@@ -73,9 +72,13 @@ class FontError(Exception):
 # --- the texts -------------------------------------------------------------
 
 
-def firmware_texts(root: Path = ROOT) -> list[str]:
+def firmware_texts(root: Path | None = None) -> list[str]:
     """The string literals with a non-ASCII character in the firmware's code
     (its screen texts), docstrings left out, in file order."""
+    if root is None:  # where the firmware is, in a checkout or installed
+        import device
+
+        root = Path(device.__file__).resolve().parent.parent
     texts = []
     for folder in SOURCE_FOLDERS:
         for path in sorted((root / folder).rglob("*.py")):

@@ -546,7 +546,7 @@ class PhoneScene(Scene):
         cells = grid(keypad, 12, 3, h - 10, 10)
         buttons = [Button(r, lab, a) for r, lab, a in zip(cells, labels, actions, strict=True)]
         consent = pygame.Rect(keypad.right + 40, keypad.y, area.right - keypad.right - 40, h * 2)
-        buttons.append(Button(consent, ("☑ " if self.consent else "☐ ") + self.t("phone_consent"),
+        buttons.append(Button(consent, ("√ " if self.consent else "□ ") + self.t("phone_consent"),
                               ("consent",), selected=self.consent))  # fmt: skip
         footer = self.footer(3)
         buttons.append(Button(footer[0], self.t("home"), ("back",)))

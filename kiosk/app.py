@@ -335,19 +335,24 @@ class KioskApp:
         return False, "unsupported"
 
     def technician_info(self) -> list[tuple[str, str]]:
+        t = self.texts
         link = self.link
         broker = f"{self.settings['broker_host']}:{self.settings['broker_port']}"
-        state = "connected" if link.get("connected") else "not connected"
+        state = t("t_connected") if link.get("connected") else t("t_disconnected")
         if link.get("last_error") and not link.get("connected"):
             state += " (" + str(link["last_error"])[:60] + ")"
-        version = self.content.version
+        config = t(
+            "t_config_value",
+            version=self.content.version or "-",
+            content=self.content.content_version or "-",
+        )
         return [
-            ("device", f"{self.device_id} (kiosk, {self.settings['firmware']})"),
-            ("queue", str(len(self.store))),
-            ("last seq", str(self.store.last_seq)),
-            ("last ack", self.store.last_ack_at or "-"),
-            ("broker", f"{broker} {state}"),
-            ("config", f"version {version or '-'}, content {self.content.content_version or '-'}"),
-            ("local API", f"127.0.0.1:{self.settings['http_port']}"),
-            ("boot", self.boot_id),
+            (t("t_device"), f"{self.device_id} (kiosk, {self.settings['firmware']})"),
+            (t("t_queue"), str(len(self.store))),
+            (t("t_last_seq"), str(self.store.last_seq)),
+            (t("t_last_ack"), self.store.last_ack_at or "-"),
+            (t("t_broker"), f"{broker} {state}"),
+            (t("t_config"), config),
+            (t("t_api"), f"127.0.0.1:{self.settings['http_port']}"),
+            (t("t_boot"), self.boot_id),
         ]

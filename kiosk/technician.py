@@ -19,14 +19,14 @@ NETWORK_TIMEOUT_S = 3
 
 
 def network_test(host: str, port: int, timeout: float = NETWORK_TIMEOUT_S) -> str:
-    """Connect to the broker once: 'ok 12 ms' or the error, in short."""
+    """Connect to the broker once: '连接正常 12 ms' or '连接失败：<the error>'."""
     started = time.perf_counter()
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as exc:
-        return f"failed: {exc.strerror or exc}"[:80]
-    return f"ok {(time.perf_counter() - started) * 1000:.0f} ms"
+        return f"连接失败：{exc.strerror or exc}"[:80]
+    return f"连接正常 {(time.perf_counter() - started) * 1000:.0f} ms"
 
 
 class PinScene(Scene):
@@ -101,7 +101,7 @@ class TechScene(Scene):
 
     def lines(self) -> list[str]:
         info = self.app.technician_info()
-        return [f"{name}: {value}" for name, value in info]
+        return [f"{name}：{value}" for name, value in info]
 
     def draw_body(self, surface):
         area = self.body()
@@ -111,7 +111,7 @@ class TechScene(Scene):
         for line in self.lines():
             y += paint.text(surface, line, (area.x, y), "body", style.INK, width=area.width)
         if self.result:
-            paint.text(surface, self.t("tech_network") + ": " + self.result, (area.x, y + 10),
+            paint.text(surface, self.t("tech_network") + "：" + self.result, (area.x, y + 10),
                        "body", style.ACCENT)  # fmt: skip
 
     def act(self, action):

@@ -487,7 +487,24 @@ def test_triggered_mode_opens_a_finished_case(kiosk):
     )
 
 
-def test_the_technician_screen_behind_a_pin(kiosk):
+def closed_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_technician_screen_behind_a_pin(tmp_path):
+    kiosk = Kiosk(tmp_path / "data", demo_config(), broker_port=closed_port())
+    try:
+        technician_screen(kiosk)
+    finally:
+        kiosk.close()
+
+
+def technician_screen(kiosk):
+    port = kiosk.settings["broker_port"]
     kiosk.key(pygame.K_F12)
     assert kiosk.scene == "pin"
     kiosk.type("1111")
@@ -500,16 +517,44 @@ def test_the_technician_screen_behind_a_pin(kiosk):
     kiosk.step()
     shown = "\n".join(kiosk.visible)
     for expected in (
-        "device: ks-01 (kiosk, kiosk-0.1.0)",
-        "queue: 0",
-        "last ack: -",
-        "broker: 127.0.0.1:1883 not connected",
-        "config: version 3, content demo-1",
+        "设备：ks-01 (kiosk, kiosk-0.1.0)",
+        "待发送：0",
+        "最后确认：-",
+        f"服务器：127.0.0.1:{port} 未连接",
+        "配置：版本 3，评价内容 demo-1",
     ):
         assert expected in shown
+    kiosk.tap("网络测试")
+    for _ in range(200):
+        kiosk.step(20)
+        if any(line.startswith("网络测试：连接") for line in kiosk.visible):
+            break
+    assert "网络测试：连接失败：Connection refused" in kiosk.visible
     kiosk.shot("17-technician")
     kiosk.tap("退出维护")
     assert kiosk.scene == "attract"
+
+
+def test_the_network_test_reaches_a_listening_broker(tmp_path):
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        k = Kiosk(tmp_path / "data", demo_config(), broker_port=port)
+        try:
+            k.key(pygame.K_F12)
+            k.type(PIN)
+            k.key(pygame.K_RETURN)
+            k.tap("网络测试")
+            for _ in range(200):
+                k.step(20)
+                if any(line.startswith("网络测试：连接") for line in k.visible):
+                    break
+            assert [x for x in k.visible if x.startswith("网络测试：连接正常 ")]
+        finally:
+            k.close()
 
 
 def test_five_taps_in_the_corner_open_the_pin(kiosk):

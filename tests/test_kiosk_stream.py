@@ -87,3 +87,28 @@ def test_the_keypad_store_streams_as_before():
     data = streamed(store, 3, 50)
     assert data.startswith(b'{"batch":3,"device_id":"kp-01","records":[')
     assert data == messages.encode(messages.batch("kp-01", 3, store.pending(50)))
+
+
+def test_the_kiosk_store_streams_its_contacts(tmp_path):
+    from kiosk.store import KioskStore
+
+    store = KioskStore(tmp_path)
+    phones = {1: None, 2: "13800000000", 3: "02712345678"}
+    for seq in (1, 2, 3):
+        store.add(
+            lambda s: records.signed(s, 5 if s != 2 else 1, device_id="ks-01", channel="kiosk"),
+            phones[seq],
+            records.KEY,
+        )
+    plan = store.batch_plan(50)
+    assert [seq for seq, _ in plan] == [2, 1, 3]  # 差评 first, then oldest first
+    length, chunks = batch_stream(store, "ks-01", 4, plan)
+    data = b"".join(bytes(c) for c in chunks)
+    assert len(data) == length
+    expected = messages.batch("ks-01", 4, store.pending(50), store.contacts(plan))
+    assert data == messages.encode(expected)
+    assert [c["id"] for c in messages.decode(data)["contacts"]] == ["ks-01:2", "ks-01:3"]
+    store.remove([2])
+    assert [c["id"] for c in store.contacts(store.batch_plan(50))] == ["ks-01:3"]
+    assert store.last_seq == 3 and len(store) == 2
+    assert store.counts == {"1": 1, "2": 0, "3": 0, "4": 0, "5": 2}

@@ -149,6 +149,7 @@ def run(args) -> int:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    result["kiosk"] = kiosk_bench(console)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")
@@ -161,3 +162,33 @@ def run(args) -> int:
     console.print(table)
     console.print(f"written to {output}")
     return 0
+
+
+def kiosk_bench(console) -> dict:
+    """The kiosk's frame time, tap-to-next-scene latency and cold start, each
+    against a baseline from this run (kiosk/bench.py); printed and returned."""
+    from kiosk import bench as kiosk_figures
+
+    figures = kiosk_figures.measure()
+    table = Table(title=f"kiosk, {figures['display']} (median / p95 ms)")
+    table.add_column("measure")
+    table.add_column("baseline", justify="right")
+    table.add_column("kiosk", justify="right")
+
+    def cell(summary):
+        return f"{summary['median_ms']:.1f} / {summary['p95_ms']:.1f}"
+
+    table.add_row("frame, start screen (baseline: fill + flip)",
+                  cell(figures["frame_empty"]), cell(figures["frame_start_screen"]))  # fmt: skip
+    table.add_row("frame, level screen", cell(figures["frame_empty"]),
+                  cell(figures["frame_level_screen"]))  # fmt: skip
+    table.add_row(
+        f"tap to next scene (goal < {figures['latency_goal_ms']:.0f} ms)",
+        cell(figures["latency_baseline"]),
+        cell(figures["latency_tap_to_next_scene"]),
+    )
+    start = figures["cold_start"]
+    table.add_row("cold start to first frame (baseline: pygame + flip)",
+                  cell(start["baseline"]), cell(start["kiosk"]))  # fmt: skip
+    console.print(table)
+    return figures

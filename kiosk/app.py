@@ -98,6 +98,7 @@ class KioskApp:
         self._corner: list[int] = []
         self._now = 0
         self._last_input = 0
+        self._case_wait_ms = None  # a case handed over waits longer for its citizen
         self.scenes = {
             cls.name: cls(self)
             for cls in (
@@ -127,7 +128,7 @@ class KioskApp:
         for inp in self.mapper.poll(now):
             self.dispatch(inp, now)
         self._answer_requests(now)
-        idle_ms = self.settings["idle_s"] * 1000
+        idle_ms = self._case_wait_ms or self.settings["idle_s"] * 1000
         if self.scene.name not in ("attract", "thanks") and now - self._last_input > idle_ms:
             self.home()  # the rating in progress is dropped, never submitted
         self.scene.update(dt)
@@ -147,6 +148,7 @@ class KioskApp:
 
     def dispatch(self, inp: tuple, now: int) -> None:
         self._last_input = now
+        self._case_wait_ms = None
         kind, value = inp
         if kind == "quit":
             self.running = False
@@ -223,7 +225,8 @@ class KioskApp:
         _fields, record_id = self.store.case(fields["case_no"])
         if record_id is not None:
             return False, "rated: case " + fields["case_no"] + " already has a rating"
-        self._last_input = self._now  # the citizen gets the whole idle time
+        self._last_input = self._now  # the citizen may still be on the way
+        self._case_wait_ms = max(self.settings["case_wait_s"], self.settings["idle_s"]) * 1000
         self.new_rating(self._case_target(fields), fields)
         self.scene.notice = self.texts("case_opened", case_no=fields["case_no"])
         return True, {"opened": fields["case_no"]}

@@ -495,6 +495,14 @@ def closed_port():
         return probe.getsockname()[1]
 
 
+def test_a_case_handed_over_waits_longer_for_its_citizen(kiosk):
+    assert kiosk.app.open_case({"case_no": "QZ5"})[0]
+    kiosk.step(kiosk.settings["case_wait_s"] * 1000 - 100)
+    assert kiosk.scene == "level"
+    kiosk.step(200)
+    assert kiosk.scene == "attract" and len(kiosk.store) == 0  # no rating without a touch
+
+
 def test_the_technician_screen_behind_a_pin(tmp_path):
     kiosk = Kiosk(tmp_path / "data", demo_config(), broker_port=closed_port())
     try:

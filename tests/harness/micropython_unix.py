@@ -89,6 +89,21 @@ RUN_SCRIPT = BOARD_DIR / "run_keypad.py"
 FIRMWARE_PACKAGES = ("device", "hardware", "protocols")
 BUILD_TIMEOUT_S = 900
 LOG_TAIL_LINES = 30
+MANIFEST = ROOT / "tools" / "manifest.py"  # the firmware's modules, frozen
+PACKAGE_LIST = ROOT / "package.json"  # the files the manifest freezes (and mip installs)
+# make variables of the frozen build: those of build.sh's 32-bit build, plus the manifest
+PORT_OPTIONS = (
+    "VARIANT=standard",
+    "MICROPY_PY_BTREE=0",
+    "MICROPY_PY_SSL=0",
+    "MICROPY_SSL_AXTLS=0",
+    "MICROPY_SSL_MBEDTLS=0",
+    "MICROPY_PY_FFI=0",
+    "BUILD=build32",
+    "PROG=micropython32",
+    "MICROPY_FORCE_32BIT=1",
+)
+KEEP_FROZEN_BUILDS = 3  # older <version>-frozen-* builds are removed after a new one
 
 
 class MicroPythonUnixUnavailable(RuntimeError):
@@ -199,6 +214,235 @@ def micropython32_path() -> Path:
         raise
 
 
+# --- the unix port with the firmware frozen in (tools/manifest.py) ---
+
+
+@dataclass
+class FrozenPort:
+    binary: Path  # micropython32 with device/, hardware/, protocols/ frozen in
+    image: FirmwareImage  # lib None: run_keypad() puts no .mpy folder on sys.path
+    patched_mpy_tool: list[str]  # the strings that needed the patch (see below)
+
+
+def frozen_sources(root: Path = ROOT) -> list[str]:
+    """The files tools/manifest.py freezes: those package.json lists (the
+    manifest reads it; tests/test_micropython_unix.py checks that the two agree)."""
+    listing = json.loads((root / PACKAGE_LIST.name).read_text())
+    return [source for _target, source in listing["urls"]]
+
+
+def unfreezable_strings(root: Path, sources: list[str]) -> list[str]:
+    """String constants that MicroPython's mpy-tool.py cannot freeze, as "path:line".
+
+    mpy-tool.py (CPython) decodes every interned string of a .mpy as strict
+    UTF-8, so a lone surrogate such as "\\ud800" in a source stops the frozen
+    build; mpy-cross itself and the .mpy loader take it."""
+    import ast
+
+    found = []
+    for source in sources:
+        tree = ast.parse((root / source).read_text(), source)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                try:
+                    node.value.encode("utf-8")
+                except UnicodeEncodeError:
+                    found.append(f"{source}:{node.lineno}")
+    return found
+
+
+_SURROGATE_PASS = (
+    "def bytes_cons(data, *encoding):  # hcp test build: lone surrogates pass\n"
+    '    return bytes(data, *encoding, "surrogatepass") if encoding else bytes(data)\n'
+)
+
+
+def _let_mpy_tool_pass_lone_surrogates(src: Path) -> None:
+    """Patch the extracted tools so they encode and decode interned strings
+    with "surrogatepass": the bytes mpy-cross wrote are frozen as they are."""
+    patches = {
+        src / "tools" / "mpy-tool.py": (
+            "str_cons = str\nbytes_cons = bytes\n",
+            "def str_cons(data, encoding):  # hcp test build: lone surrogates pass\n"
+            '    return str(data, encoding, "surrogatepass")\n\n\n' + _SURROGATE_PASS,
+        ),
+        src / "py" / "makeqstrdata.py": ("\nbytes_cons = bytes\n", "\n" + _SURROGATE_PASS),
+    }
+    for path, (old, new) in patches.items():
+        text = path.read_text()
+        if text.count(old) != 1:
+            raise MicroPythonUnixBuildError(f"{path.name} is not as expected: cannot patch it")
+        path.write_text(text.replace(old, new))
+
+
+def _snapshot_firmware(dest: Path) -> str:
+    """Copy the manifest, package.json and the files it lists into dest (the
+    build reads this copy, not a tree others may be editing); return their digest."""
+    digest = hashlib.sha256()
+    for relative in [
+        MANIFEST.relative_to(ROOT).as_posix(),
+        PACKAGE_LIST.name,
+        *frozen_sources(),
+    ]:
+        data = (ROOT / relative).read_bytes()
+        target = dest / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        digest.update(relative.encode() + b"\0" + data + b"\0")
+    return digest.hexdigest()
+
+
+def _clean_make_env() -> dict:
+    # a `make test` above us must not hand its flags or job server to these builds
+    return {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+
+
+def _make(args: list[str], log: Path, what: str) -> None:
+    with open(log, "w") as out:
+        try:
+            proc = subprocess.run(
+                ["make", f"-j{os.cpu_count() or 1}", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=BUILD_TIMEOUT_S,
+                env=_clean_make_env(),
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise MicroPythonUnixBuildError(
+                f"{what} did not finish in {BUILD_TIMEOUT_S} s"
+            ) from exc
+    if proc.returncode != 0:
+        raise MicroPythonUnixBuildError(
+            f"{what} failed (exit {proc.returncode}); the 32-bit build needs Debian's "
+            "gcc-multilib (tools/bootstrap-system.sh test asks for it):\n"
+            + _tail(log.read_text(errors="replace"))
+        )
+
+
+def _build_frozen(work: Path, out: Path, tarball: Path, firmware: Path, fingerprint: str):
+    """Build micropython32 with firmware/tools/manifest.py frozen in, into work,
+    then move work to out. The same tarball and make variables as build.sh."""
+    src = work / "src"
+    src.mkdir()
+    untar = subprocess.run(
+        ["tar", "-xJf", str(tarball), "-C", str(src)], capture_output=True, text=True
+    )
+    if untar.returncode != 0:
+        raise MicroPythonUnixBuildError(f"cannot unpack {tarball}:\n{untar.stderr}")
+    patched = unfreezable_strings(firmware, frozen_sources(firmware))
+    if patched:
+        _let_mpy_tool_pass_lone_surrogates(src)
+    # the frozen build needs a micropython-lib folder; the manifest requires nothing from it
+    lib = work / "micropython-lib"
+    lib.mkdir()
+    (lib / "README.md").write_text(
+        "Empty: tools/manifest.py requires no micropython-lib package.\n"
+    )
+    # mpy-cross first, on its own: built from the port's make it would inherit
+    # BUILD, PROG and FROZEN_MANIFEST and fail to link
+    _make(["-C", str(src / "mpy-cross")], work / "mpy-cross.log", "building mpy-cross")
+    _make(
+        [
+            "-C",
+            str(src / "ports" / "unix"),
+            *PORT_OPTIONS,
+            f"FROZEN_MANIFEST={firmware / MANIFEST.relative_to(ROOT)}",
+            f"MPY_LIB_DIR={lib}",
+        ],
+        work / "build32.log",
+        "the frozen 32-bit unix port",
+    )
+    build = src / "ports" / "unix" / "build32"
+    shutil.copy2(build / "micropython32", work / "micropython32")
+    sizes = {package: 0 for package in FIRMWARE_PACKAGES}
+    frozen = build / "frozen_mpy"
+    for mpy in sorted(frozen.rglob("*.mpy")):
+        sizes[mpy.relative_to(frozen).parts[0]] += mpy.stat().st_size
+    (work / "frozen.json").write_text(
+        json.dumps({"mpy_bytes": sizes, "patched_mpy_tool": patched}, indent=1) + "\n"
+    )
+    shutil.rmtree(src)
+    shutil.rmtree(lib)
+    (work / "built-from").write_text(fingerprint + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(work, out)
+
+
+def _prune_frozen(version: str, keep: Path) -> None:
+    builds = sorted(
+        (p for p in CACHE_ROOT.glob(f"{version}-frozen-*") if p.is_dir() and p != keep),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in builds[KEEP_FROZEN_BUILDS - 1 :]:
+        shutil.rmtree(old, ignore_errors=True)
+        (CACHE_ROOT / f"{old.name}.lock").unlink(missing_ok=True)
+
+
+def _frozen_port(out: Path) -> FrozenPort:
+    info = json.loads((out / "frozen.json").read_text())
+    return FrozenPort(
+        out / "micropython32", FirmwareImage(None, info["mpy_bytes"]), info["patched_mpy_tool"]
+    )
+
+
+def _build_frozen_once() -> FrozenPort:
+    if not BUILD_SCRIPT.is_file():
+        raise MicroPythonUnixUnavailable(
+            f"{BUILD_SCRIPT} is absent (no ../shared beside the project), so the firmware "
+            "is not run under MicroPython's unix port here; CI has it"
+        )
+    tarball = _source_tarball()
+    version = _version(tarball)
+    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    snapshot = CACHE_ROOT / f".firmware-{os.getpid()}"
+    shutil.rmtree(snapshot, ignore_errors=True)
+    try:
+        digest = _snapshot_firmware(snapshot)
+        out = CACHE_ROOT / f"{version}-frozen-{digest[:16]}"
+        fingerprint = hashlib.sha256(
+            (_fingerprint(tarball) + " ".join(PORT_OPTIONS) + digest).encode()
+        ).hexdigest()
+        if not _built(out, fingerprint):
+            with open(CACHE_ROOT / f"{out.name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it
+                if not _built(out, fingerprint):
+                    work = out.with_name(f".{out.name}.building-{os.getpid()}")
+                    shutil.rmtree(work, ignore_errors=True)
+                    work.mkdir()
+                    try:
+                        os.replace(snapshot, work / "firmware")  # kept: what was frozen
+                        _build_frozen(work, out, tarball, work / "firmware", fingerprint)
+                    finally:
+                        shutil.rmtree(work, ignore_errors=True)
+                    _prune_frozen(version, out)
+        return _frozen_port(out)
+    finally:
+        shutil.rmtree(snapshot, ignore_errors=True)
+
+
+_frozen: dict[str, FrozenPort | Exception] = {}  # built (or failed) once per process
+
+
+def frozen_micropython32() -> FrozenPort:
+    """The 32-bit unix port with the working tree's firmware frozen in (built
+    from the same tarball as micropython32, cached under
+    .cache/micropython-unix/<version>-frozen-<digest of the manifest, package.json
+    and the frozen sources>/ until one of them changes).
+
+    Raises MicroPythonUnixUnavailable where ../shared is absent and
+    MicroPythonUnixBuildError where the build fails."""
+    if "port" not in _frozen:
+        try:
+            _frozen["port"] = _build_frozen_once()
+        except (MicroPythonUnixUnavailable, MicroPythonUnixBuildError) as exc:
+            _frozen["port"] = exc
+    found = _frozen["port"]
+    if isinstance(found, Exception):
+        raise found
+    return found
+
+
 # --- the firmware compiled as for a board ---
 
 
@@ -232,7 +476,7 @@ def port_mpy_version(binary: Path) -> int:
 
 @dataclass
 class FirmwareImage:
-    lib: Path  # the compiled packages, as on a board's flash
+    lib: Path | None  # the compiled packages, as on a board's flash; None: frozen in the port
     mpy_bytes: dict[str, int] = field(default_factory=dict)  # package -> bytes of .mpy
 
     @property
@@ -321,11 +565,13 @@ def run_keypad(
 
     settings: device settings over device.config's defaults (device_id, key,
     broker_host, broker_port, data_dir, batch_size, ...). The process runs in
-    job_dir, with only the compiled image and the stand-ins on its sys.path."""
+    job_dir, with only the compiled image (none for a frozen image, whose
+    modules the binary holds) and the stand-ins on its sys.path."""
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     job = {
-        "paths": [str(image.lib), str(BOARD_DIR)],
+        # no .mpy folder for a frozen image: the firmware comes from ".frozen"
+        "paths": ([str(image.lib)] if image.lib else []) + [str(BOARD_DIR)],
         "settings": settings,
         "ratings": ratings,
         "drain_timeout_ms": drain_timeout_ms,
@@ -369,6 +615,22 @@ def require_micropython32() -> Path:
 def micropython32():
     """Path of the cached 32-bit unix port (see require_micropython32)."""
     return require_micropython32()
+
+
+def require_frozen_micropython32() -> FrozenPort:
+    """frozen_micropython32(), skipped or failed as require_micropython32()."""
+    try:
+        return frozen_micropython32()
+    except (MicroPythonUnixUnavailable, MicroPythonUnixBuildError) as exc:
+        if in_ci():
+            pytest.fail(f"CI=true: {exc}", pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def frozen_port():
+    """The unix port with the firmware frozen in (see require_frozen_micropython32)."""
+    return require_frozen_micropython32()
 
 
 @pytest.fixture(scope="session")
@@ -429,12 +691,22 @@ def main(argv=None):
     parser.add_argument("--high", type=int, default=2048, help="KB, checked to pass")
     parser.add_argument("--resolution", type=int, default=4, help="KB")
     parser.add_argument("--broker", default="mosquitto", choices=("mosquitto", "amqtt"))
+    parser.add_argument(
+        "--frozen",
+        action="store_true",
+        help="the firmware frozen into the port (tools/manifest.py), not .mpy files",
+    )
     args = parser.parse_args(argv)
-    binary = micropython32_path()
     with tempfile.TemporaryDirectory(prefix="mp-unix-heap-") as tmp:
         work = Path(tmp)
-        image = compile_firmware(work / "image", binary)
-        print(f"firmware .mpy {image.total_bytes} B {image.mpy_bytes}", flush=True)
+        if args.frozen:
+            port = frozen_micropython32()
+            binary, image = port.binary, port.image
+            print(f"firmware frozen into {binary}, .mpy {image.total_bytes} B {image.mpy_bytes}")
+        else:
+            binary = micropython32_path()
+            image = compile_firmware(work / "image", binary)
+            print(f"firmware .mpy {image.total_bytes} B {image.mpy_bytes}", flush=True)
         broker = start_broker(args.broker, workdir=work / "broker")
         runs = 0
 
@@ -470,8 +742,9 @@ def main(argv=None):
         finally:
             broker.stop()
     print(
-        f"{args.ratings} ratings in batches of {args.batch_size}: "
-        f"smallest passing heap {high}K (fails at {low}K)"
+        f"{args.ratings} ratings in batches of {args.batch_size}"
+        + (" (frozen)" if args.frozen else "")
+        + f": smallest passing heap {high}K (fails at {low}K)"
     )
     return 0
 

@@ -91,11 +91,17 @@ def rate(device, index):
 def run():
     global phase, made, board
     phase = "import"  # the firmware's code takes heap too (bytecode, strings)
+    gc.collect()
+    before = gc.mem_alloc()
+    import device.main as device_main
     from device import config
     from device.main import build
     from device.store import seed
     from hardware.boards import sim as board
 
+    gc.collect()
+    # from a .mpy file: <lib>/device/main.mpy; frozen into the port: device/main.py
+    emit("imported", live=gc.mem_alloc(), grew=gc.mem_alloc() - before, main=device_main.__file__)
     phase = "boot"
     settings = config.load(None, job["settings"])
     seed(settings["data_dir"])  # as provisioning leaves a new board

@@ -269,7 +269,7 @@ def _let_mpy_tool_pass_lone_surrogates(src: Path) -> None:
         src / "py" / "makeqstrdata.py": ("\nbytes_cons = bytes\n", "\n" + _SURROGATE_PASS),
     }
     for path, (old, new) in patches.items():
-        text = path.read_text()
+        text = path.read_text() if path.is_file() else ""
         if text.count(old) != 1:
             raise MicroPythonUnixBuildError(f"{path.name} is not as expected: cannot patch it")
         path.write_text(text.replace(old, new))
@@ -329,6 +329,9 @@ def _build_frozen(work: Path, out: Path, tarball: Path, firmware: Path, fingerpr
     )
     if untar.returncode != 0:
         raise MicroPythonUnixBuildError(f"cannot unpack {tarball}:\n{untar.stderr}")
+    # mpy-cross first, on its own: built from the port's make it would inherit
+    # BUILD, PROG and FROZEN_MANIFEST and fail to link
+    _make(["-C", str(src / "mpy-cross")], work / "mpy-cross.log", "building mpy-cross")
     patched = unfreezable_strings(firmware, frozen_sources(firmware))
     if patched:
         _let_mpy_tool_pass_lone_surrogates(src)
@@ -338,9 +341,6 @@ def _build_frozen(work: Path, out: Path, tarball: Path, firmware: Path, fingerpr
     (lib / "README.md").write_text(
         "Empty: tools/manifest.py requires no micropython-lib package.\n"
     )
-    # mpy-cross first, on its own: built from the port's make it would inherit
-    # BUILD, PROG and FROZEN_MANIFEST and fail to link
-    _make(["-C", str(src / "mpy-cross")], work / "mpy-cross.log", "building mpy-cross")
     _make(
         [
             "-C",

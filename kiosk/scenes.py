@@ -76,8 +76,9 @@ class Scene:
     def draw(self, surface) -> None:
         paint = self.app.painter
         surface.fill(style.BACKGROUND)
-        pygame.draw.rect(surface, style.ACCENT, (0, 0, surface.get_width(), HEADER))
-        paint.text(surface, self.t("title"), (MARGIN, 22), "title", style.ACCENT_INK)
+        header = self.header_height()
+        pygame.draw.rect(surface, style.ACCENT, (0, 0, surface.get_width(), header))
+        paint.text(surface, self.t("title"), (MARGIN, 14), "title", style.ACCENT_INK)
         self.draw_body(surface)
         for i, button in enumerate(self.buttons):
             paint.button(surface, button, focused=i == self.focus)
@@ -131,9 +132,17 @@ class Scene:
     def button_height(self) -> int:
         return self.app.assets.font("button").get_linesize() + 34
 
+    def line(self, size: str = "title") -> int:
+        """The line height of a font size, in the current type size."""
+        return self.app.assets.font(size).get_linesize()
+
+    def header_height(self) -> int:
+        return max(HEADER, self.app.assets.font("title").get_linesize() + 28)
+
     def body(self) -> pygame.Rect:
         width, height = self.size
-        return pygame.Rect(MARGIN, HEADER + 24, width - 2 * MARGIN, height - HEADER - 48)
+        header = self.header_height()
+        return pygame.Rect(MARGIN, header + 24, width - 2 * MARGIN, height - header - 48)
 
     def footer(self, count: int) -> list[pygame.Rect]:
         """`count` buttons along the bottom edge."""
@@ -364,7 +373,7 @@ class LevelScene(Scene):
 
     def make_buttons(self):
         area = self.body()
-        top = area.y + 150
+        top = area.y + self.line() + 2 * self.line("body") + 30
         h = self.button_height() + 40
         cells = grid(pygame.Rect(area.x, top, area.width, h), 5, 5, h, gap=18)
         buttons = [
@@ -385,8 +394,9 @@ class LevelScene(Scene):
         paint = self.app.painter
         paint.text(surface, self.t("level_title"), (area.x, area.y), "title")
         target = self.persist["target"].label
-        paint.text(surface, self.t("rating_for", target=target), (area.x, area.y + 80), "body",
-                   style.MUTED, width=area.width)  # fmt: skip
+        below = (area.x, area.y + self.line() + 6)
+        paint.text(surface, self.t("rating_for", target=target), below, "body", style.MUTED,
+                   width=area.width)  # fmt: skip
 
     def act(self, action):
         if action[0] == "level":
@@ -413,7 +423,9 @@ class TagsScene(Scene):
         area = self.body()
         h = self.button_height()
         chosen = self.persist["tags"]
-        cells = grid(pygame.Rect(area.x, area.y + 80, area.width, h), len(self.options), 3, h)
+        cells = grid(
+            pygame.Rect(area.x, area.y + self.line() + 14, area.width, h), len(self.options), 3, h
+        )
         buttons = [
             Button(rect, text, ("tag", code), selected=code in chosen)
             for rect, (code, text) in zip(cells, self.options, strict=False)
@@ -430,7 +442,7 @@ class TagsScene(Scene):
         paint.text(surface, head, (area.x, area.y), "title")
         if not self.options:
             missing = self.t("tags_missing_bad") if self.bad else self.t("tags_missing_good")
-            paint.text(surface, missing, (area.x, area.y + 120), "body", style.NOTICE,
+            paint.text(surface, missing, (area.x, area.y + self.line() + 30), "body", style.NOTICE,
                        width=area.width)  # fmt: skip
 
     def act(self, action):
@@ -463,7 +475,9 @@ class CommentScene(Scene):
         area = self.body()
         h = self.button_height()
         phrases = self.t("phrases").split("|")
-        cells = grid(pygame.Rect(area.x, area.y + 80, area.width, h), len(phrases), 3, h)
+        cells = grid(
+            pygame.Rect(area.x, area.y + self.line() + 14, area.width, h), len(phrases), 3, h
+        )
         buttons = [Button(rect, p, ("phrase", p)) for rect, p in zip(cells, phrases, strict=True)]
         footer = self.footer(4)
         buttons.append(Button(footer[0], self.t("home"), ("back",)))
@@ -478,7 +492,7 @@ class CommentScene(Scene):
         paint = self.app.painter
         head = self.t("comment_need") if self.required else self.t("comment_title")
         paint.text(surface, head, (area.x, area.y), "title")
-        box_top = area.y + 80 + 2 * (self.button_height() + 14) + 10
+        box_top = area.y + self.line() + 14 + 2 * (self.button_height() + 14) + 10
         box = pygame.Rect(
             area.x, box_top, area.width, 3 * self.app.assets.font("body").get_linesize() + 20
         )
@@ -540,7 +554,7 @@ class PhoneScene(Scene):
     def make_buttons(self):
         area = self.body()
         h = self.button_height()
-        keypad = pygame.Rect(area.x, area.y + 150, min(area.width, 560), h)
+        keypad = pygame.Rect(area.x, area.y + 2 * self.line() + 16, min(area.width, 560), h)
         labels = list("123456789") + [self.t("clear"), "0", self.t("delete")]
         actions = [("digit", c) for c in "123456789"] + [("clr",), ("digit", "0"), ("del",)]
         cells = grid(keypad, 12, 3, h - 10, 10)
@@ -559,7 +573,7 @@ class PhoneScene(Scene):
         paint = self.app.painter
         paint.text(surface, self.t("phone_title"), (area.x, area.y), "title")
         shown = self.number or "_"
-        paint.text(surface, shown, (area.x, area.y + 76), "title")
+        paint.text(surface, shown, (area.x, area.y + self.line() + 4), "title")
 
     def act(self, action):
         kind = action[0]

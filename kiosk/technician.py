@@ -40,7 +40,7 @@ class PinScene(Scene):
     def make_buttons(self):
         area = self.body()
         h = self.button_height()
-        keypad = pygame.Rect(area.x, area.y + 140, min(area.width, 560), h)
+        keypad = pygame.Rect(area.x, area.y + 2 * self.line() + 16, min(area.width, 560), h)
         labels = list("123456789") + [self.t("clear"), "0", "OK"]
         actions = [("digit", c) for c in "123456789"] + [("clr",), ("digit", "0"), ("ok",)]
         cells = grid(keypad, 12, 3, h - 10, 10)
@@ -51,7 +51,9 @@ class PinScene(Scene):
     def draw_body(self, surface):
         area = self.body()
         self.app.painter.text(surface, self.t("tech_pin"), (area.x, area.y), "title")
-        self.app.painter.text(surface, "●" * len(self.pin) or "_", (area.x, area.y + 70), "title")
+        self.app.painter.text(
+            surface, "●" * len(self.pin) or "_", (area.x, area.y + self.line() + 4), "title"
+        )
 
     def act(self, action):
         kind = action[0]
@@ -107,7 +109,7 @@ class TechScene(Scene):
         area = self.body()
         paint = self.app.painter
         paint.text(surface, self.t("tech_title"), (area.x, area.y), "title")
-        y = area.y + 70
+        y = area.y + self.line() + 10
         for line in self.lines():
             y += paint.text(surface, line, (area.x, y), "body", style.INK, width=area.width)
         if self.result:

@@ -593,3 +593,29 @@ def test_a_font_is_found_or_the_package_is_named(monkeypatch):
     with pytest.raises(assets.FontMissing) as err:
         assets.find_cjk_font()
     assert "fonts-wqy-microhei" in str(err.value)
+
+
+def test_a_whole_rating_in_large_type(tmp_path):
+    k = Kiosk(tmp_path / "data", demo_config(), large_type=True)
+    try:
+        assert k.app.assets.large
+        k.shot("18-large-attract")
+        k.tap("开始评价")
+        k.tap(UNIT)
+        k.tap(WINDOW)
+        k.shot("19-large-level")
+        # every level button lies inside the screen and below the texts above it
+        for button in k.app.scene.buttons:
+            assert k.surface.get_rect().contains(button.rect)
+        k.tap("非常不满意")
+        k.tap("多次跑动")
+        k.shot("20-large-tags")
+        k.tap("下一步")
+        k.shot("21-large-comment")
+        k.tap("下一步")
+        k.shot("22-large-phone")
+        k.tap("跳过")
+        k.shot("23-large-thanks")
+        assert only_record(k.store)["tags"] == ["D102"]
+    finally:
+        k.close()

@@ -59,6 +59,7 @@ class SyncWorker:
         )
         self.key = key
         self.sync = None
+        self.failures = 0  # sync steps that raised (the technician screen shows them)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kiosk-sync", daemon=True)
 
@@ -92,12 +93,18 @@ class SyncWorker:
         self._setup()
         try:
             while not self._stop.is_set():
-                self.sync.step(ticks_ms())
+                try:
+                    self.sync.step(ticks_ms())
+                except Exception:  # e.g. the database busy: noted, tried again; never fatal
+                    log.exception("kiosk sync step failed")
+                    self.failures += 1
+                    self._stop.wait(1)
                 self.app.link = {
                     "connected": self.client.connected,
                     "last_error": self.client.last_error,
                     "acks": self.sync.acks,
                     "bad_messages": self.sync.bad_messages,
+                    "failures": self.failures,
                 }
                 self._stop.wait(LOOP_S)
         finally:

@@ -619,3 +619,41 @@ def test_a_whole_rating_in_large_type(tmp_path):
         assert only_record(k.store)["tags"] == ["D102"]
     finally:
         k.close()
+
+
+def test_identify_shows_the_device_id(kiosk):
+    kiosk.app.post("identify")
+    kiosk.step()
+    assert DEVICE in kiosk.visible
+    kiosk.step(10_000)
+    assert DEVICE not in kiosk.visible
+
+
+def test_a_touch_counts_once():
+    from kiosk.inputs import InputMapper
+
+    mapper = InputMapper((1000, 500))
+    finger = pygame.event.Event(pygame.FINGERUP, x=0.5, y=0.5, dx=0, dy=0, touch_id=1, finger_id=0)
+    # SDL also sends a mouse event for the same touch: ignored
+    emulated = pygame.event.Event(pygame.MOUSEBUTTONUP, button=1, pos=(500, 250), touch=True)
+    assert mapper.feed(finger, 0) + mapper.feed(emulated, 0) == [("tap", (500, 250))]
+
+
+def test_typing_stays_text_and_a_scan_is_a_scan():
+    from kiosk.inputs import InputMapper
+
+    mapper = InputMapper((1000, 500), scan_gap_ms=40)
+    out = []
+    for i, ch in enumerate("AB12"):  # a person: 150 ms apart
+        out += mapper.feed(pygame.event.Event(pygame.TEXTINPUT, text=ch), i * 150)
+    out += mapper.poll(1000)
+    assert out == [("text", "A"), ("text", "B"), ("text", "1"), ("text", "2")]
+    out = []
+    for i, ch in enumerate("AB12"):  # a scanner: 5 ms apart, then Enter
+        out += mapper.feed(pygame.event.Event(pygame.TEXTINPUT, text=ch), 2000 + i * 5)
+    out += mapper.feed(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_RETURN), 2025)
+    assert out == [("scan", "AB12")]
+    # an input method commits a whole word at once: text at once
+    assert mapper.feed(pygame.event.Event(pygame.TEXTINPUT, text="窗口"), 3000) == [
+        ("text", "窗口")
+    ]

@@ -221,6 +221,8 @@ class KioskApp:
         self-service app (HTTP) or the collector (evaluate command)."""
         if self.scene.name in RATING_SCENES:
             return False, "busy: a rating is in progress"
+        if self.scene.name in ("pin", "technician"):
+            return False, "busy: the technician screen is open"
         self.store.add_case(fields)
         _fields, record_id = self.store.case(fields["case_no"])
         if record_id is not None:

@@ -539,6 +539,7 @@ def technician_screen(kiosk):
             break
     assert "网络测试：连接失败：Connection refused" in kiosk.visible
     kiosk.shot("17-technician")
+    assert kiosk.app.open_case({"case_no": "QZ3"}) == (False, "busy: the technician screen is open")
     kiosk.tap("退出维护")
     assert kiosk.scene == "attract"
 

@@ -228,7 +228,8 @@ class KioskApp:
         if record_id is not None:
             return False, "rated: case " + fields["case_no"] + " already has a rating"
         self._last_input = self._now  # the citizen may still be on the way
-        self._case_wait_ms = max(self.settings["case_wait_s"], self.settings["idle_s"]) * 1000
+        wait_s = fields.get("timeout_s") or self.settings["case_wait_s"]
+        self._case_wait_ms = max(wait_s, self.settings["idle_s"]) * 1000
         self.new_rating(self._case_target(fields), fields)
         self.scene.notice = self.texts("case_opened", case_no=fields["case_no"])
         return True, {"opened": fields["case_no"]}

@@ -501,6 +501,12 @@ def test_a_case_handed_over_waits_longer_for_its_citizen(kiosk):
     assert kiosk.scene == "level"
     kiosk.step(200)
     assert kiosk.scene == "attract" and len(kiosk.store) == 0  # no rating without a touch
+    # the case's own timeout_s, when the app gives one
+    assert kiosk.app.open_case({"case_no": "QZ6", "timeout_s": 300})[0]
+    kiosk.step(299_000)
+    assert kiosk.scene == "level"
+    kiosk.step(2000)
+    assert kiosk.scene == "attract"
 
 
 def test_the_technician_screen_behind_a_pin(tmp_path):

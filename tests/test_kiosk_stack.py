@@ -57,3 +57,37 @@ def test_the_kiosk_process_in_the_local_stack(tmp_path):
         assert kiosk.process.returncode == 0
         log = (tmp_path / device.device_id / "kiosk.log").read_text()
         assert "ks-stack-01 ready, first frame" in log
+
+
+def test_without_a_chinese_font_the_kiosk_names_the_package(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    settings = tmp_path / "kiosk.json"
+    settings.write_text(json.dumps({"device_id": "ks-1", "key": "00" * 32, "http_port": 0,
+                                    "data_dir": str(tmp_path / "data")}))  # fmt: skip
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "HCP_KIOSK_FONT": "/nonexistent.ttc"}
+    result = subprocess.run(
+        [sys.executable, "-m", "kiosk", "--settings", str(settings), "--headless"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "hcp kiosk: 未找到中文字体 / no Chinese (CJK) font found: install fonts-wqy-microhei "
+        "(sudo apt install fonts-wqy-microhei) (HCP_KIOSK_FONT=/nonexistent.ttc does not exist)"
+    )
+
+
+def test_a_bad_settings_file_stops_with_its_reason(tmp_path):
+    import subprocess
+    import sys
+
+    settings = tmp_path / "kiosk.json"
+    settings.write_text(json.dumps({"device_id": "ks-1", "key": "00" * 32, "pin": "1"}))
+    result = subprocess.run(
+        [sys.executable, "-m", "kiosk", "--settings", str(settings), "--headless"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == "hcp kiosk: unknown setting 'pin'"

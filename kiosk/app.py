@@ -179,7 +179,11 @@ class KioskApp:
         self.switches += 1
 
     def home(self) -> None:
-        """Back to the start screen; a rating in progress is dropped."""
+        """Back to the start screen; a rating in progress is dropped. The
+        next citizen starts with the hall's language and type size, whatever
+        the last one chose."""
+        self.texts.language = self.settings.get("language", "zh")
+        self.assets.large = bool(self.settings.get("large_type"))
         self.switch("attract", {})
 
     def toggle_large(self) -> None:

@@ -470,6 +470,14 @@ class CommentScene(Scene):
         self.persist.setdefault("comment", "")
         # a 差评 whose level had no tags to choose gives its reason here
         self.required = self.persist["stars"] in BAD_STARS and not self.persist["tags"]
+        # an on-screen keyboard or input method shows its candidates near the box
+        pygame.key.start_text_input()
+        pygame.key.set_text_input_rect(self.comment_box())
+
+    def comment_box(self) -> pygame.Rect:
+        area = self.body()
+        top = area.y + self.line() + 14 + 2 * (self.button_height() + 14) + 10
+        return pygame.Rect(area.x, top, area.width, 3 * self.line("body") + 20)
 
     def make_buttons(self):
         area = self.body()
@@ -492,10 +500,7 @@ class CommentScene(Scene):
         paint = self.app.painter
         head = self.t("comment_need") if self.required else self.t("comment_title")
         paint.text(surface, head, (area.x, area.y), "title")
-        box_top = area.y + self.line() + 14 + 2 * (self.button_height() + 14) + 10
-        box = pygame.Rect(
-            area.x, box_top, area.width, 3 * self.app.assets.font("body").get_linesize() + 20
-        )
+        box = self.comment_box()
         pygame.draw.rect(surface, style.PANEL, box, border_radius=10)
         pygame.draw.rect(surface, style.MUTED, box, width=2, border_radius=10)
         text = self.persist["comment"] or self.t("comment_hint")

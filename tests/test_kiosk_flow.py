@@ -664,3 +664,39 @@ def test_typing_stays_text_and_a_scan_is_a_scan():
     assert mapper.feed(pygame.event.Event(pygame.TEXTINPUT, text="窗口"), 3000) == [
         ("text", "窗口")
     ]
+
+
+def test_the_next_citizen_starts_in_the_halls_language_and_type(kiosk):
+    kiosk.tap("大字模式")
+    kiosk.tap("English")
+    kiosk.tap("Rate a service")
+    kiosk.tap("Back")
+    assert kiosk.scene == "attract"
+    assert "开始评价" in kiosk.visible and not kiosk.app.assets.large
+
+
+def test_many_units_page_through_and_come_round_again(tmp_path):
+    units = [[f"u{n:02d}", f"第{n:02d}服务点"] for n in range(1, 21)]
+    k = Kiosk(tmp_path / "data", demo_config(units=units, windows=[], staff=[], items=[]))
+    try:
+        k.tap("开始评价")
+        seen = []
+        page = next(b.label for b in k.app.scene.buttons if b.action == ("page",))
+        pages = int(page.split("/")[1].split()[0])
+        assert pages > 1
+        for _ in range(pages):
+            seen += [b.label for b in k.app.scene.buttons if b.action[0] == "unit"]
+            k.tap(next(b.label for b in k.app.scene.buttons if b.action == ("page",)))
+        assert seen == [name for _id, name in units]  # each once, in order
+        assert [b.label for b in k.app.scene.buttons if b.action[0] == "unit"][0] == "第01服务点"
+        while "第20服务点" not in [b.label for b in k.app.scene.buttons]:
+            k.tap(next(b.label for b in k.app.scene.buttons if b.action == ("page",)))
+        k.tap("第20服务点")
+        k.tap("评价本部门")
+        k.tap("满意")
+        k.tap("下一步")
+        k.tap("跳过")
+        k.tap("跳过")
+        assert only_record(k.store)["org_id"] == "u20"
+    finally:
+        k.close()

@@ -227,10 +227,12 @@ class KioskApp:
             return False, "busy: a rating is in progress"
         if self.scene.name in ("pin", "technician"):
             return False, "busy: the technician screen is open"
-        self.store.add_case(fields)
-        _fields, record_id = self.store.case(fields["case_no"])
-        if record_id is not None:
-            return False, "rated: case " + fields["case_no"] + " already has a rating"
+        appended = fields.get("attempt") == 2  # 追加评价: a new record that follows the first
+        if not appended:
+            self.store.add_case(fields)
+            _fields, record_id = self.store.case(fields["case_no"])
+            if record_id is not None:
+                return False, "rated: case " + fields["case_no"] + " already has a rating"
         self._last_input = self._now  # the citizen may still be on the way
         wait_s = fields.get("timeout_s") or self.settings["case_wait_s"]
         self._case_wait_ms = max(wait_s, self.settings["idle_s"]) * 1000

@@ -485,6 +485,17 @@ def test_triggered_mode_opens_a_finished_case(kiosk):
         False,
         "rated: case QZ1 already has a rating",
     )
+    # an appended rating (追加评价) of the same case is a new record that follows the first
+    kiosk.tap("首页")
+    appended = {"case_no": "QZ1", "attempt": 2, "follows": "ks-01:1"}
+    assert kiosk.app.open_case(appended) == (True, {"opened": "QZ1"})
+    kiosk.tap("非常满意")
+    kiosk.tap("下一步")
+    kiosk.tap("跳过")
+    kiosk.tap("跳过")
+    second = [r for r in kiosk.store.pending(5) if r["seq"] == 2][0]
+    assert second["attempt"] == 2 and second["follows"] == "ks-01:1"
+    assert kiosk.store.case("QZ1")[1] == "ks-01:1"  # the first rating stays the case's
 
 
 def closed_port():

@@ -13,6 +13,12 @@ Config keys (all may be given in `test_config`):
 - ``HCP_TIMEZONE``: time zone the pages show times in; default ``Asia/Shanghai``.
 - ``HCP_DASHBOARD_POLL_MS``: how often the dashboard refreshes; default 2000.
 - ``HCP_DASHBOARD_LATEST``: rows in the dashboard's latest table; default 10.
+- ``SESSION_COOKIE_SECURE``: the session cookie only over HTTPS; default True
+  (False for a plain-HTTP demo). HttpOnly and SameSite=Lax always.
+- ``HCP_LOGIN_MAX_FAILURES`` / ``HCP_LOGIN_MAX_FAILURES_PER_ADDRESS`` /
+  ``HCP_LOGIN_WINDOW_S``: failed logins allowed per account / per address
+  within the window before logins are refused; default 5 / 20 / 900 s.
+- ``MAX_CONTENT_LENGTH``: the largest request body (uploads); default 8 MiB.
 """
 
 from __future__ import annotations
@@ -44,6 +50,14 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
         HCP_DASHBOARD_POLL_MS=2000,
         HCP_DASHBOARD_LATEST=10,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_HTTPONLY=True,
+        # Secure: browsers send the session cookie over HTTPS only; set False
+        # only for a plain-HTTP demo on this machine (hcp demo does)
+        SESSION_COOKIE_SECURE=True,
+        HCP_LOGIN_MAX_FAILURES=5,
+        HCP_LOGIN_MAX_FAILURES_PER_ADDRESS=20,
+        HCP_LOGIN_WINDOW_S=900,
+        MAX_CONTENT_LENGTH=8 * 1024 * 1024,
         JSON_AS_ASCII=False,
     )
     if test_config:
@@ -66,14 +80,18 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     org.seed(engine)
     tags.seed(engine)
 
-    from sync_server import api, auth, pf_pages, web
+    from sync_server import admin_pages, api, auth, openapi, org_pages, pf_pages, web
 
     auth.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(web.bp)
     app.register_blueprint(pf_pages.bp)
+    app.register_blueprint(org_pages.bp)
+    app.register_blueprint(admin_pages.bp)
+    app.register_blueprint(openapi.bp)
     web.init_app(app)
+    org_pages.init_app(app)
     return app
 
 

@@ -1,4 +1,4 @@
-"""The read-only JSON API under /api/v1 (login required).
+"""The JSON API under /api/v1 (a session or an API token; roles as in sync_server/auth.py).
 
 A thin blueprint: it checks the query string (`parse_filters`,
 `parse_paging`, which the admin pages use too) and answers with what
@@ -15,16 +15,17 @@ import datetime as dt
 import re
 
 from flask import Blueprint, current_app, jsonify, request
-from flask_login import current_user, login_required
+from flask_login import current_user
 
 from protocols.levels import CHANNELS
 from protocols.record import text_problem, valid_utc_time
-from sync_server import completeness
-from sync_server.auth import admin_required
+from sync_server import completeness, contacts, csrf
+from sync_server.auth import requires
 from sync_server.db import get_engine
 from sync_server.queries import (
     TEXT_FILTERS,
     device_report,
+    get_evaluation,
     list_evaluations,
     list_quarantine,
     summarize,
@@ -151,22 +152,54 @@ def _bad_parameter(exc: ParamError):
     return jsonify(error=str(exc)), 400
 
 
+def _scoped(filters: dict) -> dict:
+    scope = current_user.scope()
+    return filters if scope is None else {**filters, "units": scope}
+
+
 @bp.get("/evaluations")
-@login_required
+@requires("ratings")
 def evaluations():
-    filters = parse_filters(request.args)
+    filters = _scoped(parse_filters(request.args))
     page, per_page = parse_paging(request.args)
     return jsonify(list_evaluations(get_engine(), filters, page, per_page))
 
 
 @bp.get("/evaluations/summary")
-@login_required
+@requires("ratings")
 def evaluations_summary():
-    return jsonify(summarize(get_engine(), parse_filters(request.args, allowed=FILTERS)))
+    return jsonify(summarize(get_engine(), _scoped(parse_filters(request.args, allowed=FILTERS))))
+
+
+@bp.get("/evaluations/<path:record_id>")
+@requires("ratings")
+def evaluation(record_id):
+    _check_known(request.args, ())
+    item = get_evaluation(get_engine(), record_id, current_user.scope())
+    if item is None:
+        return jsonify(error=f"record_id: unknown record {record_id!r}"), 404
+    return jsonify(item)
+
+
+@bp.post("/contacts")
+@csrf.exempt  # JSON only, like PUT /api/v1/pf-map: no other site's page can send it
+@requires("contact")
+def reveal_contact():
+    """The contact left with a rating, on an explicit request; audited."""
+    if not request.is_json:
+        return jsonify(error="body: must be JSON (Content-Type: application/json)"), 415
+    body = request.get_json(silent=True)
+    record_id = body.get("record_id") if isinstance(body, dict) else None
+    if not isinstance(record_id, str) or not record_id:
+        return jsonify(error='body: must be {"record_id": "<id>"}'), 400
+    engine = get_engine()
+    if get_evaluation(engine, record_id, current_user.scope()) is None:
+        return jsonify(error=f"record_id: unknown record {record_id!r}"), 404
+    return jsonify(record_id=record_id, contact=contacts.reveal(engine, record_id))
 
 
 @bp.get("/quarantine")
-@admin_required
+@requires("quarantine")
 def quarantine():
     _check_known(request.args, PAGING + ("device_id",))
     page, per_page = parse_paging(request.args)
@@ -175,14 +208,15 @@ def quarantine():
 
 
 @bp.get("/devices")
-@login_required
+@requires("devices")
 def devices():
     _check_known(request.args, ())
-    return jsonify(items=device_report(get_engine(), include_counts=current_user.is_admin))
+    report = device_report(get_engine(), include_counts=current_user.can("device_counts"))
+    return jsonify(items=report)
 
 
 @bp.get("/devices/<device_id>/days")
-@login_required
+@requires("devices")
 def device_days(device_id):
     _check_known(request.args, ("days",))
     days = _number(request.args, "days", "14")

@@ -1,13 +1,34 @@
-"""Users, login and roles.
+"""Users, login, roles and what each role may do.
 
-Users live in the `users` table with werkzeug password hashes. Two roles:
-`admin` sees everything, including quarantined messages; `viewer` sees the
-evaluations, summaries and devices. The JSON API answers 401/403 with a JSON
-error; pages redirect to the login form instead.
+Users live in the `users` table with werkzeug password hashes. Roles
+(`ROLES`) and what each may do (`CAPABILITIES`):
+
+- ``admin``: runs the collector: users, API tokens, the organisation and its
+  files, content tags, the pf table, devices (with their per-level counts),
+  quarantine, the audit log, every unit's ratings. Never a rater's contact.
+- ``supervisor`` (督查): every unit's ratings and devices, the organisation and
+  tags read-only, the audit log; may reveal a rater's contact (audited).
+- ``unit_manager``: the ratings of their own unit's subtree only; edits the
+  organisation inside it; may reveal a contact of a rating in it (audited).
+- ``technician``: devices (without per-level counts) and quarantine (payloads
+  redacted), the organisation and tags read-only; never ratings or raters.
+- ``clerk`` (data entry): the ratings of their unit's subtree and its
+  organisation, read-only.
+
+Unit managers and clerks have a unit (`users.unit_id`): `scope()` is the set
+of units below it, which every query of ratings and of the organisation is
+limited to. Everyone else's scope is None (all).
+
+Logins are limited per account and per address (`HCP_LOGIN_MAX_FAILURES`,
+`HCP_LOGIN_MAX_FAILURES_PER_ADDRESS` within `HCP_LOGIN_WINDOW_S`). The JSON
+API answers 401/403 with a JSON error; pages redirect to the login form
+instead. API tokens (sync_server/tokens.py) log a machine client in as a
+`User` of the token's role and unit for one request.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import re
 from urllib.parse import urlsplit
@@ -16,6 +37,7 @@ from flask import (
     Blueprint,
     abort,
     current_app,
+    g,
     jsonify,
     redirect,
     render_template,
@@ -26,7 +48,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField, StringField
@@ -34,7 +56,19 @@ from wtforms.validators import DataRequired
 
 from sync_server import db
 
-ROLES = ("admin", "viewer")
+ROLES = ("admin", "supervisor", "unit_manager", "technician", "clerk")
+SCOPED_ROLES = ("unit_manager", "clerk")
+CAPABILITIES = {
+    "admin": {
+        "ratings", "devices", "device_counts", "quarantine", "org_read", "org_write",
+        "org_files", "tags_read", "tags_write", "pf_read", "pf_write", "audit", "users",
+        "tokens",
+    },
+    "supervisor": {"ratings", "devices", "org_read", "tags_read", "pf_read", "audit", "contact"},
+    "unit_manager": {"ratings", "org_read", "org_write", "contact"},
+    "technician": {"devices", "quarantine", "org_read", "tags_read", "pf_read"},
+    "clerk": {"ratings", "org_read"},
+}  # fmt: skip
 MIN_PASSWORD = 8
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -43,17 +77,61 @@ login_manager = LoginManager()
 
 
 class User(UserMixin):
-    def __init__(self, user_id: int, username: str, role: str):
+    def __init__(self, user_id, username: str, role: str, unit_id=None, token_id=None):
         self.id = user_id
         self.username = username
         self.role = role
+        self.unit_id = unit_id
+        self.token_id = token_id  # set when a machine client came with an API token
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    @property
+    def actor(self) -> str:
+        """Who the audit log names: the username, or token:<id> for a token."""
+        return f"token:{self.token_id}" if self.token_id is not None else self.username
 
-def create_user(engine, username: str, password: str, role: str) -> int:
+    def can(self, capability: str) -> bool:
+        return capability in CAPABILITIES.get(self.role, ())
+
+    def scope(self) -> set[str] | None:
+        """The units this user's data is limited to; None for all units."""
+        if self.role not in SCOPED_ROLES:
+            return None
+        cached = g.get("hcp_scope")
+        if cached is None or cached[0] != self.unit_id:
+            from sync_server import org
+
+            with db.get_engine().connect() as conn:
+                units = org.subtree_ids(conn, self.unit_id) if self.unit_id else set()
+            g.hcp_scope = cached = (self.unit_id, units)
+        return cached[1]
+
+    def sees_unit(self, unit_id) -> bool:
+        scope = self.scope()
+        return scope is None or unit_id in scope
+
+
+def check_role_and_unit(conn, role, unit_id) -> None:
+    if role not in ROLES:
+        raise ValueError("role: must be one of " + ", ".join(ROLES))
+    if role in SCOPED_ROLES:
+        if not unit_id:
+            raise ValueError(f"unit: required for the role {role}")
+        found = conn.execute(
+            select(db.org_units.c.id).where(
+                db.org_units.c.id == unit_id, db.org_units.c.retired_at.is_(None)
+            )
+        ).first()
+        if found is None:
+            raise ValueError(f"unit: unknown unit {unit_id!r}")
+    elif unit_id:
+        raise ValueError(f"unit: only for the roles {', '.join(SCOPED_ROLES)}")
+
+
+def create_user(engine, username: str, password: str, role: str, unit_id=None) -> int:
     """Add a user and return its id; ValueError names the field and the problem."""
     if not isinstance(username, str) or not USERNAME_PATTERN.fullmatch(username):
         raise ValueError("username: must be 1..64 characters of A-Z a-z 0-9 . _ -")
@@ -64,6 +142,7 @@ def create_user(engine, username: str, password: str, role: str) -> int:
     if password.strip() != password or password.lower() == username.lower():
         raise ValueError("password: must not be the username or start/end with spaces")
     with engine.connect() as conn:
+        check_role_and_unit(conn, role, unit_id)
         taken = conn.execute(select(db.users.c.id).where(db.users.c.username == username)).first()
     if taken is not None:
         raise ValueError(f"username: {username!r} already exists")
@@ -74,6 +153,7 @@ def create_user(engine, username: str, password: str, role: str) -> int:
                     username=username,
                     password_hash=generate_password_hash(password),
                     role=role,
+                    unit_id=unit_id or None,
                     created_at=db.utc_now(),
                 )
             )
@@ -82,12 +162,64 @@ def create_user(engine, username: str, password: str, role: str) -> int:
         raise ValueError(f"username: {username!r} already exists") from None
 
 
+def _user(row) -> User | None:
+    if row is None or row.disabled_at:
+        return None
+    return User(row.id, row.username, row.role, row.unit_id)
+
+
 def check_login(engine, username: str, password: str) -> User | None:
     with engine.connect() as conn:
         row = conn.execute(select(db.users).where(db.users.c.username == username)).first()
     if row is None or not check_password_hash(row.password_hash, password):
         return None
-    return User(row.id, row.username, row.role)
+    return _user(row)
+
+
+# --- login limits -------------------------------------------------------------------
+
+
+def _window_start(seconds: int) -> str:
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+    return start.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def login_blocked(engine, username: str, address: str) -> bool:
+    """Too many failures for this account, or from this address, lately."""
+    config = current_app.config
+    since = _window_start(config["HCP_LOGIN_WINDOW_S"])
+    f = db.login_failures.c
+    with engine.connect() as conn:
+        by_user = conn.execute(
+            select(func.count()).where(f.username == username, f.at >= since)
+        ).scalar()
+        by_address = conn.execute(
+            select(func.count()).where(f.address == address, f.at >= since)
+        ).scalar()
+    return (
+        by_user >= config["HCP_LOGIN_MAX_FAILURES"]
+        or by_address >= config["HCP_LOGIN_MAX_FAILURES_PER_ADDRESS"]
+    )
+
+
+def _note_failure(engine, username: str, address: str) -> None:
+    f = db.login_failures.c
+    with engine.begin() as conn:
+        conn.execute(
+            db.login_failures.insert().values(
+                username=username[:64], address=address[:64], at=db.utc_now()
+            )
+        )
+        # a day is far longer than any window: older rows only take space
+        conn.execute(delete(db.login_failures).where(f.at < _window_start(86400)))
+
+
+def _clear_failures(engine, username: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(db.login_failures).where(db.login_failures.c.username == username))
+
+
+# --- Flask-Login --------------------------------------------------------------------
 
 
 @login_manager.user_loader
@@ -98,7 +230,14 @@ def _load_user(user_id: str) -> User | None:
         return None
     with db.get_engine().connect() as conn:
         row = conn.execute(select(db.users).where(db.users.c.id == wanted)).first()
-    return User(row.id, row.username, row.role) if row else None
+    return _user(row)
+
+
+@login_manager.request_loader
+def _load_token(req) -> User | None:
+    from sync_server import tokens
+
+    return tokens.user_from_request(req)
 
 
 def wants_json() -> bool:
@@ -108,12 +247,38 @@ def wants_json() -> bool:
 @login_manager.unauthorized_handler
 def _unauthorized():
     if wants_json():
-        return jsonify(error="login required"), 401
+        return jsonify(error=g.get("hcp_token_error") or "login required"), 401
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
 
 def init_app(app) -> None:
     login_manager.init_app(app)
+
+
+def forbidden(capability: str):
+    """A 403: JSON for the API, the error page otherwise."""
+    if wants_json():
+        only_admin = all(capability not in caps for r, caps in CAPABILITIES.items() if r != "admin")
+        error = "admin only" if only_admin else f"not allowed for the role {current_user.role}"
+        return jsonify(error=error), 403
+    abort(403)
+
+
+def requires(capability: str):
+    """Like login_required, and the user's role must have `capability` (403 otherwise)."""
+
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            if not current_user.is_authenticated:
+                return current_app.login_manager.unauthorized()
+            if not current_user.can(capability):
+                return forbidden(capability)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
 
 
 def admin_required(view):
@@ -151,16 +316,25 @@ def _safe_next(target: str | None) -> str:
 def login():
     form = LoginForm()
     error = None
+    status = 401
     if form.validate_on_submit():
-        user = check_login(db.get_engine(), form.username.data, form.password.data)
-        if user is not None:
-            login_user(user)
-            return redirect(_safe_next(request.args.get("next")))
-        error = _("Wrong username or password.")
+        engine = db.get_engine()
+        username, address = form.username.data, request.remote_addr or ""
+        if login_blocked(engine, username, address):
+            minutes = -(-current_app.config["HCP_LOGIN_WINDOW_S"] // 60)
+            error = _("Too many failed logins. Try again in %(minutes)s minutes.", minutes=minutes)
+            status = 429
+        else:
+            user = check_login(engine, username, form.password.data)
+            if user is not None:
+                _clear_failures(engine, username)
+                login_user(user)
+                return redirect(_safe_next(request.args.get("next")))
+            _note_failure(engine, username, address)
+            error = _("Wrong username or password.")
     elif request.method == "POST":
         error = _("Please enter your username and password.")
-    status = 401 if error else 200
-    return render_template("login.html", form=form, error=error), status
+    return render_template("login.html", form=form, error=error), (status if error else 200)
 
 
 @bp.route("/logout", methods=["POST"])

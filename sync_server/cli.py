@@ -1,7 +1,8 @@
 """`hcp collector ...`: run the collector and manage its users and devices.
 
     hcp collector serve --db URL --mqtt mqtt://HOST:PORT --host 127.0.0.1 --port 8080
-    hcp collector create-user USERNAME --role admin|viewer [--password P]
+    hcp collector create-user USERNAME --role ROLE [--unit UNIT] [--password P]
+    hcp collector create-token NAME --role ROLE [--unit UNIT]
     hcp collector add-device DEVICE_ID [--key HEX] [--kind keypad|kiosk] [--window W]
 
 `--db` defaults to the app's own SQLite file in its instance folder.
@@ -21,6 +22,7 @@ from werkzeug.serving import make_server
 
 from protocols.levels import DEVICE_CHANNELS
 from protocols.record import valid_device_id
+from sync_server.auth import ROLES
 
 KEY_BYTES = 32
 DEVICE_KINDS = DEVICE_CHANNELS  # a device's kind is the channel of its records
@@ -141,10 +143,24 @@ def create_user_command(args) -> int:
             return _fail("the two passwords differ")
     app = _app(args)
     try:
-        create_user(app.extensions["hcp_engine"], args.username, password, args.role)
+        create_user(app.extensions["hcp_engine"], args.username, password, args.role, args.unit)
     except ValueError as exc:
         return _fail(str(exc))
     print(f"user {args.username} ({args.role}) created")
+    return 0
+
+
+def create_token_command(args) -> int:
+    from sync_server import tokens
+
+    app = _app(args)
+    try:
+        with app.extensions["hcp_engine"].begin() as conn:
+            token_id, token = tokens.create(conn, args.name, args.role, args.unit, "cli")
+    except ValueError as exc:
+        return _fail(str(exc))
+    print(f"token {token_id} ({args.role}) created; it is not shown again:")
+    print(token)
     return 0
 
 
@@ -202,9 +218,16 @@ def register(commands) -> None:
 
     user_parser = with_db(sub.add_parser("create-user", help="add a web user"))
     user_parser.add_argument("username")
-    user_parser.add_argument("--role", choices=["admin", "viewer"], required=True)
+    user_parser.add_argument("--role", choices=ROLES, required=True)
+    user_parser.add_argument("--unit", help="unit code (unit_manager and clerk only)")
     user_parser.add_argument("--password", help="prompted for when not given")
     user_parser.set_defaults(handler=create_user_command)
+
+    token_parser = with_db(sub.add_parser("create-token", help="add an API token (shown once)"))
+    token_parser.add_argument("name", help="who uses it, e.g. business-system")
+    token_parser.add_argument("--role", choices=ROLES, required=True)
+    token_parser.add_argument("--unit", help="unit code (unit_manager and clerk only)")
+    token_parser.set_defaults(handler=create_token_command)
 
     device_parser = with_db(sub.add_parser("add-device", help="register a device and its key"))
     device_parser.add_argument("device_id")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import binascii
 import json
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from protocols import messages, record, sign, topics
 from protocols.levels import is_bad
-from sync_server import clock, db, quarantine
+from sync_server import canonical_fast, clock, db, quarantine
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ EV_FIELDS = [c.name for c in db.evaluations.columns if c.name not in COLLECTOR_F
 # the record is kept aside and ingest goes on. Every other database error
 # (a lost connection, a locked or broken database) is an outage: no PUBACK,
 # reconnect, and the broker delivers the message again.
+MAX_GROUP = 256  # messages decided and committed in one transaction at most
+
 POISON = (IntegrityError, DataError, ValueError, TypeError, OverflowError, UnicodeError)
 
 
@@ -59,6 +62,7 @@ class Outcome:
     quarantine_rows_added: int = 0  # repeats of a record already kept aside add none
     quarantine_turned_away: int = 0  # rows the quarantine's bounds did not keep
     ack_quarantined: list[int] = field(default_factory=list)  # own seqs kept aside
+    error: bool = False  # an unforeseen error set the message aside (after_error)
 
 
 @dataclass
@@ -123,7 +127,7 @@ def check_record(rec, device_id: str, device: Device | None) -> str | None:
         return "channel: device " + repr(device_id) + " is a " + device.kind
     if rec.get("sig") is None:
         return "sig: is required"
-    if not sign.verify(rec, device.key):
+    if not sign.verify(rec, device.key, canonical_fast.dumps):
         return "sig: does not verify with the key of device " + repr(device_id)
     return None
 
@@ -148,7 +152,9 @@ def classify(msg: dict, device_id: str, device: Device | None) -> Plan:
             reason = "contact.id: no record " + entry["id"] + " of this device in the batch"
         if reason is None and entry["id"] in plan.contacts:
             reason = "contact.id: two contacts for " + entry["id"]
-        if reason is None and (device is None or not sign.verify(entry, device.key)):
+        if reason is None and (
+            device is None or not sign.verify(entry, device.key, canonical_fast.dumps)
+        ):
             reason = "contact.sig: does not verify with the key of device " + repr(device_id)
         if reason is not None:
             rec_id = entry.get("id") if isinstance(entry, dict) else None
@@ -200,23 +206,86 @@ class Ingestor:
         """Decide about one message; `retained` is MQTT's flag (an old status
         replayed by the broker says nothing about the device's clock now)."""
         received_at = db.utc_now()
+        kind = _kind(topic)
+        if kind == topics.UP_EV:
+            return self._batch(topic, topics.parse(topic)[0], payload, received_at)
+        with self.engine.begin() as conn:
+            return self._decide(conn, topic, payload, retained, received_at)
+
+    def process_many(self, items: list[tuple[str, bytes, bool]]) -> list[Outcome]:
+        """Decide about several messages, (topic, payload, retained) each, and
+        store them all in one transaction: one commit (one fsync) for the
+        group. The outcomes are exactly those process() would give one by
+        one; when the database refuses something in the group, or deciding a
+        message fails, the group is rolled back and each message goes through
+        process() alone, which keeps aside only what is refused. A lost
+        database is an outage, as for process()."""
+        if len(items) == 1:
+            return [self.process_safely(*items[0])]
+        received_at = db.utc_now()
+        try:
+            with self.engine.begin() as conn:
+                touched: set[str] = set()
+                outcomes = [
+                    self._decide(conn, topic, payload, retained, received_at, touched)
+                    for topic, payload, retained in items
+                ]
+                for device_id in sorted(touched):  # once per device, not per message
+                    _touch(conn, device_id, received_at)
+                return outcomes
+        except DBAPIError as exc:
+            if not _poison(exc):
+                raise
+            log.warning("the database refused part of a group of %d messages: %r", len(items), exc)
+        except Exception as exc:  # noqa: BLE001 - each message is decided alone below
+            log.warning("deciding a group of %d messages failed: %r", len(items), exc)
+        return [self.process_safely(topic, payload, retained) for topic, payload, retained in items]
+
+    def process_safely(self, topic: str, payload: bytes, retained: bool = False) -> Outcome:
+        """process(), where an unforeseen error (a bug meeting an input nobody
+        foresaw) sets the message aside through after_error() instead of
+        stopping the ingest; a lost database still raises."""
+        try:
+            return self.process(topic, payload, retained)
+        except DBAPIError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see after_error
+            log.exception("ingest error for a message on %s; kept aside", topic)
+            outcome = self.after_error(topic, payload, exc)
+            outcome.error = True
+            return outcome
+
+    def _decide(self, conn, topic, payload, retained, received_at, touched=None) -> Outcome:
+        """One message decided and stored inside `conn`'s transaction. With
+        `touched`, the device's last_seen is left to the caller (its id added)."""
         try:
             device_id, kind = topics.parse(topic)
         except topics.TopicError as exc:
-            return self.quarantine_message(topic, None, str(exc), payload, received_at)
-        if kind == topics.UP_EV:
-            return self._batch(topic, device_id, payload, received_at)
+            return self._quarantine_in(conn, topic, None, str(exc), payload, received_at)
         if kind == topics.UP_STATUS:
-            return self._status(topic, device_id, payload, received_at, retained)
-        reason = "topic: the collector does not take " + kind + " messages"
-        return self.quarantine_message(topic, device_id, reason, payload, received_at)
+            return self._status_in(conn, topic, device_id, payload, received_at, retained)
+        if kind != topics.UP_EV:
+            reason = "topic: the collector does not take " + kind + " messages"
+            return self._quarantine_in(conn, topic, device_id, reason, payload, received_at)
+        msg, reason = self._decode_batch(device_id, payload)
+        if msg is None:
+            return self._quarantine_in(conn, topic, device_id, reason, payload, received_at)
+        device = self.device(conn, device_id)
+        plan = classify(msg, device_id, device)
+        if touched is not None:
+            touched.add(device_id)
+        stored = self._store_in(conn, topic, device_id, plan, received_at, touched is None)
+        return self._ack(msg, device, stored)
 
     def quarantine_message(self, topic, device_id, reason, payload, received_at=None) -> Outcome:
         """Keep a whole message aside with the reason it was not taken (once)."""
+        with self.engine.begin() as conn:
+            return self._quarantine_in(conn, topic, device_id, reason, payload, received_at)
+
+    def _quarantine_in(self, conn, topic, device_id, reason, payload, received_at=None):
         received_at = received_at or db.utc_now()
         row = quarantine.entry(topic, device_id, None, reason, payload, received_at)
-        with self.engine.begin() as conn:
-            (state,) = quarantine.keep(conn, [row], self.bounds)
+        (state,) = quarantine.keep(conn, [row], self.bounds)
         log.warning("quarantined a message on %s: %s", row["topic"], row["reason"])
         return Outcome(
             quarantined=[reason],
@@ -246,23 +315,22 @@ class Ingestor:
             outcome = self._store_in(conn, topic, device_id, plan, received_at)
         return self._ack(msg, device, outcome)
 
-    def _status(self, topic, device_id, payload, received_at, retained) -> Outcome:
+    def _status_in(self, conn, topic, device_id, payload, received_at, retained) -> Outcome:
         try:
             msg = messages.decode(payload, messages.STATUS)
         except messages.MessageError as exc:
-            return self.quarantine_message(topic, device_id, str(exc), payload, received_at)
+            return self._quarantine_in(conn, topic, device_id, str(exc), payload, received_at)
         outcome = Outcome()
-        with self.engine.begin() as conn:
-            conn.execute(
-                db.devices.update()
-                .where(db.devices.c.device_id == device_id)
-                .values(last_seen=received_at, status=json.dumps(msg, ensure_ascii=False))
-            )
-            if not retained:
-                clock.record_boot_clock(conn, device_id, msg, received_at)
-            device = self.device(conn, device_id)
-            if device is not None and msg["online"] and msg.get("boot_id"):
-                self._answer_seq(conn, device, msg, outcome)
+        conn.execute(
+            db.devices.update()
+            .where(db.devices.c.device_id == device_id)
+            .values(last_seen=received_at, status=json.dumps(msg, ensure_ascii=False))
+        )
+        if not retained:
+            clock.record_boot_clock(conn, device_id, msg, received_at)
+        device = self.device(conn, device_id)
+        if device is not None and msg["online"] and msg.get("boot_id"):
+            self._answer_seq(conn, device, msg, outcome)
         return outcome
 
     @staticmethod
@@ -287,15 +355,23 @@ class Ingestor:
         outcome.ack_topic = topics.topic(device.device_id, topics.DOWN_SEQ)
         outcome.ack_payload = messages.encode_signed(answer, device.key)
 
-    def _batch(self, topic, device_id, payload, received_at) -> Outcome:
+    @staticmethod
+    def _decode_batch(device_id, payload):
+        """(the decoded batch, None), or (None, why it is kept aside whole)."""
         try:
             msg = messages.decode(payload, messages.EV)
         except messages.MessageError as exc:
-            return self.quarantine_message(topic, device_id, str(exc), payload, received_at)
+            return None, str(exc)
         if msg["device_id"] != device_id:
             reason = (
                 "ev.device_id: " + repr(msg["device_id"]) + " on the topic of " + repr(device_id)
             )
+            return None, reason
+        return msg, None
+
+    def _batch(self, topic, device_id, payload, received_at) -> Outcome:
+        msg, reason = self._decode_batch(device_id, payload)
+        if msg is None:
             return self.quarantine_message(topic, device_id, reason, payload, received_at)
         device = self.device(None, device_id)
         plan = classify(msg, device_id, device)
@@ -336,7 +412,7 @@ class Ingestor:
                 )
         return outcome
 
-    def _store_in(self, conn, topic, device_id, plan: Plan, received_at) -> Outcome:
+    def _store_in(self, conn, topic, device_id, plan: Plan, received_at, touch=True) -> Outcome:
         outcome = Outcome(duplicates=list(plan.repeated))
         accepted = dict(plan.accepted)
         held = list(plan.held)
@@ -380,11 +456,8 @@ class Ingestor:
                 outcome.quarantine_rows_added += int(state == quarantine.NEW)
                 if h.ack_seq is not None:
                     outcome.ack_quarantined.append(h.ack_seq)
-        conn.execute(
-            db.devices.update()
-            .where(db.devices.c.device_id == device_id)
-            .values(last_seen=received_at)
-        )
+        if touch:
+            _touch(conn, device_id, received_at)
         for reason in outcome.quarantined:
             log.warning("quarantined a record from %s: %s", device_id, reason)
         return outcome
@@ -433,6 +506,19 @@ def seqs_held(conn, device_id: str) -> tuple[int, dict[str, int]]:
     return highest, counts
 
 
+def _touch(conn, device_id: str, received_at: str) -> None:
+    conn.execute(
+        db.devices.update().where(db.devices.c.device_id == device_id).values(last_seen=received_at)
+    )
+
+
+def _kind(topic: str) -> str | None:
+    try:
+        return topics.parse(topic)[1]
+    except topics.TopicError:
+        return None
+
+
 def _poison(exc: BaseException) -> bool:
     """Whether a failed store is the data's fault (keep it aside) rather than
     the database's (an outage)."""
@@ -453,7 +539,19 @@ def _merge(total: Outcome, part: Outcome) -> None:
 
 
 class IngestService:
-    """Subscribes to every device's up/ev and up/status and feeds the Ingestor."""
+    """Subscribes to every device's up/ev and up/status and feeds the Ingestor.
+
+    Group commit: paho's network thread only queues what arrives. One worker
+    thread takes every message that is waiting (at most `max_group`), decides
+    them all and commits them in one transaction (Ingestor.process_many),
+    then publishes the acks and only then sends the MQTT PUBACKs, in the
+    order the messages came. A message is never PUBACKed before it is
+    committed: if the database is lost, nothing of the group is PUBACKed, the
+    service reconnects, and the broker delivers it all again. How many
+    messages the broker lets wait unacknowledged for one client bounds the
+    group (Mosquitto: `max_inflight_messages`, default 20; hcp's broker
+    configs raise it).
+    """
 
     def __init__(
         self,
@@ -463,15 +561,22 @@ class IngestService:
         client_id: str = "hcp-collector",
         username: str | None = None,
         password: str | None = None,
+        max_group: int = MAX_GROUP,
     ):
         self.ingestor = Ingestor(engine)
         self.host, self.port = host, port
+        self.max_group = max(1, max_group)
         self.records_stored = 0
         self.messages_seen = 0
         self.failures = 0
+        self.groups = 0  # transactions committed for groups of messages
         self.connected = threading.Event()
         self._lock = threading.Lock()
         self._failed = threading.Event()  # set from a failure until the reconnect
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._generation = 0  # bumped at each recovery: older queued messages are dropped
+        self._worker: threading.Thread | None = None
+        self._running = threading.Event()
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -483,6 +588,7 @@ class IngestService:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.client.reconnect_delay_set(1, 10)
 
     def _on_connect(self, client, _userdata, _flags, reason_code, _props):
@@ -492,50 +598,73 @@ class IngestService:
         client.subscribe(
             [(topics.subscription(topics.UP_EV), 1), (topics.subscription(topics.UP_STATUS), 1)]
         )
-        self.connected.set()
+
+    def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _props):
+        # connected once the broker has the subscriptions: from then on nothing
+        # published for the collector is missed
+        if all(not code.is_failure for code in reason_codes):
+            self.connected.set()
+        else:
+            log.error("broker refused the collector's subscriptions: %s", reason_codes)
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props):
         self.connected.clear()
         log.info("collector disconnected from the broker: %s", reason_code)
 
-    def _on_message(self, client, _userdata, message):
+    def _on_message(self, _client, _userdata, message):
         if self._failed.is_set():
             return  # no PUBACK: it comes again after the reconnect
-        try:
+        self._queue.put((self._generation, message))
+
+    def _work(self) -> None:
+        while self._running.is_set():
             try:
-                outcome = self.ingestor.process(
-                    message.topic, message.payload, bool(message.retain)
-                )
-            except DBAPIError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - see Ingestor.after_error
-                log.exception("ingest error for a message on %s; kept aside", message.topic)
-                with self._lock:
-                    self.failures += 1
-                outcome = self.ingestor.after_error(message.topic, message.payload, exc)
+                first = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            group = [first]
+            while len(group) < self.max_group:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            fresh = [m for generation, m in group if generation == self._generation]
+            if fresh and not self._failed.is_set() and self._running.is_set():
+                self._handle(fresh)
+
+    def _handle(self, group) -> None:
+        items = [(m.topic, m.payload, bool(m.retain)) for m in group]
+        try:
+            outcomes = self.ingestor.process_many(items)
         except Exception:  # noqa: BLE001 - nothing may stop the ingest loop
             # The database is unreachable, locked or broken. Without a PUBACK the
-            # broker keeps the message in our persistent session; reconnecting
-            # makes it deliver it (and everything after it) again.
-            log.exception("ingest failed for a message on %s; reconnecting", message.topic)
+            # broker keeps the messages in our persistent session; reconnecting
+            # makes it deliver them (and everything after them) again.
+            log.exception("ingest failed for %d message(s); reconnecting", len(group))
             with self._lock:
                 self.failures += 1
             self._failed.set()
             threading.Thread(target=self._recover, name="ingest-recover", daemon=True).start()
             return
-        if outcome.ack_topic:
-            client.publish(outcome.ack_topic, outcome.ack_payload, qos=1)
-        client.ack(message.mid, message.qos)
+        for outcome in outcomes:
+            if outcome.ack_topic:
+                self.client.publish(outcome.ack_topic, outcome.ack_payload, qos=1)
+        for message in group:
+            self.client.ack(message.mid, message.qos)
         with self._lock:
-            self.messages_seen += 1
-            self.records_stored += len(outcome.stored)
+            if len(group) > 1:
+                self.groups += 1
+            self.messages_seen += len(group)
+            self.records_stored += sum(len(o.stored) for o in outcomes)
+            self.failures += sum(1 for o in outcomes if o.error)
 
     def _recover(self, pause: float = 1.0) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        self._generation += 1  # what is still queued belongs to the old session
         time.sleep(pause)
         self._failed.clear()
-        while True:
+        while self._running.is_set():
             try:
                 self.client.reconnect()
                 break
@@ -545,6 +674,10 @@ class IngestService:
         self.client.loop_start()
 
     def start(self, timeout: float = 10) -> None:
+        self._generation += 1
+        self._running.set()
+        self._worker = threading.Thread(target=self._work, name="ingest-worker", daemon=True)
+        self._worker.start()
         self.client.connect(self.host, self.port, keepalive=30)
         self.client.loop_start()
         if not self.connected.wait(timeout):
@@ -553,5 +686,24 @@ class IngestService:
             )
 
     def stop(self) -> None:
+        """An orderly stop: what was taken from the queue is finished first."""
         self.client.disconnect()
         self.client.loop_stop()
+        self._stop_worker()
+
+    def kill(self) -> None:
+        """Die as a killed process would: no goodbye, nothing more PUBACKed,
+        what is queued is dropped (the broker delivers it again)."""
+        self._generation += 1
+        self._running.clear()
+        self.client.loop_stop()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        self._running.clear()
+        if self._worker is not None:
+            self._worker.join(10)
+            self._worker = None

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from protocols import levels
 from protocols.levels import MappingError
 from protocols.record import WEB_CHANNELS
-from sync_server import db
+from sync_server import audit, db
 
 # pf codes that say the rating was made on a hall terminal
 HALL_TERMINAL_PF = (4, 5)
@@ -137,10 +137,23 @@ def save(engine, rows, username: str) -> tuple[Row, ...]:
     table = check(rows)
     now = db.utc_now()
     with engine.begin() as conn:
+        before = [
+            list(row)
+            for row in conn.execute(
+                select(db.pf_map.c.channel, db.pf_map.c.client, db.pf_map.c.pf).order_by(
+                    db.pf_map.c.channel, db.pf_map.c.client
+                )
+            )
+        ]
         conn.execute(db.pf_map.delete())
         if table:
             conn.execute(
                 db.pf_map.insert(),
                 [row._asdict() | {"updated_by": username, "updated_at": now} for row in table],
             )
+        after = [
+            [row.channel, row.client, row.pf]
+            for row in sorted(table, key=lambda r: (r.channel, r.client))
+        ]
+        audit.record(conn, "pf_map.save", "pf_map", before, after)
     return table

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 from flask_babel import lazy_gettext as _l
-from flask_login import current_user, login_required
+from flask_login import current_user
 
 from protocols.levels import CHANNELS, CLIENTS, PF_CODES, MappingError
 from protocols.record import WEB_CHANNELS
 from sync_server import csrf, pf_map
-from sync_server.auth import admin_required
+from sync_server.auth import admin_required, requires
 from sync_server.db import get_engine
 from sync_server.web import CHANNEL_LABELS
 
@@ -90,7 +90,7 @@ def _page(error=None, status=200):
 
 
 @bp.get("/pf-map")
-@login_required
+@requires("pf_read")
 def page():
     return _page()
 
@@ -116,7 +116,7 @@ def _api_answer():
 
 
 @bp.get("/api/v1/pf-map")
-@login_required
+@requires("pf_read")
 def api_read():
     return jsonify(_api_answer())
 

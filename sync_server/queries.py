@@ -20,7 +20,7 @@ import json
 from sqlalchemy import and_, func, select
 
 from protocols.levels import BAD_STARS, is_bad, is_stars, level_name
-from sync_server import completeness, db, quarantine
+from sync_server import completeness, db, org, quarantine
 from sync_server.redact import redact
 
 TEXT_FILTERS = ("device_id", "window_id", "staff_id", "org_id", "channel", "case_no")
@@ -41,6 +41,8 @@ def _conditions(filters: dict) -> list:
         conditions.append(ev.effective_at >= filters["since"])
     if "until" in filters:
         conditions.append(ev.effective_at <= filters["until"])
+    if filters.get("units") is not None:  # a unit-scoped user: their subtree only
+        conditions.append(org.in_units(filters["units"]))
     return conditions
 
 
@@ -85,6 +87,32 @@ def list_evaluations(engine, filters: dict, page: int = 1, per_page: int = 50) -
         total = conn.execute(select(func.count()).select_from(db.evaluations).where(where)).scalar()
         items = [public_evaluation(row) for row in conn.execute(query)]
     return {"items": items, "page": page, "per_page": per_page, "total": total}
+
+
+def get_evaluation(engine, record_id: str, units=None) -> dict | None:
+    """One evaluation as the pages show it, with the unit it belongs to (in
+    its time) and whether a contact was left; None when unknown or outside
+    `units` (a scoped user learns nothing of other units' ratings)."""
+    ev = db.evaluations.c
+    shown = [c for c in db.evaluations.columns if c.name not in HIDDEN_FIELDS]
+    conditions = [ev.id == record_id]
+    if units is not None:
+        conditions.append(org.in_units(units))
+    with engine.connect() as conn:
+        row = conn.execute(select(*shown).where(*conditions)).first()
+        if row is None:
+            return None
+        item = public_evaluation(row)
+        item.update(org.rating_unit(conn, record_id))
+        item["has_contact"] = (
+            conn.execute(
+                select(func.count())
+                .select_from(db.contacts)
+                .where(db.contacts.c.record_id == record_id)
+            ).scalar()
+            > 0
+        )
+    return item
 
 
 def summarize(engine, filters: dict) -> dict:

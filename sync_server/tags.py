@@ -202,7 +202,9 @@ def _check_row(number: int, row: dict) -> str:
     return row["version"]
 
 
-def import_rows(conn, rows, by: str, in_force_from: str | None = None) -> list[str]:
+def import_rows(
+    conn, rows, by: str, in_force_from: str | None = None, label: str = "imported"
+) -> list[str]:
     """Store every version of the file (a version already here is refused:
     versions are never rewritten by a file). All or nothing (the caller's
     transaction). Returns the versions added."""
@@ -217,7 +219,7 @@ def import_rows(conn, rows, by: str, in_force_from: str | None = None) -> list[s
                 tags[0]["row"], "version", _("version %(v)r already exists", v=version)
             )
     for version, tags in found.items():
-        _write_version(conn, version, _("imported"), in_force_from, by)
+        _write_version(conn, version, label[:200], in_force_from, by)
         conn.execute(
             db.content_tags.insert(),
             [{name: tag[name] for name in COLUMNS} for tag in tags],

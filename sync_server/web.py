@@ -11,14 +11,23 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, abort, current_app, jsonify, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 
 from protocols.levels import BAD_STARS, CHANNELS, STARS
-from sync_server import api, completeness, queries
-from sync_server.auth import admin_required, wants_json
+from sync_server import api, completeness, contacts, queries
+from sync_server.auth import requires, wants_json
 from sync_server.db import get_engine
 
 bp = Blueprint("web", __name__)
@@ -31,6 +40,13 @@ LEVEL_LABELS = {
     3: _l("Basically satisfied"),
     2: _l("Dissatisfied"),
     1: _l("Very dissatisfied"),
+}
+ROLE_LABELS = {
+    "admin": _l("Administrator"),
+    "supervisor": _l("Supervisor"),
+    "unit_manager": _l("Unit manager"),
+    "technician": _l("Technician"),
+    "clerk": _l("Data-entry clerk"),
 }
 CHANNEL_LABELS = {
     "keypad": _l("Window keypad"),
@@ -87,6 +103,7 @@ def init_app(app) -> None:
         return {
             "LEVEL_LABELS": LEVEL_LABELS,
             "CHANNEL_LABELS": CHANNEL_LABELS,
+            "ROLE_LABELS": ROLE_LABELS,
             "STARS": STARS,
             "BAD_STARS": BAD_STARS,
             "CHANNELS": CHANNELS,
@@ -115,14 +132,28 @@ def _error_page(exc):
     return render_template("error.html", code=code, message=_ERRORS[code]), code
 
 
+def scoped(filters: dict) -> dict:
+    """`filters` limited to the current user's units (unit managers, clerks)."""
+    scope = current_user.scope()
+    if scope is not None:
+        filters = {**filters, "units": scope}
+    return filters
+
+
 @bp.get("/")
 @login_required
 def dashboard():
+    if not current_user.can("ratings"):
+        if current_user.can("devices"):  # technicians start at their devices
+            return redirect(url_for("web.devices"))
+        abort(403)
     engine = get_engine()
-    latest = queries.list_evaluations(engine, {}, 1, current_app.config["HCP_DASHBOARD_LATEST"])
+    latest = queries.list_evaluations(
+        engine, scoped({}), 1, current_app.config["HCP_DASHBOARD_LATEST"]
+    )
     return render_template(
         "dashboard.html",
-        summary=queries.summarize(engine, {}),
+        summary=queries.summarize(engine, scoped({})),
         latest=latest["items"],
         poll_ms=current_app.config["HCP_DASHBOARD_POLL_MS"],
         latest_count=current_app.config["HCP_DASHBOARD_LATEST"],
@@ -133,10 +164,10 @@ def dashboard():
 
 
 @bp.get("/evaluations")
-@login_required
+@requires("ratings")
 def evaluations():
     try:
-        filters = api.parse_filters(request.args)
+        filters = scoped(api.parse_filters(request.args))
         page, per_page = api.parse_paging(request.args)
     except api.ParamError as exc:
         return render_template(
@@ -155,15 +186,37 @@ def evaluations():
     )
 
 
+@bp.get("/evaluations/<path:record_id>")
+@requires("ratings")
+def evaluation(record_id):
+    item = queries.get_evaluation(get_engine(), record_id, current_user.scope())
+    if item is None:
+        abort(404)
+    return render_template("evaluation.html", item=item, contact=None)
+
+
+@bp.post("/evaluations/contact")
+@requires("contact")
+def reveal_contact():
+    """Show a rater's contact: an explicit action (a form), audited."""
+    record_id = request.form.get("record_id", "")
+    engine = get_engine()
+    item = queries.get_evaluation(engine, record_id, current_user.scope())
+    if item is None:
+        abort(404)
+    contact = contacts.reveal(engine, record_id, current_user.scope())
+    return render_template("evaluation.html", item=item, contact=contact or "")
+
+
 @bp.get("/devices")
-@login_required
+@requires("devices")
 def devices():
-    report = queries.device_report(get_engine(), include_counts=current_user.is_admin)
+    report = queries.device_report(get_engine(), include_counts=current_user.can("device_counts"))
     return render_template("devices.html", devices=report)
 
 
 @bp.get("/devices/<device_id>")
-@login_required
+@requires("devices")
 def device(device_id):
     try:
         report = completeness.device_days(
@@ -175,7 +228,7 @@ def device(device_id):
 
 
 @bp.get("/quarantine")
-@admin_required
+@requires("quarantine")
 def quarantine():
     try:
         page, per_page = api.parse_paging(request.args)

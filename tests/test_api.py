@@ -214,7 +214,7 @@ PATHS = [
     ("role", "path", "status", "error"),
     [("anonymous", p, 401, "login required") for p in PATHS]
     + [("viewer", p, 200, None) for p in PATHS[:3]]
-    + [("viewer", "/api/v1/quarantine", 403, "admin only")]
+    + [("viewer", "/api/v1/quarantine", 403, "not allowed for the role supervisor")]
     + [("admin", p, 200, None) for p in PATHS],
 )
 def test_access_by_role(client, role, path, status, error):

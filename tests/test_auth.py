@@ -22,10 +22,10 @@ def auth(client):
 
 def test_create_user_stores_a_hash_not_the_password(app):
     engine = app.extensions["hcp_engine"]
-    create_user(engine, "clerk.01", "long-enough-8", "viewer")
+    create_user(engine, "clerk.01", "long-enough-8", "supervisor")
     with engine.connect() as conn:
         row = conn.execute(db.users.select().where(db.users.c.username == "clerk.01")).one()
-    assert row.role == "viewer"
+    assert row.role == "supervisor"
     assert "long-enough-8" not in row.password_hash
     assert check_password_hash(row.password_hash, "long-enough-8")
 
@@ -34,32 +34,42 @@ def test_create_user_stores_a_hash_not_the_password(app):
     ("username", "password", "role", "message"),
     [
         ("admin", "another-pass", "admin", "username: 'admin' already exists"),
-        ("newbie", "short77", "viewer", "password: must be at least 8 characters"),
-        ("newbie", "good-password", "owner", "role: must be one of admin, viewer"),
-        ("", "good-password", "viewer", "username: must be 1..64 characters of A-Z a-z 0-9 . _ -"),
+        ("newbie", "short77", "supervisor", "password: must be at least 8 characters"),
+        (
+            "newbie",
+            "good-password",
+            "owner",
+            "role: must be one of admin, supervisor, unit_manager, technician, clerk",
+        ),
+        (
+            "",
+            "good-password",
+            "supervisor",
+            "username: must be 1..64 characters of A-Z a-z 0-9 . _ -",
+        ),
         (
             "张三",
             "good-password",
-            "viewer",
+            "supervisor",
             "username: must be 1..64 characters of A-Z a-z 0-9 . _ -",
         ),
         (
             "x" * 65,
             "good-password",
-            "viewer",
+            "supervisor",
             "username: must be 1..64 characters of A-Z a-z 0-9 . _ -",
         ),
-        ("newbie", "NEWBIE", "viewer", "password: must be at least 8 characters"),
+        ("newbie", "NEWBIE", "supervisor", "password: must be at least 8 characters"),
         (
             "newbie99",
             "NEWBIE99",
-            "viewer",
+            "supervisor",
             "password: must not be the username or start/end with spaces",
         ),
         (
             "newbie",
             " padded-pass",
-            "viewer",
+            "supervisor",
             "password: must not be the username or start/end with spaces",
         ),
     ],
@@ -73,7 +83,7 @@ def test_create_user_refuses_with_a_clear_message(app, username, password, role,
 def test_a_refused_user_is_not_stored(app):
     engine = app.extensions["hcp_engine"]
     with pytest.raises(ValueError):
-        create_user(engine, "admin", "another-pass", "viewer")
+        create_user(engine, "admin", "another-pass", "supervisor")
     with engine.connect() as conn:
         rows = conn.execute(db.users.select().where(db.users.c.username == "admin")).all()
     assert [r.role for r in rows] == ["admin"]

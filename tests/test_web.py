@@ -295,9 +295,9 @@ def test_catalogs_compile_when_missing_or_stale(tmp_path):
 
 def test_cli_create_user_and_its_errors(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    args = ["collector", "create-user", "zhang", "--role", "viewer", "--db", url]
+    args = ["collector", "create-user", "zhang", "--role", "supervisor", "--db", url]
     assert hcp_main([*args, "--password", "zhang-pass-1"]) == 0
-    assert capsys.readouterr().out == "user zhang (viewer) created\n"
+    assert capsys.readouterr().out == "user zhang (supervisor) created\n"
     assert hcp_main([*args, "--password", "zhang-pass-2"]) == 1
     assert capsys.readouterr().err == "error: username: 'zhang' already exists\n"
     assert hcp_main([*args[:2], "li", "--role", "admin", "--db", url, "--password", "short"]) == 1

@@ -35,7 +35,7 @@ def _password_hash(password):
 def add_users(app):
     """The admin and the viewer; hashed once per run (scrypt is slow on purpose)."""
     with app.extensions["hcp_engine"].begin() as conn:
-        for (username, password), role in ((ADMIN, "admin"), (VIEWER, "viewer")):
+        for (username, password), role in ((ADMIN, "admin"), (VIEWER, "supervisor")):
             conn.execute(
                 db.users.insert().values(
                     username=username,

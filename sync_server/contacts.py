@@ -1,0 +1,31 @@
+"""Revealing a rater's contact (DOMAIN §7): only on an explicit action, only
+to the roles allowed (`contact` capability, within their scope), and every
+reveal written to the audit log in the same transaction that reads it.
+
+This is the one place that reads `db.contacts` for people.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from sync_server import audit, db, org
+
+
+def reveal(engine, record_id: str, units=None) -> str | None:
+    """The contact left with `record_id` (None when none, or when the record
+    is outside `units`), and an audit entry when one is shown."""
+    ev = db.evaluations.c
+    with engine.begin() as conn:
+        if units is not None:
+            inside = conn.execute(
+                select(ev.id).where(ev.id == record_id, org.in_units(units))
+            ).first()
+            if inside is None:
+                return None
+        contact = conn.execute(
+            select(db.contacts.c.contact).where(db.contacts.c.record_id == record_id)
+        ).scalar()
+        if contact is not None:
+            audit.record(conn, "contact.reveal", record_id)
+    return contact

@@ -198,11 +198,24 @@ class AttractScene(Scene):
         elif kind == "language":
             self.app.toggle_language()
 
+    NOTICE_MS = 15000  # a message on the start screen goes after this (no idle reset here)
+
+    def enter(self):
+        self.notice_ms = 0
+
     def on_scan(self, text):
         self.case_lookup(text)
+        self.notice_ms = 0
 
     def on_bad_scan(self, text):
         self.bad_scan()
+        self.notice_ms = 0
+
+    def update(self, dt):
+        if self.notice:
+            self.notice_ms += dt
+            if self.notice_ms >= self.NOTICE_MS:
+                self.notice = None
 
 
 class FindScene(Scene):

@@ -465,6 +465,8 @@ def test_a_malformed_scanner_read(kiosk, read, enter):
     assert kiosk.scene == "attract"
     assert "扫码内容无法识别，请重新扫描或手动输入" in kiosk.visible
     kiosk.shot("16-scan-bad")
+    kiosk.step(15_000)
+    assert "扫码内容无法识别，请重新扫描或手动输入" not in kiosk.visible  # gone by itself
     kiosk.rate(5, tags=["服务热情"])  # and the kiosk keeps working
     assert len(kiosk.store) == 1
 

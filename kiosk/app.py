@@ -21,7 +21,7 @@ import time
 
 import pygame
 
-from kiosk import scenes, technician
+from kiosk import find, scenes, technician
 from kiosk.assets import Assets
 from kiosk.content import Content, Target
 from kiosk.inputs import InputMapper
@@ -103,7 +103,7 @@ class KioskApp:
             cls.name: cls(self)
             for cls in (
                 scenes.AttractScene,
-                scenes.FindScene,
+                find.FindScene,
                 scenes.LevelScene,
                 scenes.TagsScene,
                 scenes.CommentScene,

@@ -40,9 +40,9 @@ CONFIRM_MS = 3000  # the follow-up window after a level key
 GAP_MS = 2000  # from the end of one window to the next key press
 SPAN_MS = RATINGS * (CONFIRM_MS + GAP_MS)
 # Measured on 2026-11-27: 65,088 B before the first rating; after each block
-# 69,200, 69,440, then 69,584 B for each of the last eight (the store's dicts
-# reach their largest table for a 120-record backlog and stay there). The
-# spread after the warm-up is 384 B. The bound is 1 KB: room for that and for
+# 69,200, 69,440, then 69,584 B for each of the last eight (growth that
+# stops, most likely dict tables reaching their size for the 120-record
+# backlog; not traced further). The spread after the warm-up is 384 B. The bound is 1 KB: room for that and for
 # allocation rounding, while a leak of one small object per rating (at least
 # 16 B, so 8 KB over the 500 ratings of a block) fails it at the next sample.
 FLAT_BOUND = 1024

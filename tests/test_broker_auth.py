@@ -335,6 +335,7 @@ def test_the_command_writes_the_files(tmp_path):
         "use_username_as_clientid true",
         "allow_anonymous false",
         "max_packet_size 1048576",
+        "max_inflight_messages 1000",
         f"password_file {auth / 'passwd'}",
         f"acl_file {auth / 'acl'}",
     ]

@@ -181,6 +181,7 @@ def test_ratings_made_offline_are_kept_and_sent_when_the_link_returns(collector,
     keypad = keypad_factory("kp-01")
     keypad.rate(5)
     wait_for(lambda: len(rows(collector)) == 1, what="first record")
+    assert keypad.wait_drained(10), "its ack comes just after the commit"
     keypad.network.link_up = False
     for stars in (2, 3, 4):
         keypad.rate(stars)

@@ -1,0 +1,224 @@
+"""Group commit: many messages decided and committed in one transaction.
+
+Ingestor.process_many must give, message for message, what process() gives
+one at a time (same acks, same quarantine, same seq answers), on SQLite and
+PostgreSQL; a record the database refuses in a group still costs only that
+record; a lost database is an outage for the whole group. IngestService
+takes every message waiting, commits them together, and PUBACKs nothing
+before the commit.
+"""
+
+import secrets
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from protocols import messages, topics
+from sync_server import db
+from sync_server.ingest import Ingestor, IngestService
+from tests.harness.records import KEY, KEY_HEX, add_evaluation, batch, signed
+
+EV = topics.topic("kp-01", topics.UP_EV)
+STATUS = topics.topic("kp-01", topics.UP_STATUS)
+OTHER_KEY = secrets.token_hex(32)
+
+
+def forged(seq):
+    return signed(seq, key=b"not the device key")
+
+
+def mixed_messages():
+    """Every kind of decision, in an order where later messages depend on earlier ones."""
+    kp02 = bytes.fromhex(OTHER_KEY)
+    return [
+        (EV, batch([signed(1, 5), signed(2, 1)], number=1), False),
+        (EV, batch([signed(2, 1), signed(3, 4)], number=2), False),  # 2 again: duplicate
+        (EV, batch([signed(3, 2)], number=3), False),  # 3 with other content: kept aside
+        (EV, batch([forged(4), signed(5, 3)], number=4), False),
+        (EV, b"not json", False),
+        (STATUS, messages.encode(messages.status(True, boot_id="b00t")), False),
+        (topics.topic("kp-01", topics.DOWN_ACK), b"{}", False),
+        (
+            topics.topic("kp-02", topics.UP_EV),
+            batch([signed(1, 2, device_id="kp-02", key=kp02)], device_id="kp-02"),
+            False,
+        ),
+        (EV, batch([signed(1, device_id="kp-02")], number=5), False),  # another device's
+        (EV, batch([signed(1, 5), signed(2, 1)], number=6), False),  # a full repeat
+    ]
+
+
+def provision(engine):
+    db.add_device(engine, "kp-01", KEY_HEX)
+    db.add_device(engine, "kp-02", OTHER_KEY)
+
+
+def snapshot(engine):
+    with engine.connect() as conn:
+        ev = db.evaluations.c
+        q = db.quarantine.c
+        return (
+            conn.execute(select(ev.id, ev.stars, ev.reason_owed).order_by(ev.id)).all(),
+            conn.execute(select(q.device_id, q.record_id, q.reason).order_by(q.qid)).all(),
+        )
+
+
+def decisions(outcomes):
+    return [
+        (
+            o.ack_topic,
+            o.ack_payload,
+            sorted(o.stored),
+            sorted(o.duplicates),
+            o.quarantined,
+            o.quarantine_rows_added,
+            sorted(o.ack_quarantined),
+            o.error,
+        )
+        for o in outcomes
+    ]
+
+
+def test_a_group_decides_exactly_as_one_message_at_a_time(engine, tmp_path):
+    reference = db.make_engine(f"sqlite:///{tmp_path / 'one-by-one.db'}")
+    db.init(reference)
+    provision(reference)
+    provision(engine)
+    one_by_one = Ingestor(reference)
+    alone = [one_by_one.process(*item) for item in mixed_messages()]
+    grouped = Ingestor(engine).process_many(mixed_messages())
+    assert decisions(grouped) == decisions(alone)
+    assert snapshot(engine) == snapshot(reference)
+    assert [o.ack_topic for o in grouped].count(topics.topic("kp-01", topics.DOWN_SEQ)) == 1
+    reference.dispose()
+
+
+def test_a_record_the_database_refuses_in_a_group_costs_only_itself(engine):
+    provision(engine)
+    # an earlier import holds (kp-01, 3) under another id: the database refuses seq 3
+    add_evaluation(engine, "web/legacy-3", 4, device_id="kp-01", seq=3, channel="web")
+    items = [
+        (EV, batch([signed(1), signed(2)], number=1), False),
+        (EV, batch([signed(3), signed(4)], number=2), False),
+        (EV, batch([signed(5)], number=3), False),
+    ]
+    outcomes = Ingestor(engine).process_many(items)
+    acks = [messages.decode(o.ack_payload, messages.ACK) for o in outcomes]
+    assert [(a["stored"], a["quarantined"]) for a in acks] == [
+        ([1, 2], []),
+        ([4], [3]),
+        ([5], []),
+    ]
+    rows, held = snapshot(engine)
+    assert [r.id for r in rows] == ["kp-01:1", "kp-01:2", "kp-01:4", "kp-01:5", "web/legacy-3"]
+    assert held == [("kp-01", "kp-01:3", "database: refused the record (IntegrityError)")]
+
+
+def test_an_unforeseen_error_in_a_group_sets_aside_only_its_message(engine, monkeypatch):
+    provision(engine)
+    ingestor = Ingestor(engine)
+    process = ingestor.process
+
+    def failing_on_boom(topic, payload, retained=False):
+        if payload == b"boom":
+            raise RuntimeError("boom")
+        return process(topic, payload, retained)
+
+    decide = ingestor._decide
+
+    def decide_failing_on_boom(conn, topic, payload, retained, received_at):
+        if payload == b"boom":
+            raise RuntimeError("boom")
+        return decide(conn, topic, payload, retained, received_at)
+
+    monkeypatch.setattr(ingestor, "process", failing_on_boom)
+    monkeypatch.setattr(ingestor, "_decide", decide_failing_on_boom)
+    outcomes = ingestor.process_many(
+        [(EV, batch([signed(1)]), False), (EV, b"boom", False), (EV, batch([signed(2)]), False)]
+    )
+    assert [o.error for o in outcomes] == [False, True, False]
+    assert [o.stored for o in outcomes] == [[1], [], [2]]
+    assert snapshot(engine)[1] == [(None, None, "ingest error: RuntimeError")]
+
+
+def test_a_lost_database_fails_the_whole_group(engine, monkeypatch):
+    provision(engine)
+    ingestor = Ingestor(engine)
+    real_store_in = ingestor._store_in
+    calls = []
+
+    def store_in_then_lose_the_database(conn, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+        return real_store_in(conn, *args)
+
+    monkeypatch.setattr(ingestor, "_store_in", store_in_then_lose_the_database)
+    with pytest.raises(OperationalError):
+        ingestor.process_many(
+            [(EV, batch([signed(1)]), False), (EV, batch([signed(2)], number=2), False)]
+        )
+    assert snapshot(engine) == ([], []), "nothing of the group is committed"
+
+
+# --- the service --------------------------------------------------------------------------------
+
+
+def wait_for(predicate, timeout=20, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.broker
+def test_the_service_commits_what_waits_as_one_group_and_acks_after(broker, tmp_path):
+    import paho.mqtt.client as mqtt
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    db.init(engine)
+    provision(engine)
+    service = IngestService(engine, broker.host, broker.port, client_id="collector-group")
+    gate = threading.Event()
+    sizes = []
+    process_many = service.ingestor.process_many
+
+    def held_at_the_gate(items):
+        gate.wait(20)  # the first message holds the worker while the others queue up
+        sizes.append(len(items))
+        return process_many(items)
+
+    service.ingestor.process_many = held_at_the_gate
+    acks = []
+    device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="kp-01-test")
+    device.on_message = lambda _c, _u, m: acks.append(messages.decode(m.payload, messages.ACK))
+    device.connect(broker.host, broker.port)
+    device.loop_start()
+    device.subscribe(topics.topic("kp-01", topics.DOWN_ACK), 1)[0]
+    service.start()
+    try:
+        for n in range(1, 16):
+            device.publish(EV, batch([signed(n)], number=n), qos=1).wait_for_publish(5)
+        try:
+            wait_for(lambda: service._queue.qsize() >= 10, timeout=5, what="messages waiting")
+        except AssertionError:
+            raise AssertionError(f"queued {service._queue.qsize()} sizes {sizes}") from None
+        assert acks == [], "nothing is acked before its commit"
+        gate.set()
+        wait_for(lambda: len(acks) == 15, what="every ack")
+        assert sum(sizes) == 15 and max(sizes) > 1 and service.groups >= 1
+        assert sorted(a["stored"][0] for a in acks) == list(range(1, 16))
+        assert service.records_stored == 15 and service.messages_seen == 15
+    finally:
+        gate.set()
+        service.stop()
+        device.disconnect()
+        device.loop_stop()
+        engine.dispose()
+    assert len(snapshot(engine)[0]) == 15
+    assert KEY  # the device key signed every record the collector stored

@@ -21,6 +21,7 @@ import time
 
 import pygame
 
+from device import app as keypad_app
 from kiosk import find, scenes, technician
 from kiosk.assets import Assets
 from kiosk.content import Content, Target
@@ -37,16 +38,8 @@ RATING_SCENES = ("level", "tags", "comment", "phone")
 CORNER = 120  # the top right square that opens the technician PIN after CORNER_TAPS taps
 CORNER_TAPS = 5
 CORNER_WINDOW_MS = 3000
-CASE_FIELDS = (  # evaluate's case fields -> record fields
-    ("case_no", "case_no"),
-    ("service_no", "service_no"),
-    ("item_code", "item_code"),
-    ("staff_id", "case_staff_id"),
-    ("org_id", "case_org_id"),
-    ("handled_at", "handled_at"),
-    ("follows", "follows"),
-    ("window_id", "window_id"),
-)
+# evaluate's case fields -> record fields: the keypad's (a window PC's start), and the window
+CASE_FIELDS = keypad_app.CASE_FIELDS + (("window_id", "window_id"),)
 NTP_FLAG = "/run/systemd/timesync/synchronized"  # systemd-timesyncd's "the clock is set"
 
 

@@ -21,22 +21,21 @@ straight to evaluation:
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import unquote
 
 from device.compat import ticks_ms
 from device.mqtt import MQTTClient
 from device.sync import Sync
+from hcp.window import _Handler as WindowHandler
 from kiosk.app import clock_state
 from kiosk.store import KioskStore
 from protocols import messages, sign
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 4096
 LOOP_S = 0.02
 
 
@@ -90,7 +89,16 @@ class SyncWorker:
         self.sync.status_extra = self._status_extra
 
     def _run(self) -> None:
-        self._setup()
+        while self.store is None and not self._stop.is_set():
+            try:
+                self._setup()
+            except Exception:  # the database busy or unreadable: tried again
+                log.exception("kiosk sync could not open its store")
+                self.failures += 1
+                self.store = None
+                self._stop.wait(1)
+        if self.store is None:
+            return
         try:
             while not self._stop.is_set():
                 try:
@@ -137,32 +145,15 @@ class SyncWorker:
         return extra
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(WindowHandler):
+    """The window PC's small JSON handler (hcp/window.py: answers, body
+    limits and errors), with the kiosk's endpoints."""
+
     server_version = "hcp-kiosk"
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
-        log.info("%s " + format, self.address_string(), *args)
-
-    def _answer(self, code: int, body) -> None:
-        data = json.dumps(body, ensure_ascii=False).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def _body(self):
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_BODY:
-            self._answer(413 if length > MAX_BODY else 400, {"error": "body: bad length"})
-            return None
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError:
-            self._answer(400, {"error": "body: not valid JSON"})
+        body = super()._body()
+        if body is None:
             return None
         problem = messages.evaluate_problem(body, self.path.strip("/"))
         if problem:

@@ -14,14 +14,16 @@ after COMMIT all of it, so a seq is never used twice and a record shown as
 made is never lost.
 
 Several connections may use the file at once (the screen's and the sync
-thread's): every write transaction starts with a write, so SQLite takes the
-write lock first and a reader never has to upgrade (no SQLITE_BUSY deadlock);
-the busy timeout covers the short waits. Nothing is cached in RAM: the
+thread's): every write transaction is BEGIN IMMEDIATE, so it takes the write
+lock before it reads anything and never has to upgrade a read snapshot (which
+in WAL mode fails at once with SQLITE_BUSY, busy timeout or not); the busy
+timeout covers the short waits for the lock. Nothing is cached in RAM: the
 counters are read from the database each time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -42,13 +44,25 @@ class StoreError(RuntimeError):
     pass
 
 
+@contextlib.contextmanager
+def writing(database: sqlite_utils.Database):
+    """A write transaction that holds the write lock from its start."""
+    database.execute("BEGIN IMMEDIATE")
+    try:
+        yield database
+    except BaseException:
+        database.rollback()
+        raise
+    database.execute("COMMIT")
+
+
 def open_database(path: str | Path) -> sqlite_utils.Database:
     """The kiosk database at `path`, set up for durability, schema created."""
     database = sqlite_utils.Database(str(path))
     database.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     database.enable_wal()
     database.execute("PRAGMA synchronous=FULL")
-    with database.atomic():
+    with writing(database):
         database.execute(
             "CREATE TABLE IF NOT EXISTS state (id INTEGER PRIMARY KEY CHECK (id = 1),"
             " next_seq INTEGER NOT NULL, c1 INTEGER NOT NULL, c2 INTEGER NOT NULL,"
@@ -98,8 +112,7 @@ class KioskStore:
         make_record(seq) -> the signed record for that seq; it is checked by
         protocols.record.validate. With `phone` (given with consent), a contact
         entry signed with `key` is kept beside it. Returns the record."""
-        with self.db.atomic():
-            # a write first: this connection takes the write lock at once
+        with writing(self.db):
             self.db.execute("UPDATE state SET next_seq = next_seq + 1 WHERE id = 1")
             seq = self._one("SELECT next_seq - 1 FROM state WHERE id = 1")[0]
             record = make_record(seq)
@@ -135,7 +148,7 @@ class KioskStore:
         if not seqs:
             return 0
         marks = ",".join("?" * len(seqs))
-        with self.db.atomic():
+        with writing(self.db):
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             self.db.execute("UPDATE state SET last_ack_at = ? WHERE id = 1", (now,))
             gone = self.db.execute(f"DELETE FROM records WHERE seq IN ({marks})", seqs).rowcount
@@ -201,7 +214,7 @@ class KioskStore:
         return None if row is None else json.loads(row[0])
 
     def put_setting(self, name: str, value) -> None:
-        with self.db.atomic():
+        with writing(self.db):
             self.db.execute(
                 "INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)",
                 (name, json.dumps(value, ensure_ascii=False)),
@@ -209,7 +222,7 @@ class KioskStore:
 
     def add_case(self, fields: dict) -> None:
         """A finished case handed over (evaluate, or registered for later rating)."""
-        with self.db.atomic():
+        with writing(self.db):
             cutoff = time.time() - KEEP_CASES_DAYS * 86400
             self.db.execute("DELETE FROM cases WHERE received_at < ?", (cutoff,))
             self.db.execute(

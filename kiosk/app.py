@@ -125,16 +125,15 @@ class KioskApp:
         if self.scene.name not in ("attract", "thanks") and now - self._last_input > idle_ms:
             self.home()  # the rating in progress is dropped, never submitted
         self.scene.update(dt)
+        if self.identify_until is not None and now >= self.identify_until:
+            self.identify_until = None
         self.draw()
 
     def draw(self) -> None:
         self.painter.texts = []
         self.scene.draw(self.surface)
         if self.identify_until is not None:
-            if self._now < self.identify_until:
-                self.painter.notice(self.surface, self.device_id, pygame.Rect(40, 110, 500, 90))
-            else:
-                self.identify_until = None
+            self.painter.notice(self.surface, self.device_id, pygame.Rect(40, 110, 500, 90))
         self.visible = self.painter.texts
         if pygame.display.get_init() and pygame.display.get_surface() is self.surface:
             pygame.display.flip()

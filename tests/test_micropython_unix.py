@@ -254,6 +254,23 @@ def test_a_failed_frozen_build_fails_in_ci_and_skips_elsewhere(
     assert left == [], "nothing half-built is kept, no work or snapshot folder left behind"
 
 
+def test_old_frozen_builds_go_once_unused_for_an_hour(monkeypatch, tmp_path):
+    monkeypatch.setattr(micropython_unix, "CACHE_ROOT", tmp_path)
+    now = time.time()
+    ages = {"d": 600, "f": 1200, "g": 1800, "c": 7200, "b": 7300, "a": 7400}
+    for name, age in {**ages, "new": 0}.items():
+        (tmp_path / f"1.28.0-frozen-{name}").mkdir()
+        (tmp_path / f"1.28.0-frozen-{name}.lock").touch()
+        os.utime(tmp_path / f"1.28.0-frozen-{name}", (now - age, now - age))
+    (tmp_path / "1.28.0").mkdir()  # the plain build is never touched
+    micropython_unix._prune_frozen("1.28.0", tmp_path / "1.28.0-frozen-new")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    # the new one, the two newest others, and one used within the hour; the rest go
+    kept = ["1.28.0", *(f"1.28.0-frozen-{n}" for n in "dfg"), "1.28.0-frozen-new"]
+    locks = [f"1.28.0-frozen-{n}.lock" for n in ("d", "f", "g", "new")]
+    assert left == sorted(kept + locks)
+
+
 # --- the manifest: the same files as package.json ---------------------------------------
 
 

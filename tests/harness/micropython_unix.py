@@ -34,7 +34,8 @@ How it is put together:
     `.cache/micropython-unix/<version>-frozen-<digest of the manifest,
     package.json and those files>/`, with the same lock, `built-from` stamp,
     skip and CI rules; a change to any firmware file means a new build
-    (about a minute), and the last KEEP_FROZEN_BUILDS are kept. It builds
+    (about a minute), and the last KEEP_FROZEN_BUILDS are kept (older ones
+    too while used in the last hour). It builds
     from a copy of those files, taken first, so an edit during the build
     does not mix versions. The tarball's mpy-cross is built first, on its
     own (built from the port's make it would inherit BUILD and PROG and
@@ -135,7 +136,8 @@ PORT_OPTIONS = (
     "PROG=micropython32",
     "MICROPY_FORCE_32BIT=1",
 )
-KEEP_FROZEN_BUILDS = 3  # older <version>-frozen-* builds are removed after a new one
+KEEP_FROZEN_BUILDS = 3  # older <version>-frozen-* builds are removed after a new one,
+PRUNE_AFTER_S = 3600  # once unused for an hour (a test session may still run one)
 
 
 class MicroPythonUnixUnavailable(RuntimeError):
@@ -407,11 +409,14 @@ def _prune_frozen(version: str, keep: Path) -> None:
         reverse=True,
     )
     for old in builds[KEEP_FROZEN_BUILDS - 1 :]:
+        if time.time() - old.stat().st_mtime < PRUNE_AFTER_S:
+            continue
         shutil.rmtree(old, ignore_errors=True)
         (CACHE_ROOT / f"{old.name}.lock").unlink(missing_ok=True)
 
 
 def _frozen_port(out: Path) -> FrozenPort:
+    os.utime(out)  # in use: not pruned for another PRUNE_AFTER_S
     info = json.loads((out / "frozen.json").read_text())
     return FrozenPort(
         out / "micropython32", FirmwareImage(None, info["mpy_bytes"]), info["patched_mpy_tool"]

@@ -1,0 +1,166 @@
+"""The OpenAPI document describes every /api/v1 route, and real answers of
+each (successes and errors) match the schemas it gives.
+
+The validator below checks the subset of JSON Schema the document uses:
+type (one or a list), enum, properties, required, additionalProperties,
+items, minItems, maxItems and local $ref.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.test_access import build_world, client_as
+
+
+def problems(value, schema, document, where="$") -> list[str]:
+    if "$ref" in schema:
+        name = schema["$ref"].removeprefix("#/components/schemas/")
+        return problems(value, document["components"]["schemas"][name], document, where)
+    found = []
+    types = schema.get("type")
+    if types is not None:
+        types = [types] if isinstance(types, str) else types
+        if not any(_is(value, t) for t in types):
+            return [f"{where}: {value!r} is not {'/'.join(types)}"]
+    if "enum" in schema and value not in schema["enum"]:
+        found.append(f"{where}: {value!r} not in {schema['enum']}")
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        for name in schema.get("required", []):
+            if name not in value:
+                found.append(f"{where}: missing {name}")
+        for name, item in value.items():
+            if name in properties:
+                found += problems(item, properties[name], document, f"{where}.{name}")
+            elif schema.get("additionalProperties", True) is False:
+                found.append(f"{where}: unexpected {name}")
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", 1 << 30):
+            found.append(f"{where}: {len(value)} items")
+        if "items" in schema:
+            for i, item in enumerate(value):
+                found += problems(item, schema["items"], document, f"{where}[{i}]")
+    return found
+
+
+def _is(value, kind) -> bool:
+    return {
+        "object": lambda v: isinstance(v, dict),
+        "array": lambda v: isinstance(v, list),
+        "string": lambda v: isinstance(v, str),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "boolean": lambda v: isinstance(v, bool),
+        "null": lambda v: v is None,
+    }[kind](value)
+
+
+# --- the validator checks what it claims to ------------------------------------------
+
+DOC = {"components": {"schemas": {"E": {"type": "object", "properties": {"a": {"type": ["integer", "null"]}}, "required": ["a"], "additionalProperties": False}}}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "found"),
+    [
+        ({"a": 1}, []),
+        ({"a": None}, []),
+        ({"a": True}, ["$.a: True is not integer/null"]),
+        ({}, ["$: missing a"]),
+        ({"a": 1, "contact": "138"}, ["$: unexpected contact"]),
+        ([], ["$: [] is not object"]),
+    ],
+)
+def test_the_validator(value, found):
+    assert problems(value, {"$ref": "#/components/schemas/E"}, DOC) == found
+
+
+# --- the document against the app and its answers --------------------------------------
+
+
+@pytest.fixture
+def world(engine_app):
+    build_world(engine_app)
+    return engine_app
+
+
+def _template(rule: str) -> str:
+    return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule)
+
+
+def test_every_api_route_is_described_and_nothing_else(world):
+    document = world.test_client().get("/api/v1/openapi.json").get_json()
+    assert document["openapi"].startswith("3.")
+    routes = {
+        (_template(rule.rule), method.lower())
+        for rule in world.url_map.iter_rules()
+        if rule.rule.startswith("/api/")
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    described = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert routes == described
+
+
+# (role, method, path, body, status): each described route, its successes and its errors
+CALLS = [
+    ("admin", "get", "/api/v1/evaluations", None, 200),
+    ("admin", "get", "/api/v1/evaluations?stars=9", None, 400),
+    (None, "get", "/api/v1/evaluations", None, 401),
+    ("technician", "get", "/api/v1/evaluations", None, 403),
+    ("supervisor", "get", "/api/v1/evaluations/summary?bad=1", None, 200),
+    ("admin", "get", "/api/v1/evaluations/ws:1", None, 200),
+    ("unit_manager", "get", "/api/v1/evaluations/xg:1", None, 404),
+    ("supervisor", "post", "/api/v1/contacts", {"record_id": "ws:1"}, 200),
+    ("supervisor", "post", "/api/v1/contacts", {"id": "ws:1"}, 400),
+    ("other_manager", "post", "/api/v1/contacts", {"record_id": "ws:1"}, 404),
+    ("admin", "get", "/api/v1/quarantine", None, 200),
+    ("admin", "get", "/api/v1/devices", None, 200),
+    ("technician", "get", "/api/v1/devices", None, 200),
+    ("admin", "get", "/api/v1/devices/kp-01/days?days=3", None, 200),
+    ("admin", "get", "/api/v1/devices/kp-77/days", None, 404),
+    ("admin", "get", "/api/v1/pf-map", None, 200),
+    ("admin", "put", "/api/v1/pf-map", "same", 200),
+    ("supervisor", "put", "/api/v1/pf-map", "same", 403),
+    ("admin", "get", "/api/v1/tags", None, 200),
+    ("admin", "get", "/api/v1/tags?mode=both", None, 400),
+    ("clerk", "get", "/api/v1/org/units", None, 200),
+    ("admin", "get", "/api/v1/audit", None, 200),
+    (None, "get", "/api/v1/openapi.json", None, 200),
+]
+
+
+@pytest.mark.parametrize(("role", "method", "path", "body", "status"), CALLS)
+def test_real_answers_match_the_document(world, role, method, path, body, status):
+    client = client_as(world, role or "anonymous")
+    document = client.get("/api/v1/openapi.json").get_json()
+    if body == "same":
+        body = {"rows": client_as(world, "admin").get("/api/v1/pf-map").get_json()["items"]}
+        body = {"rows": [{k: row[k] for k in ("channel", "client", "pf")} for row in body["rows"]]}
+    if method == "post" and path == "/api/v1/contacts":
+        client.post("/api/v1/contacts", json={"record_id": "ws:1"})  # an audit entry to list
+    response = client.open(path, method=method.upper(), json=body)
+    assert response.status_code == status, response.get_data(as_text=True)
+    operation = document["paths"][_template_of(document, path)][method]
+    described = operation["responses"][str(status)]
+    schema = described["content"]["application/json"]["schema"]
+    assert problems(response.get_json(), schema, document) == []
+
+
+def _template_of(document, path):
+    bare = path.split("?")[0]
+    if bare in document["paths"]:
+        return bare
+    return next(
+        t for t in document["paths"] if re.fullmatch(re.sub(r"\{[a-z_]+\}", "[^/]+", t), bare)
+    )
+
+
+def test_every_described_operation_is_called():
+    from sync_server.openapi import DOCUMENT
+
+    called = {(_template_of(DOCUMENT, p), m) for _r, m, p, _b, _s in CALLS}
+    described = {(p, m) for p, item in DOCUMENT["paths"].items() for m in item}
+    assert described == called

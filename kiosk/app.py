@@ -86,6 +86,7 @@ class KioskApp:
         self.visible: list[str] = []  # the texts of the last frame drawn
         self.outcomes: dict[str, str] = {}  # case_no -> record id, for the local API
         self.made = 0
+        self.rejections: dict[str, int] = {}  # bad input by kind, since start
         self.switches = 0
         self.identify_until = None
         self._corner: list[int] = []
@@ -202,12 +203,19 @@ class KioskApp:
         message saying why not."""
         known = self.store.case(case_no)
         if known is None:
+            self.rejected("case_no", "unknown case number " + case_no)
             return self.texts("case_unknown", case_no=case_no)
         fields, record_id = known
         if record_id is not None:
             return self.texts("case_rated", case_no=case_no)
         self.new_rating(self._case_target(fields), fields)
         return None
+
+    def rejected(self, kind: str, detail: str) -> None:
+        """Bad input from the citizen's side: answered on screen by the scene,
+        counted here and logged with its reason (never a phone number)."""
+        self.rejections[kind] = self.rejections.get(kind, 0) + 1
+        log.info("rejected %s input: %s", kind, detail)
 
     def _case_target(self, fields: dict) -> Target:
         return Target(self.texts("case_tab") + " " + fields["case_no"], {})
@@ -350,6 +358,7 @@ class KioskApp:
             version=self.content.version or "-",
             content=self.content.content_version or "-",
         )
+        rejected = ", ".join(f"{k} {n}" for k, n in sorted(self.rejections.items())) or "0"
         return [
             (t("t_device"), f"{self.device_id} (kiosk, {self.settings['firmware']})"),
             (t("t_queue"), str(len(self.store))),
@@ -358,5 +367,6 @@ class KioskApp:
             (t("t_broker"), f"{broker} {state}"),
             (t("t_config"), config),
             (t("t_api"), f"127.0.0.1:{self.settings['http_port']}"),
+            (t("t_rejected"), rejected),
             (t("t_boot"), self.boot_id),
         ]

@@ -141,6 +141,7 @@ class FindScene(Scene):
         text = self.case_text.strip()
         if not valid_case_no(text):
             self.notice = self.t("case_bad")
+            self.app.rejected("case_no", f"{len(text)} characters")
             return
         self.case_lookup(text)
 
@@ -172,4 +173,4 @@ class FindScene(Scene):
             self.layout()
 
     def on_bad_scan(self, text):
-        self.bad_scan()
+        self.bad_scan(text)

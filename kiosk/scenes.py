@@ -161,8 +161,9 @@ class Scene:
         """A case number typed or scanned: opens its rating, or says why not."""
         self.notice = self.app.open_case_number(case_no)
 
-    def bad_scan(self) -> None:
+    def bad_scan(self, text: str = "") -> None:
         self.notice = self.t("scan_bad")
+        self.app.rejected("scan", f"{len(text)} characters")
 
 
 class AttractScene(Scene):
@@ -208,7 +209,7 @@ class AttractScene(Scene):
         self.notice_ms = 0
 
     def on_bad_scan(self, text):
-        self.bad_scan()
+        self.bad_scan(text)
         self.notice_ms = 0
 
     def update(self, dt):
@@ -449,6 +450,7 @@ class PhoneScene(Scene):
                 self.persist["phone"] = None
             elif not phone_ok(self.number):
                 self.notice = self.t("phone_bad")
+                self.app.rejected("phone", f"{len(self.number)} characters")  # never the number
                 return
             elif not self.consent:
                 self.notice = self.t("phone_need_consent")

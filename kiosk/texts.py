@@ -78,6 +78,7 @@ ZH = {
     "t_config_value": "版本 {version}，评价内容 {content}",
     "t_api": "本地接口",
     "t_boot": "本次启动",
+    "t_rejected": "无效输入",
     "case_opened": "办件 {case_no} 已办结，请您评价",
 }
 
@@ -155,6 +156,7 @@ EN = {
     "t_config_value": "version {version}, content {content}",
     "t_api": "local API",
     "t_boot": "boot",
+    "t_rejected": "rejected input",
     "case_opened": "Case {case_no} is finished; please rate it",
 }
 

@@ -329,7 +329,8 @@ def test_large_type_and_english(kiosk):
     kiosk.shot("11-find-english-large")
 
 
-def test_a_bad_phone_number_is_refused_with_a_clear_message(kiosk):
+def test_a_bad_phone_number_is_refused_with_a_clear_message(kiosk, caplog):
+    caplog.set_level("INFO", logger="kiosk.app")
     kiosk.tap("开始评价")
     kiosk.tap(UNIT)
     kiosk.tap(WINDOW)
@@ -343,6 +344,8 @@ def test_a_bad_phone_number_is_refused_with_a_clear_message(kiosk):
     assert kiosk.scene == "phone"
     assert "号码格式不正确：请输入11位手机号，或带区号的固定电话" in kiosk.visible
     kiosk.shot("12-phone-bad")
+    assert "rejected phone input: 7 characters" in caplog.text
+    assert "1234567" not in caplog.text  # the number itself is never logged
     kiosk.tap("清除")
     kiosk.type("1390000000x")  # typed on a keyboard: a letter is no phone number
     kiosk.tap("提交评价")
@@ -450,6 +453,7 @@ def test_an_unknown_case_number(kiosk):
     kiosk.shot("15-case-unknown")
     kiosk.scan("QZ2026000001")
     assert "未找到办件编号 QZ2026000001，请核对后重新输入，或向工作人员咨询" in kiosk.visible
+    assert kiosk.app.rejections == {"case_no": 2}
 
 
 @pytest.mark.parametrize(

@@ -1,19 +1,34 @@
-"""`hcp bench`: throughput figures as ratios against a baseline from the same run.
+"""`hcp bench`: the project's performance ladder, every figure a ratio
+against a baseline measured in the same run. Figures go to results/bench.json
+and are printed as tables; nothing is asserted.
 
-ingest: the same stream of signed batches goes through a local broker twice:
-  baseline  a paho subscriber that only counts the records it receives;
-  durable   the collector's IngestService: verify, commit to SQLite, publish acks.
-The ratio durable/baseline says what verification and durable storage cost on
-this machine, whatever its speed. Figures go to results/bench.json; nothing is
-asserted.
+ingest   the same stream of signed batches (batch sizes 1, 10, 50) goes through
+         a local broker twice: a paho subscriber that only counts the records
+         (baseline), and the collector's IngestService, which verifies,
+         commits (SQLite, and PostgreSQL where a server answers) and acks.
+latency  key press -> durable on the collector -> ack back on the keypad, over
+         20 simulated keypads (hcp.latency), against the broker's own QoS 1
+         publish -> receive round trip.
+backlog  100 keypads holding 1,000 records each reconnect at once: the time
+         until every store is empty, against the same records published by one
+         plain client into the same collector.
+heap     the smallest `-X heapsize` of the 32-bit MicroPython unix port at which
+         300 ratings made offline drain (tests/harness/micropython_unix.py), the
+         firmware as .mpy files and frozen into the image; needs ../shared.
+kiosk    frame time, tap-to-next-scene latency and cold start (kiosk/bench.py).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import platform
+import re
 import secrets
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -27,12 +42,52 @@ from hcp.stack import Device, LocalStack, broker_kind
 from protocols import messages, sign, topics
 from sync_server import db
 
+ROOT = Path(__file__).resolve().parent.parent
+SECTIONS = ("ingest", "latency", "backlog", "heap", "kiosk")
+DATABASES = ("sqlite", "postgresql")
+
+
+def _csv(kind, allowed=None):
+    def parse(text):
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        try:
+            values = [kind(item) for item in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a comma-separated list: {text!r}") from None
+        bad = [v for v in values if allowed is not None and v not in allowed]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(
+                f"choose from {', '.join(map(str, allowed or ()))}: {text!r}"
+            )
+        return values
+
+    parse.__name__ = "list"
+    return parse
+
 
 def register(commands) -> None:
-    parser = commands.add_parser("bench", help="measure throughput against a same-run baseline")
-    parser.add_argument("--records", type=int, default=20000)
-    parser.add_argument("--batch", type=int, default=50, help="records per up/ev message")
-    parser.add_argument("--devices", type=int, default=10)
+    parser = commands.add_parser("bench", help="the performance ladder, as same-run ratios")
+    parser.add_argument(
+        "--only",
+        type=_csv(str, SECTIONS),
+        default=list(SECTIONS),
+        help="sections to run, comma-separated: " + ", ".join(SECTIONS),
+    )
+    parser.add_argument("--records", type=int, default=20000, help="ingest: records per run")
+    parser.add_argument(
+        "--batches", type=_csv(int), default=[1, 10, 50], help="ingest: records per up/ev message"
+    )
+    parser.add_argument("--devices", type=int, default=10, help="ingest: devices in the stream")
+    parser.add_argument(
+        "--databases",
+        type=_csv(str, DATABASES),
+        default=list(DATABASES),
+        help="ingest: sqlite, postgresql (skipped with a note where no server answers)",
+    )
+    parser.add_argument("--latency-keypads", type=int, default=20)
+    parser.add_argument("--latency-ratings", type=int, default=100, help="per keypad")
+    parser.add_argument("--backlog-keypads", type=int, default=100)
+    parser.add_argument("--backlog-records", type=int, default=1000, help="per keypad")
     parser.add_argument(
         "--broker",
         choices=["mosquitto", "amqtt"],
@@ -125,41 +180,239 @@ def durable(stack, stream) -> float:
     return elapsed
 
 
+@contextlib.contextmanager
+def postgres_database():
+    """A fresh PostgreSQL database on the server of HCP_BENCH_PG (default: the
+    local one, user postgres), dropped afterwards; OSError when none answers."""
+    import psycopg
+
+    admin_url = os.environ.get("HCP_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        raise OSError(f"no PostgreSQL server at {admin_url}: {exc}") from None
+    name = "hcp_bench_" + secrets.token_hex(6)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def ingest_ladder(args, kind, console) -> list[dict]:
+    rows = []
+    for batch in args.batches:
+        stream, keys = make_stream(args.devices, args.records, batch)
+        total = sum(count for _, _, count in stream)
+        devices = [Device(device_id, key.hex()) for device_id, key in keys.items()]
+        with tempfile.TemporaryDirectory(prefix="hcp-bench-") as tmp:
+            with LocalStack(tmp, kind, collector=False) as stack:  # the broker alone
+                base_s = baseline(stack.broker, stream)
+            for database in args.databases:
+                row = {"database": database, "batch": batch, "records": total}
+                row["baseline_records_per_s"] = round(total / base_s, 1)
+                try:
+                    with contextlib.ExitStack() as scope:
+                        url = None
+                        if database == "postgresql":
+                            url = scope.enter_context(postgres_database())
+                        stack = scope.enter_context(
+                            LocalStack(
+                                tmp,
+                                kind,
+                                broker_dir=f"broker-{database}",
+                                database=f"bench-{batch}.db",
+                                database_url=url,
+                                devices=devices,
+                                client_id="bench-collector",
+                            )  # fmt: skip
+                        )
+                        durable_s = durable(stack, stream)
+                except OSError as exc:
+                    row["skipped"] = str(exc)
+                    console.print(f"[yellow]ingest on {database} skipped: {exc}[/]")
+                    rows.append(row)
+                    continue
+                row["durable_records_per_s"] = round(total / durable_s, 1)
+                row["ratio_durable_to_baseline"] = round(base_s / durable_s, 3)
+                rows.append(row)
+    table = Table(title=f"ingest: durable against a subscriber that only counts ({kind})")
+    for name in ("database", "batch", "baseline rec/s", "durable rec/s", "ratio"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        if "skipped" in row:
+            table.add_row(row["database"], str(row["batch"]), "skipped", "", "")
+            continue
+        table.add_row(
+            row["database"],
+            str(row["batch"]),
+            f"{row['baseline_records_per_s']:,.0f}",
+            f"{row['durable_records_per_s']:,.0f}",
+            f"{row['ratio_durable_to_baseline']:.3f}",
+        )
+    console.print(table)
+    return rows
+
+
+def latency_section(args, kind, console) -> dict:
+    from hcp import latency
+
+    figures = latency.measure(args.latency_keypads, args.latency_ratings, broker=kind)
+    table = Table(title=f"key press -> ack, {figures['ratings']} ratings on "
+                  f"{figures['keypads']} keypads ({kind})")  # fmt: skip
+    for name in ("path", "p50 ms", "p95 ms", "p99 ms"):
+        table.add_column(name, justify="right")
+    for label, key in (
+        ("baseline: broker publish -> receive", "broker_round_trip"),
+        ("key press -> ack on the keypad", "press_to_ack"),
+        ("record written -> ack", "write_to_ack"),
+    ):
+        row = figures[key]
+        table.add_row(label, f"{row['p50_ms']:.1f}", f"{row['p95_ms']:.1f}", f"{row['p99_ms']:.1f}")
+    table.add_row("ratio press -> ack / baseline", f"{figures['ratio_p50']}",
+                  f"{figures['ratio_p95']}", "")  # fmt: skip
+    console.print(table)
+    return figures
+
+
+def backlog_record(device_id: str, seq: int, key: bytes) -> dict:
+    rec = {
+        "id": f"{device_id}:{seq}",
+        "device_id": device_id,
+        "seq": seq,
+        "stars": 5 - seq % 5,
+        "channel": "keypad",
+        "rated_at": "2026-11-26T08:30:00Z",
+        "clock": "ntp",
+        "origin": "citizen",
+        "attempt": 1,
+        "boot_id": "b0000001",
+        "uptime_ms": seq * 1000,
+    }
+    rec["sig"] = sign.sign(rec, key)
+    return rec
+
+
+def fill_store(folder: Path, records: list[dict]) -> None:
+    """A keypad's data folder holding `records` unacknowledged, as the firmware
+    writes it (journal lines and state), written in one go for speed."""
+    from device import store as device_store
+
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = {str(n): 0 for n in range(1, 6)}
+    with open(folder / "journal", "wb") as journal:
+        for rec in records:
+            journal.write(device_store._line({"a": rec}))
+            counts[str(rec["stars"])] += 1
+    state = {"counts": counts, "known": True, "next_seq": len(records) + 1}
+    (folder / "state").write_text(json.dumps(state))
+
+
+def backlog_section(args, kind, console) -> dict:
+    keypads, per = args.backlog_keypads, args.backlog_records
+    devices = [Device(f"bl-{n:03d}", secrets.token_hex(32)) for n in range(keypads)]
+    records = {
+        d.device_id: [backlog_record(d.device_id, seq, bytes.fromhex(d.key_hex))
+                      for seq in range(1, per + 1)]
+        for d in devices
+    }  # fmt: skip
+    total = keypads * per
+    with tempfile.TemporaryDirectory(prefix="hcp-backlog-") as tmp:
+        work = Path(tmp)
+        with LocalStack(work / "plain", kind, devices=devices, client_id="bench-plain") as stack:
+            stream = [
+                (topics.topic(device_id, topics.UP_EV),
+                 messages.encode(messages.batch(device_id, n, recs[n:n + 50])), len(recs[n:n + 50]))
+                for device_id, recs in records.items()
+                for n in range(0, per, 50)
+            ]  # fmt: skip
+            plain_s = durable(stack, stream)
+        with LocalStack(work / "keypads", kind, devices=devices,
+                        client_id="bench-backlog") as stack:  # fmt: skip
+            for device in devices:
+                fill_store(work / "keypads" / device.device_id, records[device.device_id])
+            started = time.perf_counter()
+            running = [stack.start_keypad(d) for d in devices]  # all reconnect at once
+            deadline = time.monotonic() + 900
+            while sum(k.pending() for k in running) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            drain_s = time.perf_counter() - started
+            left = sum(k.pending() for k in running)
+            stored = db.count_evaluations(stack.engine)
+        if left or stored != total:
+            raise RuntimeError(f"backlog: {left} records left on the keypads, {stored} stored")
+    figures = {
+        "keypads": keypads,
+        "records": total,
+        "drain_s": round(drain_s, 2),
+        "plain_client_s": round(plain_s, 2),
+        "ratio_drain_to_plain": round(drain_s / plain_s, 2),
+    }
+    table = Table(title=f"backlog: {keypads} keypads x {per} records reconnect at once ({kind})")
+    table.add_column("path")
+    table.add_column("seconds", justify="right")
+    table.add_column("records/s", justify="right")
+    table.add_row("baseline: one plain client, batches of 50", f"{plain_s:.1f}",
+                  f"{total / plain_s:,.0f}")  # fmt: skip
+    table.add_row("every keypad's store empty", f"{drain_s:.1f}", f"{total / drain_s:,.0f}")
+    table.add_row("ratio drain / plain client", f"{drain_s / plain_s:.2f}", "")
+    console.print(table)
+    return figures
+
+
+HEAP_LINE = re.compile(r"smallest passing heap (\d+)K \(fails at (\d+)K\)")
+
+
+def heap_section(console) -> dict:
+    """The heap bisection of tests/harness/micropython_unix.py, .mpy and frozen."""
+    if not (ROOT.parent / "shared" / "tools" / "micropython-unix" / "build.sh").exists():
+        note = "skipped: ../shared/tools/micropython-unix is not beside the checkout"
+        console.print(f"[yellow]heap {note}[/]")
+        return {"skipped": note}
+    figures = {}
+    for label, extra in (("mpy", []), ("frozen", ["--frozen"])):
+        cmd = [sys.executable, "-m", "tests.harness.micropython_unix", "--ratings", "300",
+               "--batch-size", "50", *extra]  # fmt: skip
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        found = HEAP_LINE.search(done.stdout)
+        if done.returncode != 0 or not found:
+            figures[label] = {"error": (done.stdout + done.stderr).strip().splitlines()[-3:]}
+            continue
+        figures[label] = {"smallest_kb": int(found.group(1)), "fails_kb": int(found.group(2))}
+    table = Table(title="firmware heap: 300 offline ratings drained, batches of 50 (32-bit port)")
+    table.add_column("firmware")
+    table.add_column("smallest heap", justify="right")
+    table.add_column("target", justify="right")
+    for label, row in figures.items():
+        value = f"{row['smallest_kb']}K" if "smallest_kb" in row else "error"
+        table.add_row(label, value, "96K (goal 64K)")
+    console.print(table)
+    return figures
+
+
 def run(args) -> int:
     console = Console(highlight=False)
     kind = broker_kind(args.broker)
-    stream, keys = make_stream(args.devices, args.records, args.batch)
-    total = sum(count for _, _, count in stream)
-    devices = [Device(device_id, key.hex()) for device_id, key in keys.items()]
-    with tempfile.TemporaryDirectory(prefix="hcp-bench-") as tmp:
-        with LocalStack(tmp, kind, collector=False) as stack:  # the broker alone
-            base_s = baseline(stack.broker, stream)
-        with LocalStack(tmp, kind, broker_dir="broker2", database="bench.db", devices=devices,
-                        client_id="bench-collector") as stack:  # fmt: skip
-            durable_s = durable(stack, stream)
     result = {
-        "benchmark": "ingest",
         "broker": kind,
-        "records": total,
-        "batch": args.batch,
-        "devices": args.devices,
-        "baseline_records_per_s": round(total / base_s, 1),
-        "durable_records_per_s": round(total / durable_s, 1),
-        "ratio_durable_to_baseline": round(base_s / durable_s, 3),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    result["kiosk"] = kiosk_bench(console)
+    if "ingest" in args.only:
+        result["ingest"] = ingest_ladder(args, kind, console)
+    if "latency" in args.only:
+        result["latency"] = latency_section(args, kind, console)
+    if "backlog" in args.only:
+        result["backlog"] = backlog_section(args, kind, console)
+    if "heap" in args.only:
+        result["heap"] = heap_section(console)
+    if "kiosk" in args.only:
+        result["kiosk"] = kiosk_bench(console)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")
-    table = Table(title=f"ingest, {total} records in batches of {args.batch}, {kind}")
-    table.add_column("path")
-    table.add_column("records/s", justify="right")
-    table.add_row("baseline: subscriber that only counts", f"{total / base_s:,.0f}")
-    table.add_row("durable: verify + SQLite commit + ack", f"{total / durable_s:,.0f}")
-    table.add_row("ratio durable / baseline", f"{base_s / durable_s:.3f}")
-    console.print(table)
     console.print(f"written to {output}")
     return 0
 

@@ -59,6 +59,7 @@ class LocalStack:
     broker_dir  the broker's folder, under `workdir`.
     collector   False: the broker alone (no database, no ingest, no web app).
     database    the SQLite file, under `workdir`.
+    database_url  another database instead (PostgreSQL: `postgresql+psycopg://…`).
     devices     provisioned at start (see `provision`).
     ingest      start the IngestService, with MQTT client id `client_id`.
     web         serve the collector's web app on WEB_HOST:`web_port`
@@ -79,6 +80,7 @@ class LocalStack:
         client_id: str = "hcp-collector",
         web: bool = False,
         web_port: int | None = None,
+        database_url: str | None = None,
     ):
         if web and not collector:
             raise ValueError("the web app is part of the collector: web=True needs collector=True")
@@ -88,6 +90,7 @@ class LocalStack:
         self.broker_dir = broker_dir
         self.collector = collector
         self.database = database
+        self.database_url = database_url  # e.g. PostgreSQL; None: SQLite in workdir
         self.devices = list(devices)
         self.want_ingest = ingest
         self.client_id = client_id
@@ -123,10 +126,11 @@ class LocalStack:
         return self
 
     def _open_database(self) -> None:
-        url = f"sqlite:///{self.workdir / self.database}"
+        url = self.database_url or f"sqlite:///{self.workdir / self.database}"
         if self.want_web:
             # create_app makes the engine and initialises the schema itself
-            self.app = create_app({"DATABASE_URL": url})
+            # plain HTTP on this machine: the session cookie cannot be Secure-only
+            self.app = create_app({"DATABASE_URL": url, "SESSION_COOKIE_SECURE": False})
             self.engine = self.app.extensions["hcp_engine"]
         else:
             self.engine = db.make_engine(url)

@@ -8,18 +8,50 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_bench_writes_its_results(tmp_path):
+def bench(tmp_path, *args):
     output = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "hcp", "bench", "--records", "300", "--devices", "3",
-         "--broker", "amqtt", "--output", str(output)],
-        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        [sys.executable, "-m", "hcp", "bench", "--broker", "amqtt", "--output", str(output),
+         *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    figures = json.loads(output.read_text())
-    assert figures["records"] == 300 and figures["broker"] == "amqtt"
-    assert figures["durable_records_per_s"] > 0 and figures["baseline_records_per_s"] > 0
-    assert "ratio durable / baseline" in result.stdout
+    return json.loads(output.read_text()), result.stdout
+
+
+def test_bench_writes_its_ingest_ladder(tmp_path):
+    figures, stdout = bench(
+        tmp_path, "--only", "ingest", "--records", "300", "--devices", "3", "--batches", "1,50",
+        "--databases", "sqlite",
+    )  # fmt: skip
+    assert figures["broker"] == "amqtt" and set(figures) >= {"ingest", "machine", "when"}
+    assert [(row["database"], row["batch"], row["records"]) for row in figures["ingest"]] == [
+        ("sqlite", 1, 300),
+        ("sqlite", 50, 300),
+    ]
+    for row in figures["ingest"]:
+        assert row["durable_records_per_s"] > 0 and row["baseline_records_per_s"] > 0
+        assert row["ratio_durable_to_baseline"] > 0
+    assert "durable against a subscriber that only counts" in stdout
+
+
+def test_bench_backlog_and_latency_drain_everything(tmp_path):
+    figures, stdout = bench(
+        tmp_path, "--only", "latency,backlog", "--latency-keypads", "2", "--latency-ratings", "3",
+        "--backlog-keypads", "3", "--backlog-records", "120",
+    )  # fmt: skip
+    assert figures["latency"]["press_to_ack"]["count"] == 6
+    assert figures["backlog"]["records"] == 360 and figures["backlog"]["drain_s"] > 0
+    assert "every keypad's store empty" in stdout
+
+
+def test_an_unknown_section_is_refused_with_the_choices():
+    result = subprocess.run(
+        [sys.executable, "-m", "hcp", "bench", "--only", "ingest,speed"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "choose from ingest, latency, backlog, heap, kiosk: 'ingest,speed'" in result.stderr
 
 
 def test_the_stream_is_signed_and_split_into_batches():

@@ -294,6 +294,14 @@ def fill(engine, contact, content):
 def parameter_values(name, content):
     if name == "device_id":
         return [device["device_id"] for device in content["devices"]] + ["kp-unknown"]
+    if name == "record_id":
+        return [rec["id"] for rec in content["ratings"][:2]] + ["kp-unknown:1"]
+    if name == "unit_id":  # the district is seeded on first start
+        return ["370305", "unit-unknown"]
+    if name == "what":
+        return ["windows"]
+    if name == "code":  # no window or staff member exists in this content
+        return ["code-unknown"]
     raise AssertionError(f"no value for the URL parameter {name!r}: teach tests/test_web_fuzz.py")
 
 
@@ -319,6 +327,10 @@ def urls(app, content):
             for values in choices:
                 url = url_for(rule.endpoint, **values)
                 known = "device_id" not in values or values["device_id"] in known_ids
+                known = known and not any(
+                    str(v).startswith(("kp-unknown:", "unit-unknown", "code-unknown"))
+                    for v in values.values()
+                )
                 found.append((rule.endpoint, url, known))
                 if rule.endpoint in FILTERED:
                     for rec in content["ratings"][:2]:

@@ -145,10 +145,11 @@ def _tag(conn, version, code):
 @bp.get("/tags/export")
 @requires("tags_read")
 def tags_export():
-    version, fmt = request.args.get("version", ""), request.args.get("format", "xlsx")
+    version, fmt = request.args.get("version", ""), request.args.get("format", "csv")
     if fmt not in FORMATS:
         abort(404)
     with get_engine().connect() as conn:
+        version = version or tags.in_force(conn) or ""
         if _version(conn, version) is None:
             abort(404)
         rows = tags.export_rows(conn, version)

@@ -313,7 +313,7 @@ def photo(code):
 @bp.get("/org/export")
 @requires("org_read")
 def export():
-    what, fmt = request.args.get("what", "units"), request.args.get("format", "xlsx")
+    what, fmt = request.args.get("what", "units"), request.args.get("format", "csv")
     if what not in org.WHATS or fmt not in FORMATS:
         abort(404)
     with get_engine().connect() as conn:

@@ -91,15 +91,38 @@ def _devices(workdir: Path, count: int) -> list[dict]:
     return known[:count]
 
 
-def _admin_password(workdir: Path, engine) -> str:
-    path = workdir / "admin-password"
+def _admin_password(workdir: Path, engine, username="admin", role="admin", unit=None) -> str:
+    path = workdir / f"{username}-password"
     if path.exists():
         return path.read_text().strip()
     password = secrets.token_urlsafe(12)
-    create_user(engine, "admin", password, "admin")
+    create_user(engine, username, password, role, unit)
     path.write_text(password + "\n")
     path.chmod(0o600)
     return password
+
+
+# the demo's windows in Linzi's tree: A01/A02 in the district hall, the rest in
+# 闻韶街道's, whose unit manager (DEMO_MANAGER) sees only those
+DEMO_HALLS = (
+    ("demo-hall-qu", "临淄区政务服务中心", "370305"),
+    ("demo-hall-ws", "闻韶街道便民服务中心", "370305001"),
+)
+DEMO_MANAGER = ("wenshao", "370305001")
+
+
+def _demo_org(engine) -> None:
+    from sync_server import org
+
+    with engine.begin() as conn:
+        if org.get(conn, "units", DEMO_HALLS[0][0]) is not None:
+            return
+        for code, name, parent in DEMO_HALLS:
+            org.add(conn, "units", code, name, parent, kind="hall")
+        for window_id, staff_name, staff_no in WINDOWS:
+            hall = DEMO_HALLS[0][0] if window_id in ("A01", "A02") else DEMO_HALLS[1][0]
+            org.add(conn, "windows", window_id, f"{window_id} 窗口", hall)
+            org.add(conn, "staff", staff_no, staff_name, hall)
 
 
 def _publish_configs(host: str, port: int, devices: list[dict]) -> None:
@@ -154,6 +177,9 @@ def run(args) -> int:
     with stack:
         broker, engine = stack.broker, stack.engine
         password = _admin_password(workdir, engine)
+        _demo_org(engine)
+        manager, unit = DEMO_MANAGER
+        manager_password = _admin_password(workdir, engine, manager, "unit_manager", unit)
         _publish_configs(broker.host, broker.port, devices)
         keypads = stack.start_keypads()
         kiosk, kiosk_id, kiosk_port, headless = start_demo_kiosk(stack, workdir)
@@ -162,6 +188,9 @@ def run(args) -> int:
 
         console.print("[bold]hcp 演示 / demo[/bold] — 仅用于演示的模拟设备 (simulated devices)")
         console.print(f"  网页 web:    {stack.web_url}   (admin / {password})")
+        console.print(
+            f"  单位管理员 unit manager (闻韶街道): {DEMO_MANAGER[0]} / {manager_password}"
+        )
         console.print(f"  消息 broker: {broker.url}  ({broker.kind})")
         console.print(f"  数据 data:   {workdir}")
         console.print(

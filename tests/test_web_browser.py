@@ -109,3 +109,41 @@ def test_login_and_watch_a_rating_arrive(live_app, browser_page):
         "Linzi District Government Service Ratings"
     )
     expect(page.locator("#latest-body")).to_contain_text("Very dissatisfied")
+
+
+def test_a_unit_manager_sees_only_their_unit(live_app, browser_page):
+    from playwright.sync_api import expect
+
+    from tests.test_access import PASSWORD, USERS, build_world
+
+    app, base = live_app
+    build_world(app)
+    page = browser_page
+    page.goto(base + "/login")
+    page.fill("#username", USERS["unit_manager"][0])
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+    expect(page.locator("#who")).to_have_text("um · 单位管理员")
+    expect(page.locator("#total")).to_have_text("1")
+
+    page.goto(base + "/evaluations")
+    rows = page.locator("table tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("A01")
+    assert "雪宫的差评" not in page.content()
+
+    page.click("header nav >> text=组织机构")
+    expect(page.locator("#org-tree")).to_contain_text("闻韶街道")
+    expect(page.locator("#org-tree")).to_contain_text("闻韶街道便民服务中心")
+    assert "雪宫街道" not in page.locator("#org-tree").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "unit-manager-org.png"), full_page=True)
+
+    # the rating's page reveals the contact only when asked, and says it is logged
+    page.goto(base + "/evaluations/ws:1")
+    assert CONTACT not in page.content()
+    page.click("#reveal")
+    expect(page.locator("#contact")).to_have_text(CONTACT)
+    page.screenshot(path=str(ARTIFACTS / "unit-manager-contact.png"), full_page=True)
+    assert page.goto(base + "/evaluations/xg:1").status == 404

@@ -38,15 +38,31 @@ def password_hash(password: str, salt: bytes | None = None) -> str:
     return f"$7${_ROUNDS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
-ACL = f"""# written by hcp collector broker-auth
-user {COLLECTOR_USER}
-topic read hcp/v1/dev/+/up/#
-topic write hcp/v1/dev/+/down/#
-
+DEVICE_ACL = """
 # every other user is a device, named by its device id
 pattern write hcp/v1/dev/%u/up/#
 pattern read hcp/v1/dev/%u/down/#
 """
+
+
+def collector_users(count: int = 1) -> list[str]:
+    """The collectors' MQTT users: hcp-collector, then hcp-collector-2 … for
+    collectors that share the work (each its own login, so each its own
+    session under use_username_as_clientid)."""
+    if not 1 <= count <= 64:
+        raise ValueError("collectors: must be 1..64")
+    return [COLLECTOR_USER] + [f"{COLLECTOR_USER}-{n}" for n in range(2, count + 1)]
+
+
+def acl_text(collectors: int = 1) -> str:
+    blocks = [
+        f"user {user}\ntopic read hcp/v1/dev/+/up/#\ntopic write hcp/v1/dev/+/down/#\n"
+        for user in collector_users(collectors)
+    ]
+    return "# written by hcp collector broker-auth\n" + "\n".join(blocks) + DEVICE_ACL
+
+
+ACL = acl_text()
 
 
 def listener_config(
@@ -86,22 +102,24 @@ def write_files(
     collector_password: str,
     port: int = DEFAULT_PORT,
     bind_address: str | None = None,
+    collectors: int = 1,
 ) -> tuple[Path, Path, Path]:
     """Write `passwd`, `acl` and `hcp.conf` into `folder`; returns their paths.
 
     `devices` are (device_id, key_hex) pairs; `port` and `bind_address` make
-    the listener line (no address: every interface).
+    the listener line (no address: every interface); `collectors` users for
+    collectors that share the work (collector_users), with one password.
     """
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    lines = [f"{COLLECTOR_USER}:{password_hash(collector_password)}"]
+    lines = [f"{user}:{password_hash(collector_password)}" for user in collector_users(collectors)]
     for device_id, key_hex in devices:
         lines.append(f"{device_id}:{password_hash(sign.mqtt_password(bytes.fromhex(key_hex)))}")
     passwd = folder / "passwd"
     passwd.write_text("\n".join(lines) + "\n")
     passwd.chmod(0o600)
     acl = folder / "acl"
-    acl.write_text(ACL)
+    acl.write_text(acl_text(collectors))
     conf = folder / CONF_NAME
     conf.write_text(listener_config(passwd, acl, port, bind_address))
     return passwd, acl, conf

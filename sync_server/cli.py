@@ -73,9 +73,18 @@ def serve(args) -> int:
     app = _app(args)
     engine = app.extensions["hcp_engine"]
     parts = urlsplit(args.mqtt)
-    ingest = IngestService(
-        engine, mqtt_host, mqtt_port, username=parts.username, password=parts.password
-    )
+    try:
+        ingest = IngestService(
+            engine,
+            mqtt_host,
+            mqtt_port,
+            client_id=args.client_id,
+            username=parts.username,
+            password=parts.password,
+            share_group=args.share_group,
+        )
+    except ValueError as exc:
+        return _fail(f"--share-group: {exc}".replace("share_group: ", ""))
     try:
         ingest.start()
     except (OSError, RuntimeError) as exc:
@@ -120,8 +129,15 @@ def broker_auth_command(args) -> int:
     if len(password) < 12:
         return _fail("--collector-password: must be at least 12 characters")
     engine = _app(args).extensions["hcp_engine"]
+    if not 1 <= args.collectors <= 64:
+        return _fail("--collectors: must be 1..64")
     passwd, acl, conf = broker_auth.write_files(
-        args.out, db.device_keys(engine), password, args.port, args.bind_address
+        args.out,
+        db.device_keys(engine),
+        password,
+        args.port,
+        args.bind_address,
+        collectors=args.collectors,
     )
     print(f"wrote {passwd}, {acl} and {conf}")
     print(f"in mosquitto.conf (and no other listener on port {args.port}):")
@@ -214,6 +230,15 @@ def register(commands) -> None:
     )
     serve_parser.add_argument("--host", default="127.0.0.1", help="web address (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, default=8080, help="web port (default 8080)")
+    serve_parser.add_argument(
+        "--share-group",
+        help="share the ingest with the collectors of this group (MQTT shared subscriptions)",
+    )
+    serve_parser.add_argument(
+        "--client-id",
+        default="hcp-collector",
+        help="MQTT client id, one per collector (a broker run by broker-auth uses the user name)",
+    )
     serve_parser.set_defaults(handler=serve)
 
     user_parser = with_db(sub.add_parser("create-user", help="add a web user"))
@@ -251,5 +276,11 @@ def register(commands) -> None:
     )
     auth_parser.add_argument(
         "--collector-password", help="the collector's MQTT password (prompted for when not given)"
+    )
+    auth_parser.add_argument(
+        "--collectors",
+        type=int,
+        default=1,
+        help="collector logins for collectors sharing the work (default 1)",
     )
     auth_parser.set_defaults(handler=broker_auth_command)

@@ -551,6 +551,13 @@ class IngestService:
     messages the broker lets wait unacknowledged for one client bounds the
     group (Mosquitto: `max_inflight_messages`, default 20; hcp's broker
     configs raise it).
+
+    Scale-out: collectors started with the same `share_group` subscribe with
+    MQTT shared subscriptions (`$share/<group>/hcp/v1/dev/+/up/ev`, Mosquitto
+    and EMQX), so the broker hands each message to one of them; they write to
+    one database (PostgreSQL). A collector that dies leaves its un-PUBACKed
+    messages in its own session, and their devices, which got no ack, send
+    them again after their ack timeout; another collector stores them, once.
     """
 
     def __init__(
@@ -562,7 +569,11 @@ class IngestService:
         username: str | None = None,
         password: str | None = None,
         max_group: int = MAX_GROUP,
+        share_group: str | None = None,
     ):
+        if share_group is not None and not record.valid_device_id(share_group):
+            raise ValueError("share_group: must be 1..32 characters of A-Z a-z 0-9 - _")
+        self.share_group = share_group  # several collectors share the work ($share/<group>/…)
         self.ingestor = Ingestor(engine)
         self.host, self.port = host, port
         self.max_group = max(1, max_group)
@@ -595,9 +606,13 @@ class IngestService:
         if reason_code.is_failure:
             log.error("broker refused the collector: %s", reason_code)
             return
-        client.subscribe(
-            [(topics.subscription(topics.UP_EV), 1), (topics.subscription(topics.UP_STATUS), 1)]
-        )
+        client.subscribe([(self._filter(topics.UP_EV), 1), (self._filter(topics.UP_STATUS), 1)])
+
+    def _filter(self, kind: str) -> str:
+        """The subscription for one kind: a shared one when collectors share the
+        work, so the broker hands each message to one of them."""
+        name = topics.subscription(kind)
+        return f"$share/{self.share_group}/{name}" if self.share_group else name
 
     def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _props):
         # connected once the broker has the subscriptions: from then on nothing

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
 
-.PHONY: demo test lint format bench fault clean system-demo system-test
+.PHONY: demo test lint format bench fault heap-long clean system-demo system-test
 
 demo: system-demo $(VENV)/.installed
 	$(BIN)/hcp demo $(DEMO_ARGS)
@@ -25,6 +25,11 @@ bench: system-test $(VENV)/.installed
 FAULT_ARGS ?= --devices 20 --duration 120
 fault: system-test $(VENV)/.installed
 	$(BIN)/hcp sim fault $(FAULT_ARGS)
+
+# 5,000 ratings of the frozen firmware on MicroPython's 32-bit unix port at a
+# 96K heap, the live heap checked after each drain (about a minute; make test skips it)
+heap-long: system-test $(VENV)/.installed
+	HCP_HEAP_LONG=1 $(BIN)/pytest -m heap_long $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -94,7 +94,9 @@ Measured with that bisection (4 KB resolution):
     (peak live 57.8 KB); 2,000 fail at the 1,627th rating, when a dict of
     the store's per-record index grows its table (a 17,288-byte allocation).
   Before the firmware is imported, the run script and the stand-ins hold
-  about 6.5 KB.
+  about 6.5 KB. Frozen at 96K, ten cycles of 500 ratings offline then
+  drained, across the tick wrap (tests/test_heap_flat.py, `make
+  heap-long`): the live heap after each drain 32,912 B every time.
 """
 
 from __future__ import annotations
@@ -597,13 +599,18 @@ def run_keypad(
     ratings: int,
     drain_timeout_ms: int = 30000,
     timeout: float = 60,
+    cycles: int = 1,
+    ticks_before_wrap: int | None = None,
 ) -> KeypadRun:
     """Run mp_unix_board/run_keypad.py under `binary -X heapsize=<heapsize>`.
 
     settings: device settings over device.config's defaults (device_id, key,
     broker_host, broker_port, data_dir, batch_size, ...). The process runs in
     job_dir, with only the compiled image (none for a frozen image, whose
-    modules the binary holds) and the stand-ins on its sys.path."""
+    modules the binary holds) and the stand-ins on its sys.path. cycles:
+    rate offline and drain that many times ("cycle" events with the live
+    heap after each drain); ticks_before_wrap: start the keypad's clock that
+    many ms before the tick counter wraps (see run_keypad.py)."""
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     job = {
@@ -612,6 +619,8 @@ def run_keypad(
         "settings": settings,
         "ratings": ratings,
         "drain_timeout_ms": drain_timeout_ms,
+        "cycles": cycles,
+        "ticks_before_wrap": ticks_before_wrap,
     }
     (job_dir / "job.json").write_text(json.dumps(job))
     args = [str(binary), "-X", f"heapsize={heapsize}", str(RUN_SCRIPT), "job.json"]
@@ -635,6 +644,25 @@ def run_keypad(
 
 
 # --- fixtures ---
+
+LONG_RUNS_ENV = "HCP_HEAP_LONG"  # set to 1 by `make heap-long`
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        f"heap_long: a long firmware run under the unix port, skipped unless {LONG_RUNS_ENV}=1 "
+        "(`make heap-long`)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get(LONG_RUNS_ENV) == "1":
+        return
+    skip = pytest.mark.skip(reason=f"a long run: `make heap-long` runs it ({LONG_RUNS_ENV}=1)")
+    for item in items:
+        if "heap_long" in item.keywords:
+            item.add_marker(skip)
 
 
 def require_micropython32() -> Path:
@@ -679,8 +707,11 @@ def firmware_image(micropython32, tmp_path_factory):
 # --- the smallest heap, from the command line ---
 
 
-def drain_once(binary, image, work, broker, heapsize, ratings, batch_size, name="kp-heap"):
-    """One run_keypad against `broker` and a fresh collector on SQLite; returns the run."""
+def drain_once(
+    binary, image, work, broker, heapsize, ratings, batch_size, name="kp-heap", **options
+):
+    """One run_keypad against `broker` and a fresh collector on SQLite; returns
+    the run. options go to run_keypad (cycles, ticks_before_wrap, timeout, ...)."""
     import secrets
 
     from sync_server import db
@@ -704,7 +735,7 @@ def drain_once(binary, image, work, broker, heapsize, ratings, batch_size, name=
             "batch_size": batch_size,
             "timeout_ms": 3000,
         }
-        return run_keypad(binary, image, work / "job", heapsize, settings, ratings)
+        return run_keypad(binary, image, work / "job", heapsize, settings, ratings, **options)
     finally:
         service.stop()
         engine.dispose()

@@ -3,17 +3,22 @@
 #   micropython32 -X heapsize=256K run_keypad.py job.json
 #
 # job.json: {"paths": [folders put first on sys.path], "settings": {device
-# settings over device.config's defaults}, "ratings": R, "drain_timeout_ms": T}.
+# settings over device.config's defaults}, "ratings": R, "drain_timeout_ms": T,
+# optional "cycles": C (default 1) and "ticks_before_wrap": W}.
 # The firmware is wired by device.main.build with the stand-ins of this
 # folder (machine, network) and the sim board's key pins. It makes R ratings
 # with the link down, pressing the level keys in turn through the stand-in
 # pins, then brings the link up and runs its main loop until its store is
-# empty (every record acked by the collector) or T ms have passed.
+# empty (every record acked by the collector) or T ms have passed; C times
+# over, reporting the live heap after each drain ("cycle" events).
 #
 # The keypad's own timers (debounce, the follow-up window after a rating)
 # run on a clock that is the port's ticks_ms() plus an offset which the
 # script moves forward while the link is down, so ratings do not wait in
 # real time; once the link is up the offset stays put and time is real.
+# With W, that clock starts W ms before the wrap of the tick counter (2^30 ms)
+# and the firmware reads it too (its modules' ticks_ms is this clock), so it
+# sees one clock, as on a board, however far the offset goes.
 #
 # Heap: before each step of the main loop the script collects garbage and
 # reads gc.mem_alloc() (the live heap); after the step it reads it again
@@ -89,7 +94,7 @@ def rate(device, index):
 
 
 def run():
-    global phase, made, board
+    global phase, made, board, _offset
     phase = "import"  # the firmware's code takes heap too (bytecode, strings)
     gc.collect()
     before = gc.mem_alloc()
@@ -102,32 +107,53 @@ def run():
     gc.collect()
     # from a .mpy file: <lib>/device/main.mpy; frozen into the port: device/main.py
     emit("imported", live=gc.mem_alloc(), grew=gc.mem_alloc() - before, main=device_main.__file__)
+    if job.get("ticks_before_wrap") is not None:
+        _offset = time.ticks_diff(time.ticks_add(0, -job["ticks_before_wrap"]), time.ticks_ms())
+        from device import commands, mqtt
+
+        for module in (device_main, mqtt, commands):  # those that read ticks_ms()
+            module.ticks_ms = now
     phase = "boot"
     settings = config.load(None, job["settings"])
     seed(settings["data_dir"])  # as provisioning leaves a new board
     network.set_link(False)
     device = build(machine, network, board, settings)
     gc.collect()
-    emit("booted", heap=gc.mem_alloc() + gc.mem_free(), live=gc.mem_alloc())
-    phase = "offline"
-    for i in range(job["ratings"]):
-        rate(device, i % len(board.KEY_PINS))
-        made += 1
-    emit(
-        "offline",
-        pending=len(device.store),
-        batches_sent=device.sync.batches_sent,
-        connected=device.client.connected,
-        peak_live=_peak["live"],
-        peak_step=_peak["step"],
-    )
-    phase = "drain"
-    network.set_link(True)
-    started = time.ticks_ms()
-    while len(device.store) and time.ticks_diff(time.ticks_ms(), started) < job["drain_timeout_ms"]:
-        step(device)
-        time.sleep_ms(2)
-    drain_ms = time.ticks_diff(time.ticks_ms(), started)
+    emit("booted", heap=gc.mem_alloc() + gc.mem_free(), live=gc.mem_alloc(), now=now())
+    for cycle in range(job.get("cycles", 1)):
+        phase = "offline"
+        network.set_link(False)
+        for _ in range(job["ratings"]):
+            rate(device, made % len(board.KEY_PINS))
+            made += 1
+        emit(
+            "offline",
+            pending=len(device.store),
+            batches_sent=device.sync.batches_sent,
+            connected=device.client.connected,
+            peak_live=_peak["live"],
+            peak_step=_peak["step"],
+        )
+        phase = "drain"
+        network.set_link(True)
+        started = time.ticks_ms()
+        while (
+            len(device.store)
+            and time.ticks_diff(time.ticks_ms(), started) < job["drain_timeout_ms"]
+        ):
+            step(device)
+            time.sleep_ms(2)
+        drain_ms = time.ticks_diff(time.ticks_ms(), started)
+        gc.collect()
+        emit(
+            "cycle",
+            n=cycle + 1,
+            made=made,
+            pending=len(device.store),
+            live=gc.mem_alloc(),
+            now=now(),
+            uptime_ms=device.app.uptime_ms(now()),
+        )
     device.shutdown()
     emit(
         "result",

@@ -19,6 +19,8 @@ Config keys (all may be given in `test_config`):
   ``HCP_LOGIN_WINDOW_S``: failed logins allowed per account / per address
   within the window before logins are refused; default 5 / 20 / 900 s.
 - ``MAX_CONTENT_LENGTH``: the largest request body (uploads); default 8 MiB.
+- ``HCP_GOOD_RATE_STARS``: the levels 好评率 counts over valid ratings;
+  default (5, 4, 3), i.e. (非常满意+满意+基本满意)/valid.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
         HCP_LOGIN_MAX_FAILURES_PER_ADDRESS=20,
         HCP_LOGIN_WINDOW_S=900,
         MAX_CONTENT_LENGTH=8 * 1024 * 1024,
+        HCP_GOOD_RATE_STARS=(5, 4, 3),
         JSON_AS_ASCII=False,
     )
     if test_config:
@@ -80,7 +83,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     org.seed(engine)
     tags.seed(engine)
 
-    from sync_server import admin_pages, api, auth, openapi, org_pages, pf_pages, web
+    from sync_server import admin_pages, analytics, api, auth, openapi, org_pages, pf_pages, web
 
     auth.init_app(app)
     app.register_blueprint(auth.bp)
@@ -90,6 +93,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     app.register_blueprint(org_pages.bp)
     app.register_blueprint(admin_pages.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(analytics.bp)
     web.init_app(app)
     org_pages.init_app(app)
     return app

@@ -97,6 +97,27 @@ SCHEMAS = {
         }
     ),
     "Contact": _object({"record_id": STR, "contact": NSTR}),
+    "UnitFigures": _object(
+        {
+            "unit_id": STR,
+            "name": STR,
+            "by_stars": _object({str(s): INT for s in range(1, 6)}),
+            "valid": INT,
+            "good": INT,
+            "bad": INT,
+            "good_rate": {"type": ["number", "null"]},
+        }
+    ),
+    "FiguresByUnit": _object(
+        {
+            "root": _object({"id": STR, "name": STR}),
+            "since": NSTR,
+            "until": NSTR,
+            "good_rate_stars": {"type": "array", "items": INT},
+            "rows": {"type": "array", "items": _ref("UnitFigures")},
+            "total": _ref("UnitFigures"),
+        }
+    ),
     "QuarantinePage": _object(
         {
             "items": {
@@ -281,6 +302,20 @@ PATHS = {
         [_query("mode", "offline (default) or online")],
     ),
     "/api/v1/org/units": _get("The units in the caller's scope", "UnitList"),
+    "/api/v1/analytics/units": _get(
+        "Counts per level, 差评数 and 好评率 per unit below `unit`, by the unit of each "
+        "rating's time; 好评率 over the levels of HCP_GOOD_RATE_STARS",
+        "FiguresByUnit",
+        [
+            _query(
+                "unit", "the unit whose subtree is counted (default: the caller's own or the root)"
+            ),
+            _query("since", "YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)"),
+            _query("until", "YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)"),
+            _query("channel", "one channel"),
+        ],
+        NOT_FOUND,
+    ),
     "/api/v1/audit": _get(
         "The audit log, newest first",
         "AuditPage",

@@ -120,6 +120,11 @@ ROUTES = [
     ("GET", "/api/v1/tags", "tags_read", None),
     ("GET", "/api/v1/org/units", "org_read", None),
     ("GET", "/api/v1/audit", "audit", None),
+    ("GET", "/analytics", "ratings", None),
+    ("GET", "/analytics?unit=370305002", "ratings", None),
+    ("GET", "/analytics/export?format=csv", "ratings", None),
+    ("GET", "/api/v1/analytics/units", "ratings", None),
+    ("GET", "/api/v1/analytics/units?unit=370305001", "ratings", None),
 ]  # fmt: skip
 GRANTS = {
     "admin": {"ratings", "devices", "quarantine", "pf_read", "pf_write", "org_read", "org_write", "org_files", "tags_read", "tags_write", "users", "tokens", "audit"},
@@ -148,6 +153,12 @@ OUTSIDE = {
     ("/org/retire", "other_manager"): 404,
     ("/org/rename", "other_manager"): 404,
 }
+# figures of the other street, asked for by unit
+OUTSIDE_QUERY = {
+    ("/analytics?unit=370305002", "unit_manager"): 404,
+    ("/analytics?unit=370305002", "clerk"): 404,
+    ("/api/v1/analytics/units?unit=370305001", "other_manager"): 404,
+}
 SUCCESS = {"POST": 302, "PUT": 200, "GET": 200}
 SUCCESS_BY_PATH = {
     ("POST", "/evaluations/contact"): 200,
@@ -166,6 +177,8 @@ def expected(method, path, capability, role) -> int:
         return 403
     if (bare, role) in OUTSIDE:
         return OUTSIDE[(bare, role)]
+    if (path, role) in OUTSIDE_QUERY:
+        return OUTSIDE_QUERY[(path, role)]
     return SUCCESS_BY_PATH.get((method, bare), SUCCESS[method])
 
 

@@ -127,6 +127,9 @@ CALLS = [
     ("admin", "get", "/api/v1/tags", None, 200),
     ("admin", "get", "/api/v1/tags?mode=both", None, 400),
     ("clerk", "get", "/api/v1/org/units", None, 200),
+    ("supervisor", "get", "/api/v1/analytics/units?since=2026-01-01", None, 200),
+    ("unit_manager", "get", "/api/v1/analytics/units?unit=370305002", None, 404),
+    ("admin", "get", "/api/v1/analytics/units?since=2026-13-01", None, 400),
     ("admin", "get", "/api/v1/audit", None, 200),
     (None, "get", "/api/v1/openapi.json", None, 200),
 ]

@@ -49,11 +49,10 @@ class FindScene(Scene):
         ]
         list_top = area.y + h + 90
         if self.mode == "case":
-            keys = (
-                list("1234567890") + list("ABCDEFGHJK") + ["-", self.t("delete"), self.t("clear")]
-            )
-            actions = [("char", c) for c in "1234567890ABCDEFGHJK-"] + [("del",), ("clr",)]
-            cells = grid(pygame.Rect(area.x, list_top, area.width, h), len(keys), 10, h - 14, 10)
+            chars = "1234567890ABCDEFGHIJKLMNOPQRSTUVWXYZ-"  # every case-number character but _ .
+            keys = list(chars) + [self.t("delete"), self.t("clear")]
+            actions = [("char", c) for c in chars] + [("del",), ("clr",)]
+            cells = grid(pygame.Rect(area.x, list_top, area.width, h), len(keys), 13, h - 14, 8)
             for rect, label, action in zip(cells, keys, actions, strict=True):
                 buttons.append(Button(rect, label, action))
         elif self.mode == "item":

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, Response, abort, current_app, jsonify, render_template, request
+from flask import Blueprint, Response, abort, jsonify, render_template, request
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import and_, func, select
@@ -31,19 +31,12 @@ from sync_server import api, db, org
 from sync_server.auth import requires
 from sync_server.db import get_engine
 from sync_server.org_pages import FORMATS
-from sync_server.queries import _conditions
+from sync_server.queries import _conditions, good_rate_stars
 from sync_server.web import LEVEL_LABELS
 
 bp = Blueprint("analytics", __name__)
 
 FILTERS = ("since", "until", "channel")
-
-
-def good_rate_stars() -> tuple[int, ...]:
-    stars = tuple(current_app.config["HCP_GOOD_RATE_STARS"])
-    if not stars or not set(stars) <= set(STARS):
-        raise RuntimeError("HCP_GOOD_RATE_STARS: must be levels among 1..5")
-    return stars
 
 
 def _row(name, unit_id, counts, rate_stars) -> dict:

@@ -26,6 +26,7 @@ from sync_server.queries import (
     TEXT_FILTERS,
     device_report,
     get_evaluation,
+    good_rate_stars,
     list_evaluations,
     list_quarantine,
     summarize,
@@ -168,7 +169,8 @@ def evaluations():
 @bp.get("/evaluations/summary")
 @requires("ratings")
 def evaluations_summary():
-    return jsonify(summarize(get_engine(), _scoped(parse_filters(request.args, allowed=FILTERS))))
+    filters = _scoped(parse_filters(request.args, allowed=FILTERS))
+    return jsonify(summarize(get_engine(), filters, good_rate_stars()))
 
 
 @bp.get("/evaluations/<path:record_id>")

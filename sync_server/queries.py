@@ -115,8 +115,19 @@ def get_evaluation(engine, record_id: str, units=None) -> dict | None:
     return item
 
 
-def summarize(engine, filters: dict) -> dict:
-    """Counts per level, 好评 (3..5), 差评 (1..2) and 好评率; excluded rows apart."""
+def good_rate_stars() -> tuple[int, ...]:
+    """The levels 好评率 counts over valid ratings (`HCP_GOOD_RATE_STARS`)."""
+    from flask import current_app
+
+    stars = tuple(current_app.config["HCP_GOOD_RATE_STARS"])
+    if not stars or not set(stars) <= {1, 2, 3, 4, 5}:
+        raise RuntimeError("HCP_GOOD_RATE_STARS: must be levels among 1..5")
+    return stars
+
+
+def summarize(engine, filters: dict, rate_stars=(5, 4, 3)) -> dict:
+    """Counts per level, 好评 (3..5), 差评 (1..2) and 好评率 (ratings at
+    `rate_stars` / valid ratings); excluded rows apart."""
     ev = db.evaluations.c
     query = (
         select(ev.stars, ev.excluded, func.count())
@@ -139,7 +150,9 @@ def summarize(engine, filters: dict) -> dict:
         "by_stars": by_stars,
         "good": good,
         "bad": bad,
-        "good_rate": round(good / total, 4) if total else None,
+        "good_rate": (
+            round(sum(by_stars[str(s)] for s in rate_stars) / total, 4) if total else None
+        ),
         "excluded": excluded,
     }
 

@@ -153,7 +153,7 @@ def dashboard():
     )
     return render_template(
         "dashboard.html",
-        summary=queries.summarize(engine, scoped({})),
+        summary=queries.summarize(engine, scoped({}), queries.good_rate_stars()),
         latest=latest["items"],
         poll_ms=current_app.config["HCP_DASHBOARD_POLL_MS"],
         latest_count=current_app.config["HCP_DASHBOARD_LATEST"],
@@ -181,7 +181,7 @@ def evaluations():
         error=None,
         result=result,
         pages=pages,
-        summary=queries.summarize(engine, filters),
+        summary=queries.summarize(engine, filters, queries.good_rate_stars()),
         args=request.args,
     )
 

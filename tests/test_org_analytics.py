@@ -56,7 +56,10 @@ def test_the_good_rate_formula_is_a_setting(tmp_path):
         engine = app.extensions["hcp_engine"]
         for n, stars in enumerate((5, 4, 3, 1), start=1):
             add_evaluation(engine, f"kp-01:{n}", stars, org_id="370305001")
-        figures = client_as(app, "admin").get("/api/v1/analytics/units").get_json()
+        client = client_as(app, "admin")
+        figures = client.get("/api/v1/analytics/units").get_json()
+        summary = client.get("/api/v1/evaluations/summary").get_json()
+    assert (summary["good"], summary["good_rate"]) == (3, 0.5)  # the dashboard's figure too
     street = _rows(figures)["370305001"]
     assert street["good_rate"] == 0.5  # (5+4) / 4, where the default would give 0.75
     assert street["good"] == 3  # 好评 is still levels 3..5

@@ -193,7 +193,9 @@ def text_problem(value, multiline=False):
     characters (tab and line breaks allowed where multiline), lone surrogates."""
     # fast path, in C on both interpreters: printable text below the surrogates
     # (all of ASCII and of CJK) needs no look at each character
-    if not value or (min(value) >= " " and max(value) < "\ud800" and "\x7f" not in value):
+    # (the bound as a number: a lone surrogate in a string literal cannot be frozen
+    # into a board image by MicroPython's mpy-tool)
+    if not value or (min(value) >= " " and ord(max(value)) < 0xD800 and "\x7f" not in value):
         return None
     for ch in value:
         code = ord(ch)

@@ -336,12 +336,5 @@ def test_a_manifest_refuses_a_file_installed_under_another_name(tmp_path):
         frozen_files(makemanifest_module(tmp_path), tools / "manifest.py")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocols/record.py:196 compares with the lone surrogate '\\ud800', which "
-    "MicroPython's mpy-tool.py cannot freeze (UnicodeDecodeError): a board image fails to "
-    "build until it reads `ord(max(value)) < 0xD800`; the harness patches mpy-tool meanwhile. "
-    "Once fixed, remove this mark",
-)
 def test_every_string_of_the_firmware_can_be_frozen_by_micropythons_tools():
     assert micropython_unix.unfreezable_strings(ROOT, micropython_unix.frozen_sources()) == []

@@ -429,7 +429,7 @@ class Ingestor:
         if accepted:
             refs = clock.boot_refs(conn, device_id, accepted.values())
             rows = [evaluation_row(rec, received_at, refs) for rec in accepted.values()]
-            conn.execute(db.insert_ignoring_duplicates(self.engine, db.evaluations, "id"), rows)
+            _insert_rows(conn, self.engine, db.evaluations, "id", rows)
             outcome.stored = [rec["seq"] for rec in accepted.values()]
         refused = {h.record_id for h in held if h.ack_seq is not None}
         contacts = [
@@ -504,6 +504,22 @@ def seqs_held(conn, device_id: str) -> tuple[int, dict[str, int]]:
         if record_id.startswith(prefix) and record.digits(tail) and len(tail) <= 10:
             highest = max(highest, min(int(tail), record.MAX_SEQ))
     return highest, counts
+
+
+MULTI_ROW = 100  # rows per multi-row INSERT … VALUES on PostgreSQL
+
+
+def _insert_rows(conn, engine, table, key: str, rows: list[dict]) -> None:
+    """Insert rows, skipping those whose `key` is there already. On
+    PostgreSQL as multi-row INSERT … VALUES statements (one round trip for up
+    to MULTI_ROW rows; executemany costs a round trip a row); on SQLite,
+    in-process, as executemany."""
+    if engine.dialect.name != "postgresql":
+        conn.execute(db.insert_ignoring_duplicates(engine, table, key), rows)
+        return
+    for start in range(0, len(rows), MULTI_ROW):
+        chunk = rows[start : start + MULTI_ROW]
+        conn.execute(db.insert_ignoring_duplicates(engine, table, key).values(chunk))
 
 
 def _touch(conn, device_id: str, received_at: str) -> None:

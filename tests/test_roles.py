@@ -283,3 +283,44 @@ def test_a_clerk_reads_but_cannot_change_the_organisation(engine_app):
     manager = client_as(engine_app, "unit_manager")
     assert 'id="add-form"' in manager.get("/org/units/hall-ws").get_data(as_text=True)
     assert PASSWORD  # the world's users share one password
+
+
+SQL = "'; DROP TABLE evaluations; --"
+
+
+def test_sql_in_names_and_filters_is_only_text(engine_app):
+    engine = build_world(engine_app)
+    admin = client_as(engine_app, "admin")
+    token = csrf(admin)
+    added = admin.post("/org/add", data={"csrf_token": token, "what": "staff", "code": "2001", "name": SQL, "unit": "hall-ws"})  # fmt: skip
+    assert added.status_code == 302
+    bad_code = admin.post("/org/add", data={"csrf_token": token, "what": "staff", "code": SQL, "name": "x", "unit": "hall-ws"})  # fmt: skip
+    assert bad_code.status_code == 400
+    assert "code：须为 1 至 64 个字符，只含 A-Z a-z 0-9 . _ -" in bad_code.get_data(as_text=True)
+    with engine.connect() as conn:
+        assert org.get(conn, "staff", "2001")["name"] == SQL
+    manager = client_as(engine_app, "unit_manager")
+    for name in ("window_id", "staff_id", "org_id", "case_no", "device_id"):
+        found = manager.get(f"/api/v1/evaluations?{name}=' OR 1=1 --").get_json()
+        assert found["total"] == 0, name
+    assert manager.get("/api/v1/evaluations").get_json()["total"] == 1
+    figures = admin.get("/api/v1/analytics/units?channel=' OR 1=1 --")
+    assert figures.status_code == 400
+    assert figures.get_json()["error"].startswith("channel: must be one of keypad")
+
+
+def test_the_new_pages_speak_english_on_request(engine_app):
+    build_world(engine_app)
+    admin = client_as(engine_app, "admin")
+    admin.get("/?lang=en")
+    for path, words in (
+        ("/org", ("Organisation", "Export", "Import")),
+        ("/org/units/hall-ws", ("Units below", "Windows", "History", "since the beginning")),
+        ("/tags", ("Content tags", "Version in force:", "hcp 演示标签, 非省平台标准")),
+        ("/users", ("Users and tokens", "API tokens", "Unit manager")),
+        ("/audit", ("Audit log",)),
+        ("/analytics", ("Figures by unit", "Total", "Valid ratings")),
+    ):
+        page = admin.get(path).get_data(as_text=True)
+        for word in words:
+            assert word in page, (path, word)

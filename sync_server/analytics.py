@@ -74,12 +74,14 @@ def by_subtree(engine, root_id: str, filters: dict, rate_stars=(5, 4, 3)) -> dic
         query = (
             select(unit, ev.stars, func.count())
             .where(and_(ev.excluded.is_(False), *_conditions(filters)))
-            .where(org.in_units(set(under)))
             .group_by(unit, ev.stars)
         )
+        if units[root_id]["parent"] is not None:
+            # below the top the candidates are few; at the top every rating is one
+            query = query.where(org.in_units(set(under)))
         counts = {key: dict.fromkeys(STARS, 0) for key in [c["id"] for c in children] + [root_id]}
         for unit_id, stars, count in conn.execute(query):
-            if stars in STARS:
+            if stars in STARS and unit_id in under:  # not placed in the tree: not counted
                 counts[under[unit_id]][stars] += count
     rows = [_row(c["name"], c["id"], counts[c["id"]], rate_stars) for c in children]
     itself = _("%(name)s itself", name=units[root_id]["name"])

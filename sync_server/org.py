@@ -254,8 +254,26 @@ def rating_unit(conn, record_id: str) -> dict | None:
 
 
 def in_units(unit_ids):
-    """SQL condition: the evaluation belongs to one of `unit_ids` (in its time)."""
-    return resolved_unit().in_(sorted(unit_ids)) if unit_ids else literal(False)
+    """SQL condition: the evaluation belongs to one of `unit_ids` (in its time).
+
+    A cheap necessary condition comes first (its window or staff member was
+    ever placed in one of the units, or it carries one as org_id), so the
+    exact per-rating check runs only on those candidates."""
+    if not unit_ids:
+        return literal(False)
+    ev = db.evaluations.c
+    p = db.placements.c
+    units = sorted(unit_ids)
+
+    def ever_in(kind):
+        return select(p.subject_id).where(p.kind == kind, p.unit_id.in_(units))
+
+    candidate = or_(
+        ev.window_id.in_(ever_in("window")),
+        ev.staff_id.in_(ever_in("staff")),
+        ev.org_id.in_(units),
+    )
+    return and_(candidate, resolved_unit().in_(units))
 
 
 # --- changes -----------------------------------------------------------------------

@@ -25,6 +25,7 @@ def test_a_window_moved_between_streets_keeps_its_past_ratings_where_they_were(e
         org.move(conn, "windows", "A01", "hall-xg", at="2026-11-27T00:00:00Z")
     add_evaluation(engine, "ws:3", 4, "2026-11-27T01:00:00Z", window_id="A01")
     add_evaluation(engine, "ws:4", 3, "2026-11-27T02:00:00Z", window_id="A01", excluded=True)
+    add_evaluation(engine, "nowhere:1", 5, "2026-11-27T02:00:00Z", window_id="Z99")  # not placed
     figures = client_as(engine_app, "supervisor").get("/api/v1/analytics/units").get_json()
     assert figures["root"] == {"id": "370305", "name": "临淄区"}
     rows = _rows(figures)

@@ -10,7 +10,8 @@
 # and replay repairs a state write that a power cut interrupted, so a seq is
 # never reused and a cumulative count never lost. A torn last line (power cut
 # mid-write) fails its CRC and is cut off when the store opens.
-# Only offsets are kept in RAM, so a long backlog costs little heap.
+# Only where each line is (seq, offset, length, 差评 flag) is kept in RAM, in
+# arrays of about 11 bytes a record, so a long backlog costs little heap.
 #
 # A store that opens without a state file (a wiped or swapped board, a data
 # folder lost) cannot know which seqs it already used: those acked and
@@ -26,6 +27,7 @@
 import binascii
 import json
 import os
+from array import array
 
 from protocols.canonical import dumps
 from protocols.levels import is_bad
@@ -112,6 +114,94 @@ def _parse(line):
         return None
 
 
+_GONE = 0xFFFFFFFF  # an index slot whose record was acknowledged (or found damaged)
+_MAX_LINE = 0xFFFF  # a journal line's length fits the index's 16 bits
+
+
+class _Index:
+    """Where each pending record's line is, in 11 bytes a record: parallel
+    arrays sorted by seq (seq, offset, length) and a byte of flags (差评).
+    Records come in seq order, so adding appends; an acknowledged record
+    leaves a slot marked _GONE until the journal is rewritten. Dicts cost
+    about 24 bytes a record on a 32-bit port and grow their tables in one
+    piece; these arrays grow a little at a time."""
+
+    def __init__(self):
+        self.seqs = array("I")
+        self.offsets = array("I")
+        self.lengths = array("H")
+        self.bad = bytearray()
+        self.count = 0  # slots not _GONE
+        self.live = 0  # bytes of the lines of pending records
+
+    def add(self, seq, offset, length, bad):
+        seqs = self.seqs
+        if seqs and seq <= seqs[-1]:
+            found = self.find(seq)
+            if found >= 0:  # a line seen twice (a replay): the later one counts
+                self.drop(found)
+            self._insert(seq, offset, length, bad)
+        else:
+            seqs.append(seq)
+            self.offsets.append(offset)
+            self.lengths.append(length)
+            self.bad.append(1 if bad else 0)
+        self.count += 1
+        self.live += length
+
+    def _insert(self, seq, offset, length, bad):
+        # out of order (never in a journal this firmware wrote): rebuild the arrays
+        items = [(s, o, n, b) for s, o, n, b in self.items(True)]
+        items.append((seq, offset, length, 1 if bad else 0))
+        items.sort()
+        self.seqs, self.offsets = array("I"), array("I")
+        self.lengths, self.bad = array("H"), bytearray()
+        for s, o, n, b in items:
+            self.seqs.append(s)
+            self.offsets.append(o)
+            self.lengths.append(n)
+            self.bad.append(b)
+        self.count -= 1  # add() counts it
+        self.live -= length
+
+    def find(self, seq):
+        """The slot of a pending seq, or -1."""
+        seqs = self.seqs
+        low, high = 0, len(seqs)
+        while low < high:
+            middle = (low + high) // 2
+            if seqs[middle] < seq:
+                low = middle + 1
+            else:
+                high = middle
+        if low < len(seqs) and seqs[low] == seq and self.offsets[low] != _GONE:
+            return low
+        return -1
+
+    def drop(self, slot):
+        self.offsets[slot] = _GONE
+        self.count -= 1
+        self.live -= self.lengths[slot]
+
+    def items(self, with_gone=False):
+        """(seq, offset, length, bad) of each pending record, in seq order."""
+        offsets = self.offsets
+        for i in range(len(self.seqs)):
+            if with_gone or offsets[i] != _GONE:
+                yield self.seqs[i], offsets[i], self.lengths[i], self.bad[i]
+
+    def chosen(self, limit):
+        """Up to `limit` pending seqs: 差评 first, then the oldest, no sorting."""
+        out = []
+        for want_bad in (1, 0):
+            for i in range(len(self.seqs)):
+                if len(out) >= limit:
+                    return out
+                if self.offsets[i] != _GONE and (self.bad[i] == 1) == (want_bad == 1):
+                    out.append(self.seqs[i])
+        return out
+
+
 def seed(folder, next_seq=1):
     """Write the first state of a provisioned store (known, from next_seq),
     unless the folder already has one: what provisioning does for a new board
@@ -143,10 +233,7 @@ class Store:
         self._journal_path = folder + "/" + _JOURNAL
         self.next_seq = 1
         self.counts = {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0}
-        self._offsets = {}  # seq -> offset of its "a" line
-        self._lengths = {}  # seq -> length of that line
-        self._live = 0  # bytes of the journal that still hold pending records
-        self._bad = {}  # seqs of pending 差评 (levels.is_bad), drained first
+        self._index = _Index()  # where each pending record's line is
         self._size = 0
         self._full = False
         self.known = True  # whether next_seq is proved unused (see learn())
@@ -188,22 +275,18 @@ class Store:
                 elif "a" in obj:
                     rec = obj["a"]
                     seq = rec["seq"]
-                    self._offsets[seq] = offset
-                    self._lengths[seq] = len(line)
-                    if is_bad(rec["stars"]):
-                        self._bad[seq] = True
+                    self._index.add(seq, offset, len(line), is_bad(rec["stars"]))
                     if seq >= self.next_seq:  # the state write after it was lost
                         self.next_seq = seq + 1
                         key = str(rec["stars"])
                         self.counts[key] = self.counts[key] + 1
                 else:
                     for seq in obj["d"]:
-                        self._offsets.pop(seq, None)
-                        self._lengths.pop(seq, None)
-                        self._bad.pop(seq, None)
+                        slot = self._index.find(seq)
+                        if slot >= 0:
+                            self._index.drop(slot)
                 offset += len(line)
         self._size = offset
-        self._live = sum(self._lengths.values())
         return damaged
 
     def _save_state(self):
@@ -275,11 +358,9 @@ class Store:
         if seq != self.next_seq:
             raise ValueError("seq " + str(seq) + " is not the next seq " + str(self.next_seq))
         data = _line({"a": record})
-        self._offsets[seq] = self._append_bytes(data)
-        self._lengths[seq] = len(data)
-        self._live += len(data)
-        if is_bad(record["stars"]):
-            self._bad[seq] = True
+        if len(data) > _MAX_LINE:
+            raise ValueError("record " + str(seq) + " is longer than a journal line may be")
+        self._index.add(seq, self._append_bytes(data), len(data), is_bad(record["stars"]))
         self.next_seq = seq + 1
         key = str(record["stars"])
         self.counts[key] = self.counts[key] + 1
@@ -314,7 +395,8 @@ class Store:
 
     def remove(self, seqs):
         """Forget records the collector has acknowledged; unknown seqs are ignored."""
-        known = [s for s in seqs if s in self._offsets]
+        index = self._index
+        known = [s for s in seqs if index.find(s) >= 0]
         if not known:
             return 0
         full = self._full
@@ -324,18 +406,14 @@ class Store:
             except StorageFull:
                 full = True  # no room for the ack line: the rewrite below records it
         for seq in known:
-            del self._offsets[seq]
-            self._live -= self._lengths.pop(seq)
-            self._bad.pop(seq, None)
+            slot = index.find(seq)
+            if slot >= 0:  # a seq named twice in one ack counts once
+                index.drop(slot)
         # Rewrite when nothing is pending, or when the journal is big and more
         # than half of it is dead: each byte is rewritten a bounded number of
         # times, so a long backlog drains without wearing the flash. A full
         # store is rewritten at once: that frees the space of what was acked.
-        if (
-            full
-            or not self._offsets
-            or (self._size > _COMPACT_BYTES and self._live * 2 < self._size)
-        ):
+        if full or not index.count or (self._size > _COMPACT_BYTES and index.live * 2 < self._size):
             self._compact()
             self._full = False
         return len(known)
@@ -346,58 +424,53 @@ class Store:
         Lines are copied as bytes, one at a time, so compaction needs no more
         RAM than a single record."""
         tmp = self._journal_path + ".tmp"
-        offsets = {}
+        fresh = _Index()
         size = 0
         try:
             with open(tmp, "wb") as out:
-                if self._offsets:
+                if self._index.count:
                     with open(self._journal_path, "rb") as src:
-                        for seq in sorted(self._offsets):
-                            src.seek(self._offsets[seq])
+                        for seq, offset, _length, bad in self._index.items():
+                            src.seek(offset)
                             line = src.readline()
                             out.write(line)
-                            offsets[seq] = size
+                            fresh.add(seq, size, len(line), bad)
                             size += len(line)
                 _sync(out)
         except OSError:
             _remove_quietly(tmp)
             raise
         _replace(tmp, self._journal_path)
-        self._offsets = offsets
+        self._index = fresh
         self._size = size
-        self._live = size
 
     # --- reading ---
     def __len__(self):
-        return len(self._offsets)
+        return self._index.count
 
     @property
     def last_seq(self):
         return self.next_seq - 1
 
-    def _chosen(self, limit):
-        bad = sorted(self._bad)
-        good = sorted(s for s in self._offsets if s not in self._bad)
-        return (bad + good)[:limit]
-
     def _drop_damaged(self, seq):
         # a line that no longer passes its CRC (flash bit rot) is lost: replay
         # drops it at the next start too; forget it now so it does not block sync
-        self._live -= self._lengths.pop(seq)
-        del self._offsets[seq]
-        self._bad.pop(seq, None)
+        slot = self._index.find(seq)
+        if slot >= 0:
+            self._index.drop(slot)
 
     def batch_plan(self, limit):
         """What the next batch holds, without the records themselves in RAM:
         up to `limit` (seq, length of its canonical record bytes) pairs, 差评
         first, then oldest first. Each line is read and checked on the way."""
         plan = []
-        chosen = self._chosen(limit)
+        chosen = self._index.chosen(limit)
         if not chosen:
             return plan
+        index = self._index
         with open(self._journal_path, "rb") as f:
             for seq in chosen:
-                f.seek(self._offsets[seq])
+                f.seek(index.offsets[index.find(seq)])
                 line = f.readline()
                 if not _intact_a(line):
                     self._drop_damaged(seq)
@@ -411,10 +484,10 @@ class Store:
         exactly what protocols.canonical.dumps gives for the record)."""
         with open(self._journal_path, "rb") as f:
             for seq, length in plan:
-                offset = self._offsets.get(seq)
+                slot = self._index.find(seq)
                 line = None
-                if offset is not None:
-                    f.seek(offset)
+                if slot >= 0:
+                    f.seek(self._index.offsets[slot])
                     line = f.readline()
                 if line is None or len(line) - _RECORD_START - 2 != length or not _intact_a(line):
                     raise OSError("record " + str(seq) + " changed while its batch was sent")
@@ -422,12 +495,13 @@ class Store:
 
     def pending(self, limit):
         """Up to `limit` records not yet acked: 差评 first, then oldest first."""
-        chosen = self._chosen(limit)
+        chosen = self._index.chosen(limit)
         out = []
         if not chosen:
             return out
+        index = self._index
         with open(self._journal_path, "rb") as f:
             for seq in chosen:
-                f.seek(self._offsets[seq])
+                f.seek(index.offsets[index.find(seq)])
                 out.append(_parse(f.readline())["a"])
         return out

@@ -153,9 +153,9 @@ class KeypadApp:
             return (SEQ_TEXT,)
         if self.state == TAGS:
             if levels.is_bad(self._stars):
-                lines = ["请选择不满意的原因"]
+                lines = ["请选不满意原因"]  # 7 glyphs: one row of a 128-pixel panel
             else:
-                lines = ["您对哪方面满意（可不选）"]
+                lines = ["满意之处(可不选)"]  # one row too
             for i, (_code, text) in enumerate(self._options):
                 lines.append(str(i + 1) + " " + text)
             return tuple(lines)

@@ -39,7 +39,7 @@ def write_roster(tmp_path, data, name="roster.json"):
 
 def test_the_firmware_texts_are_collected_from_the_device_code():
     texts = fontgen.firmware_texts()
-    for screen in ("欢迎评价", "请您评价", "感谢您的评价", "暂停服务", "请选择不满意的原因"):
+    for screen in ("欢迎评价", "请您评价", "感谢您的评价", "暂停服务", "请选不满意原因"):
         assert screen in texts
     assert "存储已满，暂停评价" in texts and "安全模式" in texts and "设备编号" in texts
     # docstrings are not screen texts

@@ -267,7 +267,7 @@ def test_tags_after_a_good_level_are_optional_and_versioned():
     store = MemoryStore({"rel": 0})
     app = _app(ALL_LEVELS, store)
     assert app.press(key_of(5), 100) is None
-    assert app.screen() == ("您对哪方面满意（可不选）", "1 标签51", "2 标签52", "3 标签53")
+    assert app.screen() == ("满意之处(可不选)", "1 标签51", "2 标签52", "3 标签53")
     rec = app.press(2, 900)
     assert rec["tags"] == ["T53"] and rec["content_version"] == "cv-7"
     assert app.press(0, 1000) is None  # the choice is made; repeat presses are ignored

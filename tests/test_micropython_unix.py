@@ -338,3 +338,76 @@ def test_a_manifest_refuses_a_file_installed_under_another_name(tmp_path):
 
 def test_every_string_of_the_firmware_can_be_frozen_by_micropythons_tools():
     assert micropython_unix.unfreezable_strings(ROOT, micropython_unix.frozen_sources()) == []
+
+
+@pytest.mark.broker
+def test_offline_ratings_reconnects_and_commands_on_the_unix_port(
+    micropython32, firmware_image, collector, mosquitto_broker, tmp_path
+):
+    """Two rounds of ratings made with the link down and drained (a reconnect
+    each), then the collector's signed commands: `status` is answered with the
+    device's counters, `sync_now` is run; a forged command is ignored."""
+    import json
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    from protocols import messages, topics
+
+    key_hex = secrets.token_hex(32)
+    key = bytes.fromhex(key_hex)
+    db.add_device(collector.ingestor.engine, DEVICE_ID, key_hex)
+    answers = {}
+    stop = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="commander")
+    client.on_message = lambda _c, _u, m: answers.setdefault(
+        json.loads(m.payload)["id"], json.loads(m.payload)
+    )
+    client.connect(mosquitto_broker.host, mosquitto_broker.port)
+    client.loop_start()
+    client.subscribe(topics.topic(DEVICE_ID, topics.UP_CMDRES), 1)[0]
+    commands = [
+        messages.encode_signed(messages.command("c-status", "status"), key),
+        messages.encode_signed(messages.command("c-sync", "sync_now"), key),
+        messages.encode_signed(messages.command("c-forged", "reboot"), b"f" * 32),
+    ]
+
+    def command_until_answered():
+        # a command published before the keypad's first session is dropped by the
+        # broker; sent again (same id) until answered: a repeat is answered, not rerun
+        while not stop.is_set() and not {"c-status", "c-sync"} <= set(answers):
+            for payload in commands:
+                client.publish(topics.topic(DEVICE_ID, topics.DOWN_CMD), payload, qos=1)
+            stop.wait(0.5)
+
+    sender = threading.Thread(target=command_until_answered, daemon=True)
+    sender.start()
+    settings = {
+        "device_id": DEVICE_ID,
+        "key": key_hex,
+        "broker_host": collector.host,
+        "broker_port": collector.port,
+        "data_dir": str(tmp_path / "flash"),
+        "board": "sim",
+        "batch_size": 10,
+        "timeout_ms": 3000,
+    }
+    try:
+        run = run_keypad(micropython32, firmware_image, tmp_path / "job", HEAPSIZE, settings,
+                         20, drain_timeout_ms=DRAIN_TIMEOUT_MS, timeout=RUN_TIMEOUT_S,
+                         cycles=2, await_commands=1)  # fmt: skip
+    finally:
+        stop.set()
+        sender.join(5)
+        client.disconnect()
+        client.loop_stop()
+    run.check()
+    assert [e["pending"] for e in run.events if e["event"] == "cycle"] == [0, 0]
+    assert run.result["made"] == 40 and run.result["bad_messages"] >= 1  # the forged one
+    # sync_now goes through device.commands (status is answered by sync itself)
+    assert run.event("commands")["done"] == [["c-sync", True]]
+    status = answers["c-status"]
+    assert status["ok"] is True and status["result"]["last_seq"] == 40
+    assert status["result"]["counts"] == {"1": 8, "2": 8, "3": 8, "4": 8, "5": 8}
+    assert answers["c-sync"]["ok"] is True and "c-forged" not in answers
+    assert stored_ids(collector) == [f"{DEVICE_ID}:{seq}" for seq in range(1, 41)]

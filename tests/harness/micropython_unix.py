@@ -601,6 +601,7 @@ def run_keypad(
     timeout: float = 60,
     cycles: int = 1,
     ticks_before_wrap: int | None = None,
+    await_commands: int = 0,
 ) -> KeypadRun:
     """Run mp_unix_board/run_keypad.py under `binary -X heapsize=<heapsize>`.
 
@@ -610,7 +611,8 @@ def run_keypad(
     modules the binary holds) and the stand-ins on its sys.path. cycles:
     rate offline and drain that many times ("cycle" events with the live
     heap after each drain); ticks_before_wrap: start the keypad's clock that
-    many ms before the tick counter wraps (see run_keypad.py)."""
+    many ms before the tick counter wraps (see run_keypad.py); await_commands:
+    after the last drain, run until that many commands are answered."""
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     job = {
@@ -621,6 +623,7 @@ def run_keypad(
         "drain_timeout_ms": drain_timeout_ms,
         "cycles": cycles,
         "ticks_before_wrap": ticks_before_wrap,
+        "await_commands": await_commands,
     }
     (job_dir / "job.json").write_text(json.dumps(job))
     args = [str(binary), "-X", f"heapsize={heapsize}", str(RUN_SCRIPT), "job.json"]

@@ -4,13 +4,15 @@
 #
 # job.json: {"paths": [folders put first on sys.path], "settings": {device
 # settings over device.config's defaults}, "ratings": R, "drain_timeout_ms": T,
-# optional "cycles": C (default 1) and "ticks_before_wrap": W}.
+# optional "cycles": C (default 1), "ticks_before_wrap": W and "await_commands": N}.
 # The firmware is wired by device.main.build with the stand-ins of this
 # folder (machine, network) and the sim board's key pins. It makes R ratings
 # with the link down, pressing the level keys in turn through the stand-in
 # pins, then brings the link up and runs its main loop until its store is
 # empty (every record acked by the collector) or T ms have passed; C times
-# over, reporting the live heap after each drain ("cycle" events).
+# over, reporting the live heap after each drain ("cycle" events). With N,
+# it then keeps the link up and its loop running until it has answered N
+# commands from the collector ("commands" event: their ids and ok flags).
 #
 # The keypad's own timers (debounce, the follow-up window after a rating)
 # run on a clock that is the port's ticks_ms() plus an offset which the
@@ -154,6 +156,21 @@ def run():
             now=now(),
             uptime_ms=device.app.uptime_ms(now()),
         )
+    wanted = job.get("await_commands", 0)
+    if wanted:
+        # the link stays up: the test's commands come down, are run and answered
+        phase = "commands"
+        started = time.ticks_ms()
+        while (
+            len(device.commands.done) < wanted
+            and time.ticks_diff(time.ticks_ms(), started) < job["drain_timeout_ms"]
+        ):
+            step(device)
+            time.sleep_ms(2)
+        for _ in range(50):  # a few more passes: the last answer leaves the socket
+            step(device)
+            time.sleep_ms(2)
+        emit("commands", done=[[entry[0], entry[1]] for entry in device.commands.done])
     device.shutdown()
     emit(
         "result",

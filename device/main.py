@@ -440,7 +440,7 @@ def build(
     boot_id = _boot_id()
     if mode == NORMAL:
         try:
-            store = Store(data_dir)
+            store = Store(data_dir, max_pending=settings["max_pending"])
             # The broker knows a device by its id and a password derived from its key
             # (protocols.sign.mqtt_password) unless the settings name others.
             client = MQTTClient(

@@ -20,8 +20,9 @@
 # holds for the device (docs/protocol.md §3.6). A state file from before the
 # "known" flag was written by this firmware, so it counts as known.
 #
-# A full flash (ENOSPC, errno 28) or a journal that would pass max_bytes makes
-# add() raise StorageFull: the journal stays consistent (a torn partial line
+# A full flash (ENOSPC, errno 28), a journal that would pass max_bytes, or
+# max_pending records held (their index lives in RAM) makes add() raise
+# StorageFull: the journal stays consistent (a torn partial line
 # is cut off at once), the seq counter does not move, and `full` stays True
 # until an ack frees space (remove() then rewrites the journal).
 import binascii
@@ -222,9 +223,11 @@ def seed(folder, next_seq=1):
 
 
 class Store:
-    def __init__(self, folder, max_bytes=None):
+    def __init__(self, folder, max_bytes=None, max_pending=None):
         self.folder = folder
         self.max_bytes = max_bytes  # bound on the journal's size; None: the flash's own
+        # bound on the records held (their index is in RAM); None: no bound
+        self.max_pending = max_pending
         try:
             os.mkdir(folder)
         except OSError:
@@ -357,6 +360,9 @@ class Store:
         seq = record["seq"]
         if seq != self.next_seq:
             raise ValueError("seq " + str(seq) + " is not the next seq " + str(self.next_seq))
+        if self.max_pending is not None and self._index.count >= self.max_pending:
+            self._full = True  # as for a full flash: visible, and freed by an ack
+            raise StorageFull(ENOSPC, "store full: " + str(self.max_pending) + " records held")
         data = _line({"a": record})
         if len(data) > _MAX_LINE:
             raise ValueError("record " + str(seq) + " is longer than a journal line may be")

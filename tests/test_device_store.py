@@ -270,3 +270,16 @@ print("again", Store("/work/d").next_seq == seq + 1)
 def test_storage_full_under_micropython(micropython):
     result = micropython(FULL_UNDER_MICROPYTHON).check()
     assert result.stdout == "full True 28 True True\nfreed False True\nagain True\n"
+
+
+def test_max_pending_bounds_the_records_held_and_an_ack_frees_room(tmp_path):
+    store = Store(seeded(tmp_path), max_pending=3)
+    for seq in (1, 2, 3):
+        store.add({"id": f"kp-01:{seq}", "device_id": "kp-01", "seq": seq, "stars": 5})
+    with pytest.raises(StorageFull, match=r"store full: 3 records held"):
+        store.add({"id": "kp-01:4", "device_id": "kp-01", "seq": 4, "stars": 5})
+    assert store.full and store.next_seq == 4 and len(store) == 3
+    store.remove([1])
+    assert not store.full
+    store.add({"id": "kp-01:4", "device_id": "kp-01", "seq": 4, "stars": 1})
+    assert [r["seq"] for r in Store(str(tmp_path)).pending(10)] == [4, 2, 3]

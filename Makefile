@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
 
-.PHONY: demo test lint format bench fault heap-long clean system-demo system-test
+.PHONY: demo test lint format bench fault fault-processes heap-long clean system-demo system-test
 
 demo: system-demo $(VENV)/.installed
 	$(BIN)/hcp demo $(DEMO_ARGS)
@@ -25,6 +25,11 @@ bench: system-test $(VENV)/.installed
 FAULT_ARGS ?= --devices 20 --duration 120
 fault: system-test $(VENV)/.installed
 	$(BIN)/hcp sim fault $(FAULT_ARGS)
+
+# the same with real processes killed by SIGKILL: Mosquitto (persistent), two
+# collectors sharing the ingest on PostgreSQL (SQLite where none answers), keypad hosts
+fault-processes: system-test $(VENV)/.installed
+	$(BIN)/hcp sim fault --processes --devices 12 --collectors 2 --duration 120
 
 # 5,000 ratings of the frozen firmware on MicroPython's 32-bit unix port at a
 # 96K heap, the live heap checked after each drain (about a minute; make test skips it)

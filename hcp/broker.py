@@ -152,6 +152,17 @@ class _SubprocessBroker:
         while _port_open(self.host, self.port) and time.monotonic() < deadline:
             time.sleep(0.05)
 
+    def kill(self) -> None:
+        """Die as a crashed broker does: SIGKILL, no chance to save anything."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT_S)
+        self._cleanup()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while _port_open(self.host, self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def restart(self):
         """Stop and start again on the same port (and the same persistence file)."""
         self.stop()

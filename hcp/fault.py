@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
+from hcp.broker import MosquittoBroker
 from hcp.stack import Device, LocalStack, broker_kind
 from sync_server import db
 
@@ -197,18 +198,38 @@ def register(runs) -> None:
                        help="default: mosquitto where installed, else amqtt")  # fmt: skip
     fault.add_argument("--seed", type=int, default=None)
     fault.add_argument("--workdir", default=None, help="keep the run's files here")
+    fault.add_argument("--processes", action="store_true",
+                       help="collectors, Mosquitto and keypads as processes killed with SIGKILL; "
+                       "PostgreSQL where a server answers")  # fmt: skip
+    fault.add_argument("--collectors", type=int, default=2,
+                       help="with --processes: collectors sharing the ingest")  # fmt: skip
     fault.set_defaults(handler=run)
 
 
 def run(args) -> int:
     console = Console(highlight=False)
     kind = broker_kind(args.broker)
+    if args.processes:
+        from hcp import fault_processes
+
+        if kind != "mosquitto" or not MosquittoBroker.available():
+            console.print("--processes needs Mosquitto (shared subscriptions, persistence)")
+            return 2
+        console.print(f"fault run with processes: {args.devices} keypads, {args.collectors} "
+                      f"collectors, {args.duration:.0f} s, mosquitto (simulated devices, for "
+                      "tests)")  # fmt: skip
+        report = fault_processes.run_with_processes(args, console)
+        return _print(console, report)
     with tempfile.TemporaryDirectory(prefix="hcp-fault-") as tmp:
         console.print(f"fault run: {args.devices} keypads, {args.duration:.0f} s, {kind} "
                       "(simulated devices, for tests)")  # fmt: skip
         fault_run = FaultRun(args.workdir or tmp, devices=args.devices, duration=args.duration,
                              broker=kind, fault_every=args.fault_every, seed=args.seed)  # fmt: skip
         report = fault_run.run()
+    return _print(console, report)
+
+
+def _print(console, report) -> int:
     table = Table(title="fault run")
     table.add_column("what")
     table.add_column("count", justify="right")

@@ -50,3 +50,18 @@ def test_the_command_reports_pass(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASS: nothing lost, nothing twice" in result.stdout
+
+
+def test_real_processes_killed_with_sigkill_lose_nothing(tmp_path, postgres_url):
+    """Mosquitto (persistent), two collectors sharing the ingest and the keypad
+    hosts, each killed with SIGKILL and started again, on PostgreSQL."""
+    from hcp.fault_processes import KINDS, ProcessFaultRun
+
+    require_kind("mosquitto")
+    report = ProcessFaultRun(tmp_path, devices=4, collectors=2, hosts=2, duration=12,
+                             fault_every=1.3, database_url=postgres_url, seed=5).run()  # fmt: skip
+    assert set(report.faults) == set(KINDS), "every kind of process was killed"
+    assert report.made > 0 and report.drained
+    assert report.missing == [] and report.unexpected == []
+    assert report.count_mismatches == [] and report.quarantined == 0
+    assert report.stored == report.made and report.ok

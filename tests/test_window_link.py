@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import queue
+import random
 import select
 import socket
 import subprocess
@@ -298,6 +299,7 @@ def window(tmp_path):
     master, slave = os.openpty()
     tty.setraw(slave)
     keypad = Keypad(make_app(tmp_path, confirm_ms=2000), PtyUART(master))
+    keypad.pc_tty = os.ttyname(slave)  # the PC's end of the line
     keypad.start()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -358,6 +360,32 @@ def test_a_start_over_http_returns_the_record_id_of_the_rating(window, stars):
     status, data = request(port, "GET", "/status")
     assert status == 200 and data["cases_started"] == 1 and data["cases_rated"] == 1
     assert data["state"] == "idle" and data["link"]["no_answer"] == 0
+
+
+def test_garbage_on_the_line_both_ways_leaves_the_link_working(window):
+    """Noise on a real pseudo-terminal, into the keypad and into `hcp window`
+    (random bytes, a torn frame, an oversize run without a delimiter), then a
+    case started over HTTP is rated as usual."""
+    keypad, port = window
+    rng = random.Random(11)
+    noise = bytes(rng.randrange(256) for _ in range(300)) + b"\x7e\x01\x02" + b"A" * 3000
+    os.write(keypad.link.uart.fd, noise)  # from the keypad's end: hcp window reads it
+    into_keypad = os.open(keypad.pc_tty, os.O_WRONLY | os.O_NOCTTY)
+    try:
+        os.write(into_keypad, noise)  # from the PC's end: the keypad reads it
+    finally:
+        os.close(into_keypad)
+    time.sleep(0.3)
+    answers = []
+    asking = threading.Thread(
+        target=lambda: answers.append(request(port, "POST", "/start", {"case_no": "C9"}))
+    )
+    asking.start()
+    wait_for(lambda: keypad.app.state == "ask")
+    keypad.presses.put(levels.KEY_STARS.index(4))
+    asking.join(timeout=10)
+    assert answers == [(200, {"case_no": "C9", "result": "rated", "record_id": "kp-01:1"})]
+    assert request(port, "GET", "/status")[0] == 200
 
 
 def test_a_case_nobody_rates_returns_timeout(window):

@@ -55,7 +55,10 @@ def parse_mqtt_url(url: str) -> tuple[str, int]:
 def _app(args):
     from sync_server import create_app
 
-    return create_app({"DATABASE_URL": args.db} if args.db else None)
+    config = {"DATABASE_URL": args.db} if args.db else {}
+    if getattr(args, "plain_http", False):
+        config["SESSION_COOKIE_SECURE"] = False
+    return create_app(config or None)
 
 
 def _fail(message: str) -> int:
@@ -230,6 +233,11 @@ def register(commands) -> None:
     )
     serve_parser.add_argument("--host", default="127.0.0.1", help="web address (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, default=8080, help="web port (default 8080)")
+    serve_parser.add_argument(
+        "--plain-http",
+        action="store_true",
+        help="session cookie without Secure, for a browser reaching this port over plain HTTP",
+    )
     serve_parser.add_argument(
         "--share-group",
         help="share the ingest with the collectors of this group (MQTT shared subscriptions)",

@@ -324,3 +324,14 @@ def test_the_new_pages_speak_english_on_request(engine_app):
         page = admin.get(path).get_data(as_text=True)
         for word in words:
             assert word in page, (path, word)
+
+
+def test_serve_can_drop_the_secure_flag_for_plain_http(tmp_path):
+    from hcp.cli import build_parser
+    from sync_server.cli import _app
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    plain = build_parser().parse_args(["collector", "serve", "--db", url, "--plain-http"])
+    default = build_parser().parse_args(["collector", "serve", "--db", url])
+    assert _app(plain).config["SESSION_COOKIE_SECURE"] is False
+    assert _app(default).config["SESSION_COOKIE_SECURE"] is True

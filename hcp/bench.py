@@ -105,21 +105,10 @@ def make_stream(devices: int, records: int, batch: int):
     stream = []
     for device_id, key in keys.items():
         for start in range(1, per_device + 1, batch):
-            recs = []
-            for seq in range(start, min(start + batch, per_device + 1)):
-                rec = {
-                    "id": f"{device_id}:{seq}",
-                    "device_id": device_id,
-                    "seq": seq,
-                    "stars": 5 - seq % 5,
-                    "channel": "keypad",
-                    "rated_at": "2026-11-26T08:30:00Z",
-                    "clock": "ntp",
-                    "origin": "citizen",
-                    "attempt": 1,
-                }
-                rec["sig"] = sign.sign(rec, key)
-                recs.append(rec)
+            recs = [
+                bench_record(device_id, seq, key)
+                for seq in range(start, min(start + batch, per_device + 1))
+            ]
             payload = messages.encode(messages.batch(device_id, start, recs))
             stream.append((topics.topic(device_id, topics.UP_EV), payload, len(recs)))
     return stream, keys
@@ -277,7 +266,8 @@ def latency_section(args, kind, console) -> dict:
     return figures
 
 
-def backlog_record(device_id: str, seq: int, key: bytes) -> dict:
+def bench_record(device_id: str, seq: int, key: bytes, **extra) -> dict:
+    """A signed keypad record as a keypad makes it (levels in turn)."""
     rec = {
         "id": f"{device_id}:{seq}",
         "device_id": device_id,
@@ -288,11 +278,14 @@ def backlog_record(device_id: str, seq: int, key: bytes) -> dict:
         "clock": "ntp",
         "origin": "citizen",
         "attempt": 1,
-        "boot_id": "b0000001",
-        "uptime_ms": seq * 1000,
+        **extra,
     }
     rec["sig"] = sign.sign(rec, key)
     return rec
+
+
+def backlog_record(device_id: str, seq: int, key: bytes) -> dict:
+    return bench_record(device_id, seq, key, boot_id="b0000001", uptime_ms=seq * 1000)
 
 
 def fill_store(folder: Path, records: list[dict]) -> None:

@@ -163,25 +163,27 @@ class FaultRun:
         slot.keypad.network.link_up = True
 
     def count(self, kept, report):
-        """Compare what each device made, {device_id: (last_seq, counts)}, with the store."""
-        ev = db.evaluations.c
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(ev.device_id, ev.seq, ev.stars)).all()
-            report.quarantined = conn.execute(
-                select(func.count()).select_from(db.quarantine)
-            ).scalar()
-        stored = {}
-        for device_id, seq, stars in rows:
-            stored.setdefault(device_id, {})[seq] = stars
-        report.stored = len(rows)
-        for device_id, (last_seq, counts) in kept.items():
-            report.made += last_seq
-            have = stored.get(device_id, {})
-            report.missing += [f"{device_id}:{s}" for s in range(1, last_seq + 1) if s not in have]
-            report.unexpected += [f"{device_id}:{s}" for s in have if not 1 <= s <= last_seq]
-            got = Counter(str(stars) for stars in have.values())
-            if any(got.get(k, 0) != v for k, v in counts.items()):
-                report.count_mismatches.append(f"{device_id}: device {counts}, stored {dict(got)}")
+        count_stored(self.engine, kept, report)
+
+
+def count_stored(engine, kept, report) -> None:
+    """Compare what each device made, {device_id: (last_seq, counts)}, with the store."""
+    ev = db.evaluations.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(ev.device_id, ev.seq, ev.stars)).all()
+        report.quarantined = conn.execute(select(func.count()).select_from(db.quarantine)).scalar()
+    stored = {}
+    for device_id, seq, stars in rows:
+        stored.setdefault(device_id, {})[seq] = stars
+    report.stored = len(rows)
+    for device_id, (last_seq, counts) in kept.items():
+        report.made += last_seq
+        have = stored.get(device_id, {})
+        report.missing += [f"{device_id}:{s}" for s in range(1, last_seq + 1) if s not in have]
+        report.unexpected += [f"{device_id}:{s}" for s in have if not 1 <= s <= last_seq]
+        got = Counter(str(stars) for stars in have.values())
+        if any(got.get(k, 0) != v for k, v in counts.items()):
+            report.count_mismatches.append(f"{device_id}: device {counts}, stored {dict(got)}")
 
 
 # -- `hcp sim fault` ---------------------------------------------------------

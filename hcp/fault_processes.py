@@ -29,11 +29,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 from hcp.broker import MosquittoBroker, free_port
-from hcp.fault import FAST, Report
+from hcp.fault import FAST, Report, count_stored
 from sync_server import db
 
 KINDS = ("collector", "keypads", "broker")
@@ -180,7 +179,7 @@ class ProcessFaultRun:
         for device_id, _key in devices:
             store = Store(str(self.workdir / device_id))  # after its host has stopped
             kept[device_id] = (store.last_seq, dict(store.counts))
-        _count(engine, kept, report)
+        count_stored(engine, kept, report)
         engine.dispose()
         return report
 
@@ -225,27 +224,6 @@ class ProcessFaultRun:
                 return True
             time.sleep(0.5)
         return False
-
-
-def _count(engine, kept, report) -> None:
-    from sqlalchemy import func, select
-
-    ev = db.evaluations.c
-    with engine.connect() as conn:
-        rows = conn.execute(select(ev.device_id, ev.seq, ev.stars)).all()
-        report.quarantined = conn.execute(select(func.count()).select_from(db.quarantine)).scalar()
-    stored: dict[str, dict[int, int]] = {}
-    for device_id, seq, stars in rows:
-        stored.setdefault(device_id, {})[seq] = stars
-    report.stored = len(rows)
-    for device_id, (last_seq, counts) in kept.items():
-        report.made += last_seq
-        have = stored.get(device_id, {})
-        report.missing += [f"{device_id}:{s}" for s in range(1, last_seq + 1) if s not in have]
-        report.unexpected += [f"{device_id}:{s}" for s in have if not 1 <= s <= last_seq]
-        got = Counter(str(stars) for stars in have.values())
-        if any(got.get(k, 0) != v for k, v in counts.items()):
-            report.count_mismatches.append(f"{device_id}: device {counts}, stored {dict(got)}")
 
 
 def run_with_processes(args, console) -> Report:

@@ -24,7 +24,7 @@ import time
 
 from device import config as device_config
 from device.compat import ticks_ms
-from device.main import LOOP_MS, build, start_watchdog
+from device.main import build, start_watchdog
 from device.store import seed
 from hardware.boards import sim as sim_board
 from protocols import levels

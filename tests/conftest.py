@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.harness.micropython_unix",
     "tests.harness.databases",
     "tests.harness.collector",
+    "tests.harness.virtual_board",
 ]

@@ -1,0 +1,151 @@
+# For tests and demos only: the MicroPython half of simulators/virtual_board.py.
+# It runs under MicroPython's unix port:
+#
+#   micropython32 virtual_board_exec.py ROOT STANDINS TOKEN BOOT
+#
+# ROOT is the board's file system (a folder on the host): it is mounted at
+# "/" (vfs.VfsPosix), so "/data/config.json" is ROOT/data/config.json, and
+# sys.path is the board's ['', '.frozen', '/lib']. STANDINS is the folder of
+# the stand-ins for `machine` and `network` (tests/harness/mp_unix_board/),
+# imported before the mount, with machine.reset()/soft_reset() added. BOOT
+# "1" runs /boot.py and /main.py first, as a board does after power-on.
+#
+# Programs come on stdin, each as a 4-byte big-endian length, a mode byte
+# (b"e": exec, b"s": one line of the friendly REPL, whose expression values
+# are printed) and the source. They run in one namespace, kept until the
+# process ends (a soft reset restarts the process). Their output goes to
+# stdout as it is made; after each program the executor writes TOKEN, a
+# status byte (b"0": done, b"R": machine.reset(), b"S": soft reset), the
+# length of the error text in decimal, b"\n" and the error text (a traceback,
+# as the raw REPL shows it).
+import io
+import sys
+
+ROOT, STANDINS, TOKEN, BOOT = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+TOKEN = TOKEN.encode()
+EXECUTOR_NAME = "virtual_board_exec.py"
+
+sys.path[:] = [STANDINS]
+import os  # noqa: E402
+
+import machine  # noqa: E402  (the stand-ins)
+import network  # noqa: E402,F401
+import vfs  # noqa: E402
+
+
+class HardReset(BaseException):
+    pass
+
+
+class SoftReset(BaseException):
+    pass
+
+
+def _reset():
+    raise HardReset()
+
+
+def _soft_reset():
+    raise SoftReset()
+
+
+machine.reset = _reset
+machine.soft_reset = _soft_reset
+
+
+class BoardFS(vfs.VfsPosix):
+    """The folder as a board's file system: ilistdir gives sizes too, as
+    littlefs and FAT do (VfsPosix leaves them out)."""
+
+    def ilistdir(self, path):
+        for entry in super().ilistdir(path):
+            size = 0
+            if entry[1] == 0x8000:
+                try:
+                    size = self.stat(path.rstrip("/") + "/" + entry[0])[6]
+                except OSError:
+                    pass
+            yield (entry[0], entry[1], 0, size)
+
+
+vfs.umount("/")
+vfs.mount(BoardFS(ROOT), "/")
+os.chdir("/")
+sys.path[:] = ["", ".frozen", "/lib"]
+
+out = sys.stdout.buffer
+inp = sys.stdin.buffer
+namespace = {"__name__": "__main__"}
+
+
+def read_exactly(n):
+    data = b""
+    while len(data) < n:
+        try:
+            chunk = inp.read(n - len(data))
+        except KeyboardInterrupt:
+            continue  # a Ctrl-C that came as the last program ended
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def finish(status, error):
+    data = TOKEN + status + str(len(error)).encode() + b"\n" + error
+    while True:
+        try:
+            out.write(data)
+            return
+        except KeyboardInterrupt:
+            continue
+
+
+def run(source, mode, filename="<stdin>"):
+    """Run one program; returns (status byte, error text)."""
+    try:
+        code = compile(source, filename, mode)
+        exec(code, namespace)
+    except HardReset:
+        return b"R", b""
+    except SoftReset:
+        return b"S", b""
+    except SystemExit:
+        return b"S", b""
+    except BaseException as exc:  # noqa: B036 (KeyboardInterrupt is reported too)
+        text = io.StringIO()
+        sys.print_exception(exc, text)
+        # the executor's own frame is not the board's: leave it out
+        lines = [line for line in text.getvalue().split("\n") if EXECUTOR_NAME not in line]
+        return b"0", "\n".join(lines).encode()
+    return b"0", b""
+
+
+def boot():
+    for name in ("boot.py", "main.py"):
+        try:
+            with open(name) as f:
+                source = f.read()
+        except OSError:
+            continue
+        status, error = run(source, "exec", name)
+        if status != b"0" or error:
+            return status, error
+    return b"0", b""
+
+
+if BOOT == "1":
+    status, error = boot()
+    finish(status, error)
+
+while True:
+    header = read_exactly(5)
+    if header is None:
+        break
+    length = int.from_bytes(header[:4], "big")
+    mode = "single" if header[4:5] == b"s" else "exec"
+    source = read_exactly(length)
+    if source is None:
+        break
+    status, error = run(source, mode)
+    finish(status, error)

@@ -383,6 +383,26 @@ def add_device(
         )
 
 
+def update_device(
+    engine: Engine, device_id: str, key_hex: str | None = None, window_id: str | None = None
+) -> bool:
+    """Give a registered device a new key (re-provisioning: the old key stops
+    verifying) and/or bind it to a window. False when the id is not registered.
+    A running collector caches keys: Ingestor.forget(device_id) drops its copy."""
+    values = {}
+    if key_hex is not None:
+        values["key_hex"] = key_hex
+    if window_id is not None:
+        values["window_id"] = window_id
+    if not values:
+        raise ValueError("update_device: nothing to change")
+    with engine.begin() as conn:
+        done = conn.execute(
+            devices.update().where(devices.c.device_id == device_id).values(**values)
+        )
+    return done.rowcount == 1
+
+
 def count_evaluations(engine: Engine) -> int:
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(evaluations)).scalar()

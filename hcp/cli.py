@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    from hcp import bench, demo, fault, font, kiosk, sim_keypad, window
+    from hcp import bench, demo, fault, font, kiosk, provision, sim_keypad, window
     from sync_server import cli as collector_cli
 
     demo.register(commands)
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     window.register(commands)
     kiosk.register(commands)
     font.register(commands)
+    provision.register(commands)
     collector_cli.register(commands)
     return parser
 

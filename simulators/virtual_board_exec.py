@@ -5,7 +5,7 @@
 #
 # ROOT is the board's file system (a folder on the host): it is mounted at
 # "/" (vfs.VfsPosix), so "/data/config.json" is ROOT/data/config.json, and
-# sys.path is the board's ['', '.frozen', '/lib']. STANDINS is the folder of
+# sys.path is the board's ['', '.frozen', '/lib'] ("lib": see below). STANDINS is the folder of
 # the stand-ins for `machine` and `network` (tests/harness/mp_unix_board/),
 # imported before the mount, with machine.reset()/soft_reset() added. BOOT
 # "1" runs /boot.py and /main.py first, as a board does after power-on.
@@ -67,11 +67,26 @@ class BoardFS(vfs.VfsPosix):
                     pass
             yield (entry[0], entry[1], 0, size)
 
+    def rename(self, old, new):
+        # VfsPosix with a root builds both host paths in one buffer (1.28), so
+        # the old path is lost and rename fails with ENOENT: use a root-less one
+        def host(path):
+            if not path.startswith("/"):
+                path = os.getcwd().rstrip("/") + "/" + path
+            return ROOT.rstrip("/") + path
+
+        HOST.rename(host(old), host(new))
+
+
+HOST = vfs.VfsPosix()
+
 
 vfs.umount("/")
 vfs.mount(BoardFS(ROOT), "/")
 os.chdir("/")
-sys.path[:] = ["", ".frozen", "/lib"]
+# the port reads modules through host paths (only stat goes through the VFS), so
+# the board's "/lib" is given relative to the process's folder, which is ROOT
+sys.path[:] = ["", ".frozen", "lib"]
 
 out = sys.stdout.buffer
 inp = sys.stdin.buffer

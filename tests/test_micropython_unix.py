@@ -407,7 +407,9 @@ def test_offline_ratings_reconnects_and_commands_on_the_unix_port(
     # sync_now goes through device.commands (status is answered by sync itself)
     assert run.event("commands")["done"] == [["c-sync", True]]
     status = answers["c-status"]
-    assert status["ok"] is True and status["result"]["last_seq"] == 40
-    assert status["result"]["counts"] == {"1": 8, "2": 8, "3": 8, "4": 8, "5": 8}
+    # answered at the first drain that saw the command (after 20 or after 40 ratings)
+    made = status["result"]["last_seq"]
+    assert status["ok"] is True and made in (20, 40)
+    assert status["result"]["counts"] == {str(stars): made // 5 for stars in range(1, 6)}
     assert answers["c-sync"]["ok"] is True and "c-forged" not in answers
     assert stored_ids(collector) == [f"{DEVICE_ID}:{seq}" for seq in range(1, 41)]

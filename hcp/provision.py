@@ -48,6 +48,7 @@ CONFIG_PATH = DATA_DIR + "/config.json"
 MAIN_PY = "from device.main import main\n\nmain()\n"
 BUNDLE_FORMAT = "hcp-provision-bundle"
 CHUNK = 256  # bytes per fs write (mpremote's own chunk; fits any board's raw REPL)
+READ_TIMEOUT_S = 2  # one read from the board; the overall waits are mpremote's
 FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
 
 
@@ -144,6 +145,8 @@ class Board:
             raise ProvisionError(
                 f"无法打开串口 {port} / cannot open {port}: {exc.args[0]}"
             ) from None
+        # mpremote reads a pty without a timeout (a silent board would hang it)
+        self.transport.serial.timeout = READ_TIMEOUT_S
         try:
             with contextlib.redirect_stdout(quiet):
                 self.transport.enter_raw_repl(soft_reset=True, timeout_overall=timeout)
@@ -224,10 +227,12 @@ def choose_port(port: str | None, progress: Progress) -> str:
         return port
     from serial.tools import list_ports
 
-    ports = sorted(list_ports.comports(), key=lambda p: p.device)
+    # USB serial ports only (as mpremote's "auto"): a board is plugged in by USB,
+    # and the legacy /dev/ttyS* a PC lists are never it
+    ports = sorted((p for p in list_ports.comports() if p.vid is not None), key=lambda p: p.device)
     if not ports:
         raise ProvisionError(
-            "没有找到串口 / no serial port found: connect the board by USB, or give --port"
+            "没有找到 USB 串口 / no USB serial port found: connect the board by USB, or give --port"
         )
     for p in ports:
         progress.say(f"  {p.device}  {p.description}")

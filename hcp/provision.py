@@ -675,22 +675,28 @@ def provision(args) -> int:
 def broker_auth(args, engine, progress: Progress) -> None:
     from sync_server import broker_auth as auth
     from sync_server import db
-    from sync_server.cli import parse_mqtt_url
 
     password = args.collector_password or os.environ.get("HCP_COLLECTOR_PASSWORD")
     if not password:
         raise ProvisionError(
             "--broker-auth-dir: 需要 / needs --collector-password (or HCP_COLLECTOR_PASSWORD)"
         )
-    port = parse_mqtt_url(args.mqtt)[1] if args.mqtt else args.broker_port
-    with progress.step(f"写入消息服务器密码文件 / broker password file in {args.broker_auth_dir}"):
-        auth.write_files(
-            args.broker_auth_dir,
-            db.device_keys(engine),
-            password,
-            port,
-            collectors=args.collectors,
+    folder = Path(args.broker_auth_dir)
+    if not (folder / "passwd").is_file():
+        raise ProvisionError(
+            f"--broker-auth-dir: {folder} has no passwd: write it first with "
+            "hcp collector broker-auth --out"
         )
+    with progress.step(f"写入消息服务器密码文件 / broker passwd and acl in {folder}"):
+        # passwd and acl only, each replaced by a rename; hcp.conf (the listener,
+        # its port and address) stays as the operator's broker-auth wrote it
+        work = Path(tempfile.mkdtemp(prefix=".hcp-provision-", dir=folder))
+        try:
+            auth.write_files(work, db.device_keys(engine), password, collectors=args.collectors)
+            for name in ("passwd", "acl"):
+                os.replace(work / name, folder / name)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     if args.broker_pid:
         with progress.step(f"重新加载 Mosquitto / reload Mosquitto (SIGHUP to {args.broker_pid})"):
             try:

@@ -314,3 +314,78 @@ def test_a_board_that_does_not_answer(collector, capsys):
         os.close(master)
         os.close(slave)
     assert device_row(_engine, "kp-x") is None  # nothing registered
+
+
+def test_broker_auth_dir_lets_the_new_device_in(virtual_board, collector, tmp_path):
+    """A broker locked down by broker-auth (two collector logins): provisioning
+    rewrites passwd and acl and sends the test's own Mosquitto SIGHUP; the
+    keypad logs in with its new key, the watch uses the second collector
+    login, and the running collector is not pushed off."""
+    from hcp.broker import MosquittoBroker, free_port
+    from sync_server import broker_auth
+    from sync_server.ingest import IngestService
+    from tests.harness.broker import require_kind
+
+    require_kind("mosquitto")
+    engine, url = collector
+    password = "collector-secret-1"
+    auth_dir = tmp_path / "auth"
+    port = free_port()
+    broker_auth.write_files(
+        auth_dir, db.device_keys(engine), password, port, "127.0.0.1", collectors=2
+    )
+    conf_before = (auth_dir / broker_auth.CONF_NAME).read_text()
+    broker = MosquittoBroker(workdir=tmp_path / "broker", auth_dir=auth_dir).start()
+    service = IngestService(engine, broker.host, broker.port, client_id=broker_auth.COLLECTOR_USER,
+                            username=broker_auth.COLLECTOR_USER, password=password)  # fmt: skip
+    disconnects = []
+    on_disconnect = service.client.on_disconnect
+
+    def record_disconnect(client, userdata, flags, reason_code, props):
+        disconnects.append(reason_code)
+        on_disconnect(client, userdata, flags, reason_code, props)
+
+    service.client.on_disconnect = record_disconnect
+    service.start()
+    try:
+        run, _ = hcp(
+            "provision",
+            "--port",
+            virtual_board.port,
+            "--db",
+            url,
+            "--device-id",
+            "kp-c03-01",
+            "--window",
+            "C03",
+            "--broker-host",
+            broker.host,
+            "--broker-port",
+            str(broker.port),
+            "--mqtt",
+            f"mqtt://hcp-collector-2:{password}@{broker.host}:{broker.port}",
+            "--broker-auth-dir",
+            str(auth_dir),
+            "--collector-password",
+            password,
+            "--collectors",
+            "2",
+            "--broker-pid",
+            str(broker._proc.pid),
+            "--flash",
+            "--timeout",
+            "30",
+            *OFFLINE_SETTINGS,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "设备已上线 / kp-c03-01 is online" in run.stdout
+        assert "kp-c03-01:" in (auth_dir / "passwd").read_text()
+        assert (auth_dir / broker_auth.CONF_NAME).read_text() == conf_before
+        deadline = time.monotonic() + 15
+        while device_row(engine, "kp-c03-01").last_seen is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert json.loads(device_row(engine, "kp-c03-01").status)["online"] is True
+        assert disconnects == []
+    finally:
+        service.stop()
+        broker.stop()

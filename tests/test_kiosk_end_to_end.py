@@ -19,7 +19,7 @@ from hcp.broker import free_port
 from kiosk.service import SyncWorker, serve_http
 from protocols import messages, topics
 from sync_server import db
-from sync_server.ingest import IngestService
+from tests.harness.collector import running_ingest
 from tests.test_kiosk_flow import DEVICE, KEY, KEY_HEX, Kiosk, demo_config
 
 
@@ -38,14 +38,9 @@ def wait_for(predicate, kiosk=None, timeout=20, what="condition"):
 
 @pytest.fixture
 def collector(broker, tmp_path):
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'collector.db'}")
-    db.init(engine)
-    db.add_device(engine, DEVICE, KEY_HEX, kind="kiosk")
-    service = IngestService(engine, broker.host, broker.port, client_id="collector-kiosk-test")
-    service.start()
-    yield service
-    service.stop()
-    engine.dispose()
+    with running_ingest(broker, tmp_path, "collector-kiosk-test") as service:
+        db.add_device(service.ingestor.engine, DEVICE, KEY_HEX, kind="kiosk")
+        yield service
 
 
 @pytest.fixture

@@ -19,20 +19,15 @@ from sqlalchemy import select
 
 from hcp.cli import build_parser
 from sync_server import db
-from sync_server.ingest import IngestService
+from tests.harness.collector import running_ingest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def collector(broker, tmp_path):
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'collector.db'}")
-    db.init(engine)
-    service = IngestService(engine, broker.host, broker.port, client_id="collector-gui-test")
-    service.start()
-    yield engine
-    service.stop()
-    engine.dispose()
+    with running_ingest(broker, tmp_path, "collector-gui-test") as service:
+        yield service.ingestor.engine
 
 
 def free_port():

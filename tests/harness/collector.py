@@ -110,3 +110,20 @@ def viewer(client):
     """The test client, logged in as the viewer."""
     AuthActions(client).login("viewer")
     return client
+
+
+@contextlib.contextmanager
+def running_ingest(broker, tmp_path, client_id: str, database_url: str | None = None):
+    """The collector's MQTT ingest on `broker`, storing in SQLite under
+    tmp_path (or `database_url`); yields the running IngestService."""
+    from sync_server.ingest import IngestService
+
+    engine = db.make_engine(database_url or f"sqlite:///{tmp_path / 'collector.db'}")
+    db.init(engine)
+    service = IngestService(engine, broker.host, broker.port, client_id=client_id)
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+        engine.dispose()

@@ -98,6 +98,11 @@ def _hcp_exists(p):
         return True
     except OSError:
         return False
+def _hcp_size(p):
+    try:
+        return os.stat(p)[6]
+    except OSError:
+        return 0
 try:
     _u = tuple(os.uname())
 except AttributeError:
@@ -125,6 +130,7 @@ print(repr({'impl': sys.implementation.name,
  'machine': getattr(sys.implementation, '_machine', ''),
  'platform': sys.platform, 'uname': _u, 'config': _c, 'device_id': _id,
  'state': _hcp_exists('/data/state') or _hcp_exists('/data/state.tmp'),
+ 'journal': _hcp_size('/data/journal'),
  'firmware': _fw}))
 """
 
@@ -468,7 +474,11 @@ def print_label(progress: Progress, device_id: str, window: str | None, png: str
     progress.say(
         f"[bold]设备标签 / device label[/bold]: {device_id}   窗口 window: {window or '—'}"
     )
-    progress.console.print(qr_text(device_id), markup=False, highlight=False)
+    try:
+        progress.console.print(qr_text(device_id), markup=False, highlight=False)
+    except ImportError:
+        progress.say("  (没有 qrcode / no QR code: pip install 'hcp[kiosk]' for qrcode and pygame)")
+        return
     if png:
         write_label(Path(png), device_id, window)
         progress.say(f"标签图片 / label written to {png}")
@@ -607,6 +617,14 @@ def provision(args) -> int:
                 f"板子已配置为 {info['device_id']} / the board is provisioned as "
                 f"{info['device_id']}: erase its /data first (mpremote fs rm -r :/data) if it "
                 "holds no ratings"
+            )
+        if args.reprovision and info.get("journal"):
+            # its records are signed with the old key: after a new one they would
+            # all be quarantined. The journal is emptied once everything is acked.
+            raise ProvisionError(
+                f"板子上还有未上传的评价 / the board still holds unsent ratings "
+                f"({info['journal']} B in /data/journal), signed with the old key: let it "
+                "send them first (its status on the devices page shows the queue)"
             )
         if entry is not None:  # marked used before the board is written: never two boards
             entry["used"] = {"at": _utc(), "window": args.window, "board": describe_board(info)}

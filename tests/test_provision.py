@@ -190,6 +190,20 @@ def test_reprovision_gives_a_new_key_and_keeps_the_seq(virtual_board_factory, co
     )
     assert outcome.stored == [43]
 
+    # ratings still queued on the board (signed with the current key): refused,
+    # since with a new key they would all be quarantined
+    journal = board.root / "data" / "journal"
+    journal.write_text("00000000 {}\n")
+    key_now = device_row(engine, "kp-b02-01").key_hex
+    run, _ = hcp(*args, "--reprovision")
+    assert run.returncode == 1
+    assert run.stderr.strip() == (
+        "错误 error: 板子上还有未上传的评价 / the board still holds unsent ratings "
+        "(12 B in /data/journal), signed with the old key: let it send them first "
+        "(its status on the devices page shows the queue)"
+    )
+    assert device_row(engine, "kp-b02-01").key_hex == key_now
+
     # a wiped board (no state) re-provisioned: no state written, the keypad asks (§3.6)
     for name in ("state", "journal"):
         (board.root / "data" / name).unlink(missing_ok=True)

@@ -8,8 +8,6 @@ import http.client
 import json
 import secrets
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +18,7 @@ from sqlalchemy import select
 from hcp.cli import build_parser
 from sync_server import db
 from tests.harness.collector import running_ingest
+from tests.harness.window_pc import running_window
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,27 +71,8 @@ def gui(broker, collector, tmp_path, monkeypatch):
 def window_pc(gui):
     """`hcp window --port /dev/pts/N` on the keypad's pseudo-terminal."""
     session, _ = gui
-    http_port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hcp", "window", "--port", session.port,
-         "--http-port", str(http_port), "--extra-wait", "5"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", http_port), timeout=0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read().decode()
-                assert time.monotonic() < deadline, "hcp window did not start"
-                time.sleep(0.05)
+    with running_window(session.port, extra_wait=5) as http_port:
         yield http_port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)
-        proc.stderr.close()
 
 
 def pump(window, until, seconds=20, what="condition"):

@@ -7,7 +7,6 @@ import os
 import queue
 import random
 import select
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from hcp.window import NoAnswer, Refused, WindowPort
 from protocols import levels
 from protocols import serial as proto
 from tests.harness.records import seeded
+from tests.harness.window_pc import running_window
 
 KEY = b"k" * 32
 
@@ -301,30 +301,10 @@ def window(tmp_path):
     keypad = Keypad(make_app(tmp_path, confirm_ms=2000), PtyUART(master))
     keypad.pc_tty = os.ttyname(slave)  # the PC's end of the line
     keypad.start()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        http_port = sock.getsockname()[1]
-    root = Path(__file__).resolve().parent.parent
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hcp", "window", "--port", os.ttyname(slave),
-         "--http-port", str(http_port), "--extra-wait", "1"],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", http_port), timeout=0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read().decode()
-                assert time.monotonic() < deadline, "hcp window did not start"
-                time.sleep(0.05)
-        yield keypad, http_port
+        with running_window(os.ttyname(slave)) as http_port:
+            yield keypad, http_port
     finally:
-        proc.terminate()
-        proc.wait(timeout=5)
-        proc.stderr.close()
         keypad.stop.set()
         keypad.join(timeout=2)
         os.close(master)

@@ -626,6 +626,8 @@ def provision(args) -> int:
                 f"({info['journal']} B in /data/journal), signed with the old key: let it "
                 "send them first (its status on the devices page shows the queue)"
             )
+        if not args.flash and not info.get("firmware"):
+            raise ProvisionError("板子上没有 hcp 固件 / the board has no hcp firmware: add --flash")
         if entry is not None:  # marked used before the board is written: never two boards
             entry["used"] = {"at": _utc(), "window": args.window, "board": describe_board(info)}
             write_json_atomically(Path(args.bundle), bundle)
@@ -633,8 +635,6 @@ def provision(args) -> int:
             with progress.step("写入固件 / flash the firmware (mpy-cross, mpremote)"):
                 size = flash(board, info, settings.get("board"))
             progress.say(f"  {size} B .mpy")
-        elif not info.get("firmware"):
-            raise ProvisionError("板子上没有 hcp 固件 / the board has no hcp firmware: add --flash")
         with progress.step("写入配置和密钥 / write config and key (config.json.tmp, rename)"):
             board.mkdirs([DATA_DIR])
             board.write_atomically(CONFIG_PATH, json.dumps(settings, ensure_ascii=False).encode())

@@ -238,6 +238,16 @@ def test_offline_bundle_then_reconcile(virtual_board, collector, tmp_path):
         row = device_row(engine, device_id)
         assert row is not None and row.window_id is None
 
+    # a board without the firmware and no --flash: refused before the entry is used
+    run, _ = hcp(
+        "provision", "--bundle", str(bundle), "--port", virtual_board.port, "--window", "V07"
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip() == (
+        "错误 error: 板子上没有 hcp 固件 / the board has no hcp firmware: add --flash"
+    )
+    assert json.loads(bundle.read_text()) == data
+
     # in the village: no database, no network
     run, seconds = hcp(
         "provision",

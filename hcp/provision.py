@@ -528,6 +528,12 @@ def run(args) -> int:
         return provision(args)
     except ProvisionError as exc:
         return _fail(str(exc))
+    except Exception as exc:
+        from mpremote.transport import TransportError
+
+        if isinstance(exc, (TransportError, OSError)):  # serial errors are OSErrors
+            return _fail(f"与板子的连接中断 / the link to the board broke: {exc}")
+        raise
 
 
 def _settings(args, device_id: str, key_hex: str, broker_host: str, broker_port: int) -> dict:

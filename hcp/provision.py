@@ -530,8 +530,9 @@ def run(args) -> int:
         return _fail(str(exc))
     except Exception as exc:
         from mpremote.transport import TransportError
+        from serial import SerialException
 
-        if isinstance(exc, (TransportError, OSError)):  # serial errors are OSErrors
+        if isinstance(exc, (TransportError, SerialException)):
             return _fail(f"与板子的连接中断 / the link to the board broke: {exc}")
         raise
 

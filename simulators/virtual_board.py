@@ -63,6 +63,17 @@ CTRL_A, CTRL_B, CTRL_C, CTRL_D, CTRL_E = 1, 2, 3, 4, 5
 FRIENDLY, RAW, PASTE = "friendly", "raw", "paste"
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the process that started it ends
+    (Linux), so a board whose owner was killed leaves no MicroPython behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class VirtualBoard:
     def __init__(
         self,
@@ -163,6 +174,7 @@ class VirtualBoard:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             bufsize=0,
+            preexec_fn=_die_with_parent,
         )
         os.set_blocking(self._proc.stdout.fileno(), False)
         self._out.clear()
@@ -445,6 +457,11 @@ def main(argv=None) -> int:
         from tests.harness.micropython_unix import micropython32_path
 
         binary = micropython32_path()
+
+    def stop_on_term(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_term)  # `kill` stops it as Ctrl-C does
     board = VirtualBoard(args.root, binary, heapsize=args.heapsize).start()
     print(f"virtual board on {board.port} (file system {board.root}); Ctrl-C stops it", flush=True)
     try:

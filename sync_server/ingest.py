@@ -202,6 +202,20 @@ class Ingestor:
         """Drop a cached device (after its key or kind changed)."""
         self._devices.pop(device_id, None)
 
+    def _classify(self, conn, msg: dict, device_id: str) -> tuple[Device | None, Plan]:
+        """classify() with the cached device; if a signature fails with the
+        cached key, the device is read again (re-provisioning gives it a new
+        key while the collector runs) and the batch decided with what it holds."""
+        device = self.device(conn, device_id)
+        plan = classify(msg, device_id, device)
+        if device is not None and any(h.reason.startswith("sig: ") for h in plan.held):
+            self.forget(device_id)
+            fresh = self.device(conn, device_id)
+            if fresh is None or fresh.key != device.key or fresh.kind != device.kind:
+                device = fresh
+                plan = classify(msg, device_id, device)
+        return device, plan
+
     def process(self, topic: str, payload: bytes, retained: bool = False) -> Outcome:
         """Decide about one message; `retained` is MQTT's flag (an old status
         replayed by the broker says nothing about the device's clock now)."""
@@ -270,8 +284,7 @@ class Ingestor:
         msg, reason = self._decode_batch(device_id, payload)
         if msg is None:
             return self._quarantine_in(conn, topic, device_id, reason, payload, received_at)
-        device = self.device(conn, device_id)
-        plan = classify(msg, device_id, device)
+        device, plan = self._classify(conn, msg, device_id)
         if touched is not None:
             touched.add(device_id)
         stored = self._store_in(conn, topic, device_id, plan, received_at, touched is None)
@@ -328,9 +341,11 @@ class Ingestor:
         )
         if not retained:
             clock.record_boot_clock(conn, device_id, msg, received_at)
-        device = self.device(conn, device_id)
-        if device is not None and msg["online"] and msg.get("boot_id"):
-            self._answer_seq(conn, device, msg, outcome)
+        if msg["online"] and msg.get("boot_id"):
+            self.forget(device_id)  # the answer is signed with the key the device holds now
+            device = self.device(conn, device_id)
+            if device is not None:
+                self._answer_seq(conn, device, msg, outcome)
         return outcome
 
     @staticmethod
@@ -373,8 +388,8 @@ class Ingestor:
         msg, reason = self._decode_batch(device_id, payload)
         if msg is None:
             return self.quarantine_message(topic, device_id, reason, payload, received_at)
-        device = self.device(None, device_id)
-        plan = classify(msg, device_id, device)
+        with self.engine.connect() as conn:
+            device, plan = self._classify(conn, msg, device_id)
         outcome = self._store(topic, device_id, plan, received_at)
         return self._ack(msg, device, outcome)
 

@@ -192,3 +192,20 @@ def test_a_kiosk_signs_kiosk_records_only(engine, ingestor):
     )
     assert outcome.stored == [1]
     assert held(engine) == [("ks-01:2", "channel: device 'ks-01' is a kiosk")]
+
+
+def test_a_new_key_given_while_the_collector_runs_is_taken(engine, ingestor):
+    # re-provisioning: the cached key is stale; the first record that fails with
+    # it makes the collector read the device again
+    ingestor.process(EV, batch([signed(1)]))
+    new_key = secrets.token_bytes(32)
+    db.update_device(engine, "kp-01", key_hex=new_key.hex())
+    # the ingestor still holds the old key in its cache
+    outcome = ingestor.process(EV, batch([signed(2, key=new_key)], number=2))
+    assert messages.decode(outcome.ack_payload, messages.ACK)["stored"] == [2]
+    assert sign.verify(messages.decode(outcome.ack_payload), new_key), "acked with the new key"
+    stale = ingestor.process(EV, batch([signed(3)], number=3))  # the old key no longer verifies
+    assert stale.stored == [] and held(engine)[-1] == (
+        "kp-01:3",
+        "sig: does not verify with the key of device 'kp-01'",
+    )

@@ -415,12 +415,6 @@ def test_broker_auth_dir_lets_the_new_device_in(virtual_board, collector, tmp_pa
         broker.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a running collector keeps the key it cached (Ingestor.device) after "
-    "--reprovision: the device's new records are quarantined until the collector "
-    "restarts (sync_server/ingest.py, not this module's to change)",
-)
 def test_a_running_collector_takes_the_new_key(
     virtual_board, mosquitto_broker, collector, tmp_path
 ):

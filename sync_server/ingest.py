@@ -676,7 +676,14 @@ class IngestService:
                     break
             fresh = [m for generation, m in group if generation == self._generation]
             if fresh and not self._failed.is_set() and self._running.is_set():
-                self._handle(fresh)
+                try:
+                    self._handle(fresh)
+                except Exception:  # noqa: BLE001 - the worker must outlive anything
+                    # (publishing an ack or a PUBACK on a connection that just
+                    # broke): what was not PUBACKed comes again after the reconnect
+                    log.exception("ingest worker: a group failed after its commit")
+                    with self._lock:
+                        self.failures += 1
 
     def _handle(self, group) -> None:
         items = [(m.topic, m.payload, bool(m.retain)) for m in group]

@@ -38,3 +38,7 @@ class Keys:
                 if raw:
                     pressed.append(i)
         return pressed
+
+    def down(self, index):
+        """Whether key `index` is pressed, debounced (for simulators and tests)."""
+        return self._stable[index]

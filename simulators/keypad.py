@@ -180,11 +180,24 @@ class SimKeypad:
             return fn(self.device)
 
     def press_key(self, index: int) -> None:
+        """A finger holds the key until the keypad has felt it (its debounced
+        state), then lets go until it has felt that too: on a loaded machine
+        the keypad's loop may run less often than the debounce time, and a
+        press shorter than that would be lost (as a too-short tap is on a board)."""
         pin = self.machine.pins[sim_board.KEY_PINS[index]]
         pin.drive(0)  # active-low: pressed reads 0
-        time.sleep(HOLD_S)
+        self._until_felt(index, True)
         pin.drive(1)
+        self._until_felt(index, False)
+
+    def _until_felt(self, index: int, down: bool, limit_s: float = 5.0) -> None:
         time.sleep(HOLD_S)
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline and self._running.is_set():
+            device = self.device
+            if device is None or device.keys.down(index) == down:
+                return
+            time.sleep(0.005)
 
     def state(self) -> str:
         return self.call(lambda d: d.app.state)

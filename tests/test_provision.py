@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from device import store as device_store
 from hcp.cli import main as hcp_main
 from sync_server import db
 from tests.harness import records
@@ -192,14 +193,18 @@ def test_reprovision_gives_a_new_key_and_keeps_the_seq(virtual_board_factory, co
 
     # ratings still queued on the board (signed with the current key): refused,
     # since with a new key they would all be quarantined
+    # A well-formed line the firmware keeps whatever it does meanwhile: a damaged
+    # one would be cut off by a firmware booting after this write, and a record of
+    # this device might be acked away; one claiming another device stays unacked.
     journal = board.root / "data" / "journal"
-    journal.write_text("00000000 {}\n")
+    line = device_store._line({"a": records.signed(44, device_id="kp-zz")})
+    journal.write_bytes(line)
     key_now = device_row(engine, "kp-b02-01").key_hex
     run, _ = hcp(*args, "--reprovision")
     assert run.returncode == 1
     assert run.stderr.strip() == (
         "错误 error: 板子上还有未上传的评价 / the board still holds unsent ratings "
-        "(12 B in /data/journal), signed with the old key: let it send them first "
+        f"({len(line)} B in /data/journal), signed with the old key: let it send them first "
         "(its status on the devices page shows the queue)"
     )
     assert device_row(engine, "kp-b02-01").key_hex == key_now

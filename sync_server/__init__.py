@@ -96,6 +96,9 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     app.register_blueprint(analytics.bp)
     web.init_app(app)
     org_pages.init_app(app)
+    from sync_server import features
+
+    features.init_app(app)
     return app
 
 
@@ -126,24 +129,28 @@ def _instance_secret(instance_path: str) -> str:
 
 
 def compile_catalogs(source: Path, target: Path) -> Path:
-    """Compile each <locale>/LC_MESSAGES/*.po under `source` into `target` when stale.
+    """Compile the catalogs under `source` into `target` when stale.
 
-    A .mo is rewritten when it is missing or older than its .po, so a fresh
-    checkout needs no manual compile step. Returns `target`.
+    Each feature keeps its messages in its own <locale>/LC_MESSAGES/<name>.po;
+    all the .po files of a locale are merged into one messages.mo (a msgid
+    given twice must have one translation: tests/test_web.py checks). A .mo
+    is rewritten when it is missing or older than one of its .po files, so a
+    fresh checkout needs no manual compile step. Returns `target`.
     """
     from babel import Locale
     from babel.messages.mofile import write_mo
-    from babel.messages.pofile import read_po
 
-    for po_path in source.glob("*/LC_MESSAGES/*.po"):
-        locale = po_path.parent.parent.name
+    for folder in sorted(source.glob("*/LC_MESSAGES")):
+        po_paths = sorted(folder.glob("*.po"))
+        if not po_paths:
+            continue
+        locale = folder.parent.name
         # Babel names zh_CN "zh_Hans_CN" when it looks catalogs up: write both
         names = dict.fromkeys([locale, str(Locale.parse(locale))])
-        mo_paths = [target / name / "LC_MESSAGES" / (po_path.stem + ".mo") for name in names]
-        if all(_fresh(mo_path, po_path) for mo_path in mo_paths):
+        mo_paths = [target / name / "LC_MESSAGES" / "messages.mo" for name in names]
+        if all(_fresh(mo_path, po) for mo_path in mo_paths for po in po_paths):
             continue
-        with po_path.open("rb") as po_file:
-            catalog = read_po(po_file, locale=locale)
+        catalog = read_catalogs(po_paths, locale)
         for mo_path in mo_paths:
             mo_path.parent.mkdir(parents=True, exist_ok=True)
             # write aside and rename, so a concurrent start never reads half a file
@@ -152,6 +159,23 @@ def compile_catalogs(source: Path, target: Path) -> Path:
                 write_mo(mo_file, catalog)
             os.replace(partial, mo_path)
     return target
+
+
+def read_catalogs(po_paths, locale: str):
+    """The .po files of one locale as one catalog (later files add to it)."""
+    from babel.messages.pofile import read_po
+
+    merged = None
+    for po_path in po_paths:
+        with open(po_path, "rb") as po_file:
+            catalog = read_po(po_file, locale=locale)
+        if merged is None:
+            merged = catalog
+            continue
+        for message in catalog:
+            if message.id and message.id not in merged:
+                merged[message.id] = message
+    return merged
 
 
 def _fresh(mo_path: Path, po_path: Path) -> bool:

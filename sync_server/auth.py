@@ -62,13 +62,31 @@ CAPABILITIES = {
     "admin": {
         "ratings", "devices", "device_counts", "quarantine", "org_read", "org_write",
         "org_files", "tags_read", "tags_write", "pf_read", "pf_write", "audit", "users",
-        "tokens",
+        "tokens", "cases", "cases_work", "cases_review", "loop_settings", "rankings",
+        "service_events", "paper_entry", "qr_sheets", "fleet", "firmware", "outbox",
+        "outbox_read", "gaming",
     },
-    "supervisor": {"ratings", "devices", "org_read", "tags_read", "pf_read", "audit", "contact"},
-    "unit_manager": {"ratings", "org_read", "org_write", "contact"},
-    "technician": {"devices", "quarantine", "org_read", "tags_read", "pf_read"},
-    "clerk": {"ratings", "org_read"},
+    "supervisor": {
+        "ratings", "devices", "org_read", "tags_read", "pf_read", "audit", "contact",
+        "cases", "cases_review", "rankings", "outbox_read", "gaming",
+    },
+    "unit_manager": {
+        "ratings", "org_read", "org_write", "contact", "cases", "cases_work", "rankings",
+    },
+    "technician": {
+        "devices", "quarantine", "org_read", "tags_read", "pf_read", "qr_sheets", "fleet",
+    },
+    "clerk": {"ratings", "org_read", "service_events", "paper_entry"},
 }  # fmt: skip
+# What the capabilities of the later features mean:
+# cases: read the 差评 cases in scope; cases_work: act on them (verify, classify,
+# rectify, feed back, return visit, appeal); cases_review: decide appeals and
+# reopen closed cases; loop_settings: deadline and assignment rules, duty
+# contacts; rankings: rankings and 通报; service_events: register service
+# events (the business system's token has the clerk role); paper_entry: type
+# in paper cards; qr_sheets: print window QR sheets; fleet: device configuration
+# and commands; firmware: firmware bundles and rollouts; outbox / outbox_read:
+# the report to the province (act / read); gaming: evidence of gaming.
 MIN_PASSWORD = 8
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 

@@ -73,6 +73,9 @@ evaluations = Table(
     Column("excluded", Boolean, nullable=False, default=False),
     # a 差评 stored without a reason (no tag, no text): the call-back owes one
     Column("reason_owed", Boolean, nullable=False, default=False, server_default=false()),
+    # a later rating of a service event that was rated already (another channel,
+    # a late offline device): stored, never counted; the id of the one that counts
+    Column("repeat_of", String(100)),
     Index("ix_evaluations_device_seq", "device_id", "seq", unique=True),
     Index("ix_evaluations_rated_at", "rated_at"),
     Index("ix_evaluations_effective_at", "effective_at"),
@@ -422,3 +425,15 @@ def device_keys(engine: Engine) -> list[tuple[str, str]]:
                 select(devices.c.device_id, devices.c.key_hex).order_by(devices.c.device_id)
             )
         ]
+
+
+# Each feature keeps its tables in its own module, in this same metadata
+from sync_server import (  # noqa: E402,F401
+    schema_cases,
+    schema_channels,
+    schema_citizen,
+    schema_figures,
+    schema_fleet,
+    schema_outbox,
+    schema_rankings,
+)

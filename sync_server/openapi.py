@@ -358,6 +358,19 @@ DOCUMENT = {
 }
 
 
+def register(paths: dict, schemas: dict | None = None) -> None:
+    """A feature's API routes and schemas join the document (called from its
+    init_app; the same paths again are a no-op, so a second app is fine)."""
+    for path, item in paths.items():
+        if PATHS.get(path, item) != item:
+            raise ValueError(f"{path}: described twice, differently")
+        PATHS[path] = item
+    for name, schema in (schemas or {}).items():
+        if SCHEMAS.get(name, schema) != schema:
+            raise ValueError(f"schema {name}: described twice, differently")
+        SCHEMAS[name] = schema
+
+
 @bp.get("/api/v1/openapi.json")
 def document():
     return jsonify(DOCUMENT)

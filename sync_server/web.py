@@ -94,6 +94,15 @@ def _lang_url(code: str) -> str:
     return url_for(request.endpoint or "web.dashboard", **(request.view_args or {}), **args)
 
 
+def register_nav(app, endpoint: str, label, capability: str, prefix: str | None = None) -> None:
+    """A feature's entry in the header: shown to users who `can(capability)`,
+    marked active on `endpoint` or, with `prefix`, on every endpoint that
+    starts with it (a blueprint's name and a dot). `label` is a lazy_gettext."""
+    app.extensions.setdefault("hcp_nav", []).append(
+        {"endpoint": endpoint, "label": label, "capability": capability, "prefix": prefix}
+    )
+
+
 def init_app(app) -> None:
     app.add_template_filter(local_time, "local_time")
     app.add_template_filter(percent, "percent")
@@ -110,6 +119,7 @@ def init_app(app) -> None:
             "current_locale": get_locale().language,
             "page_url": _page_url,
             "lang_url": _lang_url,
+            "FEATURE_NAV": current_app.extensions.get("hcp_nav", ()),
         }
 
     for code in (403, 404, 405):

@@ -15,6 +15,7 @@ import json
 import pytest
 
 from sync_server import db, org
+from tests import access
 from tests.harness.collector import CSRF_FIELD, AuthActions, _password_hash, app_with_users
 from tests.harness.records import CONTACT, add_evaluation
 
@@ -49,6 +50,9 @@ def build_world(app):
     db.add_device(engine, "kp-01", "00" * 32, window_id="A01")
     add_evaluation(engine, "ws:1", 1, window_id="A01", contact=CONTACT, comment="闻韶的差评")
     add_evaluation(engine, "xg:1", 2, window_id="B01", contact=OTHER_CONTACT, comment="雪宫的差评")
+    for table in access.tables():  # each feature's part of the world
+        if hasattr(table, "build"):
+            table.build(app)
     return engine
 
 
@@ -145,6 +149,7 @@ ROUTES = [
     ("GET", "/analytics/export?format=csv", "ratings", None),
     ("GET", "/api/v1/analytics/units", "ratings", None),
     ("GET", "/api/v1/analytics/units?unit=370305001", "ratings", None),
+    *access.merged("ROUTES", list),
 ]  # fmt: skip
 GRANTS = {
     "admin": {"ratings", "devices", "quarantine", "pf_read", "pf_write", "org_read", "org_write", "org_files", "tags_read", "tags_write", "users", "tokens", "audit"},
@@ -154,6 +159,8 @@ GRANTS = {
     "technician": {"devices", "quarantine", "pf_read", "org_read", "tags_read"},
     "clerk": {"ratings", "org_read"},
 }  # fmt: skip
+for _role, _extra in access.merged("GRANTS", dict).items():
+    GRANTS[_role] = GRANTS[_role] | set(_extra)
 # what lies outside a unit-scoped user's subtree: (path, role) -> status
 OUTSIDE = {
     ("/evaluations/xg:1", "unit_manager"): 404,
@@ -172,18 +179,21 @@ OUTSIDE = {
     ("/org/move", "other_manager"): 404,
     ("/org/retire", "other_manager"): 404,
     ("/org/rename", "other_manager"): 404,
+    **access.merged("OUTSIDE", dict),
 }
 # figures of the other street, asked for by unit
 OUTSIDE_QUERY = {
     ("/analytics?unit=370305002", "unit_manager"): 404,
     ("/analytics?unit=370305002", "clerk"): 404,
     ("/api/v1/analytics/units?unit=370305001", "other_manager"): 404,
+    **access.merged("OUTSIDE_QUERY", dict),
 }
 SUCCESS = {"POST": 302, "PUT": 200, "GET": 200}
 SUCCESS_BY_PATH = {
     ("POST", "/evaluations/contact"): 200,
     ("POST", "/api/v1/contacts"): 200,
     ("POST", "/tokens"): 201,
+    **access.merged("SUCCESS_BY_PATH", dict),
 }
 
 
@@ -286,13 +296,13 @@ def test_every_route_of_the_app_is_in_the_table(world):
         ("/api/v1/evaluations/<path:record_id>", "/api/v1/evaluations/ws:1"),
         ("/api/v1/devices/<device_id>/days", "/api/v1/devices/kp-01/days"),
     }
-    examples = dict(known)
+    examples = dict(known) | access.merged("KNOWN", dict)
     # routes outside the matrix, each with its reason
     elsewhere = {
         "/login", "/logout", "/static/<path:filename>", "/api/v1/openapi.json",  # public or session
         "/org/staff/<code>/photo",  # tests/test_roles.py
         "/tags/import", "/tags/delete", "/users/disable", "/tokens/revoke",  # admin-only forms, tests/test_roles.py
-    }  # fmt: skip
+    } | access.merged("ELSEWHERE", set)  # fmt: skip
     for rule in world.url_map.iter_rules():
         if rule.rule in elsewhere:
             continue

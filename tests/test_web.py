@@ -19,12 +19,12 @@ from sqlalchemy import select
 from hcp.cli import main as hcp_main
 from protocols import messages
 from protocols.levels import LEVEL_NAMES
-from sync_server import CATALOG_DIR, PACKAGE_DIR, compile_catalogs, db
+from sync_server import CATALOG_DIR, PACKAGE_DIR, compile_catalogs, db, read_catalogs
 from sync_server.web import CHANNEL_LABELS, LEVEL_LABELS
 from tests.harness.collector import AuthActions
 from tests.harness.records import CONTACT, add_evaluation, set_status
 
-PO_PATH = CATALOG_DIR / "zh_CN" / "LC_MESSAGES" / "messages.po"
+PO_PATHS = sorted((CATALOG_DIR / "zh_CN" / "LC_MESSAGES").glob("*.po"))
 
 
 @pytest.fixture
@@ -236,8 +236,21 @@ def _message_ids():
 
 
 def _catalog():
-    with PO_PATH.open("rb") as po:
-        return read_po(po, locale="zh_CN")
+    return read_catalogs(PO_PATHS, "zh_CN")
+
+
+def test_a_message_in_two_feature_catalogs_has_one_translation():
+    seen = {}
+    clashes = []
+    for path in PO_PATHS:
+        with path.open("rb") as po:
+            for message in read_po(po, locale="zh_CN"):
+                if not message.id:
+                    continue
+                if message.id in seen and seen[message.id][1] != message.string:
+                    clashes.append((message.id, seen[message.id][0], path.name))
+                seen.setdefault(message.id, (path.name, message.string))
+    assert len(PO_PATHS) >= 1 and clashes == []
 
 
 def test_every_message_has_a_chinese_translation():
@@ -274,10 +287,13 @@ def test_catalogs_compile_when_missing_or_stale(tmp_path):
     (source / "zh_CN" / "LC_MESSAGES").mkdir(parents=True)
     po = source / "zh_CN" / "LC_MESSAGES" / "messages.po"
     po.write_text('msgid "Yes"\nmsgstr "是"\n', encoding="utf-8")
+    feature = source / "zh_CN" / "LC_MESSAGES" / "cases.po"  # a feature's own catalog
+    feature.write_text('msgid "Case"\nmsgstr "工单"\n', encoding="utf-8")
     target = compile_catalogs(source, tmp_path / "out")
     mo = target / "zh_CN" / "LC_MESSAGES" / "messages.mo"
     assert (target / "zh_Hans_CN" / "LC_MESSAGES" / "messages.mo").exists()
-    assert "是".encode() in mo.read_bytes()
+    assert "是".encode() in mo.read_bytes() and "工单".encode() in mo.read_bytes()
+    assert sorted(p.name for p in mo.parent.iterdir()) == ["messages.mo"]
 
     for compiled in target.glob("*/LC_MESSAGES/messages.mo"):  # a fresh .mo is left alone
         os.utime(compiled, (time.time() + 60, time.time() + 60))

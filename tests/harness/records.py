@@ -11,7 +11,7 @@ import secrets
 from sqlalchemy import select
 
 from protocols import messages, sign, topics
-from sync_server import db
+from sync_server import db, features
 
 KEY_HEX = "00" * 32  # kp-01's key unless a test gives another
 KEY = bytes.fromhex(KEY_HEX)
@@ -101,7 +101,7 @@ def add_evaluation(engine, id, stars, rated_at=RATED_AT, **fields):
     contact = fields.pop("contact", None)
     row.update(fields)
     with engine.begin() as conn:
-        conn.execute(db.evaluations.insert().values(**row))
+        features.store_evaluations(conn, engine, [row])
         if contact:
             conn.execute(
                 db.contacts.insert().values(record_id=id, contact=contact, received_at=db.utc_now())

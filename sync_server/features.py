@@ -1,0 +1,55 @@
+"""The collector's features beyond storing ratings, and the two points where
+they join the store.
+
+Each feature is one module of this package with, where it needs them:
+
+- ``init_app(app)``: registers its blueprints, nav entries and API paths;
+- ``before_store(conn, rows)``: called in the transaction that stores new
+  ratings, before they are inserted; may add collector-side columns to each
+  row dict (a repeat mark, say) but never changes what the rater gave;
+- ``after_store(conn, rows)``: called in the same transaction right after the
+  rows were inserted (figures, cases, the outbox); an exception rolls the
+  whole batch back, so nothing is stored without its consequences.
+
+`store_evaluations` is the one way new ratings enter the table: the MQTT
+ingest and the channels the collector serves itself (web, QR, SMS, paper)
+both go through it, so every rating gets the same treatment.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from sync_server import db
+
+# the order matters: channels marks repeats before figures, cases and the
+# outbox look at them
+FEATURES = ("channels", "citizen", "figures", "cases", "rankings", "fleet", "outbox")
+
+
+def modules():
+    return [importlib.import_module(f"sync_server.{name}") for name in FEATURES]
+
+
+def init_app(app) -> None:
+    for module in modules():
+        init = getattr(module, "init_app", None)
+        if init is not None:
+            init(app)
+
+
+def store_evaluations(conn, engine, rows: list[dict]) -> None:
+    """Insert new rating rows (their ids checked absent in this transaction)
+    with every feature's before/after step, in the caller's transaction."""
+    if not rows:
+        return
+    hooked = modules()
+    for module in hooked:
+        step = getattr(module, "before_store", None)
+        if step is not None:
+            step(conn, rows)
+    conn.execute(db.insert_ignoring_duplicates(engine, db.evaluations, "id"), rows)
+    for module in hooked:
+        step = getattr(module, "after_store", None)
+        if step is not None:
+            step(conn, rows)

@@ -1,0 +1,22 @@
+"""Deadline rules, the holiday calendar, rankings, 通报 and the public page (issue 9).
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-11-27
+"""
+
+import sqlalchemy as sa  # noqa: F401
+from alembic import op  # noqa: F401
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

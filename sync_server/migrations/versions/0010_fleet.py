@@ -1,0 +1,22 @@
+"""Device configuration, commands and firmware updates (issue 11).
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-11-27
+"""
+
+import sqlalchemy as sa  # noqa: F401
+from alembic import op  # noqa: F401
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

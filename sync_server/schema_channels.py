@@ -1,0 +1,36 @@
+"""Tables of service events and every rating channel (issue 10).
+
+They live in db.metadata (db.py imports this module), so the migrations test
+compares them with migrations/versions/0009_channels.py.
+
+A service event is one piece of business handled at a window, registered by
+the business system as it happens. Ratings bind to it by (case_no,
+service_no); the first rating of an event counts, a later one is stored with
+`evaluations.repeat_of` set and counts nowhere.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Index, Integer, String, Table
+
+from sync_server.db import metadata
+
+service_events = Table(
+    "service_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("case_no", String(64), nullable=False),  # 办件编号
+    Column("service_no", String(64), nullable=False),  # 服务编号 (one case, several services)
+    Column("item_code", String(64), nullable=False),  # 事项实施编码
+    Column("unit_id", String(64), nullable=False),  # org_units.id responsible
+    Column("window_id", String(64)),
+    Column("staff_id", String(64)),
+    Column("handled_at", String(20), nullable=False),  # UTC, YYYY-MM-DDTHH:MM:SSZ
+    Column("registered_at", String(32), nullable=False),  # UTC, when the collector got it
+    Column("source", String(16), nullable=False),  # api | window_pc | clerk | demo
+    Column("registered_by", String(80)),  # the user or token that registered it
+    Column("rating_id", String(100)),  # the rating that counts for it, once rated
+    Index("ux_service_events_case", "case_no", "service_no", unique=True),
+    Index("ix_service_events_window", "window_id", "handled_at"),
+    Index("ix_service_events_unit", "unit_id", "handled_at"),
+)

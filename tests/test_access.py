@@ -9,6 +9,7 @@ manager and a clerk of 闻韶街道, a unit manager of 雪宫街道, a technicia
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 
@@ -17,6 +18,7 @@ import pytest
 from sync_server import db, org
 from tests import access
 from tests.harness.collector import CSRF_FIELD, AuthActions, _password_hash, app_with_users
+from tests.harness.databases import postgres_database
 from tests.harness.records import CONTACT, add_evaluation
 
 OTHER_CONTACT = "13900000000"
@@ -66,17 +68,16 @@ def world(engine_app):
 def reading_world(request, tmp_path_factory):
     """One world per database for the whole module: reading a page or an API
     route changes nothing, so the hundreds of GET cases share it (a world is
-    a migrated database, Linzi's seed and the users: about half a second)."""
+    a migrated database, Linzi's seed and the users: about half a second).
+    PostgreSQL gets its own database, apart from the one the per-test
+    fixtures reset."""
     folder = tmp_path_factory.mktemp("reading-world")
-    if request.param == "sqlite":
-        url = f"sqlite:///{folder / 'collector.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-        engine = db.make_engine(url)
-        with engine.begin() as conn:
-            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-        engine.dispose()
-    with app_with_users(folder, url) as app:
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{folder / 'collector.db'}"
+        else:
+            url = stack.enter_context(postgres_database())
+        app = stack.enter_context(app_with_users(folder, url))
         build_world(app)
         app.logged_in = {}  # role -> a client logged in once (reading keeps the session)
         yield app

@@ -6,6 +6,7 @@ SQLite file and once on a fresh PostgreSQL database.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 
@@ -14,7 +15,8 @@ import pytest
 from protocols import messages
 from sync_server import db
 from sync_server.ingest import Ingestor
-from tests.harness.collector import AuthActions
+from tests.harness.collector import AuthActions, app_with_users
+from tests.harness.databases import postgres_database
 from tests.harness.records import (
     CONTACT,
     add_evaluation,
@@ -35,6 +37,38 @@ def app(engine_app):
 @pytest.fixture
 def sample(engine):
     """Six ratings at two windows on two days; one carries a contact, one is excluded."""
+    add_sample(engine)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def reading(request, tmp_path_factory):
+    """One app with the sample per database for the whole module, for the
+    many cases that only read (a fresh world costs about half a second);
+    `reading.clients` keeps one logged-in client per role. PostgreSQL gets
+    its own database, apart from the one the per-test fixtures reset."""
+    folder = tmp_path_factory.mktemp("reading")
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{folder / 'collector.db'}"
+        else:
+            url = stack.enter_context(postgres_database())
+        app = stack.enter_context(app_with_users(folder, url))
+        add_sample(app.extensions["hcp_engine"])
+        app.clients = {}
+        yield app
+
+
+def reader(app, role):
+    """A client of the shared app logged in as `role` (once per module)."""
+    if role not in app.clients:
+        client = app.test_client()
+        if role != "anonymous":
+            AuthActions(client).login(role)
+        app.clients[role] = client
+    return app.clients[role]
+
+
+def add_sample(engine):
     add_evaluation(engine, "kp-01:1", 5, "2026-11-25T01:00:00Z", window_id="A01", staff_id="1001")
     add_evaluation(engine, "kp-01:2", 4, "2026-11-25T02:00:00Z", window_id="A01", staff_id="1001")
     add_evaluation(
@@ -119,8 +153,8 @@ def test_an_item_has_its_fields_and_tags_as_a_list(viewer, sample):
         ("lang=en&window_id=A01&stars=4", ["kp-01:2"]),
     ],
 )
-def test_filters(viewer, sample, query, expected):
-    assert ids(viewer.get("/api/v1/evaluations?" + query)) == expected
+def test_filters(reading, query, expected):
+    assert ids(reader(reading, "viewer").get("/api/v1/evaluations?" + query)) == expected
 
 
 def test_paging_walks_through_everything_once(viewer, sample):
@@ -181,8 +215,8 @@ def test_paging_bounds_are_accepted(viewer, sample):
         ("window_id=A%0A01", "window_id: contains a control character"),
     ],
 )
-def test_bad_parameters_are_400_with_the_exact_message(viewer, sample, query, message):
-    response = viewer.get("/api/v1/evaluations?" + query)
+def test_bad_parameters_are_400_with_the_exact_message(reading, query, message):
+    response = reader(reading, "viewer").get("/api/v1/evaluations?" + query)
     assert response.status_code == 400
     assert response.get_json() == {"error": message}
 
@@ -217,10 +251,8 @@ PATHS = [
     + [("viewer", "/api/v1/quarantine", 403, "not allowed for the role supervisor")]
     + [("admin", p, 200, None) for p in PATHS],
 )
-def test_access_by_role(client, role, path, status, error):
-    if role != "anonymous":
-        AuthActions(client).login(role)
-    response = client.get(path)
+def test_access_by_role(reading, role, path, status, error):
+    response = reader(reading, role).get(path)
     assert response.status_code == status
     if error:
         assert response.get_json() == {"error": error}
@@ -281,8 +313,8 @@ def test_summary_rounds_the_rate(engine, viewer):
     ("query", "message"),
     [("page=2", "page: unknown parameter"), ("stars=9", "stars: must be integers 1..5")],
 )
-def test_summary_bad_parameters(viewer, query, message):
-    response = viewer.get("/api/v1/evaluations/summary?" + query)
+def test_summary_bad_parameters(reading, query, message):
+    response = reader(reading, "viewer").get("/api/v1/evaluations/summary?" + query)
     assert (response.status_code, response.get_json()) == (400, {"error": message})
 
 
@@ -452,8 +484,8 @@ def test_quarantine_lists_what_ingest_kept_aside_without_the_contact(engine, adm
         ("device_id=" + "d" * 65, "device_id: longer than 64 characters"),
     ],
 )
-def test_quarantine_bad_parameters(admin, query, message):
-    response = admin.get("/api/v1/quarantine?" + query)
+def test_quarantine_bad_parameters(reading, query, message):
+    response = reader(reading, "admin").get("/api/v1/quarantine?" + query)
     assert (response.status_code, response.get_json()) == (400, {"error": message})
 
 
@@ -463,8 +495,8 @@ def test_the_page_bound_is_accepted(viewer, sample):
 
 
 @pytest.mark.parametrize("days", ["%C2%B2", "0", "93", "9" * 5000])
-def test_device_days_refuses_odd_day_counts(viewer, days):
-    response = viewer.get(f"/api/v1/devices/kp-01/days?days={days}")
+def test_device_days_refuses_odd_day_counts(reading, days):
+    response = reader(reading, "viewer").get(f"/api/v1/devices/kp-01/days?days={days}")
     assert (response.status_code, response.get_json()) == (400, {"error": "days: must be 1..92"})
 
 

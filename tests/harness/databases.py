@@ -8,6 +8,7 @@ missing server is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
@@ -24,8 +25,11 @@ def _pg_admin():
     return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
 
 
-@pytest.fixture(scope="module")
-def postgres_url():
+@contextlib.contextmanager
+def postgres_database():
+    """A new, empty PostgreSQL database for as long as the block runs (dropped
+    afterwards). A module-scoped world that must outlive the per-test
+    `engine` fixture's resets takes its own database from here."""
     try:
         admin = _pg_admin()
     except Exception as exc:  # any failure to connect means no usable server here
@@ -35,9 +39,17 @@ def postgres_url():
     name = "hcp_test_" + uuid.uuid4().hex[:12]
     admin.execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    yield f"{base}/{name}"
-    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    with postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -6,6 +6,7 @@ All database access of the collector goes through this module.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from pathlib import Path
 
 from sqlalchemy import (
@@ -336,11 +337,25 @@ def alembic_config(connection=None):
 
 
 def init(engine: Engine) -> None:
-    """Bring the schema to the newest migration (creating it on an empty database)."""
+    """Bring the schema to the newest migration (creating it on an empty database).
+
+    A database already at the newest revision is left alone after one query
+    (every process and every app start calls this)."""
     from alembic import command
+    from alembic.migration import MigrationContext
 
     with engine.begin() as connection:
+        if MigrationContext.configure(connection).get_current_revision() == head_revision():
+            return
         command.upgrade(alembic_config(connection), "head")
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration's revision id."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def get_engine() -> Engine:

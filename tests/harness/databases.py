@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -52,10 +54,22 @@ def postgres_url():
         yield url
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """A migrated SQLite database, made once per run and copied for each test
+    (running every migration costs a tenth of a second per test)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "collector.db"
+    eng = db.make_engine(f"sqlite:///{path}")
+    db.init(eng)
+    eng.dispose()
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request, tmp_path):
     """A fresh, initialised collector database of each kind."""
     if request.param == "sqlite":
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / "collector.db")
         url = f"sqlite:///{tmp_path / 'collector.db'}"
     else:
         # one database per module, emptied before each test

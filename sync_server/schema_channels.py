@@ -6,12 +6,12 @@ compares them with migrations/versions/0009_channels.py.
 A service event is one piece of business handled at a window, registered by
 the business system as it happens. Ratings bind to it by (case_no,
 service_no); the first rating of an event counts, a later one is stored with
-`evaluations.repeat_of` set and counts nowhere.
+`evaluations.repeat_of` set and counts nowhere (docs/service-events.md).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Integer, String, Table
+from sqlalchemy import Boolean, Column, Index, Integer, String, Table, false
 
 from sync_server.db import metadata
 
@@ -30,7 +30,28 @@ service_events = Table(
     Column("source", String(16), nullable=False),  # api | window_pc | clerk | demo
     Column("registered_by", String(80)),  # the user or token that registered it
     Column("rating_id", String(100)),  # the rating that counts for it, once rated
+    # the appended rating (attempt 2) that counts, once given
+    Column("appended_id", String(100)),
+    # a short code printed on the receipt: the web portal's check (issue 10.4)
+    Column("receipt_code", String(8), nullable=False),
+    # the applicant's phone, kept by the citizen feature (encrypted, apart);
+    # this is only its reference there, never the number
+    Column("phone_ref", String(64)),
     Index("ux_service_events_case", "case_no", "service_no", unique=True),
     Index("ix_service_events_window", "window_id", "handled_at"),
     Index("ix_service_events_unit", "unit_id", "handled_at"),
+)
+
+# Every rating tied to a service event, and how: the one that counts (first),
+# the appended one that counts (appended) or a repeat; `late` when it was made
+# after the event's rating period (a device record: never refused, see the docs).
+event_ratings = Table(
+    "event_ratings",
+    metadata,
+    Column("rating_id", String(100), primary_key=True),
+    Column("event_id", Integer, nullable=False),
+    Column("role", String(8), nullable=False),  # first | appended | repeat
+    Column("late", Boolean, nullable=False, default=False, server_default=false()),
+    Column("at", String(32), nullable=False),  # UTC, when it was tied
+    Index("ix_event_ratings_event", "event_id"),
 )

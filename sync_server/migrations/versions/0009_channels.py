@@ -31,15 +31,28 @@ def upgrade() -> None:
         sa.Column("source", sa.String(16), nullable=False),
         sa.Column("registered_by", sa.String(80)),
         sa.Column("rating_id", sa.String(100)),
+        sa.Column("appended_id", sa.String(100)),
+        sa.Column("receipt_code", sa.String(8), nullable=False),
+        sa.Column("phone_ref", sa.String(64)),
     )
     op.create_index(
         "ux_service_events_case", "service_events", ["case_no", "service_no"], unique=True
     )
     op.create_index("ix_service_events_window", "service_events", ["window_id", "handled_at"])
     op.create_index("ix_service_events_unit", "service_events", ["unit_id", "handled_at"])
+    op.create_table(
+        "event_ratings",
+        sa.Column("rating_id", sa.String(100), primary_key=True),
+        sa.Column("event_id", sa.Integer, nullable=False),
+        sa.Column("role", sa.String(8), nullable=False),
+        sa.Column("late", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("at", sa.String(32), nullable=False),
+    )
+    op.create_index("ix_event_ratings_event", "event_ratings", ["event_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("event_ratings")
     op.drop_table("service_events")
     with op.batch_alter_table("evaluations") as batch:
         batch.drop_column("repeat_of")

@@ -187,3 +187,7 @@ def export():
         mimetype=FORMATS[fmt],
         headers={"Content-Disposition": f"attachment; filename=hcp-figures.{fmt}"},
     )
+
+
+def init_app(app) -> None:
+    """Nav entries and API descriptions (the blueprint is registered by create_app)."""

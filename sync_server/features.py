@@ -18,6 +18,7 @@ both go through it, so every rating gets the same treatment.
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 from sync_server import db
@@ -27,6 +28,7 @@ from sync_server import db
 FEATURES = ("channels", "citizen", "figures", "cases", "rankings", "fleet", "outbox")
 
 
+@functools.cache
 def modules():
     return [importlib.import_module(f"sync_server.{name}") for name in FEATURES]
 
@@ -38,18 +40,28 @@ def init_app(app) -> None:
             init(app)
 
 
-def store_evaluations(conn, engine, rows: list[dict]) -> None:
+def store_evaluations(conn, engine, rows: list[dict], after: bool = True) -> None:
     """Insert new rating rows (their ids checked absent in this transaction)
-    with every feature's before/after step, in the caller's transaction."""
+    with every feature's before/after step, in the caller's transaction.
+    `after` False leaves the after steps to the caller, who runs
+    `after_store` once for the rows of several inserts (the ingest does, for
+    a group of messages committed together)."""
     if not rows:
         return
-    hooked = modules()
-    for module in hooked:
+    for module in modules():
         step = getattr(module, "before_store", None)
         if step is not None:
             step(conn, rows)
     conn.execute(db.insert_ignoring_duplicates(engine, db.evaluations, "id"), rows)
-    for module in hooked:
+    if after:
+        after_store(conn, rows)
+
+
+def after_store(conn, rows: list[dict]) -> None:
+    """Every feature's after step for rows inserted in this transaction."""
+    if not rows:
+        return
+    for module in modules():
         step = getattr(module, "after_store", None)
         if step is not None:
             step(conn, rows)

@@ -247,12 +247,15 @@ class Ingestor:
         try:
             with self.engine.begin() as conn:
                 touched: set[str] = set()
+                stored_rows: list[dict] = []
                 outcomes = [
-                    self._decide(conn, topic, payload, retained, received_at, touched)
+                    self._decide(conn, topic, payload, retained, received_at, touched, stored_rows)
                     for topic, payload, retained in items
                 ]
                 for device_id in sorted(touched):  # once per device, not per message
                     _touch(conn, device_id, received_at)
+                # figures, cases and the outbox once for the group, not per message
+                features.after_store(conn, stored_rows)
                 return outcomes
         except DBAPIError as exc:
             if not _poison(exc):
@@ -276,9 +279,12 @@ class Ingestor:
             outcome.error = True
             return outcome
 
-    def _decide(self, conn, topic, payload, retained, received_at, touched=None) -> Outcome:
+    def _decide(
+        self, conn, topic, payload, retained, received_at, touched=None, stored_rows=None
+    ) -> Outcome:
         """One message decided and stored inside `conn`'s transaction. With
-        `touched`, the device's last_seen is left to the caller (its id added)."""
+        `touched`, the device's last_seen is left to the caller (its id added);
+        with `stored_rows`, so are the features' after steps (the new rows added)."""
         try:
             device_id, kind = topics.parse(topic)
         except topics.TopicError as exc:
@@ -294,7 +300,9 @@ class Ingestor:
         device, plan = self._classify(conn, msg, device_id)
         if touched is not None:
             touched.add(device_id)
-        stored = self._store_in(conn, topic, device_id, plan, received_at, touched is None)
+        stored = self._store_in(
+            conn, topic, device_id, plan, received_at, touched is None, stored_rows
+        )
         return self._ack(msg, device, stored)
 
     def quarantine_message(self, topic, device_id, reason, payload, received_at=None) -> Outcome:
@@ -434,7 +442,9 @@ class Ingestor:
                 )
         return outcome
 
-    def _store_in(self, conn, topic, device_id, plan: Plan, received_at, touch=True) -> Outcome:
+    def _store_in(
+        self, conn, topic, device_id, plan: Plan, received_at, touch=True, stored_rows=None
+    ) -> Outcome:
         outcome = Outcome(duplicates=list(plan.repeated))
         accepted = dict(plan.accepted)
         held = list(plan.held)
@@ -452,7 +462,9 @@ class Ingestor:
         if accepted:
             refs = clock.boot_refs(conn, device_id, accepted.values())
             rows = [evaluation_row(rec, received_at, refs) for rec in accepted.values()]
-            features.store_evaluations(conn, self.engine, rows)
+            features.store_evaluations(conn, self.engine, rows, after=stored_rows is None)
+            if stored_rows is not None:
+                stored_rows.extend(rows)
             outcome.stored = [rec["seq"] for rec in accepted.values()]
         refused = {h.record_id for h in held if h.ack_seq is not None}
         contacts = [

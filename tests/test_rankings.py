@@ -1,0 +1,269 @@
+"""Rankings and 通报 on a hand-built October 2026, on both databases.
+
+The world (local days, Asia/Shanghai):
+
+    window A01 / staff 1001 / item I-1 in hall-ws (闻韶街道)
+      October: 5 5 4 1                    -> valid 4, 好评率 3/4 = 0.75, 差评 1
+      September: 1
+    window B01 / staff 2001 / item I-1 in hall-xg (雪宫街道)
+      October: 5 5 5 2, and a voided 1 and a repeat 1 that count nowhere
+                                          -> valid 4, 0.75, 差评 1 (tied with A01)
+      September: 5
+    window C01 / staff 3001 / item I-2 in hall-qd (齐都镇)
+      October: 5 3 2 1 and a 5 at 00:30 on 1 October (16:30Z on 30 September)
+                                          -> valid 5, 3/5 = 0.6, 差评 2
+      1 November 00:30 (16:30Z on 31 October): a 1, not October's
+      September: 2
+
+Cases (now: 2 November):
+    A01: the October 1 due 8 Oct, closed 8 Oct (on time), fed back, visited;
+         the September 1 due 3 Oct, still open (overdue)
+                          -> on time 1/2 = 0.5, return visits 1/1 = 1.0
+    B01: the 2 due 10 Oct, closed 12 Oct (late), fed back, not visited;
+         the voided 1 due 9 Oct, closed on time: counts nowhere
+                          -> on time 0/1 = 0.0, return visits 0/1 = 0.0
+    C01: the 2 due 20 Oct, closed 19 Oct, fed back, visited; the 1 due 5 Nov,
+         open (not due in October)
+                          -> on time 1/1 = 1.0, return visits 1/1 = 1.0
+Service events handled in October: A01 4 (3 rated), B01 2 (2), C01 5 (2)
+                          -> 主动评价率 0.75, 1.0, 0.4
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from sync_server import db, deadlines, org, rankings_data
+from sync_server.schema_cases import cases
+from sync_server.schema_channels import service_events
+from sync_server.schema_rankings import ranking_snapshots
+from tests.harness.records import add_evaluation
+
+NOW = "2026-11-02T02:00:00Z"
+
+
+def _case(conn, record_id, unit_id, **fields):
+    """Give the case of a rating the given state (made by the cases feature
+    when it made one, else inserted here)."""
+    row = conn.execute(select(cases.c.id).where(cases.c.record_id == record_id)).first()
+    if row is not None:
+        conn.execute(cases.update().where(cases.c.id == row.id).values(unit_id=unit_id, **fields))
+        return
+    ev = conn.execute(select(db.evaluations).where(db.evaluations.c.id == record_id)).one()
+    conn.execute(
+        cases.insert().values(
+            record_id=record_id,
+            unit_id=unit_id,
+            assigned_by="window",
+            state=fields.pop("state", "open"),
+            stars=ev.stars,
+            effective_at=ev.effective_at,
+            window_id=ev.window_id,
+            staff_id=ev.staff_id,
+            item_code=ev.item_code,
+            created_at=db.utc_now(),
+            updated_at=db.utc_now(),
+            **fields,
+        )
+    )
+
+
+def _events(conn, window, unit, staff, item, handled, rated):
+    for n in range(handled):
+        conn.execute(
+            service_events.insert().values(
+                case_no=f"{window}-{n}",
+                service_no="1",
+                item_code=item,
+                unit_id=unit,
+                window_id=window,
+                staff_id=staff,
+                handled_at=f"2026-10-{10 + n:02d}T02:00:00Z",
+                registered_at=db.utc_now(),
+                source="api",
+                rating_id=f"{window}-rated-{n}" if n < rated else None,
+            )
+        )
+
+
+def build(engine):
+    org.seed(engine)
+    with engine.begin() as conn:
+        for hall, name, parent, window, staff in (
+            ("hall-ws", "闻韶街道便民服务中心", "370305001", "A01", "1001"),
+            ("hall-xg", "雪宫街道便民服务中心", "370305002", "B01", "2001"),
+            ("hall-qd", "齐都镇便民服务中心", "370305100", "C01", "3001"),
+        ):
+            org.add(conn, "units", hall, name, parent, kind="hall")
+            org.add(conn, "windows", window, f"{name}一号窗", hall)
+            org.add(conn, "staff", staff, f"工作人员{staff}", hall)
+        org.add(conn, "items", "I-1", "营业执照办理", "370305")
+        org.add(conn, "items", "I-2", "社保卡办理", "370305")
+
+    def rate(record_id, stars, at, window, staff, item, **extra):
+        add_evaluation(
+            engine, record_id, stars, rated_at=at, window_id=window, staff_id=staff,
+            item_code=item, **extra,
+        )  # fmt: skip
+
+    for n, stars in enumerate((5, 5, 4, 1), start=1):
+        rate(f"ws:{n}", stars, f"2026-10-0{n + 1}T02:00:00Z", "A01", "1001", "I-1")
+    rate("ws:0", 1, "2026-09-20T02:00:00Z", "A01", "1001", "I-1")
+    for n, stars in enumerate((5, 5, 5, 2), start=1):
+        rate(f"xg:{n}", stars, f"2026-10-0{n + 1}T02:00:00Z", "B01", "2001", "I-1")
+    rate("xg:5", 1, "2026-10-06T02:00:00Z", "B01", "2001", "I-1", excluded=True)
+    rate("xg:6", 1, "2026-10-07T02:00:00Z", "B01", "2001", "I-1", repeat_of="xg:1")
+    rate("xg:0", 5, "2026-09-20T02:00:00Z", "B01", "2001", "I-1")
+    for n, stars in enumerate((5, 3, 2, 1), start=1):
+        rate(f"qd:{n}", stars, f"2026-10-1{n}T02:00:00Z", "C01", "3001", "I-2")
+    rate("qd:5", 5, "2026-09-30T16:30:00Z", "C01", "3001", "I-2")
+    rate("qd:6", 1, "2026-10-31T16:30:00Z", "C01", "3001", "I-2")
+    rate("qd:0", 2, "2026-09-20T02:00:00Z", "C01", "3001", "I-2")
+
+    with engine.begin() as conn:
+        _case(conn, "ws:4", "hall-ws", state="closed", due_at="2026-10-08T15:59:59Z",
+              closed_at="2026-10-08T02:00:00.000000Z", fed_back_at="2026-10-07T02:00:00.000000Z",
+              visited_at="2026-10-08T01:00:00.000000Z")  # fmt: skip
+        _case(conn, "ws:0", "hall-ws", state="classified", due_at="2026-10-03T15:59:59Z")
+        _case(conn, "xg:4", "hall-xg", state="closed", due_at="2026-10-10T15:59:59Z",
+              closed_at="2026-10-12T01:00:00.000000Z", fed_back_at="2026-10-11T01:00:00.000000Z")  # fmt: skip
+        _case(conn, "xg:5", "hall-xg", state="voided", appeal_state="mistaken",
+              due_at="2026-10-09T15:59:59Z", closed_at="2026-10-08T01:00:00.000000Z",
+              fed_back_at="2026-10-08T00:00:00.000000Z", visited_at="2026-10-08T00:30:00.000000Z")  # fmt: skip
+        _case(conn, "qd:3", "hall-qd", state="closed", due_at="2026-10-20T15:59:59Z",
+              closed_at="2026-10-19T01:00:00.000000Z", fed_back_at="2026-10-18T01:00:00.000000Z",
+              visited_at="2026-10-19T00:30:00.000000Z")  # fmt: skip
+        _case(conn, "qd:4", "hall-qd", state="classified", due_at="2026-11-05T15:59:59Z")
+        _events(conn, "A01", "hall-ws", "1001", "I-1", 4, 3)
+        _events(conn, "B01", "hall-xg", "2001", "I-1", 2, 2)
+        _events(conn, "C01", "hall-qd", "3001", "I-2", 5, 2)
+    return engine
+
+
+@pytest.fixture
+def world(engine):
+    return build(engine)
+
+
+def _figures(row):
+    keys = ("valid", "bad", "good_rate", "on_time_rate", "visit_rate", "active_rate")
+    return tuple(row[k] for k in keys)
+
+
+def test_october_by_unit_window_staff_town_and_item(world):
+    with world.connect() as conn:
+        data = rankings_data.figures_for(conn, "2026-10", NOW)
+    assert (data["first_day"], data["last_day"]) == ("2026-10-01", "2026-10-31")
+    units = data["dimensions"]["unit"]
+    assert [(r["id"], _figures(r), r["ranks"]) for r in units] == [
+        ("hall-ws", (4, 1, 0.75, 0.5, 1.0, 0.75),
+         {"good_rate": 1, "bad": 1, "on_time_rate": 2, "visit_rate": 1, "active_rate": 2}),
+        ("hall-xg", (4, 1, 0.75, 0.0, 0.0, 1.0),
+         {"good_rate": 1, "bad": 1, "on_time_rate": 3, "visit_rate": 3, "active_rate": 1}),
+        ("hall-qd", (5, 2, 0.6, 1.0, 1.0, 0.4),
+         {"good_rate": 3, "bad": 3, "on_time_rate": 1, "visit_rate": 1, "active_rate": 3}),
+    ]  # fmt: skip
+    for dimension, ids in (
+        ("window", ["A01", "B01", "C01"]),
+        ("staff", ["1001", "2001", "3001"]),
+        ("town", ["370305001", "370305002", "370305100"]),
+    ):
+        rows = data["dimensions"][dimension]
+        assert [r["id"] for r in rows] == ids
+        assert [_figures(r) for r in rows] == [_figures(u) for u in units]
+        assert [r["ranks"] for r in rows] == [u["ranks"] for u in units]
+    assert data["dimensions"]["town"][2]["name"] == "齐都镇"
+    assert data["dimensions"]["staff"][0]["name"] == "工作人员1001"
+    items = data["dimensions"]["item"]
+    # I-1: A01 and B01 together: 8 valid, 6 good; cases due 3, on time 1; visits 1 of 2;
+    # events 6, rated 5
+    assert [(r["id"], _figures(r)) for r in items] == [
+        ("I-1", (8, 2, 0.75, round(1 / 3, 4), 0.5, round(5 / 6, 4))),
+        ("I-2", (5, 2, 0.6, 1.0, 1.0, 0.4)),
+    ]
+
+
+def test_the_month_snapshot_praises_lists_the_bottom_and_the_consecutive(world):
+    with world.begin() as conn:
+        deadlines.set_setting(conn, "praise_places", 1)
+        deadlines.set_setting(conn, "bottom_places", 1)
+        data = rankings_data.compute(conn, "2026-10", actor="admin", now_utc=NOW)
+    brief = {"id": "hall-qd", "name": "齐都镇便民服务中心", "rank": 3, "good_rate": 0.6, "valid": 5}
+    assert data["notices"]["unit"] == {
+        "praised": [
+            {"id": "hall-ws", "name": "闻韶街道便民服务中心", "rank": 1, "good_rate": 0.75, "valid": 4},
+            {"id": "hall-xg", "name": "雪宫街道便民服务中心", "rank": 1, "good_rate": 0.75, "valid": 4},
+        ],
+        "bottom": [brief],
+    }  # fmt: skip
+    # September: 雪宫 1.0 first, 闻韶 and 齐都 tied last at 0.0: both near the bottom;
+    # 齐都 was near the bottom in September and October
+    assert data["consecutive"]["unit"] == [brief]
+    assert [r["id"] for r in data["consecutive"]["town"]] == ["370305100"]
+    with world.connect() as conn:
+        stored = rankings_data.snapshot(conn, "2026-10")
+        assert stored["computed_by"] == "admin" and stored["automatic"] is False
+        assert stored["dimensions"] == json.loads(json.dumps(data["dimensions"]))
+        assert [s["period"] for s in rankings_data.snapshots(conn)] == ["2026-10"]
+
+
+def test_three_months_running_finds_nobody_when_august_is_empty(world):
+    with world.begin() as conn:
+        deadlines.set_setting(conn, "praise_places", 1)
+        deadlines.set_setting(conn, "bottom_places", 1)
+        deadlines.set_setting(conn, "bottom_periods", 3)
+        data = rankings_data.compute(conn, "2026-10", now_utc=NOW)
+    assert data["consecutive"] == {"unit": [], "town": []}
+
+
+def test_a_snapshot_does_not_change_when_the_data_does(world):
+    with world.begin() as conn:
+        rankings_data.compute(conn, "2026-10", now_utc=NOW)
+    add_evaluation(world, "ws:9", 1, rated_at="2026-10-20T02:00:00Z", window_id="A01")
+    with world.connect() as conn:
+        stored = rankings_data.snapshot(conn, "2026-10")["dimensions"]["unit"]
+        live = rankings_data.figures_for(conn, "2026-10", NOW)["dimensions"]["unit"]
+    assert [(r["id"], r["valid"]) for r in stored] == [
+        ("hall-ws", 4),
+        ("hall-xg", 4),
+        ("hall-qd", 5),
+    ]
+    assert [(r["id"], r["valid"]) for r in live] == [("hall-xg", 4), ("hall-qd", 5), ("hall-ws", 5)]
+
+
+def test_the_month_end_hook_computes_the_month_once_after_it_ends(world):
+    # 23:59 on 31 October in Beijing: September is the month that is over
+    assert rankings_data.tick(world, "2026-10-31T15:59:00Z") == "2026-09"
+    assert rankings_data.tick(world, "2026-10-31T15:59:30Z") is None
+    # 00:00 on 1 November in Beijing
+    assert rankings_data.tick(world, "2026-10-31T16:00:00Z") == "2026-10"
+    assert rankings_data.tick(world, "2026-11-02T00:00:00Z") is None
+    with world.connect() as conn:
+        rows = conn.execute(
+            select(ranking_snapshots.c.period, ranking_snapshots.c.automatic).order_by(
+                ranking_snapshots.c.period
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [("2026-09", True), ("2026-10", True)]
+
+
+def test_a_custom_period_and_bad_periods(world):
+    with world.connect() as conn:
+        data = rankings_data.figures_for(conn, "2026-10-01..2026-10-05", NOW)
+        # A01: 5 5 4 1 on 2..5 October; B01: 5 5 5 2; C01: only the 5 of 1 October
+        assert [(r["id"], r["valid"], r["good_rate"]) for r in data["dimensions"]["unit"]] == [
+            ("hall-qd", 1, 1.0), ("hall-ws", 4, 0.75), ("hall-xg", 4, 0.75),
+        ]  # fmt: skip
+        for period, message in (
+            ("2026-13", "period: no month '2026-13'"),
+            ("October", "period: must be YYYY-MM or YYYY-MM-DD..YYYY-MM-DD"),
+            ("2026-10-05..2026-10-01", "period: the last day is before the first"),
+            ("2026-02-30..2026-03-01", "period: no such day in '2026-02-30..2026-03-01'"),
+            ("2025-01-01..2026-01-02", "period: at most 366 days"),
+        ):
+            with pytest.raises(rankings_data.PeriodError) as caught:
+                rankings_data.figures_for(conn, period, NOW)
+            assert str(caught.value) == message

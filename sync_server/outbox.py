@@ -1,16 +1,260 @@
 """Reporting upward: the outbox to the provincial platform (issue 13).
 
-A feature module (sync_server/features.py): init_app, before_store and
-after_store are its joins with the collector. `event_registered` is called
-by the channels feature in the transaction that stores a new service event.
+A feature module (sync_server/features.py). Every accepted service event
+(`event_registered`, called by the channels feature) and every stored rating
+(`after_store`) gets one `outbox` row in the transaction that stores it: one
+bulk insert per batch, nothing else. The sender (sync_server/outbox_sender.py)
+pushes the rows in their order, builds each payload once
+(sync_server/province_map.py) and keeps what the province answered.
+
+A repeat rating (`repeat_of` set: a later rating of an event rated already)
+gets a row in state `skipped` with its reason: the province takes one first
+rating per service event and refuses a repeat (一事一评, DOMAIN §3), so it is
+kept here, visibly, and never sent. An appended rating (attempt 2) is sent.
+
+The rest of this module is what people see and do: the backlog and the lag
+(`figures`), the dead letters, retrying one after a fix or marking it
+handled, and re-sending a period on demand, each change audited.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+
+from flask_babel import gettext as _
+from sqlalchemy import and_, func, select, update
+
+from sync_server import audit, db
+from sync_server.schema_outbox import (
+    ACKED,
+    DEAD,
+    HANDLED,
+    NOT_REPORTED,
+    PENDING,
+    STATES,
+    UNMAPPED,
+    outbox,
+    outbox_sender,
+)
+
+REPEAT_REASON = "repeat of {}: the province takes one first rating per service event"
+LAG_SAMPLE = 2000  # the latest acknowledged rows the p50/p95 lag is taken over
+
 
 def init_app(app) -> None:
-    """Register this feature's pages and API routes (none yet)."""
+    from sync_server import outbox_pages
+
+    outbox_pages.init_app(app)
+
+
+def _insert(conn):
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(outbox).on_conflict_do_nothing(index_elements=["kind", "ref"])
+
+
+def _row(kind, ref, case_no, service_no, stored_at, state=PENDING, reason=None) -> dict:
+    return {
+        "kind": kind,
+        "ref": ref,
+        "case_no": case_no,
+        "service_no": service_no,
+        "stored_at": stored_at,
+        "state": state,
+        "attempts": 0,
+        "resends": 0,
+        "reason": reason,
+    }
+
+
+def after_store(conn, rows: list[dict]) -> None:
+    """Ratings stored in this transaction: one outbox row each, one insert."""
+    now = db.utc_now()
+    entries = []
+    for row in rows:
+        repeat = row.get("repeat_of")
+        entries.append(
+            _row(
+                "rating",
+                row["id"],
+                row.get("case_no"),
+                row.get("service_no"),
+                row.get("received_at") or now,
+                NOT_REPORTED if repeat else PENDING,
+                REPEAT_REASON.format(repeat) if repeat else None,
+            )
+        )
+    conn.execute(_insert(conn), entries)
+
+
+def event_ref(case_no: str, service_no: str) -> str:
+    return f"{case_no}/{service_no}"
 
 
 def event_registered(conn, event: dict) -> None:
     """A new service event was stored in this transaction (not yet reported)."""
+    conn.execute(
+        _insert(conn),
+        [
+            _row(
+                "event",
+                event_ref(event["case_no"], event["service_no"]),
+                event["case_no"],
+                event["service_no"],
+                event.get("registered_at") or db.utc_now(),
+            )
+        ],
+    )
+
+
+# --- figures ---------------------------------------------------------------------
+
+
+def _parse(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    """The nearest-rank percentile (share 0..1) of `values`; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * share // 1))
+    return ordered[int(rank) - 1]
+
+
+def figures(conn, now: dt.datetime | None = None) -> dict:
+    """Backlog by state, the oldest unsent row, store→acknowledged p50/p95
+    over the latest acknowledged rows, and what the sender last heard."""
+    now = now or dt.datetime.now(dt.UTC)
+    o = outbox.c
+    counts = dict(conn.execute(select(o.state, func.count()).group_by(o.state)).all())
+    oldest = conn.execute(
+        select(o.stored_at).where(o.state == PENDING).order_by(o.id).limit(1)
+    ).scalar()
+    acked = conn.execute(
+        select(o.stored_at, o.acked_at)
+        .where(o.acked_at.is_not(None))
+        .order_by(o.acked_at.desc())
+        .limit(LAG_SAMPLE)
+    ).all()
+    lags = [(_parse(a) - _parse(s)).total_seconds() for s, a in acked]
+    sender = conn.execute(select(outbox_sender).order_by(outbox_sender.c.name)).first()
+    return {
+        "backlog": {state: counts.get(state, 0) for state in STATES},
+        "unsent": counts.get(PENDING, 0),
+        "oldest_unsent_at": oldest,
+        "oldest_unsent_age_s": round((now - _parse(oldest)).total_seconds(), 3) if oldest else None,
+        "acked_sample": len(lags),
+        "p50_ack_s": _round(percentile(lags, 0.5)),
+        "p95_ack_s": _round(percentile(lags, 0.95)),
+        "sender": None
+        if sender is None
+        else {
+            "state": sender.state,
+            "detail": sender.detail,
+            "at": sender.at,
+            "last_ack_at": sender.last_ack_at,
+        },
+    }
+
+
+def _round(value):
+    return None if value is None else round(value, 3)
+
+
+def letters(conn, limit: int = 100) -> list[dict]:
+    """Dead letters and unmapped rows, oldest first, with their reasons."""
+    o = outbox.c
+    rows = conn.execute(
+        select(o.id, o.kind, o.ref, o.stored_at, o.state, o.reason, o.attempts, o.last_error)
+        .where(o.state.in_((DEAD, UNMAPPED)))
+        .order_by(o.id)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+def recent(conn, limit: int = 20) -> list[dict]:
+    o = outbox.c
+    rows = conn.execute(
+        select(o.id, o.kind, o.ref, o.stored_at, o.state, o.acked_at, o.province_ref, o.flags)
+        .order_by(o.id.desc())
+        .limit(limit)
+    )
+    return [{**row._mapping, "flags": json.loads(row.flags) if row.flags else []} for row in rows]
+
+
+# --- what an admin does ----------------------------------------------------------
+
+
+class OutboxError(ValueError):
+    """An action that cannot be taken; str() says why."""
+
+
+def _letter(conn, row_id: int):
+    row = conn.execute(select(outbox).where(outbox.c.id == row_id)).first()
+    if row is None:
+        raise OutboxError(_("id: no outbox row %(id)s", id=row_id))
+    if row.state not in (DEAD, UNMAPPED):
+        raise OutboxError(_("id: row %(id)s is not a dead letter", id=row_id))
+    return row
+
+
+def retry(engine, row_id: int) -> None:
+    """A dead letter goes back to the queue; its payload is built again from
+    what is stored now (after the fix), the times being the stored ones."""
+    with engine.begin() as conn:
+        row = _letter(conn, row_id)
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id == row_id)
+            .values(state=PENDING, payload=None, next_try_at=None)
+        )
+        audit.record(
+            conn,
+            "outbox.retry",
+            f"{row.kind}:{row.ref}",
+            {"state": row.state, "reason": row.reason},
+        )
+
+
+def mark_handled(engine, row_id: int, note: str, username: str) -> None:
+    note = (note or "").strip()
+    if not note or len(note) > 500:
+        raise OutboxError(_("note: say what was done (1 to 500 characters)"))
+    with engine.begin() as conn:
+        row = _letter(conn, row_id)
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id == row_id)
+            .values(state=HANDLED, handled_by=username, handled_at=db.utc_now())
+        )
+        audit.record(
+            conn,
+            "outbox.handled",
+            f"{row.kind}:{row.ref}",
+            {"state": row.state, "reason": row.reason},
+            {"state": HANDLED, "note": note},
+        )
+
+
+def resend(engine, start: str, end: str) -> int:
+    """Queue again every acknowledged row stored from `start` to `end` (UTC
+    texts, end exclusive). The province answers an unchanged item it has as
+    a duplicate, so nothing is counted twice there. Returns how many."""
+    if not start or not end or start >= end:
+        raise OutboxError(_("period: the start must come before the end"))
+    o = outbox.c
+    period = and_(o.state == ACKED, o.stored_at >= start, o.stored_at < end)
+    with engine.begin() as conn:
+        count = conn.execute(
+            update(outbox).where(period).values(state=PENDING, resends=o.resends + 1)
+        ).rowcount
+        audit.record(
+            conn, "outbox.resend", "outbox", None, {"from": start, "to": end, "rows": count}
+        )
+    return count

@@ -1,0 +1,210 @@
+"""The one mapping between our records and the provincial payloads (issue 13).
+
+Our side keeps `stars` (5 = 非常满意), our own channel names, UTC times and
+our organisation's codes; the province wants `satisfaction` (5 = 非常满意,
+protocols.levels maps it explicitly), `pf` (the admin's table in
+sync_server/pf_map.py), content codes comma-joined, Asia/Shanghai local
+times "YYYY-MM-DD HH:MM:SS", a 12-digit division code (`areaCode`) and the
+responsible department's 18-character credit code (`deptCode`).
+
+- `areaCode`: the nearest division (district, street, town, village,
+  community) at or above the unit, its code padded to 12 digits;
+- `deptCode`: the nearest unit at or above it that has one in the setting
+  HCP_PROVINCE_DEPT_CODES ({unit id: credit code}), else the setting
+  HCP_PROVINCE_DEPT_CODE (the district's own).
+
+A rating's payload takes taskCode, deptCode and areaCode from its service
+event where the collector has one, since the province checks they agree.
+The reverse functions (`event_record`, `rating_record`) read a payload back
+into our names; the tests use them with the simulated province as the judge.
+Nothing here reads a rater's contact: the province gets no rater identity
+from us (DOMAIN §7: nothing goes to third parties).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from protocols import levels
+from protocols.levels import MappingError
+from sync_server import db, org, pf_map
+
+LOCAL = ZoneInfo("Asia/Shanghai")
+LOCAL_FORMAT = "%Y-%m-%d %H:%M:%S"
+DIVISION_KINDS = ("district", "street", "town", "village", "community")
+DEFAULTS = {
+    "HCP_PROVINCE_AREA_CODE": "370305000000",  # 临淄区
+    # a placeholder the demo uses; set the district's real credit code
+    "HCP_PROVINCE_DEPT_CODE": "11370305MB0000000X",
+    "HCP_PROVINCE_DEPT_CODES": {},
+}
+
+
+def local_time(utc_text: str) -> str:
+    """'2026-11-26T08:30:00Z' (or with microseconds) -> '2026-11-26 16:30:00'."""
+    moment = dt.datetime.fromisoformat(utc_text.replace("Z", "+00:00"))
+    return moment.astimezone(LOCAL).strftime(LOCAL_FORMAT)
+
+
+def utc_time(local_text: str) -> str:
+    """'2026-11-26 16:30:00' (Asia/Shanghai) -> '2026-11-26T08:30:00Z'."""
+    moment = dt.datetime.strptime(local_text, LOCAL_FORMAT).replace(tzinfo=LOCAL)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Organisation:
+    """The unit tree as the mapping needs it, read once per batch."""
+
+    def __init__(self, conn, settings: dict | None = None):
+        self.settings = DEFAULTS | (settings or {})
+        self.units = {u["id"]: u for u in org.units(conn, include_retired=True)}
+
+    def _up(self, unit_id):
+        seen = set()
+        while unit_id is not None and unit_id not in seen:
+            seen.add(unit_id)
+            unit = self.units.get(unit_id)
+            if unit is None:
+                return
+            yield unit
+            unit_id = unit["parent"]
+
+    def area_code(self, unit_id) -> str:
+        for unit in self._up(unit_id):
+            if unit["kind"] in DIVISION_KINDS and unit["id"].isdigit() and len(unit["id"]) <= 12:
+                return unit["id"].ljust(12, "0")
+        return self.settings["HCP_PROVINCE_AREA_CODE"]
+
+    def dept_code(self, unit_id) -> str:
+        codes = self.settings["HCP_PROVINCE_DEPT_CODES"] or {}
+        for unit in self._up(unit_id):
+            if unit["id"] in codes:
+                return codes[unit["id"]]
+        return self.settings["HCP_PROVINCE_DEPT_CODE"]
+
+
+def event_payload(event: dict, organisation: Organisation) -> dict:
+    """A stored service event as the province registers it."""
+    return {
+        "projectNo": event["case_no"],
+        "serviceNo": event["service_no"],
+        "taskCode": event["item_code"],
+        "deptCode": organisation.dept_code(event["unit_id"]),
+        "areaCode": organisation.area_code(event["unit_id"]),
+        "userId": event.get("staff_id") or "",
+        "handleTime": local_time(event["handled_at"]),
+    }
+
+
+def find_event(conn, case_no, service_no) -> dict | None:
+    from sync_server.schema_channels import service_events
+
+    if not case_no or not service_no:
+        return None
+    row = conn.execute(
+        select(service_events).where(
+            service_events.c.case_no == case_no, service_events.c.service_no == service_no
+        )
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+def rating_payload(
+    record: dict, organisation: Organisation, pf_table, event: dict | None, unit_id=None
+) -> dict:
+    """A stored rating as the province takes it; MappingError names what is missing."""
+    if not record.get("case_no") or not record.get("service_no"):
+        raise MappingError(
+            "case_no: the rating names no service event (case and service number);"
+            " the province takes ratings of registered service events only"
+        )
+    if event is not None:
+        task, unit = event["item_code"], event["unit_id"]
+        staff = event.get("staff_id") or record.get("staff_id") or ""
+    else:
+        task, unit = record.get("item_code"), unit_id
+        staff = record.get("case_staff_id") or record.get("staff_id") or ""
+    if not task:
+        raise MappingError("item_code: the rating has no service item code (事项实施编码)")
+    tags = record.get("tags")
+    if isinstance(tags, str):
+        tags = json.loads(tags or "[]")
+    return {
+        "evaluationId": record["id"],
+        "projectNo": record["case_no"],
+        "serviceNo": record["service_no"],
+        "taskCode": task,
+        "deptCode": organisation.dept_code(unit),
+        "areaCode": organisation.area_code(unit),
+        "userId": staff,
+        "pf": pf_map.to_pf(pf_table, record["channel"], record.get("client")),
+        "satisfaction": levels.stars_to_satisfaction(record["stars"]),
+        "evalDetail": ",".join(tags or ()),
+        "evalContent": record.get("comment") or "",
+        "assessTime": local_time(record["effective_at"]),
+        "assessNumber": record["attempt"],
+        "contentVersion": record.get("content_version") or "",
+    }
+
+
+def event_record(payload: dict) -> dict:
+    """A registered event read back into our names (codes stay the province's)."""
+    return {
+        "case_no": payload["projectNo"],
+        "service_no": payload["serviceNo"],
+        "item_code": payload["taskCode"],
+        "staff_id": payload["userId"] or None,
+        "handled_at": utc_time(payload["handleTime"]),
+        "dept_code": payload["deptCode"],
+        "area_code": payload["areaCode"],
+    }
+
+
+def rating_record(payload: dict, pf_table) -> dict:
+    """A rating payload read back into our names: stars, channel, client, tags ..."""
+    channel, client = pf_map.from_pf(pf_table, payload["pf"])
+    return {
+        "id": payload["evaluationId"],
+        "case_no": payload["projectNo"],
+        "service_no": payload["serviceNo"],
+        "item_code": payload["taskCode"],
+        "stars": levels.satisfaction_to_stars(payload["satisfaction"]),
+        "channel": channel,
+        "client": client or None,
+        "tags": [code for code in payload["evalDetail"].split(",") if code],
+        "comment": payload["evalContent"] or None,
+        "effective_at": utc_time(payload["assessTime"]),
+        "attempt": payload["assessNumber"],
+        "content_version": payload["contentVersion"] or None,
+    }
+
+
+def build(conn, kind: str, ref: str, settings: dict | None = None, cache=None) -> dict:
+    """The payload of one outbox row from what the collector stores now."""
+    cache = cache if cache is not None else {}
+    if "org" not in cache:
+        cache["org"] = Organisation(conn, settings)
+        cache["pf"] = tuple(
+            pf_map.Row(*row)
+            for row in conn.execute(select(db.pf_map.c.channel, db.pf_map.c.client, db.pf_map.c.pf))
+        )
+    organisation = cache["org"]
+    if kind == "event":
+        case_no, service_no = ref.split("/", 1)
+        event = find_event(conn, case_no, service_no)
+        if event is None:
+            raise MappingError(f"service event {ref}: not stored")
+        return event_payload(event, organisation)
+    row = conn.execute(select(db.evaluations).where(db.evaluations.c.id == ref)).first()
+    if row is None:
+        raise MappingError(f"rating {ref}: not stored")
+    record = dict(row._mapping)
+    event = find_event(conn, record["case_no"], record["service_no"])
+    unit = None
+    if event is None:
+        unit = (org.rating_unit(conn, ref) or {}).get("unit") or record.get("case_org_id")
+    return rating_payload(record, organisation, cache["pf"], event, unit)

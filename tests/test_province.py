@@ -14,7 +14,7 @@ from sqlalchemy import select
 from protocols.levels import MappingError
 from simulators.province import Province, serve
 from sync_server import db, org, outbox, pf_map, province_map, tags
-from sync_server.outbox_sender import ProvinceClient, SendFailed, Sender
+from sync_server.outbox_sender import ProvinceClient, Sender, SendFailed
 from sync_server.schema_channels import service_events
 from sync_server.schema_outbox import outbox as outbox_table
 from tests.harness.records import add_evaluation

@@ -78,6 +78,16 @@ RATING_FIELDS = (
     "entered_at",
     "card_date",
 )
+# a whole record made by the channel may carry these too: the id must be in
+# the channel's namespace, clock and origin what the collector would set, and
+# the fields of the service event the event's own
+RECORD_FIELDS = ("id", "clock", "origin")
+EVENT_FIELDS = {
+    "item_code": "item_code",
+    "handled_at": "handled_at",
+    "case_staff_id": "staff_id",
+    "case_org_id": "unit_id",
+}
 
 REFUSALS = {
     "already_rated": _l("Already rated"),
@@ -249,7 +259,7 @@ def _given(rating) -> dict:
     if not isinstance(rating, dict):
         raise Refused("rating", "must be an object")
     for key in rating:
-        if key not in RATING_FIELDS:
+        if key not in RATING_FIELDS + RECORD_FIELDS + tuple(EVENT_FIELDS):
             raise Refused(str(key)[:40], "unknown field")
     channel = rating.get("channel")
     if channel not in SERVED_CHANNELS:
@@ -296,18 +306,15 @@ def _bind_event(conn, rec: dict, now: dt.datetime) -> None:
     event = find_event(conn, rec["case_no"], rec.get("service_no"), lock=True)
     if event is None:
         raise Refused("case_no", "no service event with this case number")
-    for field in ("window_id",):
-        if rec.get(field) is not None and rec[field] != event[field]:
-            raise Refused(field, f"not the {field} of case {event['case_no']}")
+    for field, source in (("window_id", "window_id"), *EVENT_FIELDS.items()):
+        if rec.get(field) is not None and rec[field] != event[source]:
+            raise Refused(field, f"not the {source} of case {event['case_no']}")
     if channel in PRESENT_CHANNELS:
         key = check_rateable(conn, event, now, rec.get("attempt", 1))
         if key is not None:
             raise Refused("case_no", refusal_text(key), key)
     rec["service_no"] = event["service_no"]
-    rec["item_code"] = event["item_code"]
-    rec["case_org_id"] = event["unit_id"]
-    rec["handled_at"] = event["handled_at"]
-    for field, source in (("window_id", "window_id"), ("case_staff_id", "staff_id")):
+    for field, source in (("window_id", "window_id"), *EVENT_FIELDS.items()):
         if event[source] is not None:
             rec[field] = event[source]
     if rec.get("attempt") == 2 and rec.get("follows") is None and event["rating_id"]:
@@ -317,8 +324,9 @@ def _bind_event(conn, rec: dict, now: dt.datetime) -> None:
 def store_channel_rating(conn, engine, rating: dict) -> str:
     """Check and store a rating from a channel the collector serves (web |
     qr_window | qr_case | sms | paper) in the caller's transaction; returns
-    its id, `<channel>/<ULID>`. Raises Refused naming the field; the caller
-    must then roll its transaction back (nothing of this rating is kept).
+    its id, `<channel>/<ULID>` unless the channel gave its own `<channel>/...`
+    id. Raises Refused naming the field; the caller must then roll its
+    transaction back (nothing of this rating is kept).
 
     The record rules of protocols/record.py apply (stars 1..5, never a
     default; comment at most 500 characters; no control characters), tags
@@ -344,6 +352,11 @@ def store_channel_rating(conn, engine, rating: dict) -> str:
         record.validate(rec)
     except record.RecordError as exc:
         raise Refused(exc.field, exc.problem) from None
+    if rec["clock"] != "ntp":
+        raise Refused("clock", "must be ntp (the collector's own clock)")
+    ev = db.evaluations.c
+    if conn.execute(select(ev.id).where(ev.id == rec["id"])).first() is not None:
+        raise Refused("id", "a rating with this id is stored already")
     _check_tags(conn, rec)
     if is_bad(rec["stars"]) and not rec.get("tags") and not rec.get("comment"):
         if channel != "sms":

@@ -32,8 +32,6 @@ service_events = Table(
     Column("rating_id", String(100)),  # the rating that counts for it, once rated
     # the appended rating (attempt 2) that counts, once given
     Column("appended_id", String(100)),
-    # a short code printed on the receipt: the web portal's check (issue 10.4)
-    Column("receipt_code", String(8), nullable=False),
     # the applicant's phone, kept by the citizen feature (encrypted, apart);
     # this is only its reference there, never the number
     Column("phone_ref", String(64)),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import secrets
 
 from flask import Blueprint, jsonify, request
 from flask_login import current_user
@@ -113,12 +112,15 @@ def _check_time(handled_at: str, now: dt.datetime) -> None:
         )
 
 
+def _check_unit(conn, unit_id: str) -> None:
+    unit = org.get(conn, "units", unit_id)
+    if unit is None or unit["retired_at"]:
+        raise EventError("unit_id", f"unknown unit {unit_id!r}")
+
+
 def _check_org(conn, event: dict) -> None:
     """The unit exists (not retired); the window and the staff member were in
     it (or in a unit below it) when the service was handled."""
-    unit = org.get(conn, "units", event["unit_id"])
-    if unit is None or unit["retired_at"]:
-        raise EventError("unit_id", f"unknown unit {event['unit_id']!r}")
     below = None
     for field, what in (("window_id", "windows"), ("staff_id", "staff")):
         code = event.get(field)
@@ -145,13 +147,10 @@ def _same(existing: dict, event: dict) -> str | None:
     return None
 
 
-def public(event: dict, with_code: bool = False) -> dict:
-    """An event as the API shows it: never the phone; the receipt code only to
-    the system that registered it."""
-    item = {k: v for k, v in event.items() if k not in ("phone_ref", "receipt_code")}
+def public(event: dict) -> dict:
+    """An event as the API shows it: never the phone, only whether one was given."""
+    item = {k: v for k, v in event.items() if k != "phone_ref"}
     item["has_phone"] = event["phone_ref"] is not None
-    if with_code:
-        item["receipt_code"] = event["receipt_code"]
     return item
 
 
@@ -175,6 +174,7 @@ def register(conn, body, source: str, registered_by: str | None, scope=None, now
     if source not in SOURCES:
         raise ValueError("source: must be one of " + ", ".join(SOURCES))
     event = check_fields(body)
+    _check_unit(conn, event["unit_id"])
     if scope is not None and event["unit_id"] not in scope:
         raise EventError("unit_id", f"{event['unit_id']!r} is outside your units", 403)
     e = service_events.c
@@ -207,7 +207,6 @@ def register(conn, body, source: str, registered_by: str | None, scope=None, now
         "registered_by": (registered_by or "")[:80] or None,
         "rating_id": None,
         "appended_id": None,
-        "receipt_code": f"{secrets.randbelow(10**6):06d}",
         "phone_ref": None,
     }
     row["id"] = conn.execute(service_events.insert().values(**row)).inserted_primary_key[0]
@@ -220,8 +219,8 @@ def register(conn, body, source: str, registered_by: str | None, scope=None, now
     return row, True
 
 
-def answer(conn, event: dict, with_code: bool) -> dict:
-    item = public(event, with_code)
+def answer(conn, event: dict) -> dict:
+    item = public(event)
     item["rate_until"] = period_end(conn, event).isoformat()
     return item
 
@@ -234,7 +233,7 @@ def register_one(engine, body, source, registered_by, scope=None, now=None):
         try:
             with engine.begin() as conn:
                 event, created = register(conn, body, source, registered_by, scope, now)
-                return answer(conn, event, True), created
+                return answer(conn, event), created
         except IntegrityError:
             if attempt:
                 raise
@@ -260,7 +259,7 @@ def register_batch(engine, items, source, registered_by, scope=None, now=None) -
                     except EventError as exc:
                         results.append({"index": index, "status": exc.status, "error": str(exc)})
                         continue
-                    item = answer(conn, event, True)
+                    item = answer(conn, event)
                     results.append({"index": index, "status": 201 if created else 200, **item})
                 return results
         except IntegrityError:
@@ -287,7 +286,7 @@ def listing(engine, scope, case_no=None, page=1, per_page=50) -> dict:
             .limit(per_page)
             .offset((page - 1) * per_page)
         ).all()
-        items = [answer(conn, dict(row._mapping), False) for row in rows]
+        items = [answer(conn, dict(row._mapping)) for row in rows]
     return {"items": items, "page": page, "per_page": per_page, "total": total}
 
 
@@ -380,9 +379,7 @@ EVENT_FIELDS = {
 }
 SCHEMAS = {
     "ServiceEventIn": EVENT_IN,
-    "ServiceEvent": openapi._object(
-        {**EVENT_FIELDS, "receipt_code": S}, required=list(EVENT_FIELDS)
-    ),
+    "ServiceEvent": openapi._object(EVENT_FIELDS),
     "ServiceEventPage": openapi._object(
         {
             "items": {"type": "array", "items": openapi._ref("ServiceEvent")},
@@ -402,7 +399,6 @@ SCHEMAS = {
                         "status": openapi.INT,
                         "error": S,
                         **EVENT_FIELDS,
-                        "receipt_code": S,
                     },
                     "required": ["index", "status"],
                     "additionalProperties": False,
@@ -418,13 +414,12 @@ CONFLICT = {
 PATHS = {
     "/api/v1/service-events": {
         **openapi._get(
-            "Service events in the caller's units, newest first (no receipt codes)",
+            "Service events in the caller's units, newest first",
             "ServiceEventPage",
             [openapi._query("case_no", "one case")] + openapi.PAGING,
         ),
         "post": {
-            "summary": "Register a service event as it is handled (idempotent; "
-            "never backdated); the receipt code is in the answer",
+            "summary": "Register a service event as it is handled (idempotent; never backdated)",
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": openapi._ref("ServiceEventIn")}},

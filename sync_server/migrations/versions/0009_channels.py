@@ -32,7 +32,6 @@ def upgrade() -> None:
         sa.Column("registered_by", sa.String(80)),
         sa.Column("rating_id", sa.String(100)),
         sa.Column("appended_id", sa.String(100)),
-        sa.Column("receipt_code", sa.String(8), nullable=False),
         sa.Column("phone_ref", sa.String(64)),
     )
     op.create_index(

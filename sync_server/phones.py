@@ -176,3 +176,41 @@ def reveal(engine, key: bytes, record_id: str, units=None) -> str | None:
     if problem is not None:
         raise problem
     return phone
+
+
+def keep_for_event(conn, key: bytes, case_no: str, service_no: str, phone: str) -> str:
+    """Keep the applicant's number the business system gave with a service
+    event (caller's transaction); returns the reference the event keeps
+    (service_events.phone_ref). The same event again: its reference."""
+    from sync_server.schema_citizen import event_phones
+
+    e = event_phones.c
+    found = conn.execute(
+        select(e.ref).where(e.case_no == case_no, e.service_no == service_no)
+    ).scalar()
+    if found is not None:
+        return found
+    ref = secrets.token_hex(16)
+    conn.execute(
+        event_phones.insert().values(
+            case_no=case_no,
+            service_no=service_no,
+            sealed=seal(key, phone),
+            lookup=lookup(key, phone),
+            ref=ref,
+            registered_at=db.utc_now(),
+        )
+    )
+    return ref
+
+
+def event_phone(conn, key: bytes, case_no: str, service_no: str) -> str | None:
+    """The applicant's number of a service event, for the SMS channel and the
+    portal's check (never shown to anyone)."""
+    from sync_server.schema_citizen import event_phones
+
+    e = event_phones.c
+    sealed = conn.execute(
+        select(e.sealed).where(e.case_no == case_no, e.service_no == service_no)
+    ).scalar()
+    return None if sealed is None else unseal(key, sealed)

@@ -31,8 +31,10 @@ event_phones = Table(
     Column("service_no", String(64), primary_key=True),
     Column("sealed", Text, nullable=False),
     Column("lookup", String(64), nullable=False),
+    Column("ref", String(32), nullable=False),  # service_events.phone_ref
     Column("registered_at", String(32), nullable=False),
     Index("ix_event_phones_lookup", "lookup"),
+    Index("ux_event_phones_ref", "ref", unique=True),
 )
 
 # failed checks on the web portal, for the limits per case and per address
@@ -99,6 +101,16 @@ paper_serials = Table(
     Column("last", Integer, nullable=False),
     Column("updated_by", String(64)),
     Column("updated_at", String(32), nullable=False),
+)
+
+# rating forms already sent (the token each form carries): a form sent twice
+# (a reload, a double tap) stores one rating
+used_forms = Table(
+    "used_forms",
+    metadata,
+    Column("token", String(64), primary_key=True),
+    Column("record_id", String(100), nullable=False),
+    Column("at", String(32), nullable=False),
 )
 
 # a remark a kiosk rater added on the phone through the thank-you QR code;

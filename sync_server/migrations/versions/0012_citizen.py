@@ -15,6 +15,7 @@ depends_on = None
 
 TABLES = (
     "followup_remarks",
+    "used_forms",
     "paper_serials",
     "sms_reasons",
     "sms_messages",
@@ -38,9 +39,11 @@ def upgrade() -> None:
         sa.Column("service_no", sa.String(64), primary_key=True),
         sa.Column("sealed", sa.Text, nullable=False),
         sa.Column("lookup", sa.String(64), nullable=False),
+        sa.Column("ref", sa.String(32), nullable=False),
         sa.Column("registered_at", sa.String(32), nullable=False),
     )
     op.create_index("ix_event_phones_lookup", "event_phones", ["lookup"])
+    op.create_index("ux_event_phones_ref", "event_phones", ["ref"], unique=True)
     op.create_table(
         "portal_failures",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -90,6 +93,12 @@ def upgrade() -> None:
         sa.Column("last", sa.Integer, nullable=False),
         sa.Column("updated_by", sa.String(64)),
         sa.Column("updated_at", sa.String(32), nullable=False),
+    )
+    op.create_table(
+        "used_forms",
+        sa.Column("token", sa.String(64), primary_key=True),
+        sa.Column("record_id", sa.String(100), nullable=False),
+        sa.Column("at", sa.String(32), nullable=False),
     )
     op.create_table(
         "followup_remarks",

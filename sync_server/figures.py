@@ -385,7 +385,7 @@ def units_wanted(conn, scope=None, unit=None) -> set[str] | None:
     return wanted
 
 
-def totals(
+def level_counts(
     conn,
     dimension: str,
     start_day: str | None,
@@ -394,16 +394,9 @@ def totals(
     unit: str | None = None,
     *,
     channel: str | None = None,
-    rate_stars=None,
-) -> dict[str, dict]:
-    """Figures of a period of local days (inclusive; None: open) by
-    `dimension`, summed over the subtree of `unit` within `scope`.
-
-    dimension: unit (key: each unit's own ratings, no roll-up) | window |
-    staff | item | channel | tag | hour ("00".."23") | day ("YYYY-MM-DD").
-    Each value: `figures_of` (by_stars {1..5}, valid, good, bad, good_rate).
-    `channel` narrows the unit, channel and day figures to one channel (the
-    other dimensions are not kept per channel: ValueError)."""
+) -> dict[str, list[int]]:
+    """`totals` before the figures are made: key -> [n1, n2, n3, n4, n5]
+    (for callers that add keys up, a subtree's units say)."""
     if dimension not in DIMENSIONS:
         raise ValueError(f"dimension: must be one of {', '.join(DIMENSIONS)}")
     f = figures_daily.c
@@ -428,9 +421,36 @@ def totals(
         .where(*conditions)
         .group_by(group)
     )
-    stars = _rate_stars(rate_stars)
     # a key whose ratings were all voided keeps a row of zeros: not a figure
-    return {row[0]: figures_of(row[1:], stars) for row in conn.execute(query) if any(row[1:])}
+    return {
+        row[0]: [int(n or 0) for n in row[1:]] for row in conn.execute(query) if any(row[1:])
+    }
+
+
+def totals(
+    conn,
+    dimension: str,
+    start_day: str | None,
+    end_day: str | None,
+    scope=None,
+    unit: str | None = None,
+    *,
+    channel: str | None = None,
+    rate_stars=None,
+) -> dict[str, dict]:
+    """Figures of a period of local days (inclusive; None: open) by
+    `dimension`, summed over the subtree of `unit` within `scope` (a user's
+    units); with neither, every row (ratings placed nowhere under "").
+
+    dimension: unit (key: each unit's own ratings, no roll-up) | window |
+    staff | item | channel | tag | hour ("00".."23") | day ("YYYY-MM-DD").
+    Each value: `figures_of` (by_stars {1..5}, valid, good, bad, good_rate),
+    good_rate by `rate_stars` (default: the app's HCP_GOOD_RATE_STARS).
+    `channel` narrows the unit, channel and day figures to one channel (the
+    other dimensions are not kept per channel: ValueError)."""
+    counts = level_counts(conn, dimension, start_day, end_day, scope, unit, channel=channel)
+    stars = _rate_stars(rate_stars)
+    return {key: figures_of(levels, stars) for key, levels in counts.items()}
 
 
 def activity(

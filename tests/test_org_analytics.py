@@ -1,5 +1,7 @@
 """Figures by org subtree: counts per level, 差评数 and 好评率 (its formula a
-setting), by the unit of each rating's time, and their Excel/CSV export."""
+setting), by the unit of each rating's time, and their Excel/CSV export.
+Read from the pre-aggregated figures (sync_server/figures.py); periods are
+local days (Asia/Shanghai)."""
 
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ def test_the_excel_export_has_the_office_layout_and_reads_back(engine_app):
     sheet = openpyxl.load_workbook(io.BytesIO(response.data)).active
     rows = [list(r) for r in sheet.iter_rows(values_only=True)]
     assert rows[0][0] == "分单位统计"
-    assert rows[1][:2] == ["统计时段（UTC）", "2026-11-01T00:00:00Z — —"]
+    assert rows[1][:2] == ["统计时段", "2026-11-01 — —"]
     assert rows[2][:2] == ["单位", "闻韶街道 (370305001)"]
     assert rows[4] == ["单位", "编码", "非常满意", "满意", "基本满意", "不满意", "非常不满意", "有效评价数", "好评", "差评", "好评率"]  # fmt: skip
     assert rows[5] == ["闻韶街道便民服务中心", "hall-ws", 0, 0, 0, 0, 1, 1, 0, 1, "0.0%"]
@@ -101,5 +103,8 @@ def test_the_page_shows_the_figures_in_chinese_and_refuses_a_bad_filter(engine_a
     assert "好评率 = 等级 5+4+3 的评价数 / 有效评价数" in page
     bad = client.get("/analytics?since=yesterday")
     assert bad.status_code == 400
-    assert "since: must be YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)" in bad.get_data(as_text=True)
+    assert "since: must be YYYY-MM-DD (a day in Asia/Shanghai)" in bad.get_data(as_text=True)
+    # the chart beside the table: an accessible SVG with the same numbers
+    assert '<svg xmlns="http://www.w3.org/2000/svg" class="chart"' in page
+    assert '<title id="chart-' in page and "各单位有效评价数与差评数" in page
     assert client.get("/analytics?unit=nowhere").status_code == 404

@@ -9,7 +9,7 @@ MAC (sync_server/phones.py), `lookup` columns a keyed hash of the number.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Integer, String, Table, Text
+from sqlalchemy import Boolean, Column, Index, Integer, String, Table, Text
 
 from sync_server.db import metadata
 
@@ -101,6 +101,20 @@ paper_serials = Table(
     Column("last", Integer, nullable=False),
     Column("updated_by", String(64)),
     Column("updated_at", String(32), nullable=False),
+)
+
+# paper cards typed in: a card number is entered once; `late` when it was
+# entered more than HCP_PAPER_LATE_WORKING_DAYS working days after its date
+paper_entries = Table(
+    "paper_entries",
+    metadata,
+    Column("card_no", String(80), primary_key=True),
+    Column("record_id", String(100), nullable=False),
+    Column("window_id", String(64), nullable=False),
+    Column("late", Boolean, nullable=False),
+    Column("entered_by", String(64), nullable=False),
+    Column("entered_at", String(32), nullable=False),
+    Index("ix_paper_entries_record", "record_id"),
 )
 
 # rating forms already sent (the token each form carries): a form sent twice

@@ -16,6 +16,7 @@ depends_on = None
 TABLES = (
     "followup_remarks",
     "used_forms",
+    "paper_entries",
     "paper_serials",
     "sms_reasons",
     "sms_messages",
@@ -94,6 +95,16 @@ def upgrade() -> None:
         sa.Column("updated_by", sa.String(64)),
         sa.Column("updated_at", sa.String(32), nullable=False),
     )
+    op.create_table(
+        "paper_entries",
+        sa.Column("card_no", sa.String(80), primary_key=True),
+        sa.Column("record_id", sa.String(100), nullable=False),
+        sa.Column("window_id", sa.String(64), nullable=False),
+        sa.Column("late", sa.Boolean, nullable=False),
+        sa.Column("entered_by", sa.String(64), nullable=False),
+        sa.Column("entered_at", sa.String(32), nullable=False),
+    )
+    op.create_index("ix_paper_entries_record", "paper_entries", ["record_id"])
     op.create_table(
         "used_forms",
         sa.Column("token", sa.String(64), primary_key=True),

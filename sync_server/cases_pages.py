@@ -214,7 +214,7 @@ def _change(case_id: int, change):
     except LookupError:
         abort(404)
     except CaseError as exc:
-        return _case_page(case_id, error=str(exc), status=400, form=request.form)
+        return _case_page(case_id, error=exc.localized(), status=400, form=request.form)
     return redirect(url_for("cases.case_page", case_id=case_id))
 
 

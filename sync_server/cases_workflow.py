@@ -25,6 +25,7 @@ import json
 import re
 
 from flask import has_request_context
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import select
@@ -106,6 +107,23 @@ OUTCOME_LABELS = {
 }
 
 
+FIELD_LABELS = {
+    "action": _l("Step"),
+    "note": _l("Note"),
+    "reason": _l("Reason"),
+    "problem": _l("Problem found"),
+    "kind": _l("Classification"),
+    "due_at": _l("Deadline"),
+    "verdict": _l("Return visit"),
+    "unit": _l("Unit"),
+    "state": _l("State"),
+    "appeal": _l("Appeal"),
+    "evidence": _l("Evidence"),
+    "file": _l("File"),
+    "outcome": _l("Decision"),
+}
+
+
 class CaseError(ValueError):
     """A refused change; `field` names what was wrong, str() (in the request's
     language) says why. The API answers it in English."""
@@ -117,6 +135,11 @@ class CaseError(ValueError):
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
+
+    def localized(self) -> str:
+        """For the pages: the field's name and the problem in the page's language."""
+        label = FIELD_LABELS.get(self.field, self.field)
+        return _("%(field)s: %(problem)s", field=label, problem=self.message)
 
 
 def _who() -> tuple[str, str]:

@@ -348,6 +348,10 @@ def store_channel_rating(conn, engine, rating: dict) -> str:
         "attempt": 1,
         **given,
     }
+    if rec.get("tags") and not rec.get("content_version"):
+        from sync_server import tags as tag_table
+
+        rec["content_version"] = tag_table.in_force(conn)  # the version shown now
     try:
         record.validate(rec)
     except record.RecordError as exc:

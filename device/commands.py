@@ -15,9 +15,16 @@
 # checked on the command and again just before erasing), the last config and
 # the crash file; it keeps the provisioned settings (config.json) and the
 # store's state (next seq and counters: a seq is never reused).
+#
+# update (device/update.py) downloads, checks and stages a firmware bundle,
+# switches to it on trial and answers ok before the reboot; a staging that
+# fails answers the reason and changes nothing. While a firmware is on trial,
+# tick() confirms it once the keypad has connected and sent its status, or
+# rolls it back (and resets) when its health deadline passes first.
 import json
 import os
 
+from device import update as fw_update
 from device.compat import ticks_add, ticks_diff, ticks_ms
 from device.ntp import PLAUSIBLE, utc_seconds
 from protocols.record import valid_utc_time
@@ -45,6 +52,8 @@ class Commands:
         identify_ms=30000,
         journal_path=None,
         now=ticks_ms,
+        fw_root=None,
+        fetch=None,
     ):
         self.device_id = device_id
         self.sync = sync
@@ -61,6 +70,13 @@ class Commands:
         self._erase = False
         self._identify_until = None
         self._done_path = data_dir + "/" + DONE_FILE
+        # the board's "/" is the data folder's parent (a folder when simulated)
+        root = data_dir[: data_dir.rfind("/")] if fw_root is None else fw_root
+        self.updater = fw_update.Updater(data_dir, root, fetch or fw_update.http_get)
+        self.trial = fw_update.Trial(data_dir, now)
+        self.firmware = fw_update.running_version(data_dir, getattr(sync, "firmware", None))
+        if self.firmware and hasattr(sync, "firmware"):
+            sync.firmware = self.firmware  # the status reports the slot's version
         try:
             with open(self._done_path) as f:
                 done = json.loads(f.read())
@@ -139,7 +155,13 @@ class Commands:
         return True, {"erased": list(ERASED_FILES), "reboot_in_ms": REBOOT_DELAY_MS}
 
     def _update(self, args):
-        return False, "unsupported: no firmware update over the air in this firmware"
+        if self._reboot_at is not None:
+            return False, "busy: a restart is due"
+        ok, result = self.updater.stage(args, self.firmware)
+        if ok:
+            self._reboot_at = ticks_add(self.now(), REBOOT_DELAY_MS)
+            result["reboot_in_ms"] = REBOOT_DELAY_MS
+        return ok, result
 
     # --- the main loop's side ---
     def screen(self):
@@ -151,8 +173,23 @@ class Commands:
             return None
         return ("设备编号", self.device_id)
 
+    def healthy(self):
+        """Connected, and the status of this connection sent: the collector
+        has heard from this firmware."""
+        client = getattr(self.sync, "client", None)
+        return bool(
+            client is not None
+            and getattr(client, "connected", False)
+            and getattr(self.sync, "_last_status", None) is not None
+            and not getattr(self.sync, "_status_dirty", True)
+        )
+
     def tick(self, now_ms):
-        """Each pass of the main loop: a reboot asked for is done once due."""
+        """Each pass of the main loop: a firmware on trial is confirmed or
+        rolled back; a reboot asked for is done once due."""
+        if self.trial.on_trial and self.trial.tick(now_ms, self.healthy()) == "rollback":
+            self.machine.reset()
+            return
         if self._reboot_at is None or ticks_diff(now_ms, self._reboot_at) < 0:
             return
         self._reboot_at = None

@@ -725,7 +725,12 @@ def broker_auth(args, engine, progress: Progress) -> None:
         # its port and address) stays as the operator's broker-auth wrote it
         work = Path(tempfile.mkdtemp(prefix=".hcp-provision-", dir=folder))
         try:
-            auth.write_files(work, db.device_keys(engine), password, collectors=args.collectors)
+            # the fleet agent's login stays if the operator's broker-auth wrote one
+            users = [line.split(":", 1)[0] for line in (folder / "passwd").read_text().split()]
+            fleet = auth.FLEET_USER in users
+            auth.write_files(
+                work, db.device_keys(engine), password, collectors=args.collectors, fleet=fleet
+            )
             for name in ("passwd", "acl"):
                 os.replace(work / name, folder / name)
         finally:

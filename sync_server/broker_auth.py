@@ -5,6 +5,15 @@ key (protocols.sign.mqtt_password), and may only publish under its own
 `up/` topics and read its own `down/` topics; the collector logs in as its
 own user and is the only one that may read `up/` and write `down/`. With
 these files a device can neither pose as another nor read another's acks.
+The fleet agent (sync_server/fleet_agent.py) logs in as `hcp-fleet` with the
+collector's password: it reads statuses and command results and writes
+configs and commands, nothing else.
+
+Revocation (docs/fleet.md): `rewrite_device_logins` writes the password file
+anew from the devices the database holds, keeping the collectors' and the
+fleet agent's lines as they are, and `reload` sends Mosquitto SIGHUP. Measured
+on Mosquitto 2.0.11: the reload refuses the removed or re-keyed login from
+then on and closes its open connection; nobody else is disconnected.
 
 The listener config (`hcp.conf`, for Mosquitto's `include_dir`) also turns on
 `use_username_as_clientid`: Mosquitto then replaces the client id a client
@@ -21,6 +30,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import signal
+import tempfile
 from pathlib import Path
 
 from protocols import sign
@@ -28,6 +39,7 @@ from protocols import sign
 # Mosquitto 2's "$7$" password hashes: PBKDF2-HMAC-SHA512, 101 rounds, 12-byte salt
 _ROUNDS = 101
 COLLECTOR_USER = "hcp-collector"
+FLEET_USER = "hcp-fleet"
 CONF_NAME = "hcp.conf"
 DEFAULT_PORT = 1883
 
@@ -54,11 +66,17 @@ def collector_users(count: int = 1) -> list[str]:
     return [COLLECTOR_USER] + [f"{COLLECTOR_USER}-{n}" for n in range(2, count + 1)]
 
 
-def acl_text(collectors: int = 1) -> str:
+def acl_text(collectors: int = 1, fleet: bool = False) -> str:
     blocks = [
         f"user {user}\ntopic read hcp/v1/dev/+/up/#\ntopic write hcp/v1/dev/+/down/#\n"
         for user in collector_users(collectors)
     ]
+    if fleet:
+        blocks.append(
+            f"user {FLEET_USER}\n"
+            "topic read hcp/v1/dev/+/up/status\ntopic read hcp/v1/dev/+/up/cmdres\n"
+            "topic write hcp/v1/dev/+/down/config\ntopic write hcp/v1/dev/+/down/cmd\n"
+        )
     return "# written by hcp collector broker-auth\n" + "\n".join(blocks) + DEVICE_ACL
 
 
@@ -103,23 +121,92 @@ def write_files(
     port: int = DEFAULT_PORT,
     bind_address: str | None = None,
     collectors: int = 1,
+    fleet: bool = False,
 ) -> tuple[Path, Path, Path]:
     """Write `passwd`, `acl` and `hcp.conf` into `folder`; returns their paths.
 
     `devices` are (device_id, key_hex) pairs; `port` and `bind_address` make
     the listener line (no address: every interface); `collectors` users for
-    collectors that share the work (collector_users), with one password.
+    collectors that share the work (collector_users), with one password;
+    `fleet` adds the fleet agent's login (FLEET_USER, the same password).
     """
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    lines = [f"{user}:{password_hash(collector_password)}" for user in collector_users(collectors)]
-    for device_id, key_hex in devices:
-        lines.append(f"{device_id}:{password_hash(sign.mqtt_password(bytes.fromhex(key_hex)))}")
+    services = collector_users(collectors) + ([FLEET_USER] if fleet else [])
+    lines = [f"{user}:{password_hash(collector_password)}" for user in services]
+    lines += _device_lines(devices)
     passwd = folder / "passwd"
     passwd.write_text("\n".join(lines) + "\n")
     passwd.chmod(0o600)
     acl = folder / "acl"
-    acl.write_text(acl_text(collectors))
+    acl.write_text(acl_text(collectors, fleet))
     conf = folder / CONF_NAME
     conf.write_text(listener_config(passwd, acl, port, bind_address))
     return passwd, acl, conf
+
+
+def _device_lines(devices) -> list[str]:
+    return [
+        f"{device_id}:{password_hash(sign.mqtt_password(bytes.fromhex(key_hex)))}"
+        for device_id, key_hex in devices
+    ]
+
+
+def _service_user(name: str) -> bool:
+    return name == FLEET_USER or name in collector_users(64)
+
+
+def rewrite_device_logins(folder, devices) -> list[str]:
+    """Replace the device lines of `folder`/passwd with `devices` ((device_id,
+    key_hex) pairs: what the database holds now), keeping the collectors' and
+    the fleet agent's lines as they are (their password is not needed). The
+    file is replaced by a rename, so Mosquitto never reads half of it. Returns
+    the device ids now allowed in. A device id that would look like a service
+    login is refused (it would take that login's place)."""
+    folder = Path(folder)
+    passwd = folder / "passwd"
+    if not passwd.is_file():
+        raise FileNotFoundError(
+            f"{passwd}: no password file; write it first with hcp collector broker-auth --out"
+        )
+    devices = list(devices)
+    for device_id, _key in devices:
+        if _service_user(device_id):
+            raise ValueError(f"device id {device_id!r} is a service login's name")
+    kept = [
+        line
+        for line in passwd.read_text().splitlines()
+        if line.strip() and _service_user(line.split(":", 1)[0])
+    ]
+    if not kept:
+        raise ValueError(f"{passwd}: holds no collector login; write it with broker-auth")
+    fd, tmp = tempfile.mkstemp(prefix=".passwd-", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(kept + _device_lines(devices)) + "\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, passwd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return [device_id for device_id, _key in devices]
+
+
+def broker_pid(pid=None, pid_file=None) -> int | None:
+    """The running Mosquitto's process id: given, or read from its pid file."""
+    if pid is not None:
+        return int(pid)
+    if pid_file:
+        text = Path(pid_file).read_text().strip()
+        if not text.isdigit():
+            raise ValueError(f"{pid_file}: does not hold a process id")
+        return int(text)
+    return None
+
+
+def reload(pid: int) -> None:
+    """Make Mosquitto read its password file and ACL again (SIGHUP)."""
+    if pid <= 1:
+        raise ValueError(f"broker pid {pid}: not a broker's process id")
+    os.kill(pid, signal.SIGHUP)

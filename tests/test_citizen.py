@@ -246,8 +246,7 @@ def test_a_post_without_the_form_token_is_refused(world):
 def test_the_case_qr_rates_its_event_once(world):
     register(world, "LZ2026112700002")
     with world.test_request_context("/"):
-        with world.extensions["hcp_engine"].connect() as conn:
-            event = service_events.listing(world.extensions["hcp_engine"], None)["items"][0]
+        event = service_events.listing(world.extensions["hcp_engine"], None)["items"][0]
         path = event_link(event, "qr_case")
     client = world.test_client()
     page = client.get(path)

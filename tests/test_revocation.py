@@ -1,0 +1,241 @@
+"""Revocation on a running Mosquitto, without a restart (issue 11).
+
+`hcp collector remove-device` (hcp/fleet.py) and the admins' page action
+delete the device's key, write the broker's password file anew from what the
+database holds (the collectors' and the fleet agent's lines kept as they
+were) and send Mosquitto SIGHUP. Measured here on Mosquitto 2.0.11: the
+reload refuses the removed login from then on AND closes its open
+connection; a re-keyed device's old password is refused and its open
+connection closed too; nobody else is disconnected. All with access control
+on: the files are the ones broker_auth writes.
+"""
+
+import json
+import secrets
+import time
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import select
+
+from hcp import fleet as fleet_cli
+from hcp.broker import MosquittoBroker, free_port
+from protocols import sign, topics
+from sync_server import broker_auth, db
+from sync_server.fleet_agent import FleetAgent
+from sync_server.ingest import IngestService
+from tests.harness.broker import require_kind
+from tests.harness.collector import AuthActions, app_with_users
+from tests.test_broker_auth import (
+    COLLECTOR_PASSWORD,
+    NOT_AUTHORIZED,
+    Watched,
+    refused_with,
+    signed_batch,
+    wait_stored,
+)
+
+
+def device_password(key_hex):
+    return sign.mqtt_password(bytes.fromhex(key_hex))
+
+
+@pytest.fixture
+def fleet_broker(tmp_path):
+    """Mosquitto locked down by broker_auth's files (fleet login included), a
+    collector and the fleet agent logged in, kp-01 and kp-02 provisioned."""
+    require_kind("mosquitto")
+    db_url = f"sqlite:///{tmp_path / 'c.db'}"
+    engine = db.make_engine(db_url)
+    db.init(engine)
+    keys = {name: secrets.token_hex(32) for name in ("kp-01", "kp-02")}
+    for name, key_hex in keys.items():
+        db.add_device(engine, name, key_hex)
+    auth_dir = tmp_path / "auth"
+    port = free_port()
+    broker_auth.write_files(auth_dir, db.device_keys(engine), COLLECTOR_PASSWORD, port=port,
+                            bind_address="127.0.0.1", fleet=True)  # fmt: skip
+    broker = MosquittoBroker(workdir=tmp_path / "broker", auth_dir=auth_dir).start()
+    collector = IngestService(engine, broker.host, broker.port, client_id=broker_auth.COLLECTOR_USER,
+                              username=broker_auth.COLLECTOR_USER, password=COLLECTOR_PASSWORD)  # fmt: skip
+    collector_drops = []
+    collector.client.on_disconnect = lambda *a: collector_drops.append(a[3])
+    collector.start()
+    agent = FleetAgent(engine, broker.host, broker.port, password=COLLECTOR_PASSWORD).start()
+    agent_drops = []
+    agent.client.on_disconnect = lambda *a: agent_drops.append(a[3])
+    yield SimpleNamespace(engine=engine, db_url=db_url, broker=broker, keys=keys, tmp=tmp_path,
+                          auth_dir=auth_dir, collector=collector, agent=agent,
+                          collector_drops=collector_drops, agent_drops=agent_drops)  # fmt: skip
+    agent.stop()
+    collector.stop()
+    broker.stop()
+    engine.dispose()
+
+
+def broker_pid(broker):
+    return broker._proc.pid
+
+
+def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
+
+
+def users_in(auth_dir):
+    return [line.split(":")[0] for line in (auth_dir / "passwd").read_text().split()]
+
+
+def test_remove_device_cuts_the_connection_and_refuses_the_login(fleet_broker, capsys):
+    fb = fleet_broker
+    revoked = Watched(fb.broker, "kp-01", device_password(fb.keys["kp-01"]), "kp-01",
+                      clean_session=False)  # fmt: skip
+    other = Watched(fb.broker, "kp-02", device_password(fb.keys["kp-02"]), "kp-02",
+                    clean_session=False)  # fmt: skip
+    try:
+        # kp-01 rated before it was removed: its rating stays
+        revoked.client.publish(topics.topic("kp-01", topics.UP_EV),
+                               signed_batch("kp-01", fb.keys["kp-01"], 1), qos=1)  # fmt: skip
+        assert wait_stored(fb.engine, ["kp-01:1"]) == ["kp-01:1"]
+        code = fleet_cli.main(["fleet", "remove-device", "kp-01", "--db", fb.db_url,
+                               "--broker-auth-dir", str(fb.auth_dir),
+                               "--broker-pid", str(broker_pid(fb.broker))])  # fmt: skip
+        out = capsys.readouterr().out
+        assert code == 0
+        assert out.splitlines() == [
+            "removed kp-01: its key is gone, its ratings stay",
+            f"{fb.auth_dir}/passwd rewritten (1 devices); Mosquitto {broker_pid(fb.broker)} "
+            "reloaded",
+        ]
+        assert users_in(fb.auth_dir) == ["hcp-collector", "hcp-fleet", "kp-02"]
+        assert wait_for(lambda: revoked.disconnects), "the open connection was closed"
+        assert len(revoked.disconnects) == 1
+        assert refused_with(fb.broker, "kp-01", device_password(fb.keys["kp-01"]), "kp-01") == (
+            NOT_AUTHORIZED
+        )
+        # nobody else lost a connection; the other device still delivers
+        assert fb.collector_drops == [] and fb.agent_drops == [] and other.disconnects == []
+        other.client.publish(topics.topic("kp-02", topics.UP_EV),
+                             signed_batch("kp-02", fb.keys["kp-02"], 1), qos=1)  # fmt: skip
+        assert wait_stored(fb.engine, ["kp-01:1", "kp-02:1"]) == ["kp-01:1", "kp-02:1"]
+        with fb.engine.connect() as conn:
+            assert conn.execute(select(db.devices.c.device_id)).scalars().all() == ["kp-02"]
+            entry = conn.execute(
+                select(db.audit_log).where(db.audit_log.c.action == "fleet.remove")
+            ).one()
+        assert entry.target == "device:kp-01" and "key_hex" not in entry.before
+        assert json.loads(entry.before)["device_id"] == "kp-01"
+    finally:
+        revoked.client.loop_stop()
+        other.close()
+
+
+def test_a_rekeyed_device_loses_its_old_password_on_reload(fleet_broker):
+    """Re-provisioning gives a new key: the old password stops working, and the
+    connection made with it is closed by the reload."""
+    fb = fleet_broker
+    old = Watched(fb.broker, "kp-01", device_password(fb.keys["kp-01"]), "kp-01",
+                  clean_session=False)  # fmt: skip
+    try:
+        new_key = secrets.token_hex(32)
+        with fb.engine.begin() as conn:
+            conn.execute(
+                db.devices.update().where(db.devices.c.device_id == "kp-01").values(key_hex=new_key)
+            )
+        from sync_server import fleet
+
+        line = fleet.revoke_on_broker(fb.engine, fb.auth_dir, pid=broker_pid(fb.broker))
+        assert line.endswith(f"(2 devices); Mosquitto {broker_pid(fb.broker)} reloaded")
+        assert wait_for(lambda: old.disconnects), "the connection with the old key was closed"
+        assert refused_with(fb.broker, "kp-01", device_password(fb.keys["kp-01"]), "kp-01") == (
+            NOT_AUTHORIZED
+        )
+        fresh = Watched(fb.broker, "kp-01", device_password(new_key), "kp-01")
+        assert not fresh.rc.is_failure
+        fresh.close()
+        assert fb.collector_drops == [] and fb.agent_drops == []
+    finally:
+        old.client.loop_stop()
+
+
+def test_a_removed_device_cannot_publish_even_on_a_live_connection(fleet_broker):
+    """Between removal and reload nothing is promised; after the reload the
+    device has no connection left to publish on, and cannot get one."""
+    fb = fleet_broker
+    revoked = Watched(fb.broker, "kp-01", device_password(fb.keys["kp-01"]), "kp-01")
+    try:
+        with fb.engine.begin() as conn:
+            from sync_server import fleet
+
+            assert fleet.remove_device(conn, "kp-01")["device_id"] == "kp-01"
+        fleet.revoke_on_broker(fb.engine, fb.auth_dir, pid=broker_pid(fb.broker))
+        assert wait_for(lambda: revoked.disconnects)
+        info = revoked.client.publish(topics.topic("kp-01", topics.UP_EV),
+                                      signed_batch("kp-01", fb.keys["kp-01"], 2), qos=1)  # fmt: skip
+        assert info.rc != 0 or not revoked.client.is_connected()
+        time.sleep(0.5)
+        assert wait_stored(fb.engine, [], timeout=0.5) == []
+    finally:
+        revoked.client.loop_stop()
+
+
+def test_remove_device_refuses_what_it_cannot_do(tmp_path, capsys):
+    db_url = f"sqlite:///{tmp_path / 'c.db'}"
+    engine = db.make_engine(db_url)
+    db.init(engine)
+    db.add_device(engine, "kp-01", "ab" * 32)
+    assert fleet_cli.main(["fleet", "remove-device", "kp-77", "--db", db_url]) == 1
+    assert capsys.readouterr().err.strip() == "error: device_id: no device 'kp-77'"
+    # no passwd where the folder should be: the device is removed, the broker step says why
+    code = fleet_cli.main(["fleet", "remove-device", "kp-01", "--db", db_url,
+                           "--broker-auth-dir", str(tmp_path / "nowhere")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert err == (
+        f"error: --broker-auth-dir: {tmp_path / 'nowhere'}/passwd: no password file; "
+        "write it first with hcp collector broker-auth --out"
+    )
+    # a passwd without a collector login is not ours to rewrite
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "passwd").write_text("kp-01:$7$x\n")
+    with pytest.raises(ValueError, match="holds no collector login"):
+        broker_auth.rewrite_device_logins(tmp_path / "bare", [])
+    with pytest.raises(ValueError, match="is a service login's name"):
+        broker_auth.rewrite_device_logins(tmp_path / "bare", [("hcp-fleet", "00" * 32)])
+    with pytest.raises(ValueError, match="not a broker's process id"):
+        broker_auth.reload(1)
+    engine.dispose()
+
+
+def test_the_admin_removes_a_device_from_its_page(fleet_broker, tmp_path):
+    fb = fleet_broker
+    pid_file = tmp_path / "mosquitto.pid"
+    pid_file.write_text(f"{broker_pid(fb.broker)}\n")
+    revoked = Watched(fb.broker, "kp-01", device_password(fb.keys["kp-01"]), "kp-01")
+    try:
+        with app_with_users(tmp_path / "web", fb.db_url, HCP_BROKER_AUTH_DIR=str(fb.auth_dir),
+                            HCP_BROKER_PID_FILE=str(pid_file)) as app:  # fmt: skip
+            client = app.test_client()
+            AuthActions(client).login("admin")
+            page = client.get("/fleet/kp-01").get_data(as_text=True)
+            assert 'id="remove-form"' in page
+            token = page.split('name="csrf_token" value="')[1].split('"')[0]
+            wrong = client.post("/fleet/kp-01/remove", data={"csrf_token": token, "confirm": "kp"})
+            assert wrong.status_code == 400 and "请输入设备编号以确认。" in wrong.get_data(
+                as_text=True
+            )
+            done = client.post("/fleet/kp-01/remove",
+                               data={"csrf_token": token, "confirm": "kp-01"})  # fmt: skip
+            assert done.status_code == 302 and done.location.endswith("/fleet?done=revoked")
+            assert "已移除；消息服务器自此拒绝该设备。" in client.get(done.location).get_data(
+                as_text=True
+            )
+        assert wait_for(lambda: revoked.disconnects)
+        assert refused_with(fb.broker, "kp-01", device_password(fb.keys["kp-01"]), "kp-01") == (
+            NOT_AUTHORIZED
+        )
+        assert users_in(fb.auth_dir) == ["hcp-collector", "hcp-fleet", "kp-02"]
+    finally:
+        revoked.client.loop_stop()

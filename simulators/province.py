@@ -131,6 +131,7 @@ class Province:
         self.counts = {"requests": 0, "accepted": 0, "duplicate": 0, "refused": 0, "faults": 0}
         self.handling_s: list[float] = []  # own time per answered API request
         self.mode, self.delay_s, self.error_rate = "ok", 0.0, 0.0
+        self.in_flight = 0  # API requests being answered now
         self.random = random.Random(seed)
         self.receipts = 0
 
@@ -391,7 +392,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away (killed while waiting): what was done stays done
 
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -410,6 +414,15 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if self.path.startswith("/_sim/"):
             return self._control(body)
+        with province.lock:
+            province.in_flight += 1
+        try:
+            return self._answer(province, body)
+        finally:
+            with province.lock:
+                province.in_flight -= 1
+
+    def _answer(self, province: Province, body: bytes):
         started = time.perf_counter()
         mode = province.mode
         if mode == "down":

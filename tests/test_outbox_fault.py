@@ -1,0 +1,21 @@
+"""The fault run, briefly, on both databases (sync_server/outbox_fault.py):
+the province down, slow, failing at random, answering garbage and refusing
+without a reason, while ratings are stored and the sender process is killed
+twice. Afterwards every event and rating is at the province exactly once, in
+order, times unchanged; dead letters are exactly the planted refusals."""
+
+from __future__ import annotations
+
+from sync_server import outbox_fault
+
+
+def test_nothing_lost_nothing_twice_in_order_through_faults_and_kills(engine, tmp_path):
+    url = engine.url.render_as_string(hide_password=False)
+    engine.dispose()
+    result = outbox_fault.run(url, seconds=8, workdir=tmp_path)
+    assert result["problems"] == []
+    assert result["ok"] and result["kills"] == 2
+    assert result["states"]["dead"] == result["planted_refusals"] > 0
+    assert result["states"]["skipped"] == result["repeats"] > 0
+    assert set(result["states"]) == {"acked", "dead", "skipped"}
+    assert result["province_counts"]["faults"] >= 8  # each bad mood met twice or more

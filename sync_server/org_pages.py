@@ -199,73 +199,62 @@ def _existing(conn, what, code):
     return item
 
 
-@bp.post("/org/rename")
-@requires("org_write")
-def rename():
+def _change(action: str, change, target: str | None = None):
+    """One change of an existing item from a form: found inside the user's
+    units (else 404), allowed where it sits and, for a move, where it goes
+    (else 403), made and audited in one transaction. Returns (what, code,
+    the item before) or a response: the page again with the error."""
     what, code = _form_what(), request.form.get("code", "")
     engine = get_engine()
     with engine.connect() as conn:
         before = _existing(conn, what, code)
     if not _may_change(code if what == "units" else before["unit"], is_root_unit=True):
         abort(403)
+    if target is not None and not _may_change(target):
+        abort(403)
     try:
         with engine.begin() as conn:
-            org.rename(conn, what, code, request.form.get("name", ""), request.form.get("kind"))
+            change(conn, what, code)
             audit.record(
-                conn, f"org.{what}.rename", f"{what}:{code}", before, org.get(conn, what, code)
+                conn, f"org.{what}.{action}", f"{what}:{code}", before, org.get(conn, what, code)
             )
     except org.OrgError as exc:
         return _fail(what, code, code if what == "units" else before["unit"], str(exc))
+    return what, code, before
+
+
+@bp.post("/org/rename")
+@requires("org_write")
+def rename():
+    name, kind = request.form.get("name", ""), request.form.get("kind")
+    done = _change("rename", lambda conn, what, code: org.rename(conn, what, code, name, kind))
+    if not isinstance(done, tuple):
+        return done
+    what, code, before = done
     return _back(what, code, before["unit"])
 
 
 @bp.post("/org/move")
 @requires("org_write")
 def move():
-    what, code = _form_what(), request.form.get("code", "")
     target = request.form.get("unit", "").strip()
-    engine = get_engine()
-    with engine.connect() as conn:
-        before = _existing(conn, what, code)
-    if not _may_change(code if what == "units" else before["unit"], is_root_unit=True):
-        abort(403)
-    if not _may_change(target):
-        abort(403)
-    try:
-        with engine.begin() as conn:
-            org.move(conn, what, code, target)
-            audit.record(
-                conn, f"org.{what}.move", f"{what}:{code}", before, org.get(conn, what, code)
-            )
-    except org.OrgError as exc:
-        return _fail(what, code, code if what == "units" else before["unit"], str(exc))
+    done = _change("move", lambda conn, what, code: org.move(conn, what, code, target), target)
+    if not isinstance(done, tuple):
+        return done
+    what, code, _before = done
     return _back(what, code, target)
 
 
 @bp.post("/org/retire")
 @requires("org_write")
 def retire():
-    what, code = _form_what(), request.form.get("code", "")
-    engine = get_engine()
-    with engine.connect() as conn:
-        before = _existing(conn, what, code)
-    if not _may_change(code if what == "units" else before["unit"], is_root_unit=True):
-        abort(403)
-    try:
-        with engine.begin() as conn:
-            org.retire(conn, what, code)
-            audit.record(
-                conn, f"org.{what}.retire", f"{what}:{code}", before, org.get(conn, what, code)
-            )
-    except org.OrgError as exc:
-        return _fail(what, code, code if what == "units" else before["unit"], str(exc))
-    if what == "units":
-        return redirect(
-            url_for("org_pages.unit", unit_id=before["unit"])
-            if before["unit"]
-            else url_for("org_pages.tree")
-        )
-    return redirect(url_for("org_pages.unit", unit_id=before["unit"]))
+    done = _change("retire", org.retire)
+    if not isinstance(done, tuple):
+        return done
+    _what, _code, before = done
+    if before["unit"]:
+        return redirect(url_for("org_pages.unit", unit_id=before["unit"]))
+    return redirect(url_for("org_pages.tree"))
 
 
 PHOTO_TYPES = {"image/jpeg", "image/png"}

@@ -668,15 +668,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def require_micropython32() -> Path:
-    """micropython32_path(), or skip the test where ../shared is absent or (outside
-    CI) the build fails; with CI=true both fail the test instead."""
+def _required(build):
+    """build(), or skip the test where ../shared is absent or (outside CI) the
+    build fails; with CI=true both fail the test instead."""
     try:
-        return micropython32_path()
+        return build()
     except (MicroPythonUnixUnavailable, MicroPythonUnixBuildError) as exc:
         if in_ci():
             pytest.fail(f"CI=true: {exc}", pytrace=False)
         pytest.skip(str(exc))
+
+
+def require_micropython32() -> Path:
+    """micropython32_path(), skipped or failed as _required() says."""
+    return _required(micropython32_path)
 
 
 @pytest.fixture(scope="session")
@@ -686,13 +691,8 @@ def micropython32():
 
 
 def require_frozen_micropython32() -> FrozenPort:
-    """frozen_micropython32(), skipped or failed as require_micropython32()."""
-    try:
-        return frozen_micropython32()
-    except (MicroPythonUnixUnavailable, MicroPythonUnixBuildError) as exc:
-        if in_ci():
-            pytest.fail(f"CI=true: {exc}", pytrace=False)
-        pytest.skip(str(exc))
+    """frozen_micropython32(), skipped or failed as _required() says."""
+    return _required(frozen_micropython32)
 
 
 @pytest.fixture(scope="session")

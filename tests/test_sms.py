@@ -1,0 +1,209 @@
+"""Rating by SMS through the simulated gateway over real HTTP, on SQLite and
+PostgreSQL: the invitation after a service event with a phone, replies in
+half- and full-width digits and in words, garbage, a 差评 and its reason, a
+second reply, a reply after the rating period, and a hostile inbound caller.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from sqlalchemy import select
+
+from simulators.sms_gateway import SmsGateway
+from sync_server import phones, sms
+from sync_server import sms_gateways as gateways
+from sync_server.cli import serve_web
+from sync_server.schema_citizen import sms_conversations, sms_messages, sms_reasons
+from tests.test_citizen import PHONE, build, rate, ratings, register, text_of
+
+SECRET = "inbound-secret-1"
+OTHER_PHONE = "13900001111"
+INVITATION_START = "【临淄区政务服务】您"
+
+
+@pytest.fixture
+def live(engine_app):
+    """The collector serving HTTP and the simulated gateway beside it."""
+    engine_app.tokens = build(engine_app)
+    server, thread = serve_web(engine_app, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.server_port}"
+    gateway = SmsGateway(base, SECRET).start()
+    engine_app.config.update(HCP_SMS_INBOUND_SECRET=SECRET, HCP_SMS_GATEWAY_URL=gateway.url)
+    engine_app.gateway = gateway
+    yield engine_app
+    gateway.stop()
+    server.shutdown()
+    thread.join(5)
+
+
+def reply(app, text, phone=PHONE) -> str:
+    status, answer = app.gateway.relay(phone, text)
+    assert status == 200, answer
+    return answer["reply"]
+
+
+def sent_to(app, phone=PHONE) -> list[str]:
+    return [m["text"] for m in app.gateway.messages(phone)]
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("1", (5, None)),
+        ("５", (1, None)),
+        (" ３ ", (3, None)),
+        ("4 等候时间长", (2, "等候时间长")),
+        ("４，材料反复要", (2, "材料反复要")),
+        ("5。", (1, None)),
+        ("非常满意", (5, None)),
+        ("满意", (4, None)),
+        ("基本满意", (3, None)),
+        ("不满意 态度差", (2, "态度差")),
+        ("非常不满意", (1, None)),
+        ("12", None),
+        ("0", None),
+        ("6", None),
+        ("好", None),
+        ("", None),
+        ("   ", None),
+        ("hello", None),
+    ],
+)
+def test_replies_are_parsed(text, parsed):
+    assert sms.parse(text) == parsed
+
+
+def test_a_bad_rating_by_sms_and_its_reason(live):
+    register(live, "LZ2026112710001", phone=PHONE)
+    [invitation] = sent_to(live)
+    assert invitation.startswith(INVITATION_START)
+    assert "办件号LZ2026112710001" in invitation and "1非常满意" in invitation
+    assert reply(live, "你好") == sms.HELP
+    assert reply(live, "５") == sms.ASK_REASON  # full width: 非常不满意, no reason yet
+    assert reply(live, "<script>x</script>") == sms.BAD_TEXT
+    assert reply(live, "3") == sms.ALREADY_ASK
+    assert reply(live, "等候时间太长") == sms.REASON_THANKS
+    assert reply(live, "1") == sms.ALREADY
+    assert reply(live, "garbage") == sms.HELP
+    [stored] = ratings(live)
+    assert (stored["channel"], stored["stars"], stored["case_no"]) == ("sms", 1, "LZ2026112710001")
+    assert stored["reason_owed"] is True and stored["comment"] is None  # never rewritten
+    engine = live.extensions["hcp_engine"]
+    with engine.connect() as conn:
+        assert sms.reasons_of(conn, stored["id"]) == "等候时间太长"
+        outcomes = [
+            row.outcome
+            for row in conn.execute(
+                select(sms_messages)
+                .where(sms_messages.c.direction == "in")
+                .order_by(sms_messages.c.id)
+            )
+        ]
+        dump = repr(conn.execute(select(sms_messages)).all())
+        dump += repr(conn.execute(select(sms_conversations)).all())
+    assert outcomes == ["stray", "rated", "bad_reason", "second", "reason", "second", "stray"]
+    assert PHONE not in dump
+    assert sent_to(live)[1:] == [
+        sms.HELP, sms.ASK_REASON, sms.BAD_TEXT, sms.ALREADY_ASK, sms.REASON_THANKS,
+        sms.ALREADY, sms.HELP,
+    ]  # fmt: skip
+
+
+def test_level_words_and_a_reason_in_one_reply(live):
+    register(live, "LZ2026112710002", phone=PHONE)
+    register(live, "LZ2026112710003", phone=OTHER_PHONE)
+    assert reply(live, "不满意，材料要求反复变") == sms.THANKS
+    assert reply(live, "非常满意", OTHER_PHONE) == sms.THANKS
+    stored = {r["case_no"]: r for r in ratings(live)}
+    assert stored["LZ2026112710002"]["stars"] == 2
+    assert stored["LZ2026112710002"]["comment"] == "材料要求反复变"
+    assert stored["LZ2026112710002"]["reason_owed"] is False
+    assert stored["LZ2026112710003"]["stars"] == 5
+    assert reply(live, "2") == sms.ALREADY
+
+
+def test_a_reply_after_the_period_is_refused_with_a_clear_message(live):
+    handled = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    register(live, "LZ2026102810001", handled=handled, phone=PHONE)
+    assert reply(live, "1") == "评价期已过：办结之日起5个工作日内可评价，本次回复未计入评价。"
+    assert ratings(live) == []
+
+
+def test_a_reply_after_a_rating_on_another_channel_gets_already_rated(live):
+    register(live, "LZ2026112710004", phone=PHONE)
+    client = live.test_client()
+    done = rate(client, "/r/w/A01", 5, step2={}, case_no="LZ2026112710004")
+    assert text_of(done, "notice") == "感谢您的评价！"
+    assert reply(live, "4 太慢") == sms.ALREADY
+    assert [r["channel"] for r in ratings(live)] == ["qr_window"]
+
+
+def test_a_number_never_invited(live):
+    assert reply(live, "1", "13700000000") == sms.NOT_INVITED
+    assert ratings(live) == []
+
+
+def test_invitations_wait_while_the_gateway_is_down(live):
+    live.config["HCP_SMS_GATEWAY_URL"] = "http://127.0.0.1:9"  # nothing listens there
+    register(live, "LZ2026112710005", phone=PHONE)
+    engine = live.extensions["hcp_engine"]
+    with engine.connect() as conn:
+        assert conn.execute(select(sms_conversations.c.state)).scalar() == "queued"
+    assert sent_to(live) == []
+    with live.app_context():
+        key = phones.app_key()
+    assert sms.deliver(engine, gateways.HttpGateway(live.gateway.url), key) == 1
+    assert sms.deliver(engine, gateways.HttpGateway(live.gateway.url), key) == 0
+    assert len(sent_to(live)) == 1
+    with engine.connect() as conn:
+        assert conn.execute(select(sms_conversations.c.state)).scalar() == "invited"
+
+
+def _post(live, body: bytes, signature: str | None):
+    headers = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers["X-HCP-Signature"] = signature
+    base = live.gateway.collector_url
+    request = urllib.request.Request(base + "/sms/inbound", data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize(
+    ("body", "signed", "status", "error"),
+    [
+        (b'{"from":"13812345678","text":"1"}', False, 401, "X-HCP-Signature: does not verify"),
+        (b'{"from":"13812345678","text":"1"}', "0" * 64, 401, "X-HCP-Signature: does not verify"),
+        (b"not json", True, 400, "body: not JSON"),
+        (b"[1]", True, 400, "body: must be an object"),
+        (b'{"from":1,"text":"1"}', True, 400, "from: must be a string"),
+        (b'{"from":"<script>","text":"1"}', True, 400,
+         "phone: not a mobile number or a landline with area code"),
+        (json.dumps({"from": PHONE, "text": "x" * 1001}).encode(), True, 400,
+         "text: must be a string of at most 1000 characters"),
+        (b"{" + b" " * 20000 + b"}", True, 413, "body: larger than 16384 bytes"),
+    ],
+)  # fmt: skip
+def test_a_hostile_inbound_caller_is_refused(live, body, signed, status, error):
+    signature = gateways.signature(SECRET, body) if signed is True else (signed or None)
+    assert _post(live, body, signature) == (status, {"error": error})
+    with live.extensions["hcp_engine"].connect() as conn:
+        assert conn.execute(select(sms_messages)).all() == []
+        assert conn.execute(select(sms_reasons)).all() == []
+
+
+def test_inbound_is_off_without_a_secret(live):
+    live.config["HCP_SMS_INBOUND_SECRET"] = None
+    body = b'{"from":"13812345678","text":"1"}'
+    assert _post(live, body, gateways.signature(SECRET, body)) == (
+        503,
+        {"error": "inbound SMS is not configured (HCP_SMS_INBOUND_SECRET)"},
+    )

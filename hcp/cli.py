@@ -13,7 +13,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    from hcp import bench, demo, fault, font, kiosk, provision, sim_keypad, window
+    from hcp import (
+        bench,
+        demo,
+        fault,
+        fleet,
+        font,
+        kiosk,
+        provision,
+        sim_keypad,
+        sim_province,
+        window,
+    )
+    from sync_server import cases_alerts, outbox_cli
     from sync_server import cli as collector_cli
 
     demo.register(commands)
@@ -23,11 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     runs.required = True
     fault.register(runs)
     sim_keypad.register(runs)
+    sim_province.register(runs)
     window.register(commands)
     kiosk.register(commands)
     font.register(commands)
     provision.register(commands)
     collector_cli.register(commands)
+    fleet.register(commands)
+    outbox_cli.register(commands)
+    cases_alerts.register(commands)
     return parser
 
 

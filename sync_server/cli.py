@@ -292,3 +292,8 @@ def register(commands) -> None:
         help="collector logins for collectors sharing the work (default 1)",
     )
     auth_parser.set_defaults(handler=broker_auth_command)
+
+    from sync_server import figures_cli, rankings_cli
+
+    figures_cli.register(sub)
+    rankings_cli.register(sub)

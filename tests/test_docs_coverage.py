@@ -16,7 +16,13 @@ from hcp.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 TECHNICIAN_GUIDE = (ROOT / "docs" / "technician-guide.md").read_text()
-OPERATOR_GUIDE = (ROOT / "docs" / "operator-guide.md").read_text()
+# the operator guide and each feature's own guide (docs/<feature>.md), which
+# the operator guide links; the protocol and the architecture are not guides
+NOT_GUIDES = {"protocol.md", "architecture.md", "technician-guide.md", "operator-guide.md"}
+FEATURE_GUIDES = sorted(p for p in (ROOT / "docs").glob("*.md") if p.name not in NOT_GUIDES)
+OPERATOR_GUIDE = "\n\n".join(
+    path.read_text() for path in [ROOT / "docs" / "operator-guide.md", *FEATURE_GUIDES]
+)
 
 
 # -- device settings ---------------------------------------------------------
@@ -140,8 +146,17 @@ def sections(markdown: str, level: str) -> dict[str, str]:
 
 
 COMMANDS = [(path, parser) for path, parser in walk_commands(build_parser()) if path]
-COMMANDS_SECTION = sections(OPERATOR_GUIDE, "##").get("Commands", "")
+# each guide's "## Commands" section; a feature's commands are in its own guide
+COMMANDS_SECTION = "\n\n".join(
+    sections(path.read_text(), "##").get("Commands", "")
+    for path in [ROOT / "docs" / "operator-guide.md", *FEATURE_GUIDES]
+)
 COMMAND_SECTIONS = sections(COMMANDS_SECTION, "###")
+
+
+def test_the_operator_guide_links_every_feature_guide():
+    guide = (ROOT / "docs" / "operator-guide.md").read_text()
+    assert [p.name for p in FEATURE_GUIDES if f"]({p.name})" not in guide] == []
 
 
 def test_the_command_walk_finds_the_known_commands():

@@ -10,6 +10,11 @@ the window's business system:
                      learn which key was pressed)
     POST /cancel, /pause, /resume, /signin {name, staff_no}, /signout
     GET  /status  -> the keypad's status ack and this link's counters
+    POST /event   {case_no, service_no, item_code, unit_id, window_id,
+                   staff_id, handled_at, phone} -> registers the service event
+                  with the collector (--collector, --token-file; window_id
+                  defaults to --window) and answers what the collector
+                  answered (docs/service-events.md)
 
 A command that gets no answer is sent again (the same frame, the same id);
 the keypad answers a repeat without acting on it twice.
@@ -19,8 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import OrderedDict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -198,6 +206,47 @@ class WindowPort:
             return self._outcomes[case_no]  # kept for a second waiter on the same case
 
 
+class CollectorLink:
+    """The collector's service event API, with the business system's token.
+
+    Registration is idempotent, so a business system that got no answer
+    (502) sends the same event again; nothing is queued here."""
+
+    PATH = "/api/v1/service-events"
+
+    def __init__(self, url: str, token: str, window_id: str | None = None, timeout: float = 10):
+        self.url = url.rstrip("/") + self.PATH
+        self.token = token
+        self.window_id = window_id
+        self.timeout = timeout
+
+    def register(self, event: dict) -> tuple[int, dict]:
+        """(status, answer) of the collector for one event."""
+        if self.window_id is not None:
+            event = {"window_id": self.window_id, **event}
+        request = urllib.request.Request(
+            self.url,
+            data=json.dumps(event, ensure_ascii=False).encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": "Bearer " + self.token,
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
+                return answer.status, json.loads(answer.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                body = json.loads(exc.read() or b"{}")
+            except ValueError:
+                body = {"error": "collector: answered " + str(exc.code) + " without JSON"}
+            return exc.code, body
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            return 502, {"error": "collector: unreachable (" + str(reason)[:120] + ")"}
+
+
 # --- the HTTP API ---
 
 _SIMPLE = ("cancel", "pause", "resume", "signout")
@@ -256,6 +305,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         name = self.path.lstrip("/")
+        if name == "event":
+            self._event()
+            return
         if name not in ("start", "signin", *_SIMPLE):
             self._answer(404, {"error": "no such endpoint: POST " + self.path})
             return
@@ -288,6 +340,20 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._answer(200, {"ok": True})
 
+    def _event(self):
+        collector = self.server.collector
+        if collector is None:
+            self._answer(
+                503,
+                {"error": "event: no collector configured (hcp window --collector --token-file)"},
+            )
+            return
+        body = self._body()
+        if body is None:
+            return
+        status, answer = collector.register(body)
+        self._answer(status, answer)
+
     def _start(self, window, case):
         wait = case.get("timeout_s", 60) + self.server.extra_wait
         outcome = window.start(case, wait, self.server.extra_wait)
@@ -305,13 +371,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200, answer)
 
 
-def serve(port, http_port, extra_wait=40, host="127.0.0.1"):
-    """A WindowPort on port and its HTTP server (not yet serving)."""
+def serve(port, http_port, extra_wait=40, host="127.0.0.1", collector=None):
+    """A WindowPort on port and its HTTP server (not yet serving); `collector`
+    a CollectorLink for POST /event, or None."""
     window = WindowPort(port)
     server = ThreadingHTTPServer((host, http_port), _Handler)
     server.daemon_threads = True
     server.window = window
     server.extra_wait = extra_wait
+    server.collector = collector
     return server, window
 
 
@@ -328,14 +396,42 @@ def register(commands) -> None:
         default=40,
         help="seconds a /start waits beyond its timeout_s (at least the keypad's confirm_ms)",
     )
+    parser.add_argument(
+        "--collector",
+        help="the collector's URL, e.g. https://hcp.example.gov.cn: POST /event registers "
+        "service events there",
+    )
+    parser.add_argument(
+        "--token-file",
+        help="a file holding the business system's API token (role clerk) for --collector",
+    )
+    parser.add_argument("--window", help="this window's id, the default window_id of /event")
     parser.set_defaults(handler=run)
+
+
+def collector_link(args) -> CollectorLink | None:
+    """The CollectorLink the options ask for; ValueError names a missing option."""
+    if args.collector is None and args.token_file is None:
+        return None
+    if args.collector is None or args.token_file is None:
+        raise ValueError("--collector and --token-file: give both or neither")
+    with open(args.token_file, encoding="utf-8") as token_file:
+        token = token_file.read().strip()
+    if not token:
+        raise ValueError("--token-file: " + args.token_file + " is empty")
+    return CollectorLink(args.collector, token, args.window)
 
 
 def run(args) -> int:
     import serial
 
+    try:
+        collector = collector_link(args)
+    except (ValueError, OSError) as exc:
+        print("error: " + str(exc), file=sys.stderr)
+        return 1
     port = serial.serial_for_url(args.port, baudrate=args.baud, timeout=0.05)
-    server, window = serve(port, args.http_port, args.extra_wait)
+    server, window = serve(port, args.http_port, args.extra_wait, collector=collector)
     print(f"hcp window: {args.port} at {args.baud} baud; HTTP on http://127.0.0.1:{args.http_port}")
     try:
         server.serve_forever()

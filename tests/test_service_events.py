@@ -9,7 +9,12 @@ have the role clerk, one per street.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
+import threading
+import urllib.error
+import urllib.request
 
 import pytest
 from sqlalchemy import select
@@ -382,3 +387,77 @@ def test_rate_until_is_five_working_days_after_the_local_day(world):
     handled = dt.datetime.strptime(answer["handled_at"], "%Y-%m-%dT%H:%M:%SZ")
     local = (handled + dt.timedelta(hours=8)).date()
     assert answer["rate_until"] == workdays.add_working_days(local, 5).isoformat()
+
+
+# --- through the window PC -----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def window_pc(collector):
+    """`hcp window`'s HTTP service in this process, on a pyserial loopback port
+    (no keypad needed for /event)."""
+    import serial
+
+    from hcp import window
+
+    port = serial.serial_for_url("loop://", timeout=0.05)
+    server, link = window.serve(port, 0, collector=collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        link.close()
+
+
+def send(url, body) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url + "/event", data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_window_pc_registers_events_with_the_collector(world):
+    from hcp.window import CollectorLink
+    from sync_server.cli import serve_web
+
+    web, _thread = serve_web(world, "127.0.0.1", 0)
+    try:
+        collector = f"http://127.0.0.1:{web.server_port}"
+        with window_pc(CollectorLink(collector, world.tokens["ws"], window_id="A01")) as url:
+            body = {k: v for k, v in event().items() if k != "window_id"}
+            status, answer = send(url, body)
+            assert status == 201, answer
+            assert (answer["window_id"], answer["case_no"]) == ("A01", "LZ2026112700001")
+            again = send(url, body)
+            assert again == (200, {**answer, "rate_until": answer["rate_until"]})
+            status, answer = send(url, {**body, "service_no": "2", "handled_at": 20261127})
+            assert (status, answer) == (400, {"error": "handled_at: must be a string, got int"})
+        with window_pc(CollectorLink(collector, world.tokens["ws"])) as url:
+            status, answer = send(url, event(case_no="XG2026112700001", unit_id="hall-xg"))
+            assert (status, answer) == (403, {"error": "unit_id: 'hall-xg' is outside your units"})
+    finally:
+        web.shutdown()
+    assert [row["source"] for row in stored(world)] == ["api"]
+
+
+def test_the_window_pc_says_when_it_cannot_register(world):
+    from hcp.window import CollectorLink
+    from tests.harness.window_pc import free_port
+
+    with window_pc(None) as url:
+        assert send(url, event()) == (
+            503,
+            {"error": "event: no collector configured (hcp window --collector --token-file)"},
+        )
+    nowhere = CollectorLink(f"http://127.0.0.1:{free_port()}", world.tokens["ws"])
+    with window_pc(nowhere) as url:
+        status, answer = send(url, event())
+    assert status == 502 and answer["error"].startswith("collector: unreachable (")

@@ -32,7 +32,7 @@ from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from protocols.levels import GBT39046_CODES
+from protocols.levels import BAD_STARS, GBT39046_CODES
 from sync_server import audit, citizen_form, citizen_store, db, org
 from sync_server import citizen_tokens as tokens
 from sync_server.auth import requires
@@ -219,6 +219,11 @@ def enter(form) -> tuple[str, bool]:
         codes = _reasons(form.get("reasons"), row)
         case_no = citizen_form.case_number(form.get("case_no"), required=False)
         comment = citizen_form.free_text("comment", form.get("comment"), citizen_form.MAX_COMMENT)
+        if stars in BAD_STARS and not codes and not comment:
+            raise FormError(
+                "reasons",
+                _("A dissatisfied rating needs a reason: choose one or write it in the comment."),
+            )
         now = dt.datetime.now(dt.UTC)
         rating = {
             "channel": "paper",
@@ -236,6 +241,8 @@ def enter(form) -> tuple[str, bool]:
         try:
             record_id = citizen_store.store(conn, engine, rating)
         except citizen_store.Refused as exc:
+            if exc.field == "case_no":
+                raise FormError("case_no", _("Case number: no service has this number.")) from None
             raise FormError(exc.field, f"{exc.field}: {exc.message}") from None
         is_late = late(conn, card_day, _today())
         conn.execute(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+from flask_babel import gettext as _
 from sqlalchemy import select
 
 from sync_server import db, org
@@ -94,15 +95,30 @@ def check_rule(values: dict) -> dict:
         try:
             days = int(days)
         except (TypeError, ValueError):
-            raise RuleError(f"{kind}_days: must be a whole number of days") from None
+            raise RuleError(
+                _("%(field)s: must be a whole number of days", field=kind + "_days")
+            ) from None
         if not 1 <= days <= MAX_DAYS:
-            raise RuleError(f"{kind}_days: must be 1 to {MAX_DAYS}, got {days}")
+            raise RuleError(
+                _(
+                    "%(field)s: must be 1 to %(most)s, got %(days)s",
+                    field=kind + "_days",
+                    most=MAX_DAYS,
+                    days=days,
+                )
+            )
         if basis not in BASES:
-            raise RuleError(f"{kind}_basis: must be natural or working, got {basis!r}")
+            raise RuleError(
+                _(
+                    "%(field)s: must be natural or working, got %(basis)r",
+                    field=kind + "_basis",
+                    basis=basis,
+                )
+            )
         rule[f"{kind}_days"], rule[f"{kind}_basis"] = days, basis
     note = values.get("note") or None
     if note is not None and len(note) > 200:
-        raise RuleError("note: at most 200 characters")
+        raise RuleError(_("note: at most 200 characters"))
     rule["note"] = note
     return rule
 
@@ -130,7 +146,7 @@ def rule_for(conn, unit_id: str | None) -> dict:
 def set_rule(conn, unit_id: str, values: dict) -> dict:
     """Store (replace) a unit's rule; returns it. The caller audits."""
     if org.get(conn, "units", unit_id) is None:
-        raise RuleError(f"unit: no unit {unit_id!r}")
+        raise RuleError(_("unit: no unit %(unit)r", unit=unit_id))
     rule = check_rule(values)
     conn.execute(deadline_rules.delete().where(deadline_rules.c.unit_id == unit_id))
     conn.execute(
@@ -213,14 +229,22 @@ def all_settings(conn) -> dict:
 
 def set_setting(conn, key: str, value) -> int:
     if key not in SETTINGS:
-        raise RuleError(f"setting: no setting {key!r}")
+        raise RuleError(_("setting: no setting %(key)r", key=key))
     _default, lowest, highest, _meaning = SETTINGS[key]
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise RuleError(f"{key}: must be a whole number") from None
+        raise RuleError(_("%(field)s: must be a whole number", field=key)) from None
     if not lowest <= number <= highest:
-        raise RuleError(f"{key}: must be {lowest} to {highest}, got {number}")
+        raise RuleError(
+            _(
+                "%(field)s: must be %(lowest)s to %(highest)s, got %(number)s",
+                field=key,
+                lowest=lowest,
+                highest=highest,
+                number=number,
+            )
+        )
     conn.execute(loop_settings.delete().where(loop_settings.c.key == key))
     conn.execute(
         loop_settings.insert().values(

@@ -41,6 +41,7 @@ import json
 import re
 from zoneinfo import ZoneInfo
 
+from flask_babel import gettext as _
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -72,20 +73,20 @@ def parse_period(text) -> tuple[str, dt.date, dt.date]:
     if m := MONTH.fullmatch(text):
         year, month = int(m.group(1)), int(m.group(2))
         if not (2000 <= year <= 2100 and 1 <= month <= 12):
-            raise PeriodError(f"period: no month {text!r}")
+            raise PeriodError(_("period: no month %(text)r", text=text))
         last = calendar.monthrange(year, month)[1]
         return text, dt.date(year, month, 1), dt.date(year, month, last)
     if m := RANGE.fullmatch(text):
         try:
             first, last = dt.date.fromisoformat(m.group(1)), dt.date.fromisoformat(m.group(2))
         except ValueError:
-            raise PeriodError(f"period: no such day in {text!r}") from None
+            raise PeriodError(_("period: no such day in %(text)r", text=text)) from None
         if last < first:
-            raise PeriodError("period: the last day is before the first")
+            raise PeriodError(_("period: the last day is before the first"))
         if (last - first).days >= MAX_PERIOD_DAYS:
-            raise PeriodError(f"period: at most {MAX_PERIOD_DAYS} days")
+            raise PeriodError(_("period: at most %(days)s days", days=MAX_PERIOD_DAYS))
         return text, first, last
-    raise PeriodError("period: must be YYYY-MM or YYYY-MM-DD..YYYY-MM-DD")
+    raise PeriodError(_("period: must be YYYY-MM or YYYY-MM-DD..YYYY-MM-DD"))
 
 
 def is_month(period: str) -> bool:

@@ -31,15 +31,20 @@ Service events handled in October: A01 4 (3 rated), B01 2 (2), C01 5 (2)
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import json
+import re
 
+import openpyxl
 import pytest
 from sqlalchemy import select
 
-from sync_server import db, deadlines, org, rankings_data
+from sync_server import db, deadlines, org, rankings_cli, rankings_data
 from sync_server.schema_cases import cases
 from sync_server.schema_channels import service_events
 from sync_server.schema_rankings import ranking_snapshots
+from tests.harness.collector import CSRF_FIELD, AuthActions, _password_hash
 from tests.harness.records import add_evaluation
 
 NOW = "2026-11-02T02:00:00Z"
@@ -267,3 +272,217 @@ def test_a_custom_period_and_bad_periods(world):
             with pytest.raises(rankings_data.PeriodError) as caught:
                 rankings_data.figures_for(conn, period, NOW)
             assert str(caught.value) == message
+
+
+# --- the pages ----------------------------------------------------------------------
+
+CONTACT = "13800000000"
+COMMENT = "窗口人员态度差"
+PASSWORD = "manager-pass-1"
+
+
+@pytest.fixture
+def site(engine_app):
+    engine = engine_app.extensions["hcp_engine"]
+    build(engine)
+    add_evaluation(
+        engine, "ws:7", 2, rated_at="2026-10-21T02:00:00Z", window_id="A01", staff_id="1001",
+        item_code="I-1", contact=CONTACT, comment=COMMENT,
+    )  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(
+            db.users.insert().values(
+                username="um", password_hash=_password_hash(PASSWORD), role="unit_manager",
+                unit_id="370305001", created_at=db.utc_now(),
+            )
+        )  # fmt: skip
+    return engine_app
+
+
+def _login(app, username, password=None):
+    client = app.test_client()
+    response = AuthActions(client).login(username, password)
+    assert response.status_code == 302
+    return client
+
+
+def _csrf(client):
+    return CSRF_FIELD.search(client.get("/login").get_data(as_text=True)).group(1)
+
+
+def test_the_rankings_page_computes_stores_and_exports(site):
+    client = _login(site, "admin")
+    page = client.get("/rankings?period=2026-10").get_data(as_text=True)
+    assert "现算，未保存" in page
+    assert "齐都镇便民服务中心" in page and "通报" in page
+    response = client.post(
+        "/rankings/compute", data={"csrf_token": _csrf(client), "period": "2026-10"}
+    )
+    assert response.status_code == 302
+    assert response.location == "/rankings?period=2026-10"
+    page = client.get("/rankings?period=2026-10&dim=window&by=active_rate").get_data(as_text=True)
+    assert "快照计算于" in page and "现算，未保存" not in page
+    with site.extensions["hcp_engine"].connect() as conn:
+        (entry,) = conn.execute(
+            select(db.audit_log).where(db.audit_log.c.action == "rankings.compute")
+        ).all()
+    assert (entry.actor, entry.target) == ("admin", "period:2026-10")
+
+    book = client.get("/rankings/export?period=2026-10&dim=unit")
+    assert book.status_code == 200
+    sheet = openpyxl.load_workbook(io.BytesIO(book.data)).active
+    rows = [[cell.value for cell in row] for row in sheet.iter_rows()]
+    assert rows[0] == ["政务服务好差评排名通报"] + [None] * 14
+    assert rows[1][:3] == ["统计时段", "2026-10", "2026-10-01 — 2026-10-31"]
+    assert rows[2][:3] == ["单位", "临淄区", "单位"]
+    assert rows[4][:6] == ["名次", "名称", "编码", "有效评价数", "差评", "好评率"]
+    # with ws:7 (a 2 on 21 October) A01 has 5 valid, 3 good: 0.6, tied with C01
+    assert [r[:6] for r in rows[5:]] == [
+        [1, "雪宫街道便民服务中心", "hall-xg", 4, 1, "75.0%"],
+        [2, "齐都镇便民服务中心", "hall-qd", 5, 2, "60.0%"],
+        [2, "闻韶街道便民服务中心", "hall-ws", 5, 2, "60.0%"],
+        [None, "合计", None, 14, 5, "64.3%"],
+    ]
+    assert rows[5][6:] == [1, 0, "0.0%", 1, 0, "0.0%", 2, 2, "100.0%"]
+    assert rows[8][6:] == [4, 2, "50.0%", 3, 2, "66.7%", 11, 7, "63.6%"]
+
+
+def test_bad_periods_on_the_pages(site):
+    client = _login(site, "admin")
+    response = client.get("/rankings?period=2026-13")
+    assert response.status_code == 400
+    assert "period：没有月份 &#39;2026-13&#39;" in response.get_data(as_text=True)
+    response = client.get("/rankings?period=2026-10&dim=planet")
+    assert response.status_code == 400
+    assert "dim：须为以下之一：unit, town, window, staff, item" in response.get_data(as_text=True)
+    response = client.post("/rankings/compute", data={"csrf_token": _csrf(client), "period": "x"})
+    assert response.status_code == 400
+    assert "period：须为 YYYY-MM 或 YYYY-MM-DD..YYYY-MM-DD" in response.get_data(as_text=True)
+    with site.extensions["hcp_engine"].connect() as conn:
+        assert rankings_data.snapshots(conn) == []
+
+
+def test_a_unit_manager_sees_every_unit_but_only_its_own_windows_and_staff(site):
+    client = _login(site, "um", PASSWORD)
+    units = client.get("/rankings?period=2026-10").get_data(as_text=True)
+    assert "雪宫街道便民服务中心" in units and "齐都镇便民服务中心" in units
+    for dim, own, other in (("window", "A01", "B01"), ("staff", "工作人员1001", "工作人员2001")):
+        page = client.get(f"/rankings?period=2026-10&dim={dim}").get_data(as_text=True)
+        assert own in page and other not in page
+    book = client.get("/rankings/export?period=2026-10&dim=staff")
+    sheet = openpyxl.load_workbook(io.BytesIO(book.data)).active
+    names = [row[1].value for row in sheet.iter_rows(min_row=6)]
+    assert names == ["工作人员1001", "合计"]
+    assert client.post("/rankings/compute", data={"csrf_token": _csrf(client), "period": "2026-10"}).status_code == 403  # fmt: skip
+
+
+def test_the_public_page_shows_figures_and_nothing_of_raters_or_staff(site):
+    client = site.test_client()  # nobody logged in
+    response = client.get("/public?period=2026-10")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "政务服务好差评公开" in page
+    assert "齐都镇便民服务中心" in page and "齐都镇" in page
+    for secret in (CONTACT, COMMENT, "工作人员", "1001", "A01", "ws:7", "一号窗", "xg:5"):
+        assert secret not in page, secret
+    # 齐都镇: 5 valid, 60.0%, 2 差评, on time 1/1, visits 1/1
+    units = page.split('id="units"')[1]
+    qd = units.split("齐都镇便民服务中心")[1].split("</section>")[0]
+    figures = re.findall(r"<dd[^>]*>([^<]*)</dd>", qd)
+    # valid, rate, bad, fixed at once, ledger, explained, being handled, on time, visits
+    assert figures == ["5", "60.0%", "2", "0", "0", "0", "2", "100.0%", "100.0%"]
+    assert client.get("/public?period=2999-01").status_code == 400
+    assert client.get("/public?period=<script>").status_code == 400
+    assert "<script>" not in client.get("/public?period=<script>").get_data(as_text=True)
+
+
+def test_the_deadline_settings_page_changes_are_audited_and_checked(site):
+    client = _login(site, "admin")
+    token = _csrf(client)
+    page = client.get("/deadlines/settings").get_data(as_text=True)
+    assert "2027年节假日安排尚未录入" in page
+    form = {
+        "csrf_token": token, "unit": "370305100", "immediate_days": "1",
+        "immediate_basis": "working", "general_days": "5", "general_basis": "working",
+        "complex_days": "15", "complex_basis": "working", "note": "临沂",
+    }  # fmt: skip
+    assert client.post("/deadlines/settings/rule", data=form).status_code == 302
+    bad = client.post("/deadlines/settings/rule", data={**form, "general_days": "0"})
+    assert bad.status_code == 400
+    assert "general_days：须为 1 至 365，收到 0" in bad.get_data(as_text=True)
+    lines = "2027-01-01 休 元旦\n2027-02-07 班 春节调休"
+    saved = client.post("/deadlines/settings/calendar", data={"csrf_token": token, "lines": lines})
+    assert saved.status_code == 302
+    wrong = client.post(
+        "/deadlines/settings/calendar", data={"csrf_token": token, "lines": "2027-01-04 休\n2027-13-01 休"}
+    )  # fmt: skip
+    assert wrong.status_code == 400
+    assert "第 2 行：日期须为 YYYY-MM-DD" in wrong.get_data(as_text=True)
+    values = {"csrf_token": token, "due_soon_hours": "24", "bottom_places": "2",
+              "bottom_periods": "3", "praise_places": "2"}  # fmt: skip
+    assert client.post("/deadlines/settings/values", data=values).status_code == 302
+    page = client.get("/deadlines/settings").get_data(as_text=True)
+    assert "2027年节假日安排尚未录入" not in page
+    engine = site.extensions["hcp_engine"]
+    with engine.connect() as conn:
+        assert deadlines.due_at(conn, "hall-qd", "general", "2026-12-30T02:00:00Z") == (
+            "2027-01-07T15:59:59Z"
+        )
+        assert deadlines.all_settings(conn)["due_soon_hours"] == 24
+        actions = (
+            conn.execute(select(db.audit_log.c.action).order_by(db.audit_log.c.id)).scalars().all()
+        )
+    assert actions == ["loop.rule", "loop.calendar", "loop.settings"]
+    supervisor = _login(site, "viewer")
+    assert supervisor.get("/deadlines/settings").status_code == 403
+    assert supervisor.post("/deadlines/settings/values", data={**values, "csrf_token": _csrf(supervisor)}).status_code == 403  # fmt: skip
+
+
+def test_the_digest_page_and_command(site, tmp_path, capsys):
+    engine = site.extensions["hcp_engine"]
+    now = dt.datetime.now(dt.UTC)
+    soon = (now + dt.timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    later = (now + dt.timedelta(days=9)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with engine.begin() as conn:
+        _case(conn, "ws:7", "hall-ws", state="classified", due_at=soon)
+        _case(conn, "qd:4", "hall-qd", state="classified", due_at=later)
+    client = _login(site, "um", PASSWORD)
+    page = client.get("/digest").get_data(as_text=True)
+    # 闻韶's subtree only: ws:0 overdue since 3 October, ws:7 due in 5 hours
+    assert re.search(r'id="total-overdue">1<', page) and re.search(r'id="total-due-soon">1<', page)
+    assert "齐都镇" not in page and COMMENT not in page and CONTACT not in page
+    assert "2027年节假日安排尚未录入" in page
+    assert client.get("/digest?unit=370305002").status_code == 404
+
+    out = tmp_path / "digest.txt"
+    url = engine.url.render_as_string(hide_password=False)
+    assert _cli(["digest", "--db", url, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed == out.read_text(encoding="utf-8")
+    assert printed.splitlines()[:2] == [
+        f"差评案件每日提醒（{rankings_data.deadlines.local_day(now.strftime('%Y-%m-%dT%H:%M:%SZ'))}）",
+        "逾期 1，临近期限 1，未到期 1，未分类 2",
+    ]
+    assert "闻韶街道便民服务中心（hall-ws）：逾期 1，临近期限 1" in printed
+    assert "  #" in printed and "  逾期  2026-10-03 23:59  A01  I-1" in printed
+    assert "齐都镇" not in printed
+
+
+def _cli(argv):
+    """`hcp collector <argv>` through this feature's own registration."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="hcp collector")
+    rankings_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+def test_the_rankings_command(world, capsys):
+    url = world.url.render_as_string(hide_password=False)
+    assert _cli(["rankings", "--db", url, "--period", "2026-10"]) == 0
+    assert capsys.readouterr().out == "stored 2026-10 (3 units)\n"
+    assert _cli(["rankings", "--db", url, "--period", "2026-1"]) == 1
+    assert capsys.readouterr().err == "error: --period：须为 YYYY-MM 或 YYYY-MM-DD..YYYY-MM-DD\n"
+    with world.connect() as conn:
+        assert rankings_data.snapshot(conn, "2026-10")["computed_by"] == "cli"

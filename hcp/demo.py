@@ -19,6 +19,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from rich.console import Console
 
+from hcp.service_events import register_demo_events
 from hcp.stack import Device, LocalStack
 from kiosk.demo_content import DEMO_PIN, start_demo_kiosk
 from protocols import messages, topics
@@ -178,6 +179,7 @@ def run(args) -> int:
         broker, engine = stack.broker, stack.engine
         password = _admin_password(workdir, engine)
         _demo_org(engine)
+        register_demo_events(engine)  # the simulated windows' service events (issue 10)
         manager, unit = DEMO_MANAGER
         manager_password = _admin_password(workdir, engine, manager, "unit_manager", unit)
         _publish_configs(broker.host, broker.port, devices)

@@ -461,3 +461,24 @@ def test_the_window_pc_says_when_it_cannot_register(world):
     with window_pc(nowhere) as url:
         status, answer = send(url, event())
     assert status == 502 and answer["error"].startswith("collector: unreachable (")
+
+
+# --- the demo ------------------------------------------------------------------------
+
+
+def test_the_demo_registers_events_for_its_simulated_windows(engine_app):
+    from hcp.demo import WINDOWS, _demo_org
+    from hcp.service_events import count, register_demo_events
+
+    engine = engine_app.extensions["hcp_engine"]
+    _demo_org(engine)
+    now = dt.datetime(2026, 11, 27, 1, 30, tzinfo=dt.UTC)
+    made = register_demo_events(engine, per_window=2, now=now)
+    assert count(engine) == len(made) == 2 * len(WINDOWS)
+    a01 = [event for event in made if event["window_id"] == "A01"]
+    assert [(e["case_no"], e["handled_at"], e["staff_id"], e["unit_id"]) for e in a01] == [
+        ("DEMO-20261127013000-A01-1", "2026-11-27T01:28:00Z", "1001", "demo-hall-qu"),
+        ("DEMO-20261127013000-A01-2", "2026-11-27T01:29:00Z", "1001", "demo-hall-qu"),
+    ]
+    assert {e["source"] for e in made} == {"demo"}
+    assert {e["rate_until"] for e in made} == {"2026-12-04"}

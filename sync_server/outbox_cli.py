@@ -3,7 +3,7 @@
     hcp outbox send --db URL --province URL --credential FILE
     hcp outbox status --db URL
     hcp outbox fault-run [--seconds 120] [--db URL]
-    hcp outbox gaming-check [--days 30] [--seed 1]
+    hcp outbox gaming-check [--days 30] [--seed 1] [--per-day 24]
 
 `send` runs the sender on its own (`hcp collector serve` runs one too when
 it is given a province); several may run, one sends at a time (a lease).
@@ -76,7 +76,7 @@ def fault_run(args) -> int:
 def gaming_check(args) -> int:
     from sync_server import gaming_month
 
-    report = gaming_month.check(args.db, days=args.days, seed=args.seed)
+    report = gaming_month.check(args.db, days=args.days, seed=args.seed, per_day=args.per_day)
     print(gaming_month.describe(report))
     return 0
 
@@ -111,6 +111,7 @@ def register(commands) -> None:
     gaming_parser.add_argument("--db", help="database URL (default a new SQLite in memory)")
     gaming_parser.add_argument("--days", type=int, default=30)
     gaming_parser.add_argument("--seed", type=int, default=1)
+    gaming_parser.add_argument("--per-day", type=int, default=24, help="ratings per window a day")
     gaming_parser.set_defaults(handler=gaming_check)
 
 

@@ -302,7 +302,13 @@ def stop_rollout(conn, rollout_id: int) -> int:
     t = firmware_targets.c
     conn.execute(
         firmware_targets.update()
-        .where(t.rollout_id == rollout_id, t.state == "waiting")
+        .where(
+            t.rollout_id == rollout_id,
+            t.state == "waiting",
+            t.command_id.in_(
+                select(c.id).where(c.rollout_id == rollout_id, c.state == "cancelled")
+            ),
+        )
         .values(state="cancelled", updated_at=now)
     )
     return cancelled

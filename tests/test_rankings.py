@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
 import re
 
 import openpyxl
@@ -486,3 +487,84 @@ def test_the_rankings_command(world, capsys):
     assert capsys.readouterr().err == "error: --period：须为 YYYY-MM 或 YYYY-MM-DD..YYYY-MM-DD\n"
     with world.connect() as conn:
         assert rankings_data.snapshot(conn, "2026-10")["computed_by"] == "cli"
+
+
+# --- in a real browser ---------------------------------------------------------------
+
+
+@pytest.fixture
+def live_site(tmp_path):
+    from sync_server.cli import serve_web
+    from tests.harness.collector import add_users, make_app
+
+    app = make_app(tmp_path)
+    add_users(app)
+    engine = app.extensions["hcp_engine"]
+    build(engine)
+    add_evaluation(
+        engine, "ws:7", 2, rated_at="2026-10-21T02:00:00Z", window_id="A01", staff_id="1001",
+        item_code="I-1", contact=CONTACT, comment=COMMENT,
+    )  # fmt: skip
+    server, thread = serve_web(app, "127.0.0.1", 0)
+    yield app, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)
+    engine.dispose()
+
+
+@pytest.fixture
+def browser():
+    """Debian's chromium through Playwright (as tests/test_web_browser.py)."""
+    from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, _need
+
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    _need(os.path.exists(CHROMIUM), f"no chromium at {CHROMIUM}")
+    with playwright_sync.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched.new_page(viewport={"width": 1200, "height": 900})
+        launched.close()
+
+
+def test_the_public_page_on_a_phone_and_the_rankings_in_a_browser(live_site, browser):
+    from playwright.sync_api import expect
+
+    app, base = live_site
+    page = browser
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    page.goto(base + "/public?period=2026-10")
+    expect(page.locator("h1")).to_have_text("政务服务好差评公开")
+    card = page.locator("#units section", has_text="齐都镇便民服务中心")
+    expect(card).to_be_visible()
+    expect(card).to_contain_text("60.0%")
+    # nothing wider than the phone: no sideways scrolling
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    box = card.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    text = page.locator("body").inner_text()
+    for secret in (CONTACT, COMMENT, "工作人员", "A01"):
+        assert secret not in text
+
+    page.set_viewport_size({"width": 1200, "height": 900})
+    page.goto(base + "/login?next=/rankings?period=2026-10")
+    page.fill("#username", "admin")
+    page.fill("#password", "admin-pass-1")
+    page.click("button[type=submit]")
+    expect(page.locator("#period-facts")).to_contain_text("按当前数据现算，未保存。")
+    page.select_option("select[name=dim]", "window")
+    page.select_option("select[name=by]", "on_time_rate")
+    page.click("form.filters button[type=submit]")
+    expect(page.locator("#ranking tbody tr").first).to_contain_text("C01")
+    page.click("text=保存本时段快照")
+    expect(page.locator("#period-facts")).to_contain_text("快照计算于")
+    expect(page.locator("#notices")).to_contain_text("齐都镇便民服务中心")
+    page.emulate_media(media="print")
+    expect(page.locator("header")).to_be_hidden()
+    expect(page.locator("#ranking")).to_be_visible()
+    page.emulate_media(media="screen")
+
+    page.goto(base + "/deadlines/settings")
+    expect(page.locator("#calendar-warning")).to_have_text("2027年节假日安排尚未录入")
+    page.fill("textarea[name=lines]", "2027-01-01 休 元旦\n2027-02-06 班 春节调休")
+    page.click("#calendar-form button[type=submit]")
+    expect(page.locator("#calendar")).to_contain_text("2027-02-06")
+    expect(page.locator("#calendar-warning")).to_have_count(0)

@@ -81,6 +81,20 @@ SETTINGS = {
     "HCP_GAMING_CLOCK_JUMP_S": 600,
     "HCP_TIMEZONE": "Asia/Shanghai",
 }
+RULE_SETTINGS = {
+    "staff_entry": (),
+    "burst_no_case": ("HCP_GAMING_BURST_COUNT", "HCP_GAMING_BURST_MINUTES"),
+    "outside_hours": ("HCP_GAMING_OPENING",),
+    "before_handled": ("HCP_GAMING_TOLERANCE_S",),
+    "one_phone_many": ("HCP_GAMING_PHONE_CASES",),
+    "identical_text": ("HCP_GAMING_SAME_TEXT", "HCP_GAMING_TEXT_MIN", "HCP_GAMING_TEXT_DAYS"),
+    "top_after_signin": (
+        "HCP_GAMING_SIGNIN_RUN",
+        "HCP_GAMING_SIGNIN_MINUTES",
+        "HCP_GAMING_SESSION_GAP_MINUTES",
+    ),
+    "clock_boot": ("HCP_GAMING_REBOOTS_PER_DAY", "HCP_GAMING_CLOCK_JUMP_S"),
+}
 ON_SITE = ("keypad", "kiosk")
 STATES = ("open", "review", "dismissed", "confirmed")
 MAX_IDS = 50  # ratings an evidence lists (its count says how many in all)

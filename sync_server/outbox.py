@@ -43,9 +43,12 @@ LAG_SAMPLE = 2000  # the latest acknowledged rows the p50/p95 lag is taken over
 
 
 def init_app(app) -> None:
-    from sync_server import outbox_pages
+    """The outbox's page and API, and the gaming evidence pages (one feature
+    of issue 13). Starts no thread: outbox_sender.start does."""
+    from sync_server import gaming_pages, outbox_pages
 
     outbox_pages.init_app(app)
+    gaming_pages.init_app(app)
 
 
 def _insert(conn):

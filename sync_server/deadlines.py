@@ -146,7 +146,7 @@ def rule_for(conn, unit_id: str | None) -> dict:
 def set_rule(conn, unit_id: str, values: dict) -> dict:
     """Store (replace) a unit's rule; returns it. The caller audits."""
     if org.get(conn, "units", unit_id) is None:
-        raise RuleError(_("unit: no unit %(unit)r", unit=unit_id))
+        raise RuleError(_("unit: no unit %(unit)r", unit=str(unit_id)[:64]))
     rule = check_rule(values)
     conn.execute(deadline_rules.delete().where(deadline_rules.c.unit_id == unit_id))
     conn.execute(
@@ -231,10 +231,10 @@ def set_setting(conn, key: str, value) -> int:
     if key not in SETTINGS:
         raise RuleError(_("setting: no setting %(key)r", key=key))
     _default, lowest, highest, _meaning = SETTINGS[key]
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise RuleError(_("%(field)s: must be a whole number", field=key)) from None
+    text = str(value).strip()
+    if len(text) > 12 or not text.lstrip("-").isdigit():  # a bound before int()
+        raise RuleError(_("%(field)s: must be a whole number", field=key))
+    number = int(text)
     if not lowest <= number <= highest:
         raise RuleError(
             _(

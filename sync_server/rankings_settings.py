@@ -167,7 +167,7 @@ def rule_delete():
             deadlines.delete_rule(conn, unit_id)
             audit.record(conn, "loop.rule.delete", f"unit:{unit_id}", _plain(before), None)
     if before is None:
-        return _page(_("unit: no rule of its own for %(unit)r", unit=unit_id), 400)
+        return _page(_("unit: no rule of its own for %(unit)r", unit=unit_id[:64]), 400)
     return _back()
 
 

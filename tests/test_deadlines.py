@@ -160,3 +160,13 @@ def test_bad_arguments_are_refused(seeded):
             deadlines.set_setting(conn, "due_soon_hours", 0)
         with pytest.raises(deadlines.RuleError, match=r"^setting: no setting 'colour'$"):
             deadlines.set_setting(conn, "colour", 1)
+
+
+def test_hostile_sizes_are_cut_in_messages(seeded):
+    with seeded.begin() as conn:
+        with pytest.raises(deadlines.RuleError) as caught:
+            deadlines.set_rule(conn, "x" * 10_000, LINYI)
+        assert str(caught.value) == f"unit: no unit '{'x' * 64}'"
+        with pytest.raises(deadlines.RuleError) as caught:
+            deadlines.set_setting(conn, "bottom_places", "9" * 5000)
+        assert str(caught.value) == "bottom_places: must be a whole number"

@@ -15,6 +15,7 @@ ROUTES = [
     ("GET", "/rankings/export?period=2026-10&dim=window&format=csv", "rankings", None),
     ("POST", "/rankings/compute", "loop_settings", {"period": "2026-10"}),
     ("GET", "/digest", "cases", None),
+    ("GET", "/digest?unit=370305001", "cases", None),
     ("GET", "/deadlines/settings", "loop_settings", None),
     ("POST", "/deadlines/settings/values", "loop_settings", {"due_soon_hours": "24"}),
     ("POST", "/deadlines/settings/rule", "loop_settings", RULE),
@@ -27,6 +28,10 @@ GRANTS = {
     "supervisor": {"rankings", "cases"},
     "unit_manager": {"rankings", "cases"},
     "other_manager": {"rankings", "cases"},
+}
+# the digest of the other street, asked for by unit
+OUTSIDE_QUERY = {
+    ("/digest?unit=370305001", "other_manager"): 404,
 }
 ELSEWHERE = {
     "/public",  # public, no login: tests/test_rankings.py (no rater, staff or comment on it)

@@ -19,6 +19,7 @@ shown here: the case links to the rating's page, whose reveal is audited.
 from __future__ import annotations
 
 import datetime as dt
+import io
 
 from flask import (
     Blueprint,
@@ -28,6 +29,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    send_file,
     url_for,
 )
 from flask_babel import gettext as _
@@ -53,6 +55,22 @@ ALERT_STATE_LABELS = {
     "failed": _l("failed"),
     "no_contact": _l("no duty contact"),
 }
+ASSIGNED_LABELS = {
+    "window": _l("the unit of the window"),
+    "staff": _l("the unit of the staff member"),
+    "device": _l("the unit the device was set up for"),
+    "item": _l("the unit of the service item"),
+    "manual": _l("assigned by an admin"),
+    "none": _l("nobody found"),
+}
+
+
+def assigned_label(how: str) -> str:
+    if how and how.startswith("rule:"):
+        return _("assignment rule #%(id)s", id=how.removeprefix("rule:"))
+    return str(ASSIGNED_LABELS.get(how, how))
+
+
 LIST_ARGS = ("state", "unit", "overdue", "kind", "page", "per_page")
 
 
@@ -69,6 +87,7 @@ def init_app(app) -> None:
             "CASE_VERDICT_LABELS": cases_workflow.VERDICT_LABELS,
             "CASE_OUTCOME_LABELS": cases_workflow.OUTCOME_LABELS,
             "ALERT_STATE_LABELS": ALERT_STATE_LABELS,
+            "assigned_label": assigned_label,
         }
 
 
@@ -303,14 +322,15 @@ def appeal_file(appeal_id):
         if found is None or not found["file_bytes"]:
             abort(404)
         data = conn.execute(select(a.file_data).where(a.id == appeal_id)).scalar()
-    return Response(
-        data,
+    # always a download, never shown inline: the file is the unit's, not ours to trust
+    response = send_file(
+        io.BytesIO(data),
         mimetype="application/octet-stream",
-        headers={
-            "Content-Disposition": f"attachment; filename={found['file_name']}",
-            "X-Content-Type-Options": "nosniff",
-        },
+        as_attachment=True,
+        download_name=found["file_name"],
     )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 # --- the ledger ------------------------------------------------------------------------

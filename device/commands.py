@@ -24,7 +24,6 @@
 import json
 import os
 
-from device import update as fw_update
 from device.compat import ticks_add, ticks_diff, ticks_ms
 from device.ntp import PLAUSIBLE, utc_seconds
 from protocols.record import valid_utc_time
@@ -71,12 +70,20 @@ class Commands:
         self._identify_until = None
         self._done_path = data_dir + "/" + DONE_FILE
         # the board's "/" is the data folder's parent (a folder when simulated)
-        root = data_dir[: data_dir.rfind("/")] if fw_root is None else fw_root
-        self.updater = fw_update.Updater(data_dir, root, fetch or fw_update.http_get)
-        self.trial = fw_update.Trial(data_dir, now)
-        self.firmware = fw_update.running_version(data_dir, getattr(sync, "firmware", None))
-        if self.firmware and hasattr(sync, "firmware"):
-            sync.firmware = self.firmware  # the status reports the slot's version
+        self._fw_root = data_dir[: data_dir.rfind("/")] if fw_root is None else fw_root
+        self._fetch = fetch
+        # device/update.py is imported only to update or while on trial: its
+        # code would otherwise take heap on every board for nothing
+        self.trial = None
+        from device.main import read_json
+
+        fw = read_json(data_dir + "/fw.json")
+        if isinstance(fw, dict) and fw.get("active") and fw.get("version"):
+            sync.firmware = fw["version"]  # the status reports the slot's version
+            if fw.get("trial"):
+                from device.update import Trial
+
+                self.trial = Trial(data_dir, now)
         try:
             with open(self._done_path) as f:
                 done = json.loads(f.read())
@@ -157,7 +164,10 @@ class Commands:
     def _update(self, args):
         if self._reboot_at is not None:
             return False, "busy: a restart is due"
-        ok, result = self.updater.stage(args, self.firmware)
+        from device import update
+
+        updater = update.Updater(self.data_dir, self._fw_root, self._fetch or update.http_get)
+        ok, result = updater.stage(args, self.sync.firmware)
         if ok:
             self._reboot_at = ticks_add(self.now(), REBOOT_DELAY_MS)
             result["reboot_in_ms"] = REBOOT_DELAY_MS
@@ -173,21 +183,10 @@ class Commands:
             return None
         return ("设备编号", self.device_id)
 
-    def healthy(self):
-        """Connected, and the status of this connection sent: the collector
-        has heard from this firmware."""
-        client = getattr(self.sync, "client", None)
-        return bool(
-            client is not None
-            and getattr(client, "connected", False)
-            and getattr(self.sync, "_last_status", None) is not None
-            and not getattr(self.sync, "_status_dirty", True)
-        )
-
     def tick(self, now_ms):
         """Each pass of the main loop: a firmware on trial is confirmed or
         rolled back; a reboot asked for is done once due."""
-        if self.trial.on_trial and self.trial.tick(now_ms, self.healthy()) == "rollback":
+        if self.trial is not None and self.trial.tick(now_ms, self.sync) == "rollback":
             self.machine.reset()
             return
         if self._reboot_at is None or ticks_diff(now_ms, self._reboot_at) < 0:

@@ -344,11 +344,18 @@ class Trial:
     def on_trial(self):
         return self.state is not None
 
-    def tick(self, now_ms, healthy):
+    def tick(self, now_ms, sync):
+        """`sync` (device/sync.py) says whether the firmware is healthy: connected,
+        with the status of this connection sent (a bool stands in for tests)."""
         st = self.state
         if st is None:
             return None
-        if healthy:
+        if sync is True or (
+            sync is not False
+            and sync.client.connected
+            and sync._last_status is not None
+            and not sync._status_dirty
+        ):
             done = {
                 "active": st["active"],
                 "version": st["version"],

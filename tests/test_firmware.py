@@ -235,19 +235,19 @@ def test_a_healthy_firmware_confirms_itself(tmp_path):
     root = switched(tmp_path)
     trial = update.Trial(str(root / "data"), now=lambda: 1000)
     assert trial.on_trial
-    assert trial.tick(30000, healthy=False) is None
-    assert trial.tick(31000, healthy=True) == "confirmed"
+    assert trial.tick(30000, False) is None
+    assert trial.tick(31000, True) == "confirmed"
     assert json.loads((root / "data" / "fw.json").read_text()) == {
         "active": "/fw/0.2.0", "version": "0.2.0", "previous": "/lib", "previous_version": "0.1.0"
     }  # fmt: skip
-    assert trial.tick(999999, healthy=False) is None  # confirmed for good
+    assert trial.tick(999999, False) is None  # confirmed for good
 
 
 def test_a_firmware_not_healthy_in_time_is_rolled_back(tmp_path):
     root = switched(tmp_path, health_s=60)
     trial = update.Trial(str(root / "data"), now=lambda: 1000)
-    assert trial.tick(1000 + 59999, healthy=False) is None
-    assert trial.tick(1000 + 60000, healthy=False) == "rollback"
+    assert trial.tick(1000 + 59999, False) is None
+    assert trial.tick(1000 + 60000, False) == "rollback"
     assert json.loads((root / "data" / "fw.json").read_text()) == {
         "active": "/lib", "version": "0.1.0", "rolled_back": "0.2.0",
         "reason": "not healthy within 60 s",

@@ -198,23 +198,27 @@ class OutboxError(ValueError):
     """An action that cannot be taken; str() says why."""
 
 
-def _letter(conn, row_id: int):
-    row = conn.execute(select(outbox).where(outbox.c.id == row_id)).first()
+def _letter(conn, item: str):
+    """The dead letter named "event:<case>/<service>" or "rating:<id>"."""
+    kind, _sep, ref = (item or "").partition(":")
+    row = None
+    if kind in ("event", "rating") and ref:
+        row = conn.execute(select(outbox).where(outbox.c.kind == kind, outbox.c.ref == ref)).first()
     if row is None:
-        raise OutboxError(_("id: no outbox row %(id)s", id=row_id))
+        raise OutboxError(_("item: no outbox row %(item)s", item=item))
     if row.state not in (DEAD, UNMAPPED):
-        raise OutboxError(_("id: row %(id)s is not a dead letter", id=row_id))
+        raise OutboxError(_("item: %(item)s is not a dead letter", item=item))
     return row
 
 
-def retry(engine, row_id: int) -> None:
+def retry(engine, item: str) -> None:
     """A dead letter goes back to the queue; its payload is built again from
     what is stored now (after the fix), the times being the stored ones."""
     with engine.begin() as conn:
-        row = _letter(conn, row_id)
+        row = _letter(conn, item)
         conn.execute(
             update(outbox)
-            .where(outbox.c.id == row_id)
+            .where(outbox.c.id == row.id)
             .values(state=PENDING, payload=None, next_try_at=None)
         )
         audit.record(
@@ -225,15 +229,15 @@ def retry(engine, row_id: int) -> None:
         )
 
 
-def mark_handled(engine, row_id: int, note: str, username: str) -> None:
+def mark_handled(engine, item: str, note: str, username: str) -> None:
     note = (note or "").strip()
     if not note or len(note) > 500:
         raise OutboxError(_("note: say what was done (1 to 500 characters)"))
     with engine.begin() as conn:
-        row = _letter(conn, row_id)
+        row = _letter(conn, item)
         conn.execute(
             update(outbox)
-            .where(outbox.c.id == row_id)
+            .where(outbox.c.id == row.id)
             .values(state=HANDLED, handled_by=username, handled_at=db.utc_now())
         )
         audit.record(

@@ -135,18 +135,11 @@ def page():
     return _page(done=request.args.get("done"))
 
 
-def _row_id():
-    text = request.form.get("id", "")
-    if not text.isdigit():
-        raise outbox.OutboxError(_("id: must be the number of an outbox row"))
-    return int(text)
-
-
 @bp.post("/outbox/retry")
 @requires("outbox")
 def retry():
     try:
-        outbox.retry(get_engine(), _row_id())
+        outbox.retry(get_engine(), request.form.get("item", ""))
     except outbox.OutboxError as exc:
         return _page(error=str(exc), status=400)
     return redirect(url_for("outbox.page", done="retry"))
@@ -157,7 +150,10 @@ def retry():
 def handled():
     try:
         outbox.mark_handled(
-            get_engine(), _row_id(), request.form.get("note", ""), current_user.username
+            get_engine(),
+            request.form.get("item", ""),
+            request.form.get("note", ""),
+            current_user.username,
         )
     except outbox.OutboxError as exc:
         return _page(error=str(exc), status=400)

@@ -300,6 +300,7 @@ class Sender:
                             province_ref=str(result.get("receipt") or "")[:64] or None,
                             flags=json.dumps([str(f)[:40] for f in flags[:10]]) if flags else None,
                             last_error=None,
+                            reason=None,  # a refusal before a retry stays in the audit log
                         )
                     )
                 else:

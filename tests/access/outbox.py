@@ -1,0 +1,53 @@
+"""Reporting upward and gaming evidence in the access matrix (tests/test_access.py).
+
+Admins act on the outbox (`outbox`); admins and supervisors read it
+(`outbox_read`) and handle gaming evidence (`gaming`). The world adds a dead
+letter (ws:1 refused by the province) and one gaming flag (id 1).
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import update
+
+from sync_server import db
+from sync_server.schema_outbox import gaming_flags, outbox
+
+ROUTES = [
+    ("GET", "/outbox", "outbox_read", None),
+    ("POST", "/outbox/retry", "outbox", {"item": "rating:ws:1"}),
+    ("POST", "/outbox/handled", "outbox", {"item": "rating:ws:1", "note": "已与省平台核对"}),
+    ("POST", "/outbox/resend", "outbox", {"from": "2026-11-01", "to": "2026-11-30"}),
+    ("GET", "/api/v1/outbox", "outbox_read", None),
+    ("GET", "/gaming", "gaming", None),
+    ("GET", "/gaming/1", "gaming", None),
+    ("POST", "/gaming/scan", "gaming", {"days": "30"}),
+    ("POST", "/gaming/1/act", "gaming", {"action": "review", "note": "调取录像"}),
+    ("GET", "/api/v1/gaming/flags", "gaming", None),
+]
+GRANTS = {"admin": {"outbox", "outbox_read", "gaming"}, "supervisor": {"outbox_read", "gaming"}}
+KNOWN = {"/gaming/<int:flag_id>": "/gaming/1", "/gaming/<int:flag_id>/act": "/gaming/1/act"}
+
+
+def build(app) -> None:
+    engine = app.extensions["hcp_engine"]
+    with engine.begin() as conn:
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.kind == "rating", outbox.c.ref == "ws:1")
+            .values(state="dead", reason="projectNo/serviceNo: no service event registered for it")
+        )
+        conn.execute(
+            gaming_flags.insert().values(
+                id=1,
+                rule="staff_entry",
+                key="ws:1",
+                record_id="ws:1",
+                subject="keypad",
+                evidence=json.dumps({"records": ["ws:1"], "origin": "system"}),
+                records=1,
+                flagged_at=db.utc_now(),
+                state="open",
+            )
+        )

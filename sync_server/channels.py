@@ -132,9 +132,7 @@ def setting(name: str):
 
 def parse_utc(text: str) -> dt.datetime:
     """A stored UTC time (YYYY-MM-DDTHH:MM:SS[.ffffff]Z) as an aware datetime."""
-    text = text.rstrip("Z")
-    fmt = "%Y-%m-%dT%H:%M:%S.%f" if "." in text else "%Y-%m-%dT%H:%M:%S"
-    return dt.datetime.strptime(text, fmt).replace(tzinfo=dt.UTC)
+    return dt.datetime.fromisoformat(text.rstrip("Z")).replace(tzinfo=dt.UTC)
 
 
 def utc_text(moment: dt.datetime) -> str:
@@ -164,13 +162,22 @@ class Periods:
     def __init__(self, conn=None):
         self.calendar = _calendar(conn)
         self.days = int(setting("HCP_RATING_PERIOD_WORKING_DAYS"))
-        self._cache: dict[dt.date, dt.date] = {}
+        self._cache: dict[str, dt.date] = {}
+        self._days: dict[str, dt.date] = {}
 
     def end(self, handled_at: str) -> dt.date:
-        day = local_day(handled_at)
-        if day not in self._cache:
-            self._cache[day] = self.calendar.add_working_days(day, self.days)
-        return self._cache[day]
+        end = self._cache.get(handled_at)
+        if end is None:
+            day = local_day(handled_at)
+            end = self._cache[handled_at] = self.calendar.add_working_days(day, self.days)
+        return end
+
+    def day(self, moment: str) -> dt.date:
+        """local_day(), remembered for the batch (ratings of one batch share times)."""
+        day = self._days.get(moment)
+        if day is None:
+            day = self._days[moment] = local_day(moment)
+        return day
 
 
 def period_end(conn, event: dict) -> dt.date:
@@ -376,11 +383,11 @@ def store_channel_rating(conn, engine, rating: dict) -> str:
 # --- before_store: one rating per service event ------------------------------------
 
 
-def _rating_day(row: dict) -> dt.date:
+def _rating_day(row: dict, periods: Periods) -> dt.date:
     """The local day a rating was made: a paper card's date, else its effective time."""
     if row.get("card_date"):
         return dt.date.fromisoformat(row["card_date"])
-    return local_day(row["effective_at"])
+    return periods.day(row["effective_at"])
 
 
 def _events_of(conn, rows: list[dict]) -> tuple[dict, dict]:
@@ -455,7 +462,7 @@ def before_store(conn, rows: list[dict]) -> None:
             event[slot] = row["id"]
             changed[event["id"]] = event
             role = "first" if slot == "rating_id" else "appended"
-        late = _rating_day(row) > periods.end(event["handled_at"])
+        late = _rating_day(row, periods) > periods.end(event["handled_at"])
         ties.append(
             {"rating_id": row["id"], "event_id": event["id"], "role": role, "late": late, "at": now}
         )

@@ -42,7 +42,7 @@ import re
 from zoneinfo import ZoneInfo
 
 from flask_babel import gettext as _
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from sync_server import db, deadlines, figures, org
@@ -119,43 +119,52 @@ def _blank(entity_id: str, name: str, unit_id) -> dict:
     }  # fmt: skip
 
 
-def _case_rows(conn, first: dt.date, last: dt.date, now_utc: str):
-    """(due cases, cases of the period's ratings) that count: not voided."""
+def _case_counts(conn, dimension: str, first: dt.date, last: dt.date, now_utc: str) -> dict:
+    """key -> {cases_due, cases_on_time, cases_fed_back, cases_visited} of
+    the counting cases (not voided, their rating neither excluded nor a
+    repeat), grouped in the database by the unit, window, staff member or
+    item: two queries bounded by the period (due_at, effective_at)."""
     since, before = _utc_bounds(first, last)
     c, ev = cases.c, db.evaluations.c
+    column = c[{"unit": "unit_id", **CASE_COLUMN}[dimension]]
     counting = and_(
+        column.is_not(None),
         c.state != "voided",
         or_(c.appeal_state.is_(None), c.appeal_state.not_in(VOIDED_APPEALS)),
         ev.excluded.is_(False),
         ev.repeat_of.is_(None),
     )
-    columns = (
-        c.unit_id, c.window_id, c.staff_id, c.item_code, c.due_at, c.closed_at,
-        c.fed_back_at, c.visited_at,
-    )  # fmt: skip
     joined = cases.join(db.evaluations, ev.id == c.record_id)
-    due = conn.execute(
-        select(*columns).select_from(joined).where(counting, c.due_at >= since, c.due_at < before)
-    ).all()
-    judged = [row for row in due if row.closed_at is not None or row.due_at[:19] <= now_utc[:19]]
-    rated = conn.execute(
-        select(*columns)
+    # to the second: due_at is YYYY-MM-DDTHH:MM:SSZ, closed_at has microseconds
+    closed = func.substr(c.closed_at, 1, 19)
+    due = func.substr(c.due_at, 1, 19)
+    on_time = case((and_(c.closed_at.is_not(None), closed <= due), 1), else_=0)
+    judged = or_(c.closed_at.is_not(None), due <= now_utc[:19])
+    out: dict = {}
+
+    def entry(key):
+        return out.setdefault(
+            key, {"cases_due": 0, "cases_on_time": 0, "cases_fed_back": 0, "cases_visited": 0}
+        )
+
+    query = (
+        select(column, func.count(), func.sum(on_time))
+        .select_from(joined)
+        .where(counting, c.due_at >= since, c.due_at < before, judged)
+        .group_by(column)
+    )
+    for key, count, in_time in conn.execute(query):
+        entry(key).update(cases_due=count, cases_on_time=int(in_time or 0))
+    visited = case((and_(c.fed_back_at.is_not(None), c.visited_at.is_not(None)), 1), else_=0)
+    query = (
+        select(column, func.count(c.fed_back_at), func.sum(visited))
         .select_from(joined)
         .where(counting, c.effective_at >= since, c.effective_at < before)
-    ).all()
-    return judged, rated
-
-
-def _add_cases(row: dict, due_cases, rated_cases) -> None:
-    for case in due_cases:
-        row["cases_due"] += 1
-        if case.closed_at is not None and case.closed_at[:19] <= case.due_at[:19]:
-            row["cases_on_time"] += 1
-    for case in rated_cases:
-        if case.fed_back_at is not None:
-            row["cases_fed_back"] += 1
-            if case.visited_at is not None:
-                row["cases_visited"] += 1
+        .group_by(column)
+    )
+    for key, fed_back, seen in conn.execute(query):
+        entry(key).update(cases_fed_back=fed_back, cases_visited=int(seen or 0))
+    return out
 
 
 def _finish(row: dict, rate_stars) -> dict:
@@ -202,7 +211,6 @@ def figures_for(conn, period: str, now_utc: str | None = None, rate_stars=None) 
     now_utc = now_utc or deadlines.format_utc(dt.datetime.now(dt.UTC))
     start, end = first.isoformat(), last.isoformat()
     units = {u["id"]: u for u in org.units(conn, include_retired=True)}
-    due_cases, rated_cases = _case_rows(conn, first, last, now_utc)
     stars = figures._rate_stars(rate_stars)
     result = {}
 
@@ -222,12 +230,8 @@ def figures_for(conn, period: str, now_utc: str | None = None, rate_stars=None) 
     for unit_id, events in figures.activity(conn, "unit", start, end).items():
         if unit_id:
             unit_row(unit_id).update(events=events["handled"], events_rated=events["rated"])
-    for case in due_cases:
-        if case.unit_id:
-            _add_cases(unit_row(case.unit_id), [case], [])
-    for case in rated_cases:
-        if case.unit_id:
-            _add_cases(unit_row(case.unit_id), [], [case])
+    for unit_id, counts in _case_counts(conn, "unit", first, last, now_utc).items():
+        unit_row(unit_id).update(counts)
     result["unit"] = rank([_finish(row, stars) for row in unit_rows.values()])
 
     # towns: their whole subtree
@@ -262,13 +266,8 @@ def figures_for(conn, period: str, now_utc: str | None = None, rate_stars=None) 
             member_row(key)["stars"] = [counts["by_stars"][s] for s in (1, 2, 3, 4, 5)]
         for key, events in figures.activity(conn, dimension, start, end).items():
             member_row(key).update(events=events["handled"], events_rated=events["rated"])
-        column = CASE_COLUMN[dimension]
-        for case in due_cases:
-            if getattr(case, column):
-                _add_cases(member_row(getattr(case, column)), [case], [])
-        for case in rated_cases:
-            if getattr(case, column):
-                _add_cases(member_row(getattr(case, column)), [], [case])
+        for key, counts in _case_counts(conn, dimension, first, last, now_utc).items():
+            member_row(key).update(counts)
         result[dimension] = rank([_finish(row, stars) for row in rows.values()])
 
     return {

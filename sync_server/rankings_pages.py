@@ -59,8 +59,9 @@ def _choice(name: str, allowed, default: str) -> str:
     return value
 
 
-def load(conn, period: str) -> dict:
-    """The stored snapshot of `period`, else the figures computed now (not stored)."""
+def load(conn, period: str, consecutive: bool = True) -> dict:
+    """The stored snapshot of `period`, else the figures computed now (not
+    stored; without the months-running list when `consecutive` is False)."""
     period = rankings_data.parse_period(period)[0]
     stored = rankings_data.snapshot(conn, period)
     if stored is not None:
@@ -71,9 +72,11 @@ def load(conn, period: str) -> dict:
     data["settings"] = settings
     data["notices"] = rankings_data.notices(data, settings)
     now = deadlines.format_utc(dt.datetime.now(dt.UTC))
-    data["consecutive"] = rankings_data.consecutive(
-        conn, data, settings, now, data["good_rate_stars"]
-    )
+    data["consecutive"] = {"unit": [], "town": []}
+    if consecutive:
+        data["consecutive"] = rankings_data.consecutive(
+            conn, data, settings, now, data["good_rate_stars"]
+        )
     data["stored"] = False
     return data
 

@@ -86,7 +86,7 @@ def page():
         return render_template("public.html", error=error, data=None, period=period[:20]), 400
     try:
         with get_engine().connect() as conn:
-            data = load(conn, period)
+            data = load(conn, period, consecutive=False)  # not shown here
             handled = outcomes(conn, data["first_day"], data["last_day"])
     except rankings_data.PeriodError as exc:
         return render_template("public.html", error=str(exc), data=None, period=period), 400

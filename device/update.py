@@ -72,7 +72,10 @@ def _hcp_slot(root=""):
         os.rename(path + ".tmp", path)
     active = st.get("active")
     if active and active != "/lib":
-        sys.path.insert(0, root + active)
+        slot = root + active
+        if not root and "lib" in sys.path:
+            slot = active[1:]  # a port that lists lib relative to "/" (the virtual board)
+        sys.path.insert(0, slot)
     return st
 
 

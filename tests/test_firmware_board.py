@@ -1,0 +1,143 @@
+"""Firmware updates on the virtual board: MicroPython's unix port running the
+firmware `hcp provision --flash` wrote, updated over the air from the
+collector (issue 11).
+
+One board, provisioned as a technician does it, then:
+
+1. a good update (0.2.0): the fleet agent sends the signed `update`, the board
+   downloads the bundle in chunks over HTTP from the collector, stages it in
+   /fw/0.2.0, switches, reboots into it (/boot.py puts the slot first in
+   sys.path: the 0.2.0 code leaves a mark the 0.1.0 code does not), reports
+   0.2.0 and confirms itself; the rollout shows it healthy;
+2. a firmware that does not come up (0.3.0: its main() raises): the board
+   stages and switches to it; it dies at every boot (power cycled here, as
+   the watchdog or a technician would); on the fourth boot /boot.py rolls back
+   to 0.2.0, which reports, and the rollout shows the device rolled back.
+
+The bundles are compiled with mpy-cross from copies of this checkout with
+one line changed in device/main.py.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+from sqlalchemy import select
+
+from hcp.fleet import compiled
+from simulators.virtual_board import VirtualBoard
+from sync_server import db, firmware
+from sync_server.cli import serve_web
+from sync_server.fleet_agent import FleetAgent
+from sync_server.ingest import IngestService
+from sync_server.schema_fleet import firmware_targets
+from tests.harness.collector import make_app
+from tests.harness.micropython_unix import require_micropython32
+from tests.test_firmware import free_port
+from tests.test_provision import OFFLINE_SETTINGS, hcp
+from tests.test_revocation import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+MARK = '    open("/data/booted_from", "w").write("{version}")\n'
+BROKEN = '    raise RuntimeError("firmware {version} does not come up")\n'
+
+
+def bundle_source(tmp_path, version, line):
+    """A copy of the firmware sources whose main() begins with `line`."""
+    tree = tmp_path / f"src-{version}"
+    for folder in ("device", "protocols", "hardware"):
+        shutil.copytree(ROOT / folder, tree / folder)
+    main = tree / "device" / "main.py"
+    text = main.read_text()
+    assert "\ndef main():\n" in text
+    main.write_text(
+        text.replace("\ndef main():\n", "\ndef main():\n" + line.format(version=version))
+    )
+    return tree
+
+
+def target(engine, rollout):
+    with engine.connect() as conn:
+        t = firmware_targets.c
+        return conn.execute(
+            select(t.state, t.detail).where(t.rollout_id == rollout, t.device_id == "kp-fw-01")
+        ).one()
+
+
+def status(engine):
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(db.devices.c.status).where(db.devices.c.device_id == "kp-fw-01")
+        ).scalar()
+    return json.loads(row) if row else {}
+
+
+def test_an_update_on_the_board_then_a_rollback(virtual_board, mosquitto_broker, tmp_path):
+    binary = require_micropython32()
+    url = f"sqlite:///{tmp_path / 'collector.db'}"
+    app = make_app(tmp_path / "web", url)
+    engine = app.extensions["hcp_engine"]
+    port = free_port()
+    server, _thread = serve_web(app, "127.0.0.1", port)
+    ingest = IngestService(engine, mosquitto_broker.host, mosquitto_broker.port)
+    ingest.start()
+    agent = FleetAgent(engine, mosquitto_broker.host, mosquitto_broker.port).start()
+    boards = []
+    try:
+        run, seconds = hcp(
+            "provision", "--port", virtual_board.port, "--db", url, "--device-id", "kp-fw-01", "--window", "A01",
+            "--broker-host", mosquitto_broker.host, "--broker-port", str(mosquitto_broker.port),
+            "--flash", "--timeout", "40", *OFFLINE_SETTINGS, "--set", "status_every_ms=1000",
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+        root = virtual_board.root
+        assert (root / "boot.py").read_text().startswith("# hcp: choose the firmware slot")
+        assert wait_for(lambda: status(engine).get("online") is True, 30)
+        assert status(engine)["fw"] == "0.1.0"
+        with engine.begin() as conn:
+            for version, line in (("0.2.0", MARK), ("0.3.0", BROKEN)):
+                files = compiled(bundle_source(tmp_path, version, line), "sim")
+                firmware.add_bundle(conn, version, files, "test")
+            good = firmware.start_rollout(conn, "0.2.0", "devices:kp-fw-01", 100, "admin",
+                                          f"http://127.0.0.1:{port}/", health_s=120)  # fmt: skip
+
+        # 1. the good update: staged, switched, running from its slot, confirmed
+        assert wait_for(lambda: target(engine, good).state == "healthy", 120), target(engine, good)
+        assert (root / "data" / "booted_from").read_text() == "0.2.0"  # the slot's code ran
+        assert status(engine)["fw"] == "0.2.0"
+        fw = root / "data" / "fw.json"
+        assert wait_for(lambda: "trial" not in json.loads(fw.read_text()), 20)
+        assert json.loads(fw.read_text()) == {
+            "active": "/fw/0.2.0", "version": "0.2.0", "previous": "/lib",
+            "previous_version": "0.1.0",
+        }  # fmt: skip
+
+        # 2. a firmware that does not come up: rolled back by /boot.py
+        with engine.begin() as conn:
+            bad = firmware.start_rollout(conn, "0.3.0", "devices:kp-fw-01", 100, "admin",
+                                         f"http://127.0.0.1:{port}/", health_s=120)  # fmt: skip
+        assert wait_for(lambda: target(engine, bad).state == "accepted", 120), target(engine, bad)
+        assert wait_for(lambda: json.loads(fw.read_text()).get("boots") == 1, 30)
+        assert virtual_board.wait_idle(20)  # main() raised: the board sits at its REPL
+        for boots in (2, 3):  # power cycles (the watchdog, or a technician)
+            virtual_board.stop()
+            board = VirtualBoard(root, binary).start()
+            boards.append(board)
+            assert board.wait_idle(20)
+            assert json.loads(fw.read_text())["boots"] == boots
+            board.stop()
+        boards.append(VirtualBoard(root, binary).start())  # the fourth boot
+        assert wait_for(lambda: target(engine, bad).state == "rolled_back", 60), target(engine, bad)
+        assert target(engine, bad).detail == "came back running 0.2.0"
+        assert json.loads(fw.read_text()) == {
+            "active": "/fw/0.2.0", "version": "0.2.0", "rolled_back": "0.3.0",
+            "reason": "did not come up in 3 boots",
+        }  # fmt: skip
+        print(f"provisioning took {seconds:.1f} s")
+    finally:
+        for board in boards:
+            board.stop()
+        agent.stop()
+        ingest.stop()
+        server.shutdown()
+        engine.dispose()

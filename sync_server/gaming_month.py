@@ -289,3 +289,27 @@ def describe(report: dict) -> str:
         lines.append(f"{rule:<18} {row['planted']:>7} {row['found']:>6} {row['flags']:>6} "
                      f"{row['honest_flags']:>15}")  # fmt: skip
     return "\n".join(lines)
+
+
+def plant_burst(engine, device_id: str, window_id: str, count: int = 8, at=None) -> list[str]:
+    """For the demo: `count` top ratings on one keypad within a few minutes
+    with no case started, stored the collector's way; returns their ids.
+    A scan (gaming.run) then flags them for a supervisor."""
+    at = at or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    columns = [column.name for column in db.evaluations.columns]
+    rows = []
+    for n in range(count):
+        moment = _utc(at + dt.timedelta(seconds=25 * n))
+        row = dict.fromkeys(columns)
+        row.update(
+            id=f"{device_id}:demo-burst-{at.strftime('%H%M%S')}-{n}",
+            device_id=device_id, stars=5, channel="keypad", window_id=window_id,
+            tags=json.dumps([GOOD_TAGS[5]]), content_version=tags.DEFAULT_VERSION,
+            rated_at=moment, clock="ntp", origin="citizen", attempt=1,
+            received_at=db.utc_now(), effective_at=moment, time_source="device",
+            excluded=False, reason_owed=False,
+        )  # fmt: skip
+        rows.append(row)
+    with engine.begin() as conn:
+        features.store_evaluations(conn, engine, rows)
+    return [row["id"] for row in rows]

@@ -370,6 +370,13 @@ class Sender:
             log.exception("outbox: could not release the lease")
 
 
+def settings_from(config) -> dict:
+    """The sender's and the mapping's settings out of an app config (or any
+    mapping): HCP_PROVINCE_* and HCP_OUTBOX_* keys, defaults for the rest."""
+    keys = {**SETTINGS, **province_map.DEFAULTS}
+    return {key: config.get(key, default) for key, default in keys.items()}
+
+
 def start(engine, settings: dict | None = None):
     """Run a sender in a daemon thread; returns (thread, stop event), or
     (None, None) when no province URL is configured."""

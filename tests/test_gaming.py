@@ -4,6 +4,7 @@ no rating, and a supervisor's review decides (both databases)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
@@ -197,4 +198,20 @@ def test_dismissing_keeps_the_ratings_as_they_are(engine_app, action):
         "dismissed",
         "正常高峰",
         '{"records": ',
+    )
+
+
+def test_a_planted_demo_burst_is_flagged_and_never_reported_as_casework(engine):
+    world(engine)
+    ids = gaming_month.plant_burst(engine, "kp-01", "A01", count=8)
+    now = dt.datetime.now(dt.UTC)
+    since = (now - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    until = (now + dt.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert gaming.run(engine, since, until, {"HCP_GAMING_OPENING": "00:00-23:59"}) == 1
+    with engine.connect() as conn:
+        [flag] = gaming.flags(conn)
+    assert (flag["rule"], flag["evidence"]["records"], flag["state"]) == (
+        "burst_no_case",
+        ids,
+        "open",
     )

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 from flask import current_app, has_app_context
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, false, select
 
 from protocols import record
 from protocols.levels import is_bad
@@ -194,10 +194,26 @@ def _event(row) -> dict:
     return dict(row._mapping)
 
 
+def lock_events(conn) -> None:
+    """Make what this transaction reads of service events next the truth until
+    it commits. PostgreSQL: the reads lock their rows (FOR UPDATE) and wait
+    for a transaction that holds them. SQLite reads outside a transaction
+    until the first write (Python's sqlite3), so a read could see an event
+    unrated that another connection has bound and not yet committed: an empty
+    write first takes the database's one write lock, waiting for that
+    transaction, and every read after it sees its result."""
+    if conn.dialect.name == "sqlite":
+        conn.execute(
+            service_events.update().where(false()).values(rating_id=service_events.c.rating_id)
+        )
+
+
 def find_events(conn, case_no: str, lock: bool = False) -> list[dict]:
     """Every service event of a case, oldest first."""
     if not isinstance(case_no, str) or not case_no:
         return []
+    if lock:
+        lock_events(conn)
     query = (
         select(service_events)
         .where(service_events.c.case_no == case_no)
@@ -212,13 +228,14 @@ def find_event(conn, case_no: str, service_no: str | None = None, lock: bool = F
     """The service event (case_no, service_no) as a dict, or None. Without
     service_no: the case's event when it has one only, else the latest one
     handled not yet rated (else the latest). `lock`: held to the end of the
-    transaction on PostgreSQL (SQLite has one writer)."""
+    transaction (`lock_events`)."""
     if not isinstance(case_no, str) or not case_no:
         return None
     if service_no is not None:
         e = service_events.c
         query = select(service_events).where(e.case_no == case_no, e.service_no == service_no)
         if lock:
+            lock_events(conn)
             query = query.with_for_update()
         row = conn.execute(query).first()
         return _event(row) if row else None
@@ -397,6 +414,7 @@ def _events_of(conn, rows: list[dict]) -> tuple[dict, dict]:
     case_nos = sorted({row["case_no"] for row in rows if row.get("case_no")})
     by_key: dict = {}
     by_case: dict = {}
+    lock_events(conn)
     if case_nos:
         e = service_events.c
         query = (

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import secrets
+import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -449,3 +450,33 @@ def test_whatever_order_and_duplication_exactly_one_counts(engine, zh, deliverie
     assert len(counting) == 1
     assert current(engine, event)["rating_id"] == counting[0]
     assert all(repeat_of == counting[0] for repeat_of, _r, _l in tied.values() if repeat_of)
+
+
+# --- two at once -------------------------------------------------------------------------
+
+
+def test_a_rating_stored_while_another_waits_to_commit_leaves_one_counting(engine, zh):
+    """A web rating's transaction is open (bound, not committed) when an
+    offline keypad's record of the same event arrives: the ingest waits for
+    it and stores its record as a repeat, never binding the event again."""
+    event = register(engine)
+    db.add_device(engine, "kp-01", "00" * 32)
+    record = signed(1, 5, case_no=event["case_no"], service_no="1")
+    outcome = {}
+
+    def keypad_arrives():
+        outcome["ingest"] = Ingestor(engine).process(ev_topic(), batch([record]))
+
+    with engine.begin() as conn:
+        web = channels.store_channel_rating(
+            conn,
+            engine,
+            {"channel": "web", "client": "pc", "stars": 3, "case_no": event["case_no"]},
+        )
+        arriving = threading.Thread(target=keypad_arrives)
+        arriving.start()
+        arriving.join(1.0)  # it waits for this transaction (or has not got that far yet)
+    arriving.join(30)
+    assert outcome["ingest"].stored == [1]
+    assert current(engine, event)["rating_id"] == web
+    assert marks(engine, event) == {web: (None, "first", False), "kp-01:1": (web, "repeat", False)}

@@ -29,8 +29,11 @@ an entity without the figure (no ratings, no cases due...) is not ranked by it.
 The 通报 praises the units and towns ranked in the first `praise_places` by
 好评率 (rank <= praise_places) and lists those in the last `bottom_places`
 (fewer than bottom_places ranked below them, so a tie for last is listed
-whole; a praised one never); a month's 通报 also lists
-those that were near the bottom in each of the last `bottom_periods` months.
+whole; a praised one never); either only within its half of the ranking
+(rank <= half; fewer than half below), so a short ranking does not praise
+everyone and a single unit is neither praised nor listed. A month's 通报 also
+lists those that were near the bottom in each of the last `bottom_periods`
+months.
 """
 
 from __future__ import annotations
@@ -295,18 +298,18 @@ def _towns(units: dict) -> dict:
 
 def notices(data: dict, settings: dict) -> dict:
     """The 通报's lists for units and towns: praised (ranked in the first
-    praise_places by 好评率) and near the bottom (in the last bottom_places,
-    not praised). Each: [{id, name, rank, good_rate}]."""
+    praise_places by 好评率, within the top half) and near the bottom (in the
+    last bottom_places, within the bottom half, not praised). Each: [{id,
+    name, rank, good_rate, valid}]."""
     out = {}
     for dimension in ("unit", "town"):
         ranked = [r for r in data["dimensions"][dimension] if r["ranks"]["good_rate"] is not None]
-        praised = [r for r in ranked if r["ranks"]["good_rate"] <= settings["praise_places"]]
+        half = len(ranked) // 2
+        top = min(settings["praise_places"], half)
+        praised = [r for r in ranked if r["ranks"]["good_rate"] <= top]
         praised_ids = {r["id"] for r in praised}
-        bottom = [
-            r
-            for r in ranked
-            if _worse(ranked, r) < settings["bottom_places"] and r["id"] not in praised_ids
-        ]
+        last = min(settings["bottom_places"], half)
+        bottom = [r for r in ranked if _worse(ranked, r) < last and r["id"] not in praised_ids]
         out[dimension] = {
             "praised": [_brief(r) for r in praised],
             "bottom": [_brief(r) for r in bottom],

@@ -568,3 +568,30 @@ def test_the_public_page_on_a_phone_and_the_rankings_in_a_browser(live_site, bro
     page.click("#calendar-form button[type=submit]")
     expect(page.locator("#calendar")).to_contain_text("2027-02-06")
     expect(page.locator("#calendar-warning")).to_have_count(0)
+
+
+def _ranked(rates):
+    rows = [
+        {**rankings_data._blank(f"u{n}", f"单位{n}", None), "valid": 10, "good_rate": rate}
+        for n, rate in enumerate(rates, start=1)
+    ]
+    return {"dimensions": {"unit": rankings_data.rank(rows), "town": []}}
+
+
+@pytest.mark.parametrize(
+    ("rates", "praised", "bottom"),
+    [
+        ([0.9, 0.8, 0.7], ["u1"], ["u3"]),  # three places each, but only within a half
+        ([0.9], [], []),  # one unit is neither praised nor criticised
+        ([0.9, 0.9, 0.9, 0.9], ["u1", "u2", "u3", "u4"], []),  # all equal: all first
+        # a tie reaching into the last three places is listed whole
+        ([0.9, 0.8, 0.7, 0.6, 0.5, 0.5, 0.5, 0.4], ["u1", "u2", "u3"], ["u5", "u6", "u7", "u8"]),
+        ([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.3], ["u1", "u2", "u3"], ["u6", "u7", "u8"]),
+        ([0.9, 0.8, 0.7, 0.6, 0.6, 0.5, 0.5, 0.5], ["u1", "u2", "u3"], ["u6", "u7", "u8"]),
+    ],
+)
+def test_praise_and_bottom_with_ties(rates, praised, bottom):
+    settings = {"praise_places": 3, "bottom_places": 3}
+    found = rankings_data.notices(_ranked(rates), settings)["unit"]
+    assert [r["id"] for r in found["praised"]] == praised
+    assert [r["id"] for r in found["bottom"]] == bottom

@@ -50,6 +50,15 @@ def start_of_today_utc() -> str:
     return midnight.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+MAX_FORM_BYTES = 16_384  # a rating form is a few hundred bytes
+
+
+def too_large() -> bool:
+    """A citizen's form bigger than any real one: refused before it is read."""
+    length = request.content_length
+    return length is None and request.method == "POST" or (length or 0) > MAX_FORM_BYTES
+
+
 def done(message: str, status: int = 200, refused: bool = False):
     return render_template("rate_done.html", message=message, refused=refused), status
 
@@ -66,6 +75,8 @@ def rating_flow(ctx: dict, channel: str, client: str, event: dict | None, window
     ctx = {"error": None, "field": None, "step": 1, "stars": None, "case_no": "", **ctx}
     if request.method == "GET":
         return _page(ctx)
+    if too_large():
+        return done(_("The form is too large."), 413, True)
     try:
         stars = citizen_form.level(form.get("stars"))
         ctx["stars"] = stars

@@ -29,7 +29,7 @@ from protocols import record as wire
 from sync_server import citizen_form, citizen_store, db, phones
 from sync_server import citizen_tokens as tokens
 from sync_server.citizen_form import FormError
-from sync_server.citizen_pages import done, event_link
+from sync_server.citizen_pages import done, event_link, too_large
 from sync_server.schema_citizen import followup_remarks, portal_failures
 
 bp = Blueprint("citizen_portal", __name__)
@@ -79,6 +79,8 @@ def _find_page(error=None, field=None, status=200):
 def find():
     if request.method == "GET":
         return _find_page()
+    if too_large():
+        return _find_page(_("The form is too large."), None, 413)
     form = request.form
     try:
         case_no = citizen_form.case_number(form.get("case_no"), required=True)
@@ -133,6 +135,8 @@ def _kiosk_record(record_id: str, token: str) -> bool:
 
 @bp.route("/followup", methods=["GET", "POST"])
 def followup():
+    if too_large():
+        return done(_("The form is too large."), 413, True)
     source = request.form if request.method == "POST" else request.args
     record_id, token = source.get("id", ""), source.get("t", "")
     if not _kiosk_record(record_id, token):

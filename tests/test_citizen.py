@@ -484,3 +484,14 @@ def test_the_kiosk_follow_up_link_takes_one_remark(world):
     ):
         assert text_of(client.get(bad), "notice") == FORGED, bad
     assert ratings(world) == []
+
+
+def test_a_form_larger_than_any_real_one_is_refused_unread(world):
+    client = world.test_client()
+    token = csrf(client, "/r/w/B01")
+    data = {"csrf_token": token, "stars": "5", "comment": "长" * 10000}
+    response = client.post("/r/w/B01", data=data)
+    assert response.status_code == 413 and text_of(response, "notice") == "提交的内容过大。"
+    portal = client.post("/rate", data={"csrf_token": token, "case_no": "x" * 20000})
+    assert portal.status_code == 413 and text_of(portal, "error") == "提交的内容过大。"
+    assert ratings(world) == []

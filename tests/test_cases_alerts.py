@@ -185,3 +185,17 @@ def test_the_admin_keeps_duty_contacts_and_rules_and_each_change_is_audited(engi
         assert conn.execute(select(duty_contacts.c.name)).scalars().all() == ["孙值班"]
         actions = conn.execute(select(db.audit_log.c.action).order_by(db.audit_log.c.id)).scalars()
         assert list(actions) == ["duty_contact.add", "case_rule.add", "case_rule.delete"]
+
+
+def test_the_alerts_command_sends_what_waits(engine, gateway, capsys):
+    import argparse
+
+    setup_unit(engine)
+    add_evaluation(engine, "kp-01:1", 1, window_id="A01", comment="慢")
+    parser = argparse.ArgumentParser(prog="hcp")
+    cases_alerts.register(parser.add_subparsers(dest="command"))
+    url = engine.url.render_as_string(hide_password=False)
+    args = parser.parse_args(["cases", "alerts", "--db", url, "--sender", f"webhook:{gateway.url}"])
+    assert args.handler(args) == 0
+    assert capsys.readouterr().out == "sent 1, failed 0\n"
+    assert [body["case_id"] for body in gateway.bodies] == [1]

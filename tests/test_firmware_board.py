@@ -14,12 +14,17 @@ One board, provisioned as a technician does it, then:
    the watchdog or a technician would); on the fourth boot /boot.py rolls back
    to 0.2.0, which reports, and the rollout shows the device rolled back.
 
+And on a second board, a firmware that runs but never reports (0.4.0: its
+sync never connects) is rolled back by its own health deadline: the trial
+resets the board and the old firmware reports again.
+
 The bundles are compiled with mpy-cross from copies of this checkout with
-one line changed in device/main.py.
+one line changed.
 """
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 from sqlalchemy import select
@@ -42,17 +47,18 @@ MARK = '    open("/data/booted_from", "w").write("{version}")\n'
 BROKEN = '    raise RuntimeError("firmware {version} does not come up")\n'
 
 
-def bundle_source(tmp_path, version, line):
-    """A copy of the firmware sources whose main() begins with `line`."""
+SILENT = "        return False  # {version}: never connects\n"
+
+
+def bundle_source(tmp_path, version, line, module="main", where="\ndef main():\n"):
+    """A copy of the firmware sources where `line` follows `where` in device/`module`.py."""
     tree = tmp_path / f"src-{version}"
     for folder in ("device", "protocols", "hardware"):
         shutil.copytree(ROOT / folder, tree / folder)
-    main = tree / "device" / "main.py"
-    text = main.read_text()
-    assert "\ndef main():\n" in text
-    main.write_text(
-        text.replace("\ndef main():\n", "\ndef main():\n" + line.format(version=version))
-    )
+    source = tree / "device" / f"{module}.py"
+    text = source.read_text()
+    assert text.count(where) == 1
+    source.write_text(text.replace(where, where + line.format(version=version)))
     return tree
 
 
@@ -137,6 +143,51 @@ def test_an_update_on_the_board_then_a_rollback(virtual_board, mosquitto_broker,
     finally:
         for board in boards:
             board.stop()
+        agent.stop()
+        ingest.stop()
+        server.shutdown()
+        engine.dispose()
+
+
+def test_a_firmware_that_never_reports_is_rolled_back_by_its_deadline(
+    virtual_board, mosquitto_broker, tmp_path
+):
+    url = f"sqlite:///{tmp_path / 'collector.db'}"
+    app = make_app(tmp_path / "web", url)
+    engine = app.extensions["hcp_engine"]
+    port = free_port()
+    server, _thread = serve_web(app, "127.0.0.1", port)
+    ingest = IngestService(engine, mosquitto_broker.host, mosquitto_broker.port)
+    ingest.start()
+    agent = FleetAgent(engine, mosquitto_broker.host, mosquitto_broker.port).start()
+    try:
+        run, _seconds = hcp(
+            "provision", "--port", virtual_board.port, "--db", url, "--device-id", "kp-fw-01",
+            "--window", "A01", "--broker-host", mosquitto_broker.host,
+            "--broker-port", str(mosquitto_broker.port), "--flash", "--timeout", "40",
+            *OFFLINE_SETTINGS, "--set", "status_every_ms=1000",
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert wait_for(lambda: status(engine).get("online") is True, 30)
+        tree = bundle_source(tmp_path, "0.4.0", SILENT, "sync",
+                             "    def step(self, now_ms):\n")  # fmt: skip
+        with engine.begin() as conn:
+            firmware.add_bundle(conn, "0.4.0", compiled(tree, "sim"), "test")
+            rollout = firmware.start_rollout(conn, "0.4.0", "devices:kp-fw-01", 100, "admin",
+                                             f"http://127.0.0.1:{port}/", health_s=30)  # fmt: skip
+        started = time.monotonic()
+        assert wait_for(lambda: target(engine, rollout).state == "accepted", 60)
+        fw = virtual_board.root / "data" / "fw.json"
+        assert wait_for(lambda: json.loads(fw.read_text()).get("rolled_back") == "0.4.0", 90)
+        assert json.loads(fw.read_text()) == {
+            "active": "/lib", "version": "0.1.0", "rolled_back": "0.4.0",
+            "reason": "not healthy within 30 s",
+        }  # fmt: skip
+        assert wait_for(lambda: target(engine, rollout).state == "rolled_back", 60)
+        assert target(engine, rollout).detail == "came back running 0.1.0"
+        assert time.monotonic() - started >= 30
+        assert status(engine)["fw"] == "0.1.0" and status(engine)["online"] is True
+    finally:
         agent.stop()
         ingest.stop()
         server.shutdown()

@@ -207,3 +207,63 @@ def test_inbound_is_off_without_a_secret(live):
         503,
         {"error": "inbound SMS is not configured (HCP_SMS_INBOUND_SECRET)"},
     )
+
+
+def test_the_simulated_gateway_runs_as_a_program(live):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = live.gateway.collector_url
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simulators.sms_gateway", "--collector", base,
+         "--secret", SECRET, "--port", str(port)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        first = process.stdout.readline()
+        assert first == f"simulated SMS gateway (tests and demo only) at http://127.0.0.1:{port}\n"
+        live.config["HCP_SMS_GATEWAY_URL"] = f"http://127.0.0.1:{port}"
+        register(live, "LZ2026112710006", phone=PHONE)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/reply",
+            data=json.dumps({"from": PHONE, "text": "满意"}).encode(),
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert json.loads(answer.read())["reply"] == sms.THANKS
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/messages?to={PHONE}") as answer:
+            texts = [m["text"] for m in json.loads(answer.read())["messages"]]
+        assert texts[0].startswith(INVITATION_START) and texts[1:] == [sms.THANKS]
+        deadline = time.monotonic() + 5
+        while [r["stars"] for r in ratings(live)] != [4] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [r["stars"] for r in ratings(live)] == [4]
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_the_demo_rates_once_on_every_citizen_channel(tmp_path):
+    from hcp.demo import _admin_password, _demo_org
+    from hcp.service_events import register_demo_events
+    from hcp.sim_sms import demo_channels
+    from hcp.stack import LocalStack
+
+    with LocalStack(tmp_path, broker="amqtt", web=True, ingest=False) as stack:
+        password = _admin_password(tmp_path, stack.engine)
+        _demo_org(stack.engine)
+        register_demo_events(stack.engine)
+        try:
+            lines = demo_channels(stack, password)
+        finally:
+            stack.sms_gateway.stop()
+        with stack.engine.connect() as conn:
+            channels = sorted(conn.exec_driver_sql("SELECT channel FROM evaluations").scalars())
+    assert channels == ["paper", "qr_case", "qr_window", "sms", "web"]
+    outcomes = [line.split(": ", 1)[1] for line in lines[1:6]]
+    assert outcomes[:4] == ["感谢您的评价！"] * 4 and outcomes[4].endswith("已保存。")
+    assert "/r/w/" in lines[6] and "/r/c/" in lines[7] and "/reply" in lines[8]

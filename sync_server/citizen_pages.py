@@ -36,10 +36,6 @@ def client_kind() -> str:
     return "mobile" if any(word in agent for word in ("Mobile", "Android", "iPhone")) else "pc"
 
 
-def now_utc() -> str:
-    return citizen_store.utc_second()
-
-
 def today() -> dt.date:
     return tokens.today(current_app.config["HCP_TIMEZONE"])
 
@@ -54,7 +50,8 @@ MAX_FORM_BYTES = 16_384  # a rating form is a few hundred bytes
 
 
 def too_large() -> bool:
-    """A citizen's form bigger than any real one: refused before it is read."""
+    """A citizen's form bigger than any real one: refused. (The CSRF check
+    reads the form before this view; the app's MAX_CONTENT_LENGTH bounds that.)"""
     length = request.content_length
     return length is None and request.method == "POST" or (length or 0) > MAX_FORM_BYTES
 

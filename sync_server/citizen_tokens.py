@@ -34,7 +34,6 @@ from sync_server.phones import instance_key
 KEY_FILE = "citizen_key"
 PURPOSES = ("qr_case", "web")
 TOKEN_PATTERN = re.compile(r"([1-9][0-9]{0,17})-([0-9]{8})-([0-9a-f]{24})")
-RECEIPT_PATTERN = re.compile(r"[0-9]{8}")
 FOLLOWUP_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 

@@ -139,15 +139,6 @@ def keep(conn, key: bytes, record_id: str, phone: str) -> None:
     )
 
 
-def has_phone(conn, record_id: str) -> bool:
-    from sync_server.schema_citizen import rater_phones
-
-    found = conn.execute(
-        select(rater_phones.c.record_id).where(rater_phones.c.record_id == record_id)
-    ).first()
-    return found is not None
-
-
 def reveal(engine, key: bytes, record_id: str, units=None) -> str | None:
     """The number left with `record_id` (None when none, or outside `units`),
     logged as a reveal in the audit log. Tampered when the stored value fails

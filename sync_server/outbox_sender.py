@@ -139,6 +139,10 @@ class ProvinceClient:
                 "refused",
             ):
                 raise SendFailed("garbage", "a result without a known status")
+        for item, result in zip(items, results, strict=True):
+            expected = item.get("evaluationId") or f"{item['projectNo']}/{item['serviceNo']}"
+            if result.get("id") != expected:
+                raise SendFailed("garbage", "the answer's results do not name the items sent")
         silent = [r for r in results if r["status"] == "refused" and not _reason(r)]
         if silent:
             # a refusal must say why to be acted on: the rows stay queued
@@ -217,20 +221,45 @@ class Sender:
 
     # --- one round ------------------------------------------------------------------
     def _take(self) -> list[dict] | None:
-        """The rows to send now, payloads built; None without the lease."""
+        """The rows to send now, payloads built; None without the lease.
+
+        The oldest pending rows, and the pending service events of the
+        ratings among them (an event registered after its rating comes along
+        with it, ahead of it); a rating whose event cannot be sent (unmapped)
+        stays back."""
         o = outbox.c
+        columns = (o.id, o.kind, o.ref, o.case_no, o.service_no, o.payload)
         with self.engine.begin() as conn:
             if not self._lease(conn):
                 return None
             rows = [
                 dict(row._mapping)
                 for row in conn.execute(
-                    select(o.id, o.kind, o.ref, o.case_no, o.service_no, o.payload)
+                    select(*columns)
                     .where(o.state == PENDING)
                     .order_by(o.id)
                     .limit(self.settings["HCP_OUTBOX_BATCH"])
                 )
             ]
+            taken = {r["id"] for r in rows}
+            refs = sorted(
+                {
+                    f"{r['case_no']}/{r['service_no']}"
+                    for r in rows
+                    if r["kind"] == "rating" and r["case_no"] and r["service_no"]
+                }
+                - {r["ref"] for r in rows if r["kind"] == "event"}
+            )
+            if refs:
+                rows += [
+                    dict(row._mapping)
+                    for row in conn.execute(
+                        select(*columns)
+                        .where(o.kind == "event", o.ref.in_(refs), o.state == PENDING)
+                        .order_by(o.id)
+                    )
+                    if row.id not in taken
+                ]
             cache: dict = {}
             ready = []
             for row in rows:
@@ -254,31 +283,27 @@ class Sender:
             return self._hold_waiting_ratings(conn, ready)
 
     def _hold_waiting_ratings(self, conn, rows: list[dict]) -> list[dict]:
-        """Ratings whose service event waits outside this batch stay for later."""
+        """Ratings whose service event is stored but cannot go now stay for later."""
         o = outbox.c
-        in_batch = {(r["case_no"], r["service_no"]) for r in rows if r["kind"] == "event"}
-        keys = {
-            (r["case_no"], r["service_no"])
+        in_batch = {r["ref"] for r in rows if r["kind"] == "event"}
+        refs = {
+            f"{r['case_no']}/{r['service_no']}"
             for r in rows
-            if r["kind"] == "rating"
-            and r["case_no"]
-            and (r["case_no"], r["service_no"]) not in in_batch
-        }
+            if r["kind"] == "rating" and r["case_no"] and r["service_no"]
+        } - in_batch
         waiting = set()
-        if keys:
-            refs = [f"{case}/{service}" for case, service in keys]
-            waiting = {
-                (case, service)
-                for case, service in conn.execute(
-                    select(o.case_no, o.service_no).where(
-                        o.kind == "event", o.ref.in_(refs), o.state.in_((PENDING, UNMAPPED))
+        if refs:
+            waiting = set(
+                conn.execute(
+                    select(o.ref).where(
+                        o.kind == "event", o.ref.in_(sorted(refs)), o.state.in_((PENDING, UNMAPPED))
                     )
-                )
-            }
+                ).scalars()
+            )
         return [
             r
             for r in rows
-            if r["kind"] == "event" or (r["case_no"], r["service_no"]) not in waiting
+            if r["kind"] == "event" or f"{r['case_no']}/{r['service_no']}" not in waiting
         ]
 
     def _apply(self, rows: list[dict], results: list[dict]) -> int:

@@ -250,3 +250,44 @@ def test_an_admin_retries_marks_handled_and_resends_a_period_audited(engine_app,
     assert states(engine)[("rating", "kp-01:1")] == ("acked", None)
     actions = [e["action"] for e in audit.entries(engine)["items"]]
     assert actions == ["outbox.resend", "outbox.handled", "outbox.retry"]
+
+
+def test_an_event_registered_after_its_rating_still_goes_first(engine, province):
+    world(engine)
+    add_evaluation(engine, "kp-01:1", 5, case_no="C1", service_no="1", tags='["H501"]',
+                   content_version="hcp-demo-1")  # fmt: skip
+    register_event(engine, "C1")  # the business system was late
+    sender = sender_for(engine, province, HCP_OUTBOX_BATCH=1)
+    assert sender.run_once() == {"sent": 2, "acked": 2, "failed": None}
+    assert province.log == [("event", "C1/1"), ("rating", "kp-01:1")]
+
+
+def test_results_that_do_not_name_the_items_sent_are_garbage(engine, province):
+    world(engine)
+    register_event(engine, "C1")
+    register_event(engine, "C2")
+    answer = province.handle
+
+    def swapped(*args):
+        status, body = answer(*args)
+        body["results"].reverse()
+        return status, body
+
+    province.handle = swapped
+    sender = sender_for(engine, province)
+    assert sender.run_once()["failed"] == "garbage"
+    with engine.connect() as conn:
+        figures = outbox.figures(conn)
+    assert figures["sender"]["detail"] == "the answer's results do not name the items sent"
+    assert figures["unsent"] == 2
+
+
+def test_a_province_slower_than_the_timeout_is_unreachable(engine, province):
+    world(engine)
+    register_event(engine, "C1")
+    sender = sender_for(engine, province, HCP_PROVINCE_TIMEOUT_S=0.2)
+    province.set_mode("slow", delay_s=1.0)
+    assert sender.run_once()["failed"] == "unreachable"
+    with engine.connect() as conn:
+        detail = outbox.figures(conn)["sender"]["detail"]
+    assert detail == "no answer from the province: timed out"

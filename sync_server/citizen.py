@@ -22,6 +22,8 @@ Config keys (docs/citizen-channels.md):
   within the window (default 5 / 20 / 900 s);
 - ``HCP_SMS_GATEWAY_URL``, ``HCP_SMS_INBOUND_SECRET``: the SMS gateway
   (sync_server/sms_gateways.py);
+- ``HCP_WINDOW_QR_MAX_PER_ADDRESS``: window QR ratings without a service
+  event taken per window from one address in a day (default 3);
 - ``HCP_PAPER_LATE_WORKING_DAYS``: paper cards entered later than this many
   working days after the card's date are flagged late (default 5).
 """
@@ -38,6 +40,7 @@ DEFAULTS = {
     "HCP_SMS_GATEWAY_URL": None,
     "HCP_SMS_INBOUND_SECRET": None,
     "HCP_PAPER_LATE_WORKING_DAYS": 5,
+    "HCP_WINDOW_QR_MAX_PER_ADDRESS": 3,
 }
 
 

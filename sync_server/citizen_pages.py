@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, render_template, request, url_for
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from sync_server import citizen_form, citizen_store, db, org, phones
@@ -102,16 +102,18 @@ def rating_flow(ctx: dict, channel: str, client: str, event: dict | None, window
             if _used(conn, token):  # the same form sent twice
                 return done(_("Thank you for your rating."))
             fields, phone = citizen_form.rating(conn, form, stars)
+            used = {"token": token, "at": db.utc_now()}
             if event is not None:
                 fields.update(case_no=event["case_no"], service_no=event["service_no"])
             elif window is not None:
+                if _window_limit_reached(conn, window["id"]):
+                    return done(window_limit_text(), 429, refused=True)
                 fields.update(window_id=window["id"], org_id=window.get("unit"))
+                used.update(window_id=window["id"], address=(request.remote_addr or "")[:64])
             record_id = citizen_store.store(
                 conn, engine, {"channel": channel, "stars": stars, "client": client, **fields}
             )
-            conn.execute(
-                used_forms.insert().values(token=token, record_id=record_id, at=db.utc_now())
-            )
+            conn.execute(used_forms.insert().values(record_id=record_id, **used))
             if phone:
                 phones.keep(conn, phones.app_key(), record_id, phone)
     except FormError as exc:
@@ -123,6 +125,26 @@ def rating_flow(ctx: dict, channel: str, client: str, event: dict | None, window
     except IntegrityError:  # the same form sent twice at once: the other one stored it
         return done(_("Thank you for your rating."))
     return done(_("Thank you for your rating."))
+
+
+def window_limit_text() -> str:
+    return _(
+        "This window has been rated several times from your network today: "
+        "please rate with the case number on your receipt."
+    )
+
+
+def _window_limit_reached(conn, window_id: str) -> bool:
+    """Ratings of a window without a service event, from this address, today."""
+    u = used_forms.c
+    count = conn.execute(
+        select(func.count()).where(
+            u.window_id == window_id,
+            u.address == (request.remote_addr or "")[:64],
+            u.at >= start_of_today_utc(),
+        )
+    ).scalar()
+    return count >= current_app.config["HCP_WINDOW_QR_MAX_PER_ADDRESS"]
 
 
 def _used(conn, token: str) -> bool:

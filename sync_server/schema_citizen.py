@@ -125,6 +125,11 @@ used_forms = Table(
     Column("token", String(64), primary_key=True),
     Column("record_id", String(100), nullable=False),
     Column("at", String(32), nullable=False),
+    # a window QR rating without a service event: where from, for the limit
+    # per address and window (HCP_WINDOW_QR_MAX_PER_ADDRESS)
+    Column("window_id", String(64)),
+    Column("address", String(64)),
+    Index("ix_used_forms_window", "window_id", "address", "at"),
 )
 
 # a remark a kiosk rater added on the phone through the thank-you QR code;

@@ -495,3 +495,19 @@ def test_a_form_larger_than_any_real_one_is_refused_unread(world):
     portal = client.post("/rate", data={"csrf_token": token, "case_no": "x" * 20000})
     assert portal.status_code == 413 and text_of(portal, "error") == "提交的内容过大。"
     assert ratings(world) == []
+
+
+def test_window_ratings_without_an_event_are_limited_per_address(world):
+    client = world.test_client()
+    for _ in range(3):
+        assert text_of(rate(client, "/r/w/B01", 5, step2={}), "notice") == THANKS
+    fourth = rate(client, "/r/w/B01", 5, step2={})
+    assert fourth.status_code == 429
+    assert text_of(fourth, "notice") == (
+        "今天您所在网络已多次评价该窗口，请填写回执单上的办件号后评价。"
+    )
+    elsewhere = world.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "10.0.0.8"
+    assert text_of(rate(elsewhere, "/r/w/B01", 4, step2={}), "notice") == THANKS
+    assert text_of(rate(client, "/r/w/A01", 4, step2={}), "notice") == THANKS  # another window
+    assert len(ratings(world)) == 5

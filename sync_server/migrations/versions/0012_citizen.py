@@ -110,7 +110,10 @@ def upgrade() -> None:
         sa.Column("token", sa.String(64), primary_key=True),
         sa.Column("record_id", sa.String(100), nullable=False),
         sa.Column("at", sa.String(32), nullable=False),
+        sa.Column("window_id", sa.String(64)),
+        sa.Column("address", sa.String(64)),
     )
+    op.create_index("ix_used_forms_window", "used_forms", ["window_id", "address", "at"])
     op.create_table(
         "followup_remarks",
         sa.Column("record_id", sa.String(100), primary_key=True),

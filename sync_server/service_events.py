@@ -27,8 +27,8 @@ from sqlalchemy.exc import IntegrityError
 from protocols.record import valid_utc_time
 from sync_server import csrf, db, openapi, org, outbox
 from sync_server.auth import requires
-from sync_server.channels import parse_utc, period_end, setting
-from sync_server.schema_channels import service_events
+from sync_server.channels import Periods, parse_utc, setting
+from sync_server.schema_channels import event_ratings, service_events
 
 bp = Blueprint("service_events", __name__, url_prefix="/api/v1")
 
@@ -219,9 +219,9 @@ def register(conn, body, source: str, registered_by: str | None, scope=None, now
     return row, True
 
 
-def answer(conn, event: dict) -> dict:
+def answer(conn, event: dict, periods: Periods | None = None) -> dict:
     item = public(event)
-    item["rate_until"] = period_end(conn, event).isoformat()
+    item["rate_until"] = (periods or Periods(conn)).end(event["handled_at"]).isoformat()
     return item
 
 
@@ -286,7 +286,21 @@ def listing(engine, scope, case_no=None, page=1, per_page=50) -> dict:
             .limit(per_page)
             .offset((page - 1) * per_page)
         ).all()
-        items = [answer(conn, dict(row._mapping)) for row in rows]
+        periods = Periods(conn)
+        items = [answer(conn, dict(row._mapping), periods) for row in rows]
+        r = event_ratings.c
+        ties: dict = {item["id"]: [] for item in items}
+        if ties:
+            for tie in conn.execute(
+                select(r.event_id, r.rating_id, r.role, r.late)
+                .where(r.event_id.in_(list(ties)))
+                .order_by(r.at, r.rating_id)
+            ):
+                ties[tie.event_id].append(
+                    {"rating_id": tie.rating_id, "role": tie.role, "late": bool(tie.late)}
+                )
+        for item in items:
+            item["ratings"] = ties[item["id"]]
     return {"items": items, "page": page, "per_page": per_page, "total": total}
 
 
@@ -380,9 +394,26 @@ EVENT_FIELDS = {
 SCHEMAS = {
     "ServiceEventIn": EVENT_IN,
     "ServiceEvent": openapi._object(EVENT_FIELDS),
+    "ServiceEventListed": openapi._object(
+        {
+            **EVENT_FIELDS,
+            # every rating tied to the event: the one that counts (first), the
+            # appended one, repeats; late: made after the rating period
+            "ratings": {
+                "type": "array",
+                "items": openapi._object(
+                    {
+                        "rating_id": S,
+                        "role": {"type": "string", "enum": ["first", "appended", "repeat"]},
+                        "late": openapi.BOOL,
+                    }
+                ),
+            },
+        }
+    ),
     "ServiceEventPage": openapi._object(
         {
-            "items": {"type": "array", "items": openapi._ref("ServiceEvent")},
+            "items": {"type": "array", "items": openapi._ref("ServiceEventListed")},
             "page": openapi.INT,
             "per_page": openapi.INT,
             "total": openapi.INT,

@@ -480,3 +480,25 @@ def test_a_rating_stored_while_another_waits_to_commit_leaves_one_counting(engin
     assert outcome["ingest"].stored == [1]
     assert current(engine, event)["rating_id"] == web
     assert marks(engine, event) == {web: (None, "first", False), "kp-01:1": (web, "repeat", False)}
+
+
+def test_the_event_list_shows_every_tied_rating_and_which_counts(engine, engine_app):
+    from tests.test_service_events import schema_problems
+
+    event = register(engine, handled_at=at("2026-09-30T16:30:00+08:00"))
+    with engine_app.test_request_context("/"):
+        db.add_device(engine, "kp-01", "00" * 32)
+        late = signed(1, 4, case_no=event["case_no"], service_no="1",
+                      rated_at=utc(at("2026-10-14T09:00:00+08:00")))  # fmt: skip
+        assert Ingestor(engine).process(ev_topic(), batch([late])).stored == [1]
+        card = rate(engine, "paper", event, stars=5, card_date="2026-10-09")
+    client = engine_app.test_client()
+    AuthActions(client).login("admin")
+    response = client.get(f"/api/v1/service-events?case_no={event['case_no']}")
+    (item,) = response.get_json()["items"]
+    assert (item["rating_id"], item["rate_until"]) == ("kp-01:1", "2026-10-13")
+    assert item["ratings"] == [
+        {"rating_id": "kp-01:1", "role": "first", "late": True},
+        {"rating_id": card, "role": "repeat", "late": False},
+    ]
+    assert schema_problems(engine_app, response, "/api/v1/service-events", "get", 200) == []

@@ -2,7 +2,9 @@
 firmware `hcp provision --flash` wrote, updated over the air from the
 collector (issue 11).
 
-One board, provisioned as a technician does it, then:
+Access control is on: Mosquitto runs on broker_auth's files and provisioning
+adds the board's login (`--broker-auth-dir`, SIGHUP). One board, provisioned
+as a technician does it, then:
 
 1. a good update (0.2.0): the fleet agent sends the signed `update`, the board
    downloads the bundle in chunks over HTTP from the collector, stages it in
@@ -26,16 +28,20 @@ import json
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 from sqlalchemy import select
 
+from hcp.broker import MosquittoBroker
 from hcp.fleet import compiled
 from simulators.virtual_board import VirtualBoard
-from sync_server import db, firmware
+from sync_server import broker_auth, db, firmware
 from sync_server.cli import serve_web
 from sync_server.fleet_agent import FleetAgent
 from sync_server.ingest import IngestService
 from sync_server.schema_fleet import firmware_targets
+from tests.harness.broker import require_kind
 from tests.harness.collector import make_app
 from tests.harness.micropython_unix import require_micropython32
 from tests.test_firmware import free_port
@@ -78,24 +84,61 @@ def status(engine):
     return json.loads(row) if row else {}
 
 
-def test_an_update_on_the_board_then_a_rollback(virtual_board, mosquitto_broker, tmp_path):
-    binary = require_micropython32()
+PASSWORD = "collector-secret-1"
+
+
+@pytest.fixture
+def world(virtual_board, tmp_path):
+    """Access control on: Mosquitto locked down by broker_auth's files (two
+    collector logins, the second for provisioning's watch, and the fleet
+    agent's); the ingest and the agent logged in; the collector's web app
+    serving the bundles; and `provision()`, which runs `hcp provision --flash`
+    as a technician does, adding the board's login and reloading Mosquitto."""
+    require_kind("mosquitto")
     url = f"sqlite:///{tmp_path / 'collector.db'}"
     app = make_app(tmp_path / "web", url)
     engine = app.extensions["hcp_engine"]
+    auth_dir = tmp_path / "auth"
+    broker_auth.write_files(auth_dir, [], PASSWORD, free_port(), "127.0.0.1", collectors=2,
+                            fleet=True)  # fmt: skip
+    broker = MosquittoBroker(workdir=tmp_path / "broker", auth_dir=auth_dir).start()
     port = free_port()
     server, _thread = serve_web(app, "127.0.0.1", port)
-    ingest = IngestService(engine, mosquitto_broker.host, mosquitto_broker.port)
+    ingest = IngestService(engine, broker.host, broker.port, client_id=broker_auth.COLLECTOR_USER,
+                           username=broker_auth.COLLECTOR_USER, password=PASSWORD)  # fmt: skip
     ingest.start()
-    agent = FleetAgent(engine, mosquitto_broker.host, mosquitto_broker.port).start()
-    boards = []
-    try:
+    agent = FleetAgent(engine, broker.host, broker.port, password=PASSWORD).start()
+
+    def provision():
         run, seconds = hcp(
-            "provision", "--port", virtual_board.port, "--db", url, "--device-id", "kp-fw-01", "--window", "A01",
-            "--broker-host", mosquitto_broker.host, "--broker-port", str(mosquitto_broker.port),
+            "provision", "--port", virtual_board.port, "--db", url, "--device-id", "kp-fw-01",
+            "--window", "A01", "--broker-host", broker.host, "--broker-port", str(broker.port),
+            "--mqtt", f"mqtt://hcp-collector-2:{PASSWORD}@{broker.host}:{broker.port}",
+            "--broker-auth-dir", str(auth_dir), "--collector-password", PASSWORD,
+            "--collectors", "2", "--broker-pid", str(broker._proc.pid),
             "--flash", "--timeout", "40", *OFFLINE_SETTINGS, "--set", "status_every_ms=1000",
         )  # fmt: skip
         assert run.returncode == 0, run.stdout + run.stderr
+        users = [line.split(":")[0] for line in (auth_dir / "passwd").read_text().split()]
+        assert users == ["hcp-collector", "hcp-collector-2", "hcp-fleet", "kp-fw-01"]
+        assert wait_for(lambda: status(engine).get("online") is True, 30)
+        return seconds
+
+    yield SimpleNamespace(engine=engine, url=f"http://127.0.0.1:{port}/", board=virtual_board,
+                          provision=provision)  # fmt: skip
+    agent.stop()
+    ingest.stop()
+    server.shutdown()
+    broker.stop()
+    engine.dispose()
+
+
+def test_an_update_on_the_board_then_a_rollback(world, tmp_path):
+    binary = require_micropython32()
+    engine, virtual_board, port_url = world.engine, world.board, world.url
+    boards = []
+    try:
+        seconds = world.provision()
         root = virtual_board.root
         assert (root / "boot.py").read_text().startswith("# hcp: choose the firmware slot")
         assert wait_for(lambda: status(engine).get("online") is True, 30)
@@ -105,7 +148,7 @@ def test_an_update_on_the_board_then_a_rollback(virtual_board, mosquitto_broker,
                 files = compiled(bundle_source(tmp_path, version, line), "sim")
                 firmware.add_bundle(conn, version, files, "test")
             good = firmware.start_rollout(conn, "0.2.0", "devices:kp-fw-01", 100, "admin",
-                                          f"http://127.0.0.1:{port}/", health_s=120)  # fmt: skip
+                                          port_url, health_s=120)  # fmt: skip
 
         # 1. the good update: staged, switched, running from its slot, confirmed
         assert wait_for(lambda: target(engine, good).state == "healthy", 120), target(engine, good)
@@ -121,7 +164,7 @@ def test_an_update_on_the_board_then_a_rollback(virtual_board, mosquitto_broker,
         # 2. a firmware that does not come up: rolled back by /boot.py
         with engine.begin() as conn:
             bad = firmware.start_rollout(conn, "0.3.0", "devices:kp-fw-01", 100, "admin",
-                                         f"http://127.0.0.1:{port}/", health_s=120)  # fmt: skip
+                                         port_url, health_s=120)  # fmt: skip
         assert wait_for(lambda: target(engine, bad).state == "accepted", 120), target(engine, bad)
         assert wait_for(lambda: json.loads(fw.read_text()).get("boots") == 1, 30)
         assert virtual_board.wait_idle(20)  # main() raised: the board sits at its REPL
@@ -143,52 +186,26 @@ def test_an_update_on_the_board_then_a_rollback(virtual_board, mosquitto_broker,
     finally:
         for board in boards:
             board.stop()
-        agent.stop()
-        ingest.stop()
-        server.shutdown()
-        engine.dispose()
 
 
-def test_a_firmware_that_never_reports_is_rolled_back_by_its_deadline(
-    virtual_board, mosquitto_broker, tmp_path
-):
-    url = f"sqlite:///{tmp_path / 'collector.db'}"
-    app = make_app(tmp_path / "web", url)
-    engine = app.extensions["hcp_engine"]
-    port = free_port()
-    server, _thread = serve_web(app, "127.0.0.1", port)
-    ingest = IngestService(engine, mosquitto_broker.host, mosquitto_broker.port)
-    ingest.start()
-    agent = FleetAgent(engine, mosquitto_broker.host, mosquitto_broker.port).start()
-    try:
-        run, _seconds = hcp(
-            "provision", "--port", virtual_board.port, "--db", url, "--device-id", "kp-fw-01",
-            "--window", "A01", "--broker-host", mosquitto_broker.host,
-            "--broker-port", str(mosquitto_broker.port), "--flash", "--timeout", "40",
-            *OFFLINE_SETTINGS, "--set", "status_every_ms=1000",
-        )  # fmt: skip
-        assert run.returncode == 0, run.stdout + run.stderr
-        assert wait_for(lambda: status(engine).get("online") is True, 30)
-        tree = bundle_source(tmp_path, "0.4.0", SILENT, "sync",
-                             "    def step(self, now_ms):\n")  # fmt: skip
-        with engine.begin() as conn:
-            firmware.add_bundle(conn, "0.4.0", compiled(tree, "sim"), "test")
-            rollout = firmware.start_rollout(conn, "0.4.0", "devices:kp-fw-01", 100, "admin",
-                                             f"http://127.0.0.1:{port}/", health_s=30)  # fmt: skip
-        started = time.monotonic()
-        assert wait_for(lambda: target(engine, rollout).state == "accepted", 60)
-        fw = virtual_board.root / "data" / "fw.json"
-        assert wait_for(lambda: json.loads(fw.read_text()).get("rolled_back") == "0.4.0", 90)
-        assert json.loads(fw.read_text()) == {
-            "active": "/lib", "version": "0.1.0", "rolled_back": "0.4.0",
-            "reason": "not healthy within 30 s",
-        }  # fmt: skip
-        assert wait_for(lambda: target(engine, rollout).state == "rolled_back", 60)
-        assert target(engine, rollout).detail == "came back running 0.1.0"
-        assert time.monotonic() - started >= 30
-        assert status(engine)["fw"] == "0.1.0" and status(engine)["online"] is True
-    finally:
-        agent.stop()
-        ingest.stop()
-        server.shutdown()
-        engine.dispose()
+def test_a_firmware_that_never_reports_is_rolled_back_by_its_deadline(world, tmp_path):
+    engine, virtual_board = world.engine, world.board
+    world.provision()
+    tree = bundle_source(tmp_path, "0.4.0", SILENT, "sync",
+                         "    def step(self, now_ms):\n")  # fmt: skip
+    with engine.begin() as conn:
+        firmware.add_bundle(conn, "0.4.0", compiled(tree, "sim"), "test")
+        rollout = firmware.start_rollout(conn, "0.4.0", "devices:kp-fw-01", 100, "admin",
+                                         world.url, health_s=30)  # fmt: skip
+    started = time.monotonic()
+    assert wait_for(lambda: target(engine, rollout).state == "accepted", 60)
+    fw = virtual_board.root / "data" / "fw.json"
+    assert wait_for(lambda: json.loads(fw.read_text()).get("rolled_back") == "0.4.0", 90)
+    assert json.loads(fw.read_text()) == {
+        "active": "/lib", "version": "0.1.0", "rolled_back": "0.4.0",
+        "reason": "not healthy within 30 s",
+    }  # fmt: skip
+    assert wait_for(lambda: target(engine, rollout).state == "rolled_back", 60)
+    assert target(engine, rollout).detail == "came back running 0.1.0"
+    assert time.monotonic() - started >= 30
+    assert status(engine)["fw"] == "0.1.0" and status(engine)["online"] is True

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -79,7 +80,7 @@ def settings():
 def _unit(conn, unit_id: str) -> str:
     found = org.get(conn, "units", unit_id) if unit_id else None
     if found is None or found.get("retired_at"):
-        raise SettingError(f"unit: no such unit {unit_id!r}")
+        raise SettingError(_("unit: no such unit %(code)r", code=unit_id))
     return unit_id
 
 
@@ -101,13 +102,13 @@ def add_rule():
 
     def change(conn):
         if kind not in RULE_KINDS:
-            raise SettingError("match_kind: must be one of " + ", ".join(RULE_KINDS))
+            raise SettingError(_("match_kind: must be item, window, staff or unit"))
         try:
             org.check_code(subject, "match_id")
         except org.OrgError as exc:
             raise SettingError(str(exc)) from None
         if note and len(note) > 200:
-            raise SettingError("note: at most 200 characters")
+            raise SettingError(_("note: at most 200 characters"))
         unit_id = _unit(conn, form.get("unit", "").strip())
         row = {"match_kind": kind, "match_id": subject, "unit_id": unit_id, "note": note}
         try:
@@ -118,7 +119,9 @@ def add_rule():
                     )
                 )
         except IntegrityError:
-            raise SettingError(f"match_id: a rule for {kind} {subject} exists already") from None
+            raise SettingError(
+                _("match_id: a rule for %(code)s exists already", code=subject)
+            ) from None
         audit.record(conn, "case_rule.add", f"case_rules:{kind}:{subject}", None, row)
 
     return _changed(change)
@@ -157,13 +160,13 @@ def add_contact():
     def change(conn):
         unit_id = _unit(conn, form.get("unit", "").strip())
         if not name or len(name) > 100:
-            raise SettingError("name: 1 to 100 characters")
+            raise SettingError(_("name: 1 to 100 characters"))
         if phone is None and email is None:
-            raise SettingError("phone: a phone number or an e-mail address is needed")
+            raise SettingError(_("phone: a phone number or an e-mail address is needed"))
         if phone is not None and not PHONE.fullmatch(phone):
-            raise SettingError("phone: digits, optionally with + and -, up to 20")
+            raise SettingError(_("phone: digits, optionally with + and -, up to 20"))
         if email is not None and not EMAIL.fullmatch(email):
-            raise SettingError("email: not an e-mail address")
+            raise SettingError(_("email: not an e-mail address"))
         row = {"unit_id": unit_id, "name": name, "phone": phone, "email": email}
         conn.execute(
             duty_contacts.insert().values(

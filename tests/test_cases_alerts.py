@@ -168,14 +168,14 @@ def test_the_admin_keeps_duty_contacts_and_rules_and_each_change_is_audited(engi
     assert post("/cases/settings/contacts", unit="hall-ws", name="孙值班", phone="0533-7000009").status_code == 302  # fmt: skip
     bad = post("/cases/settings/contacts", unit="hall-ws", name="李", phone="call me")
     assert bad.status_code == 400
-    assert "phone: digits, optionally with + and -, up to 20" in bad.get_data(as_text=True)
+    assert "电话：只能是数字，可带 + 和 -，最多 20 位" in bad.get_data(as_text=True)
     assert post("/cases/settings/contacts", unit="nowhere", name="李", phone="1").status_code == 400
     assert post("/cases/settings/rules", match_kind="item", match_id="ITEM-1", unit="hall-ws").status_code == 302  # fmt: skip
     twice = post("/cases/settings/rules", match_kind="item", match_id="ITEM-1", unit="hall-ws")
     assert twice.status_code == 400
-    assert "match_id: a rule for item ITEM-1 exists already" in twice.get_data(as_text=True)
+    assert "编码：ITEM-1 已有交办规则" in twice.get_data(as_text=True)
     odd = post("/cases/settings/rules", match_kind="room", match_id="R1", unit="hall-ws")
-    assert "match_kind: must be one of item, window, staff, unit" in odd.get_data(as_text=True)
+    assert "规则对象：须为事项、窗口、工作人员或单位" in odd.get_data(as_text=True)
     page = client.get("/cases/settings").get_data(as_text=True)
     assert "孙值班" in page and "ITEM-1" in page and "交办规则" in page
     assert post("/cases/settings/rules/delete", id="1").status_code == 302

@@ -118,38 +118,45 @@ class ProvinceClient:
             status, raw = exc.code, exc.read(64 * 1024)
         except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             raise SendFailed("unreachable", f"no answer from the province: {exc}") from None
-        try:
-            answer = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise SendFailed(
-                "garbage", f"HTTP {status}: the answer is not JSON ({len(raw)} bytes)"
-            ) from None
-        message = str(answer.get("msg", ""))[:MAX_REASON] if isinstance(answer, dict) else ""
-        if status == 401:
-            raise SendFailed("credential", f"the province refused the credential: {message}")
-        if status != 200:
-            raise SendFailed("error", f"HTTP {status}: {message or 'no message'}")
-        results = answer.get("results") if isinstance(answer, dict) else None
-        if not isinstance(results, list) or len(results) != len(items):
-            raise SendFailed("garbage", "the answer has no result for each item")
-        for result in results:
-            if not isinstance(result, dict) or result.get("status") not in (
-                "accepted",
-                "duplicate",
-                "refused",
-            ):
-                raise SendFailed("garbage", "a result without a known status")
-        for item, result in zip(items, results, strict=True):
-            expected = item.get("evaluationId") or f"{item['projectNo']}/{item['serviceNo']}"
-            if result.get("id") != expected:
-                raise SendFailed("garbage", "the answer's results do not name the items sent")
-        silent = [r for r in results if r["status"] == "refused" and not _reason(r)]
-        if silent:
-            # a refusal must say why to be acted on: the rows stay queued
-            raise SendFailed(
-                "no_reason", f"the province refused {len(silent)} item(s) without a reason"
-            )
-        return results
+        return read_answer(status, raw, items)
+
+
+def read_answer(status: int, raw: bytes, items: list[dict]) -> list[dict]:
+    """The province's answer to `items`: its per-item results in the order
+    sent, or SendFailed saying what was wrong with it."""
+    try:
+        answer = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        answer = None
+    message = answer.get("msg", "") if isinstance(answer, dict) else ""
+    message = message[:MAX_REASON] if isinstance(message, str) else ""
+    if status == 401:
+        raise SendFailed("credential", f"the province refused the credential: {message}")
+    if status != 200:
+        raise SendFailed("error", f"HTTP {status}: {message or 'no message'}")
+    if answer is None:
+        raise SendFailed("garbage", f"HTTP {status}: the answer is not JSON ({len(raw)} bytes)")
+    results = answer.get("results") if isinstance(answer, dict) else None
+    if not isinstance(results, list) or len(results) != len(items):
+        raise SendFailed("garbage", "the answer has no result for each item")
+    for result in results:
+        if not isinstance(result, dict) or result.get("status") not in (
+            "accepted",
+            "duplicate",
+            "refused",
+        ):
+            raise SendFailed("garbage", "a result without a known status")
+    for item, result in zip(items, results, strict=True):
+        expected = item.get("evaluationId") or f"{item['projectNo']}/{item['serviceNo']}"
+        if result.get("id") != expected:
+            raise SendFailed("garbage", "the answer's results do not name the items sent")
+    silent = [r for r in results if r["status"] == "refused" and not _reason(r)]
+    if silent:
+        # a refusal must say why to be acted on: the rows stay queued
+        raise SendFailed(
+            "no_reason", f"the province refused {len(silent)} item(s) without a reason"
+        )
+    return results
 
 
 def _reason(result: dict) -> str:

@@ -70,6 +70,14 @@ def rating_flow(ctx: dict, channel: str, client: str, event: dict | None, window
     engine = db.get_engine()
     form = request.form
     ctx = {"error": None, "field": None, "step": 1, "stars": None, "case_no": "", **ctx}
+    attempt = 2 if event is not None and request.args.get("append") == "1" else 1
+    if attempt == 2:
+        ctx["action"] += "?append=1"
+        ctx["appending"] = True
+    if event is not None:  # a known event: refused at once, before a level is chosen
+        answer = _refusal(event, attempt, ctx["action"])
+        if answer is not None:
+            return answer
     if request.method == "GET":
         return _page(ctx)
     if too_large():
@@ -84,11 +92,12 @@ def rating_flow(ctx: dict, channel: str, client: str, event: dict | None, window
                 event = _window_event(case_no, window["id"])
     except FormError as exc:
         return _page({**ctx, "error": exc.message, "field": exc.field}, 400)
+    if event is not None and ctx["ask_case"]:  # the window QR's case number, just given
+        answer = _refusal(event, attempt, ctx["action"])
+        if answer is not None:
+            return answer
     with engine.connect() as conn:
-        refused = citizen_store.check_rateable(conn, event) if event is not None else None
         ctx.update(citizen_form.choices(conn, stars))
-    if refused:
-        return done(refusal_text(refused), 409, refused=True)
     if form.get("step") != "2":
         ctx.update(step=2, form_token=secrets.token_hex(12))
         return _page(ctx)
@@ -105,6 +114,8 @@ def rating_flow(ctx: dict, channel: str, client: str, event: dict | None, window
             used = {"token": token, "at": db.utc_now()}
             if event is not None:
                 fields.update(case_no=event["case_no"], service_no=event["service_no"])
+                if attempt == 2:
+                    fields["attempt"] = 2
             elif window is not None:
                 if _window_limit_reached(conn, window["id"]):
                     return done(window_limit_text(), 429, refused=True)
@@ -125,6 +136,27 @@ def rating_flow(ctx: dict, channel: str, client: str, event: dict | None, window
     except IntegrityError:  # the same form sent twice at once: the other one stored it
         return done(_("Thank you for your rating."))
     return done(_("Thank you for your rating."))
+
+
+def _refusal(event: dict, attempt: int, action: str):
+    """The answer for an event that cannot be rated now, else None. A rated
+    event still in its period offers its one appended rating (追加评价)."""
+    with db.get_engine().connect() as conn:
+        refused = citizen_store.check_rateable(conn, event, attempt)
+        appendable = (
+            refused == "already_rated"
+            and attempt == 1
+            and citizen_store.check_rateable(conn, event, 2) is None
+        )
+    if refused is None:
+        return None
+    append_url = (action + "?append=1") if appendable and "?" not in action else None
+    return (
+        render_template(
+            "rate_done.html", message=refusal_text(refused), refused=True, append_url=append_url
+        ),
+        409,
+    )
 
 
 def window_limit_text() -> str:

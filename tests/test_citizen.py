@@ -256,8 +256,34 @@ def test_the_case_qr_rates_its_event_once(world):
     [stored] = ratings(world)
     assert stored["channel"] == "qr_case" and stored["case_no"] == "LZ2026112700002"
     assert stored["tags"] == '["H501", "H503"]'
-    assert text_of(rate(client, path, 4), "notice") == ALREADY
+    again = client.get(path)  # refused at once, before a level is chosen
+    assert again.status_code == 409 and text_of(again, "notice") == ALREADY
     assert len(ratings(world)) == 1
+
+
+def test_a_rated_event_takes_one_appended_rating(world):
+    register(world, "LZ2026112700010")
+    with world.test_request_context("/"):
+        event = service_events.listing(world.extensions["hcp_engine"], None)["items"][0]
+        path = event_link(event, "qr_case")
+    client = world.test_client()
+    assert text_of(rate(client, path, 2, step2={"tags": ["H201"]}), "notice") == THANKS
+    refused = client.get(path)
+    assert text_of(refused, "notice") == ALREADY
+    link = re.search(r'id="append" href="([^"]+)"', refused.get_data(as_text=True)).group(1)
+    assert link == path + "?append=1"
+    page = client.get(link)
+    assert page.status_code == 200 and "<h1>追加评价</h1>" in page.get_data(as_text=True)
+    assert text_of(rate(client, link, 4, step2={"comment": "已整改"}), "notice") == THANKS
+    first, appended = ratings(world)
+    assert (appended["attempt"], appended["follows"], appended["stars"]) == (2, first["id"], 4)
+    assert appended["repeat_of"] is None and appended["channel"] == "qr_case"
+    for again in (path, link):  # the one appended rating is given: nothing more
+        answer = client.get(again)
+        assert text_of(answer, "notice") == ALREADY and 'id="append"' not in answer.get_data(
+            as_text=True
+        )
+    assert len(ratings(world)) == 2
 
 
 def _token_path(world, event_id, last_day, purpose="qr_case"):
@@ -298,8 +324,10 @@ def test_an_event_out_of_its_period_is_refused_on_every_page(world):
     answer = register(world, "LZ2026100100001", handled=handled)
     client = world.test_client()
     path = _token_path(world, answer["id"], dt.date.today())  # a token still in date
-    response = rate(client, path, 5)
+    response = client.get(path)
     assert response.status_code == 409 and text_of(response, "notice") == PERIOD_OVER
+    window = rate(client, "/r/w/A01", 5, case_no="LZ2026100100001")
+    assert window.status_code == 409 and text_of(window, "notice") == PERIOD_OVER
     assert ratings(world) == []
 
 

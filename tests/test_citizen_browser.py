@@ -120,8 +120,8 @@ def test_a_citizen_rates_by_window_qr_case_qr_and_portal_on_a_phone(live, browse
     page.click("#send")
     expect(page.locator("#notice")).to_have_text("感谢您的评价！")
     page.goto(qr["url"])
-    page.click("#level-4")
     expect(page.locator("#notice")).to_have_text("已评价")
+    expect(page.locator("#append")).to_have_text("追加评价")
 
     # the web portal: the case number and the phone's last four digits
     page.goto(live.base + "/rate")

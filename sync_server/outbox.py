@@ -145,6 +145,9 @@ def figures(conn, now: dt.datetime | None = None) -> dict:
         .limit(LAG_SAMPLE)
     ).all()
     lags = [(_parse(a) - _parse(s)).total_seconds() for s, a in acked]
+    late = conn.execute(
+        select(func.count()).select_from(outbox).where(o.flags.like('%"late"%'))
+    ).scalar()
     sender = conn.execute(select(outbox_sender).order_by(outbox_sender.c.name)).first()
     return {
         "backlog": {state: counts.get(state, 0) for state in STATES},
@@ -154,6 +157,7 @@ def figures(conn, now: dt.datetime | None = None) -> dict:
         "acked_sample": len(lags),
         "p50_ack_s": _round(percentile(lags, 0.5)),
         "p95_ack_s": _round(percentile(lags, 0.95)),
+        "flagged_late": late,
         "sender": None
         if sender is None
         else {
@@ -200,7 +204,8 @@ class OutboxError(ValueError):
 
 def _letter(conn, item: str):
     """The dead letter named "event:<case>/<service>" or "rating:<id>"."""
-    kind, _sep, ref = (item or "").partition(":")
+    item = (item or "")[:300]
+    kind, _sep, ref = item.partition(":")
     row = None
     if kind in ("event", "rating") and ref:
         row = conn.execute(select(outbox).where(outbox.c.kind == kind, outbox.c.ref == ref)).first()

@@ -73,6 +73,7 @@ SCHEMAS = {
             "acked_sample": openapi.INT,
             "p50_ack_s": NULL_NUMBER,
             "p95_ack_s": NULL_NUMBER,
+            "flagged_late": openapi.INT,
             "sender": {
                 "type": ["object", "null"],
                 "properties": {

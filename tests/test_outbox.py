@@ -88,7 +88,7 @@ def test_lag_figures_are_exact(engine):
     assert figures["oldest_unsent_at"] == at(50)
     assert figures["oldest_unsent_age_s"] == 60.0
     assert (figures["p50_ack_s"], figures["p95_ack_s"], figures["acked_sample"]) == (5.0, 100.0, 10)
-    assert figures["sender"] is None
+    assert figures["sender"] is None and figures["flagged_late"] == 0
 
 
 # --- bad answers: a clear state, nothing lost ----------------------------------------

@@ -333,6 +333,8 @@ def test_our_records_reach_the_province_and_map_back_unchanged(engine, province)
     assert got["log"] == [["event", "C100/1"], ["rating", "kp-01:1"], ["rating", "web/abc"]]
     [event] = got["events"]
     assert event["flags"] == ["late"] and province_late == 300
+    with engine.connect() as conn:
+        assert outbox.figures(conn)["flagged_late"] == 3  # our fixed times are long past
     assert province_map.event_record(event["payload"]) == {
         "case_no": "C100",
         "service_no": "1",

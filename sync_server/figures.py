@@ -54,6 +54,7 @@ LEVELS = (1, 2, 3, 4, 5)
 BAD_LEVELS = (1, 2)
 DEFAULT_RATE_STARS = (5, 4, 3)
 KEY_COLUMNS = ("dim", "day", "unit_id", "key")
+MONTHLY = ".m"  # the month rows of a dimension: a long period reads one row a month
 
 
 # --- the feature's joins -------------------------------------------------------------
@@ -244,10 +245,12 @@ def increments(rows, resolver: Resolver, sign: int) -> dict[tuple, list[int]]:
     out: dict[tuple, list[int]] = {}
 
     def add(key, index):
-        counts = out.get(key)
-        if counts is None:
-            counts = out[key] = [0, 0, 0, 0, 0]
-        counts[index] += sign
+        # the day's row, and the month's (dim + ".m", day "YYYY-MM")
+        for each in (key, (key[0] + MONTHLY, key[1][:7], key[2], key[3])):
+            counts = out.get(each)
+            if counts is None:
+                counts = out[each] = [0, 0, 0, 0, 0]
+            counts[index] += sign
 
     for row in rows:
         stars = row.get("stars")
@@ -404,11 +407,19 @@ def level_counts(
     if channel is not None and stored != "unit":
         raise ValueError("channel: figures by unit, channel and day only")
     group = {"unit": f.unit_id, "day": f.day}.get(dimension, f.key)
-    conditions = [f.dim == stored]
-    if start_day:
-        conditions.append(f.day >= start_day)
-    if end_day:
-        conditions.append(f.day <= end_day)
+    if dimension == "day":  # by day: the day rows
+        segments = [(stored, start_day, end_day)]
+    else:
+        segments = period_segments(stored, start_day, end_day)
+    periods = []
+    for dim, low, high in segments:
+        part = [f.dim == dim]
+        if low:
+            part.append(f.day >= low)
+        if high:
+            part.append(f.day <= high)
+        periods.append(and_(*part))
+    conditions = [or_(*periods)]
     if channel is not None:
         conditions.append(f.key == channel)
     wanted = units_wanted(conn, scope, unit)
@@ -422,9 +433,49 @@ def level_counts(
         .group_by(group)
     )
     # a key whose ratings were all voided keeps a row of zeros: not a figure
-    return {
-        row[0]: [int(n or 0) for n in row[1:]] for row in conn.execute(query) if any(row[1:])
-    }
+    return {row[0]: [int(n or 0) for n in row[1:]] for row in conn.execute(query) if any(row[1:])}
+
+
+def period_segments(dim: str, start_day: str | None, end_day: str | None) -> list[tuple]:
+    """The rows that cover a period of local days: month rows for its whole
+    months, day rows for the days before and after them.
+    [(dim, first, last)], first/last None for open ends."""
+    start = dt.date.fromisoformat(start_day) if start_day else None
+    end = dt.date.fromisoformat(end_day) if end_day else None
+    if start and end and start > end:
+        return [(dim, start_day, end_day)]
+    # the first whole month starts on or after `start`; the last ends on or before `end`
+    first = None
+    if start:
+        first = (
+            start
+            if start.day == 1
+            else (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        )  # noqa: E501
+    last = None
+    if end:
+        after = end + dt.timedelta(days=1)
+        last = (
+            end.replace(day=1)
+            if after.day == 1
+            else (end.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+        )  # noqa: E501
+    if first and last and first > last:
+        return [(dim, start_day, end_day)]
+    segments = [
+        (
+            dim + MONTHLY,
+            first.isoformat()[:7] if first else None,
+            last.isoformat()[:7] if last else None,
+        )
+    ]  # noqa: E501
+    if start and first != start:
+        segments.append((dim, start_day, (first - dt.timedelta(days=1)).isoformat()))
+    if end and last is not None:
+        month_end = (last.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        if month_end <= end:
+            segments.append((dim, month_end.isoformat(), end_day))
+    return segments
 
 
 def totals(

@@ -6,12 +6,13 @@ lose no increment."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from sync_server import db, features, figures, org
 from sync_server.schema_figures import figures_daily
@@ -304,3 +305,58 @@ def test_two_collectors_committing_at_once_lose_no_increment(engine):
     assert errors == []
     assert totals(engine, "window") == {"A01": (stars(80, 80, 80, 80, 80), 400, 160, 0.6)}
     assert totals(engine, "tag") == {"101": (stars(80, 80, 80, 80, 80), 400, 160, 0.6)}
+
+
+# --- a long period reads month rows, and they add up to the days ------------------------
+
+
+def test_period_segments_split_whole_months_from_the_days_around_them():
+    segments = figures.period_segments
+    assert segments("window", "2026-01-15", "2026-04-10") == [
+        ("window.m", "2026-02", "2026-03"),
+        ("window", "2026-01-15", "2026-01-31"),
+        ("window", "2026-04-01", "2026-04-10"),
+    ]
+    assert segments("tag", "2026-02-01", "2026-02-28") == [("tag.m", "2026-02", "2026-02")]
+    assert segments("tag", "2026-02-02", "2026-02-27") == [("tag", "2026-02-02", "2026-02-27")]
+    assert segments("unit", None, None) == [("unit.m", None, None)]
+    assert segments("unit", None, "2026-12-30") == [("unit.m", None, "2026-11"), ("unit", "2026-12-01", "2026-12-30")]  # fmt: skip
+    assert segments("unit", "2025-12-31", None) == [("unit.m", "2026-01", None), ("unit", "2025-12-31", "2025-12-31")]  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    start=st.one_of(st.none(), st.dates(dt.date(2025, 12, 1), dt.date(2026, 5, 31))),
+    days=st.integers(0, 200),
+    open_end=st.booleans(),
+)
+def test_any_period_sums_to_the_same_as_its_days(engine, start, days, open_end):
+    with engine.connect() as conn:
+        if not conn.execute(select(figures_daily.c.dim).limit(1)).first():
+            _spread(engine)
+        end = None if open_end else ((start or dt.date(2026, 1, 1)) + dt.timedelta(days=days))
+        start_day = start.isoformat() if start else None
+        end_day = end.isoformat() if end else None
+        found = figures.level_counts(conn, "window", start_day, end_day)
+        expected: dict = {}
+        for dim, day, _unit, key, *levels in figures.all_rows(conn):
+            if dim == "window" and (not start_day or day >= start_day) and (not end_day or day <= end_day):  # fmt: skip
+                kept = expected.setdefault(key, [0] * 5)
+                for i in range(5):
+                    kept[i] += levels[i]
+    assert found == expected
+
+
+def _spread(engine):
+    """Ratings on every 3rd day from December 2025 to June 2026."""
+    with engine.begin() as conn:
+        for table in (db.evaluations, figures_daily, db.placements, db.windows, db.staff, db.org_units):  # fmt: skip
+            conn.execute(delete(table))
+    place(engine)
+    day = dt.date(2025, 12, 1)
+    rows = []
+    while day < dt.date(2026, 7, 1):
+        at = f"{day.isoformat()}T02:00:00Z"
+        rows.append(row(f"s:{day}", 1 + day.day % 5, at, window_id="A01" if day.day % 2 else "B01"))
+        day += dt.timedelta(days=3)
+    store(engine, *rows)

@@ -1,7 +1,8 @@
 """The pages of rankings and 通报, and the daily digest.
 
 - ``GET /rankings?period=&dim=&by=``: a period's rankings (its stored
-  snapshot, else computed there and then) and the 通报's lists; printable.
+  snapshot, else computed there and then; this month by default) and the
+  通报's lists; printable; the stored snapshots linked.
 - ``POST /rankings/compute``: store (or recompute) a period's snapshot
   (admins: loop_settings), audited.
 - ``GET /rankings/export?period=&dim=&format=xlsx|csv``: the same as an Excel
@@ -45,9 +46,9 @@ METRIC_LABELS = {
 
 
 def default_period() -> str:
-    """The month before this one, in Beijing time."""
+    """This month so far, in Beijing time (stored months are linked)."""
     today = deadlines.local_day(deadlines.format_utc(dt.datetime.now(dt.UTC)))
-    return rankings_data.previous_month(f"{today.year:04d}-{today.month:02d}")
+    return f"{today.year:04d}-{today.month:02d}"
 
 
 def _choice(name: str, allowed, default: str) -> str:
@@ -97,6 +98,7 @@ def _request():
     by = _choice("by", rankings_data.METRICS, "good_rate")
     with get_engine().connect() as conn:
         data = load(conn, period)
+        data["snapshots"] = rankings_data.snapshots(conn)[:24]
     return data, dimension, by
 
 

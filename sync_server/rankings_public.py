@@ -1,6 +1,6 @@
 """The public disclosure page (公开): no login, readable on a phone.
 
-``GET /public?period=YYYY-MM`` (default: last month) shows, per street or
+``GET /public?period=YYYY-MM`` (default: this month so far) shows, per street or
 town and per unit, the month's valid ratings, 好评率 and 差评数, and how the
 差评 were handled: how many were fixed at once, put in the ledger, answered
 with an explanation or are still being handled, the on-time rectification

@@ -323,6 +323,9 @@ def test_the_rankings_page_computes_stores_and_exports(site):
     assert response.location == "/rankings?period=2026-10"
     page = client.get("/rankings?period=2026-10&dim=window&by=active_rate").get_data(as_text=True)
     assert "快照计算于" in page and "现算，未保存" not in page
+    # this month by default, the stored one linked
+    page = client.get("/rankings").get_data(as_text=True)
+    assert '<a href="/rankings?period=2026-10">2026-10</a>' in page
     with site.extensions["hcp_engine"].connect() as conn:
         (entry,) = conn.execute(
             select(db.audit_log).where(db.audit_log.c.action == "rankings.compute")
@@ -393,6 +396,7 @@ def test_the_public_page_shows_figures_and_nothing_of_raters_or_staff(site):
     # valid, rate, bad, fixed at once, ledger, explained, being handled, on time, visits
     assert figures == ["5", "60.0%", "2", "0", "0", "0", "2", "100.0%", "100.0%"]
     assert client.get("/public?period=2999-01").status_code == 400
+    assert client.get("/public").status_code == 200  # this month so far
     assert client.get("/public?period=<script>").status_code == 400
     assert "<script>" not in client.get("/public?period=<script>").get_data(as_text=True)
 

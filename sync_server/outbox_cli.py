@@ -3,11 +3,14 @@
     hcp outbox send --db URL --province URL --credential FILE
     hcp outbox status --db URL
     hcp outbox fault-run [--seconds 120] [--db URL]
+    hcp outbox gaming-scan [--days 2] --db URL
     hcp outbox gaming-check [--days 30] [--seed 1] [--per-day 24]
 
 `send` runs the sender on its own (`hcp collector serve` runs one too when
 it is given a province); several may run, one sends at a time (a lease).
-`status` prints the backlog and the lag as JSON. `fault-run` is the longer
+`status` prints the backlog and the lag as JSON. `gaming-scan` runs the
+gaming rules with their default thresholds (a scheduled job; the page's scan
+uses the app's settings). `fault-run` is the longer
 fault run (sync_server/outbox_fault.py); `gaming-check` plants gaming in a
 generated month and reports each rule's findings (sync_server/gaming_month.py).
 """
@@ -81,6 +84,25 @@ def gaming_check(args) -> int:
     return 0
 
 
+def gaming_scan(args) -> int:
+    import datetime as dt
+
+    from sync_server import gaming
+
+    if not 1 <= args.days <= 92:
+        print("error: --days: must be 1 to 92", file=sys.stderr)
+        return 1
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    since = until - dt.timedelta(days=args.days)
+    new = gaming.run(
+        _engine(args.db),
+        since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        until.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    print(f"gaming scan of the last {args.days} day(s): {new} new flag(s)")
+    return 0
+
+
 def register(commands) -> None:
     outbox_parser = commands.add_parser("outbox", help="the report to the provincial platform")
     sub = outbox_parser.add_subparsers(dest="outbox_command", metavar="ACTION")
@@ -106,6 +128,11 @@ def register(commands) -> None:
     fault_parser.add_argument("--seconds", type=float, default=120.0)
     fault_parser.add_argument("--workdir", default=".hcp-outbox-fault")
     fault_parser.set_defaults(handler=fault_run)
+
+    scan_parser = sub.add_parser("gaming-scan", help="run the gaming rules over the last days")
+    scan_parser.add_argument("--db", help="database URL (default the instance's SQLite)")
+    scan_parser.add_argument("--days", type=int, default=2, help="1..92 (default 2)")
+    scan_parser.set_defaults(handler=gaming_scan)
 
     gaming_parser = sub.add_parser("gaming-check", help="planted gaming: what each rule finds")
     gaming_parser.add_argument("--db", help="database URL (default a new SQLite in memory)")

@@ -21,12 +21,14 @@ import json
 import signal
 import sys
 import threading
+from pathlib import Path
 
 
 def _engine(url):
     from sync_server import db
 
-    engine = db.make_engine(url or "sqlite:///instance/hcp.db")
+    default = Path(__file__).resolve().parent.parent / "instance" / "hcp.db"
+    engine = db.make_engine(url or f"sqlite:///{default}")
     db.init(engine)
     return engine
 

@@ -310,7 +310,10 @@ def listing(engine, scope, case_no=None, page=1, per_page=50) -> dict:
 def _json_body():
     if not request.is_json:
         raise EventError("body", "must be JSON (Content-Type: application/json)", 415)
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # the JSON decoder's answer to [[[[...]]]]
+        body = None
     if body is None:
         raise EventError("body", "not valid JSON")
     return body

@@ -254,6 +254,40 @@ def test_a_body_that_is_not_a_json_object_is_refused(world):
     assert response.get_json() == {"error": "body: must be a JSON object"}
 
 
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "body: not valid JSON"),
+        ('{"case_no": ', "body: not valid JSON"),
+        ('"LZ2026112700001"', "body: must be a JSON object"),
+        ('{"case_no": "<script>alert(1)</script>"}', f"case_no: {LETTERS}"),
+        ('{"case_no": "LZ2026\\u0000001"}', f"case_no: {LETTERS}"),
+        ('{"case_no": "LZ2026\\ud800001"}', f"case_no: {LETTERS}"),
+        ('{"case_no": ["LZ2026112700001"]}', "case_no: must be a string, got list"),
+        ('{"' + "x" * 5000 + '": 1}', "x" * 40 + ": unknown field"),
+    ],
+)
+def test_hostile_bodies_get_a_clear_error_and_store_nothing(world, raw, error):
+    headers = {"Authorization": f"Bearer {world.tokens['ws']}", "Content-Type": "application/json"}
+    client = world.test_client()
+    response = client.post("/api/v1/service-events", data=raw, headers=headers)
+    assert response.status_code == 400
+    assert response.get_json() == {"error": error}
+    batch = client.post("/api/v1/service-events/batch", data=raw, headers=headers)
+    assert batch.status_code == 400
+    assert stored(world) == []
+
+
+def test_a_batch_item_that_is_not_an_object_is_refused_alone(world):
+    body = {"events": ["LZ2026112700001", event(), None]}
+    response = post(world, body, path="/api/v1/service-events/batch")
+    assert [(r["status"], r.get("error")) for r in response.get_json()["results"]] == [
+        (400, "body: must be a JSON object"),
+        (201, None),
+        (400, "body: must be a JSON object"),
+    ]
+
+
 def test_the_staff_member_must_have_been_in_the_unit_when_the_service_was_handled(world):
     engine = world.extensions["hcp_engine"]
     moved_at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)

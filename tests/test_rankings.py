@@ -41,7 +41,7 @@ import openpyxl
 import pytest
 from sqlalchemy import select
 
-from sync_server import db, deadlines, org, rankings_cli, rankings_data
+from sync_server import db, deadlines, org, rankings_cli, rankings_data, workdays
 from sync_server.schema_cases import cases
 from sync_server.schema_channels import service_events
 from sync_server.schema_rankings import ranking_snapshots
@@ -599,3 +599,50 @@ def test_praise_and_bottom_with_ties(rates, praised, bottom):
     found = rankings_data.notices(_ranked(rates), settings)["unit"]
     assert [r["id"] for r in found["praised"]] == praised
     assert [r["id"] for r in found["bottom"]] == bottom
+
+
+def test_a_bad_rating_walked_through_the_real_workflow_counts_in_the_rankings(engine):
+    """The cases feature's own case and steps, the deadline from this
+    feature's rule: fixed at once (Linyi: 1 working day), on time, revisited."""
+    from sync_server import cases_workflow, rankings_public
+    from sync_server.cases import case_of_record
+
+    org.seed(engine)
+    with engine.begin() as conn:
+        org.add(conn, "units", "hall-qd", "齐都镇便民服务中心", "370305100", kind="hall")
+        org.add(conn, "windows", "C01", "齐都一号窗", "hall-qd")
+        deadlines.set_rule(conn, "370305100", {
+            "immediate_days": 1, "immediate_basis": "working", "general_days": 5,
+            "general_basis": "working", "complex_days": 15, "complex_basis": "working",
+        })  # fmt: skip
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    add_evaluation(
+        engine, "live:1", 1, rated_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"), window_id="C01"
+    )
+    with engine.begin() as conn:
+        case = case_of_record(conn, "live:1")
+        assert case["unit_id"] == "hall-qd"
+        for action, values in (
+            ("verify", {"note": "回访核实", "reason": "等候太久"}),
+            ("classify", {"note": "立行立改", "kind": "fix_now"}),
+            ("rectify", {"note": "已增开窗口"}),
+            ("feed_back", {"note": "已告知"}),
+            ("visit", {"note": "回访", "verdict": "satisfied"}),
+            ("close", {"note": "办结"}),
+        ):
+            cases_workflow.take_step(conn, case["id"], action, values)
+        case = case_of_record(conn, "live:1")
+        start = case["created_at"][:19] + "Z"
+        expected_due = deadlines.end_of_local_day(
+            workdays.add_working_days(deadlines.local_day(start), 1, conn)
+        )
+        assert case["due_at"] == expected_due
+        today = deadlines.local_day(now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        period = f"{today.isoformat()}..{(today + dt.timedelta(days=40)).isoformat()}"
+        (row,) = rankings_data.figures_for(conn, period)["dimensions"]["unit"]
+        month = f"{today.year:04d}-{today.month:02d}"
+        first, last = rankings_data.parse_period(month)[1:]
+        handled = rankings_public.outcomes(conn, first.isoformat(), last.isoformat())
+    assert (row["id"], row["bad"], row["cases_due"], row["cases_on_time"]) == ("hall-qd", 1, 1, 1)
+    assert (row["cases_fed_back"], row["cases_visited"], row["visit_rate"]) == (1, 1, 1.0)
+    assert handled == {"hall-qd": {"fix_now": 1, "ledger": 0, "explanation": 0, "pending": 0}}

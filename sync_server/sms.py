@@ -4,8 +4,9 @@ The conversation of one service event (table sms_conversations):
 
 - `queued`: the business system registered the event with the applicant's
   phone (citizen.keep_event_phone); `deliver` sends the invitation
-  (INVITATION) through the gateway, after the registering request or from
-  `hcp collector`/the demo, and retries while the gateway refuses;
+  (INVITATION) through the gateway when the registering request ends, with
+  up to RETRY_EACH older invitations the gateway refused before (a
+  scheduler may call `deliver` too);
 - `invited`: a reply is parsed. 1-5 in half- or full-width digits (the
   GB/T 39046 order the invitation spells out: 1 = 非常满意 … 5 = 非常不满意)
   or a level word (非常满意, 满意, 基本满意, 不满意, 非常不满意), optionally
@@ -43,6 +44,7 @@ bp = Blueprint("sms", __name__)
 
 MAX_INBOUND = 1000  # characters of a reply taken at all
 MAX_REASON = 300
+RETRY_EACH = 5  # older queued invitations tried again after each registering request
 # reply digit (GB/T 39046 满意度代码) -> stars, through the one table in protocols
 DIGIT_STARS = {str(code): stars for stars, code in GBT39046_CODES}
 # level words, longest first so 非常不满意 is never read as 不满意 or 满意
@@ -78,8 +80,11 @@ def init_app(app) -> None:
 
     @app.teardown_request
     def _deliver_after(_exc):
-        if g.pop("hcp_sms_queued", False) and _exc is None:
-            deliver(db.get_engine(), gateways.from_config(current_app.config), phones.app_key())
+        queued = g.pop("hcp_sms_queued", None)
+        if queued and _exc is None:
+            # this request's invitations, and a few older ones still waiting
+            gateway = gateways.from_config(current_app.config)
+            deliver(db.get_engine(), gateway, phones.app_key(), limit=len(queued) + RETRY_EACH)
 
 
 # --- parsing ---------------------------------------------------------------------
@@ -147,7 +152,7 @@ def queue_invitation(conn, key: bytes, event: dict, phone: str) -> None:
         )
     )
     try:
-        g.hcp_sms_queued = True
+        g.hcp_sms_queued = [*g.get("hcp_sms_queued", []), event["case_no"]]
     except RuntimeError:  # no app context: the caller delivers
         pass
 
@@ -165,7 +170,7 @@ def _log(conn, lookup: str, direction: str, text: str, outcome=None, conversatio
     )
 
 
-def invitation_text(conn, conversation, zone: str) -> str:
+def invitation_text(conn, conversation) -> str:
     from sync_server import channels
 
     event = citizen_store.find_event(conn, conversation.case_no, conversation.service_no)
@@ -177,18 +182,19 @@ def invitation_text(conn, conversation, zone: str) -> str:
     )
 
 
-def deliver(engine, gateway, key: bytes, zone: str = "Asia/Shanghai") -> int:
-    """Send the queued invitations; how many went out. Without a gateway, or
-    while it refuses, they stay queued."""
+def deliver(engine, gateway, key: bytes, limit: int | None = None) -> int:
+    """Send the queued invitations, newest first (at most `limit`); how many
+    went out. Without a gateway, or while it refuses, they stay queued."""
     if gateway is None:
         return 0
     c = sms_conversations.c
     with engine.connect() as conn:
-        queued = conn.execute(select(sms_conversations).where(c.state == "queued")).all()
+        query = select(sms_conversations).where(c.state == "queued").order_by(c.id.desc())
+        queued = conn.execute(query.limit(limit) if limit else query).all()
     sent = 0
     for conversation in queued:
         with engine.connect() as conn:
-            text = invitation_text(conn, conversation, zone)
+            text = invitation_text(conn, conversation)
         try:
             gateway.send(phones.unseal(key, conversation.sealed), text)
         except (gateways.GatewayError, phones.Tampered) as exc:

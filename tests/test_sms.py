@@ -149,19 +149,22 @@ def test_a_number_never_invited(live):
 
 
 def test_invitations_wait_while_the_gateway_is_down(live):
+    up = live.config["HCP_SMS_GATEWAY_URL"]
     live.config["HCP_SMS_GATEWAY_URL"] = "http://127.0.0.1:9"  # nothing listens there
     register(live, "LZ2026112710005", phone=PHONE)
+    register(live, "LZ2026112710007", phone=PHONE)
     engine = live.extensions["hcp_engine"]
+    c = sms_conversations.c
     with engine.connect() as conn:
-        assert conn.execute(select(sms_conversations.c.state)).scalar() == "queued"
+        assert conn.execute(select(c.state)).scalars().all() == ["queued", "queued"]
     assert sent_to(live) == []
-    with live.app_context():
-        key = phones.app_key()
-    assert sms.deliver(engine, gateways.HttpGateway(live.gateway.url), key) == 1
-    assert sms.deliver(engine, gateways.HttpGateway(live.gateway.url), key) == 0
-    assert len(sent_to(live)) == 1
+    live.config["HCP_SMS_GATEWAY_URL"] = up
+    register(live, "LZ2026112710008", phone=OTHER_PHONE)  # its request sends the older ones too
+    assert len(sent_to(live)) == 2 and len(sent_to(live, OTHER_PHONE)) == 1
     with engine.connect() as conn:
-        assert conn.execute(select(sms_conversations.c.state)).scalar() == "invited"
+        assert set(conn.execute(select(c.state)).scalars()) == {"invited"}
+    with live.app_context():
+        assert sms.deliver(engine, gateways.HttpGateway(up), phones.app_key()) == 0
 
 
 def _post(live, body: bytes, signature: str | None):

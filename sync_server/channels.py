@@ -331,7 +331,8 @@ def _bind_event(conn, rec: dict, now: dt.datetime) -> None:
     if event is None:
         raise Refused("case_no", "no service event with this case number")
     for field, source in (("window_id", "window_id"), *EVENT_FIELDS.items()):
-        if rec.get(field) is not None and rec[field] != event[source]:
+        given, known = rec.get(field), event[source]
+        if given is not None and known is not None and given != known:
             raise Refused(field, f"not the {source} of case {event['case_no']}")
     if channel in PRESENT_CHANNELS:
         key = check_rateable(conn, event, now, rec.get("attempt", 1))

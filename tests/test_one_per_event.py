@@ -512,3 +512,17 @@ def test_the_event_list_shows_every_tied_rating_and_which_counts(engine, engine_
         {"rating_id": card, "role": "repeat", "late": False},
     ]
     assert schema_problems(engine_app, response, "/api/v1/service-events", "get", 200) == []
+
+
+def test_a_window_rating_of_an_event_registered_without_a_window_keeps_its_window(engine, zh):
+    build_org(engine)
+    moment = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    body = {"case_no": "LZ2026112700777", "service_no": "1", "item_code": ITEM,
+            "unit_id": "hall-ws", "handled_at": utc(moment)}  # fmt: skip
+    with engine.begin() as conn:
+        event, _created = service_events.register(conn, body, "api", "test")
+    record_id = rate(engine, "qr_window", event, window_id="A01", client="mobile")
+    with engine.connect() as conn:
+        row = conn.execute(select(db.evaluations).where(db.evaluations.c.id == record_id)).one()
+    assert (row.window_id, row.case_no, row.case_org_id) == ("A01", "LZ2026112700777", "hall-ws")
+    assert current(engine, event)["rating_id"] == record_id

@@ -136,8 +136,15 @@ class FleetAgent:
             fleet.expire(conn)
         self.publish_configs()
         with self._lock:
-            online = [d for d, s in self.online.items() if s.get("online")]
-        for device_id in online:
+            online = {d for d, s in self.online.items() if s.get("online")}
+        c = fleet.fleet_commands.c
+        with self.engine.connect() as conn:
+            waiting = set(
+                conn.execute(
+                    select(c.device_id).where(c.state.in_(("pending", "sent"))).distinct()
+                ).scalars()
+            )
+        for device_id in sorted(online & waiting):  # one query, not one per device
             self.send_commands(device_id)
 
     def publish_configs(self, only=None) -> int:

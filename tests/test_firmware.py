@@ -374,3 +374,36 @@ def test_a_rollout_reaches_a_keypad_which_comes_back_on_the_new_version(fleet_br
         kp.stop()
         server.shutdown()
         app.extensions["hcp_engine"].dispose()
+
+
+def test_the_fleet_commands_store_a_bundle_start_and_stop_a_rollout(tmp_path, capsys):
+    from hcp import fleet as fleet_cli
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    engine = db.make_engine(url)
+    db.init(engine)
+    db.add_device(engine, "kp-01", "44" * 32)
+    folder = tmp_path / "fw"
+    for path, data in FILES.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+    assert fleet_cli.main(["fleet", "bundle", "0.2.0", str(folder), "--db", url]) == 0
+    assert capsys.readouterr().out == "bundle 0.2.0: 3 files, 17136 bytes\n"
+    assert fleet_cli.main(["fleet", "bundle", "0.2.0", str(folder), "--db", url]) == 1
+    assert capsys.readouterr().err == (
+        "error: version: bundle 0.2.0 exists already (a version never changes)\n"
+    )
+    assert fleet_cli.main(["fleet", "bundle", "0.3.0", str(tmp_path / "no"), "--db", url]) == 1
+    assert capsys.readouterr().err == f"error: folder: {tmp_path / 'no'} is not a folder\n"
+    assert fleet_cli.main(["fleet", "rollout", "0.2.0", "--url", "http://10.0.0.2:8080",
+                           "--db", url]) == 0  # fmt: skip
+    assert capsys.readouterr().out == "rollout 1: 0.2.0 to 1 devices\n"
+    assert fleet_cli.main(["fleet", "rollout", "0.2.0", "--url", "ftp://x", "--db", url]) == 1
+    assert capsys.readouterr().err == (
+        "error: url: the collector's address as devices reach it (http://...)\n"
+    )
+    assert fleet_cli.main(["fleet", "stop", "1", "--db", url]) == 0
+    assert capsys.readouterr().out == "rollout 1 stopped; 1 undelivered commands cancelled\n"
+    assert fleet_cli.main(["fleet", "stop", "7", "--db", url]) == 1
+    assert capsys.readouterr().err == "error: rollout 7: no such rollout\n"
+    engine.dispose()

@@ -350,6 +350,12 @@ SCHEMAS = {
         }
     ),
 }
+
+
+def _id_path(name: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": INT}
+
+
 NOT_FOUND = openapi.NOT_FOUND
 ERRORS = openapi.ERRORS
 Q = openapi._query
@@ -382,7 +388,7 @@ PATHS = {
         NOT_FOUND,
     ),
     "/api/v1/cases/{case_id}": openapi._get(
-        "A case with its steps and appeals", "CaseDetail", [openapi._path("case_id")], NOT_FOUND
+        "A case with its steps and appeals", "CaseDetail", [_id_path("case_id")], NOT_FOUND
     ),
     "/api/v1/cases/{case_id}/steps": _post(
         "The case's next step: verify (note, reason, problem), classify (kind, due_at), "
@@ -433,5 +439,5 @@ PATHS = {
     ),
 }
 for _path_name in ("/api/v1/cases/{case_id}/steps", "/api/v1/cases/{case_id}/reopen"):
-    PATHS[_path_name]["post"]["parameters"] = [openapi._path("case_id")]
-PATHS["/api/v1/appeals/{appeal_id}/decision"]["post"]["parameters"] = [openapi._path("appeal_id")]
+    PATHS[_path_name]["post"]["parameters"] = [_id_path("case_id")]
+PATHS["/api/v1/appeals/{appeal_id}/decision"]["post"]["parameters"] = [_id_path("appeal_id")]

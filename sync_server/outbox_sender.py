@@ -41,7 +41,7 @@ import urllib.request
 import uuid
 
 from gmssl import sm2
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from protocols.levels import MappingError
 from sync_server import db, province_map
@@ -267,14 +267,13 @@ class Sender:
                     )
                     if row.id not in taken
                 ]
-            cache: dict = {}
-            ready = []
+            unbuilt = [row for row in rows if row["payload"] is None]
+            cache = province_map.prefetch(conn, unbuilt, self.settings) if unbuilt else {}
+            ready, frozen = [], []
             for row in rows:
                 if row["payload"] is None:
                     try:
-                        payload = province_map.build(
-                            conn, row["kind"], row["ref"], self.settings, cache
-                        )
+                        payload = province_map.build(conn, row, self.settings, cache)
                     except (MappingError, ValueError) as exc:
                         conn.execute(
                             update(outbox)
@@ -283,10 +282,15 @@ class Sender:
                         )
                         continue
                     row["payload"] = json.dumps(payload, ensure_ascii=False, sort_keys=True)
-                    conn.execute(
-                        update(outbox).where(o.id == row["id"]).values(payload=row["payload"])
-                    )
+                    frozen.append({"row_id": row["id"], "frozen": row["payload"]})
                 ready.append(row)
+            if frozen:  # kept at once for every later attempt
+                conn.execute(
+                    update(outbox)
+                    .where(o.id == bindparam("row_id"))
+                    .values(payload=bindparam("frozen")),
+                    frozen,
+                )
             return self._hold_waiting_ratings(conn, ready)
 
     def _hold_waiting_ratings(self, conn, rows: list[dict]) -> list[dict]:

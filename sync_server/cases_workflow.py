@@ -92,6 +92,7 @@ ACTION_LABELS = {
     "reopen": _l("Reopen"),
     "appeal": _l("Appeal"),
     "decide": _l("Appeal decided"),
+    "void": _l("Rating voided"),
 }
 KIND_LABELS = {
     "fix_now": _l("Fix at once (立行立改)"),
@@ -433,3 +434,17 @@ def appeals(conn, where, limit: int = 200) -> list[dict]:
     shown = [c for c in case_appeals.columns if c.name != "file_data"]
     rows = conn.execute(select(*shown).where(where).order_by(a.id.desc()).limit(limit))
     return [dict(r._mapping) for r in rows]
+
+
+def void_cases_of(conn, record_ids: list[str], note: str) -> int:
+    """End the cases of ratings voided elsewhere (a confirmed gaming flag, say)
+    as voided, each with a step and an audit entry; call it in the transaction
+    that calls figures.set_excluded for them. Returns how many cases ended."""
+    if not record_ids:
+        return 0
+    rows = conn.execute(
+        select(cases).where(cases.c.record_id.in_(list(record_ids)), cases.c.state != "voided")
+    ).all()
+    for row in rows:
+        _record(conn, dict(row._mapping), "void", "voided", note, None, {"closed_at": _now()})
+    return len(rows)

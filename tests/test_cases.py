@@ -638,3 +638,22 @@ def test_the_case_page_walks_with_forms_in_chinese(world):
     )
     assert done.status_code == 302 and done.location == "/cases/1"
     assert _state_and_steps(world, 1) == ("verified", 2)
+
+
+def test_a_rating_voided_elsewhere_ends_its_case_with_a_step(world):
+    from sync_server import cases_workflow, figures
+
+    engine = engine_of(world)
+    add_evaluation(engine, "kp-01:1", 1, window_id="A01", comment="刷的差评")
+    add_evaluation(engine, "kp-01:2", 2, window_id="A01", comment="真的差评")
+    with engine.begin() as conn:
+        figures.set_excluded(conn, ["kp-01:1"], True)
+        ended = cases_workflow.void_cases_of(conn, ["kp-01:1", "kp-01:9"], "刷评线索已确认")
+    assert ended == 1
+    assert [(r.record_id, r.state) for r in case_rows(world)] == [
+        ("kp-01:1", "voided"),
+        ("kp-01:2", "open"),
+    ]
+    assert steps(world, 1)[-1] == ("void", "open", "voided", "system")
+    with engine.begin() as conn:  # again: nothing more
+        assert cases_workflow.void_cases_of(conn, ["kp-01:1"], "再次") == 0

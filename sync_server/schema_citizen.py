@@ -59,7 +59,8 @@ sms_conversations = Table(
     Column("service_no", String(64), nullable=False),
     Column("lookup", String(64), nullable=False),
     Column("sealed", Text, nullable=False),
-    Column("state", String(16), nullable=False),  # queued invited rated reason_asked done
+    # queued, sending, invited, reason_asked, done
+    Column("state", String(16), nullable=False),
     Column("invited_at", String(32)),
     Column("closes_on", String(10)),  # the last local day a rating is taken
     Column("record_id", String(100)),

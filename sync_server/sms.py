@@ -2,8 +2,9 @@
 
 The conversation of one service event (table sms_conversations):
 
-- `queued`: the business system registered the event with the applicant's
-  phone (citizen.keep_event_phone); `deliver` sends the invitation
+- `queued` (`sending` while the gateway has it): the business system
+  registered the event with the applicant's phone
+  (citizen.keep_event_phone); `deliver` sends the invitation
   (INVITATION) through the gateway when the registering request ends, with
   up to RETRY_EACH older invitations the gateway refused before (a
   scheduler may call `deliver` too);
@@ -13,8 +14,8 @@ The conversation of one service event (table sms_conversations):
   followed by the reason ("4 等候时间长"). Stray text gets the help reply;
   a reply after the rating period gets PERIOD_OVER; a rating of an event
   rated already by another channel gets 已评价;
-- `rated` → `done`: thanks. A 差评 without a reason is stored at once (in
-  real time, marked `reason_owed` by the store) and the state becomes
+- a rating stored → `done`: thanks. A 差评 without a reason is stored at
+  once (in real time, marked `reason_owed` by the store) and the state becomes
   `reason_asked`: the next reply is the reason, kept in sms_reasons for the
   差评's case (the rating itself is never changed);
 - `done`: any further rating reply gets 已评价.
@@ -193,21 +194,32 @@ def deliver(engine, gateway, key: bytes, limit: int | None = None) -> int:
         queued = conn.execute(query.limit(limit) if limit else query).all()
     sent = 0
     for conversation in queued:
-        with engine.connect() as conn:
+        # claimed first, so two deliveries at once never send one invitation twice
+        with engine.begin() as conn:
+            claimed = conn.execute(
+                sms_conversations.update()
+                .where(c.id == conversation.id, c.state == "queued")
+                .values(state="sending", updated_at=db.utc_now())
+            ).rowcount
             text = invitation_text(conn, conversation)
+        if claimed != 1:
+            continue
         try:
             gateway.send(phones.unseal(key, conversation.sealed), text)
         except (gateways.GatewayError, phones.Tampered) as exc:
             log.warning("SMS invitation %s not sent: %s", conversation.id, exc)
-            continue
+            state, values = "queued", {}
+        else:
+            state, values = "invited", {"invited_at": db.utc_now()}
+            sent += 1
         with engine.begin() as conn:
             conn.execute(
                 sms_conversations.update()
-                .where(c.id == conversation.id, c.state == "queued")
-                .values(state="invited", invited_at=db.utc_now(), updated_at=db.utc_now())
+                .where(c.id == conversation.id)
+                .values(state=state, updated_at=db.utc_now(), **values)
             )
-            _log(conn, conversation.lookup, "out", text, "invitation", conversation.id)
-        sent += 1
+            if state == "invited":
+                _log(conn, conversation.lookup, "out", text, "invitation", conversation.id)
     return sent
 
 
@@ -230,7 +242,7 @@ def answer(engine, key: bytes, phone: str, text: str) -> tuple[str, str]:
     with engine.connect() as conn:
         conversation = conn.execute(
             select(sms_conversations)
-            .where(c.lookup == lookup, c.state != "queued")
+            .where(c.lookup == lookup, c.state.not_in(("queued", "sending")))
             .order_by(c.id.desc())
             .limit(1)
         ).first()
@@ -259,7 +271,7 @@ def answer(engine, key: bytes, phone: str, text: str) -> tuple[str, str]:
         return REASON_THANKS, "reason"
     if parsed is None:
         return _logged(engine, lookup, text, HELP, "stray", cid)
-    if conversation.state in ("rated", "done"):
+    if conversation.state == "done":
         return _logged(engine, lookup, text, ALREADY, "second", cid)
     stars, reason = parsed
     problem = reason_problem(reason)

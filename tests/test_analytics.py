@@ -185,3 +185,26 @@ def test_each_view_exports_to_excel_in_the_office_layout(app):
     csv_text = client.get("/analytics/export?view=bad&format=csv").get_data(as_text=True)
     assert csv_text.startswith("\ufeff差评集中分析")
     assert "闻韶一号窗,A01,0,0,0,1,1,2,0,2,0.0%" in csv_text
+
+
+# the lines tests/test_openapi.py's CALLS needs for these routes, checked here meanwhile
+OPENAPI_CALLS = [
+    ("supervisor", "get", "/api/v1/analytics/window?since=2026-01-01", None, 200),
+    ("admin", "get", "/api/v1/analytics/trend?grain=year", None, 400),
+    ("unit_manager", "get", "/api/v1/analytics/window?unit=370305002", None, 404),
+    ("supervisor", "get", "/api/v1/analytics/bad", None, 200),
+    ("other_manager", "get", "/api/v1/analytics/bad?unit=370305001", None, 404),
+]
+
+
+@pytest.mark.parametrize(("role", "method", "path", "body", "status"), OPENAPI_CALLS)
+def test_answers_and_errors_match_the_openapi_document(app, role, method, path, body, status):
+    from tests.test_openapi import _template_of
+
+    client = client_as(app, role)
+    document = client.get("/api/v1/openapi.json").get_json()
+    response = client.open(path, method=method.upper(), json=body)
+    assert response.status_code == status, response.get_data(as_text=True)
+    operation = document["paths"][_template_of(document, path)][method]
+    schema = operation["responses"][str(status)]["content"]["application/json"]["schema"]
+    assert problems(response.get_json(), schema, document) == []

@@ -43,10 +43,11 @@ REPUBLISH_S = 30.0
 
 class FleetAgent:
     def __init__(self, engine, host, port, username=broker_auth.FLEET_USER, password=None,
-                 poll_s=POLL_S, resend_after_s=None):  # fmt: skip
+                 poll_s=POLL_S, resend_after_s=None, republish_s=REPUBLISH_S):  # fmt: skip
         self.engine = engine
         self.host, self.port = host, port
         self.poll_s = poll_s
+        self.republish_s = republish_s  # at most one config again per device this often
         self.online: dict[str, dict] = {}  # device id -> its last status
         self._republished: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -211,7 +212,10 @@ class FleetAgent:
             return
         if row is not None and status.get("config_version") != row["version"]:
             last = self._republished.get(device_id, 0.0)
-            if time.monotonic() - last >= REPUBLISH_S or row["published_version"] != row["version"]:
+            if (
+                time.monotonic() - last >= self.republish_s
+                or row["published_version"] != row["version"]
+            ):
                 self._republished[device_id] = time.monotonic()
                 self.publish_configs(only=device_id)
         self.send_commands(device_id)

@@ -214,6 +214,15 @@ def test_a_config_is_pushed_applied_and_the_drift_clears(fleet_broker):
         assert wait_for(lambda: overview()["applied"] == 2, 15)
         assert kp.call(lambda d: d.app.assignment["staff_name"]) == "李华"
         assert kp.call(lambda d: d.sync.bad_messages) == 0  # every config verified
+        # a factory reset erases the keypad's copy; its persistent session does
+        # not bring the retained config back: the agent sends it again
+        fb.agent.republish_s = 0.5
+        with fb.engine.begin() as conn:
+            reset = fleet.queue_command(conn, "kp-01", "factory_reset", {}, 3600, "admin")
+        assert wait_for(lambda: command_state(fb.engine, reset)[0] == "done", 20)
+        assert kp.boots == 2
+        assert wait_for(lambda: overview()["applied"] == 2 and not overview()["drift"], 20)
+        assert kp.call(lambda d: d.app.assignment["staff_name"]) == "李华"
     finally:
         kp.stop()
 

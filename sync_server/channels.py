@@ -32,12 +32,12 @@ from zoneinfo import ZoneInfo
 
 from flask import current_app, has_app_context
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import bindparam, false, select
+from sqlalchemy import bindparam, false, select, text
 
 from protocols import record
 from protocols.levels import is_bad
 from sync_server import db, features, workdays
-from sync_server.schema_channels import event_ratings, service_events
+from sync_server.schema_channels import event_ratings, service_events, unbound_ratings
 
 DEFAULTS = {
     "HCP_RATING_PERIOD_WORKING_DAYS": 5,
@@ -48,6 +48,8 @@ DEFAULTS = {
     "HCP_EVENT_MAX_AGE_HOURS": 24,
     "HCP_EVENT_BATCH_MAX": 500,
 }
+# how long a rating of a case not registered waits for its event
+UNBOUND_DAYS = 31
 # what init_app read from the app, for callers without an app context (the
 # MQTT ingest runs beside the app in `hcp collector serve`)
 _settings = dict(DEFAULTS)
@@ -205,6 +207,30 @@ def lock_events(conn) -> None:
     if conn.dialect.name == "sqlite":
         conn.execute(
             service_events.update().where(false()).values(rating_id=service_events.c.rating_id)
+        )
+
+
+# PostgreSQL advisory locks of (case_no, service_no) pairs: the two-key space,
+# apart from the ingest's per-device locks (one key)
+CASE_LOCK_CLASS = 10
+
+
+def lock_cases(conn, keys) -> None:
+    """Serialise everything that decides about these (case_no, service_no)
+    pairs, registered or not yet, until the transaction ends: a rating of an
+    event not registered yet and the event's registration never decide at
+    once (PostgreSQL; SQLite: `lock_events`). Locks are taken in one order."""
+    if conn.dialect.name != "postgresql":
+        lock_events(conn)
+        return
+    names = sorted({f"{case_no}\x1f{service_no}" for case_no, service_no in keys})
+    if names:
+        conn.execute(
+            text(
+                "SELECT count(pg_advisory_xact_lock(:class, hashtext(k))) FROM "
+                "(SELECT unnest(CAST(:names AS text[])) AS k ORDER BY 1) AS ordered"
+            ),
+            {"class": CASE_LOCK_CLASS, "names": names},
         )
 
 
@@ -448,27 +474,65 @@ def _events_of(conn, rows: list[dict]) -> tuple[dict, dict]:
     return by_key, by_rating
 
 
+def _unbound_firsts(conn, rows: list[dict], by_key: dict) -> dict:
+    """(case_no, service_no) -> the rating that counts so far, for the rows
+    that name a case and service no event was registered for (one query)."""
+    keys = {
+        (row["case_no"], row["service_no"])
+        for row in rows
+        if row.get("case_no") and row.get("service_no")
+    }
+    keys = {key for key in keys if key not in by_key}
+    if not keys:
+        return {}
+    u = unbound_ratings.c
+    found = conn.execute(
+        select(u.case_no, u.service_no, u.rating_id)
+        .where(u.case_no.in_(sorted({case for case, _ in keys})), u.repeat_of.is_(None))
+        .order_by(u.received_at, u.rating_id)
+    )
+    firsts: dict = {}
+    for case_no, service_no, rating_id in found:
+        if (case_no, service_no) in keys:
+            firsts.setdefault((case_no, service_no), rating_id)
+    return firsts
+
+
 def before_store(conn, rows: list[dict]) -> None:
     """Tie each new rating of a registered service event to it: the first
     counts (bound as the event's rating_id, or appended_id for attempt 2), a
     later one gets repeat_of; in the caller's transaction, with one query for
-    the batch's events and one write each for the bindings and the ties."""
+    the batch's events and one write each for the bindings and the ties. A
+    rating of a case and service not registered (yet) is kept in
+    unbound_ratings, the first of them counting, until its event comes."""
     for row in rows:
         row.setdefault("repeat_of", None)
     if not any(row.get("case_no") or row.get("follows") for row in rows):
         return
+    lock_cases(
+        conn,
+        [(r["case_no"], r["service_no"]) for r in rows if r.get("case_no") and r.get("service_no")],
+    )
     by_key, by_rating = _events_of(conn, rows)
-    if not by_key and not by_rating:
-        return
+    firsts = _unbound_firsts(conn, rows, by_key)
     periods = Periods(conn)
     now = db.utc_now()
-    ties, changed = [], {}
+    ties, changed, unbound = [], {}, []
     for row in rows:
         if row.get("case_no"):
             event = by_key.get((row["case_no"], row.get("service_no")))
         else:
             event = by_rating.get(row.get("follows"))
         if event is None:
+            if row.get("case_no") and row.get("service_no"):
+                key = (row["case_no"], row["service_no"])
+                row["repeat_of"] = firsts.setdefault(key, row["id"])
+                if row["repeat_of"] == row["id"]:
+                    row["repeat_of"] = None
+                unbound.append(
+                    {"rating_id": row["id"], "case_no": key[0], "service_no": key[1],
+                     "received_at": row["received_at"], "repeat_of": row["repeat_of"]}
+                )  # fmt: skip
             continue
         if row.get("attempt") == 2 and event["rating_id"]:
             slot = "appended_id"
@@ -498,6 +562,49 @@ def before_store(conn, rows: list[dict]) -> None:
         )
     if ties:
         conn.execute(event_ratings.insert(), ties)
+    if unbound:
+        conn.execute(unbound_ratings.insert(), unbound)
+
+
+def bind_earlier(conn, event: dict) -> None:
+    """A service event just registered: bind the ratings of its case and
+    service stored before it (the first counts, the others are repeats of it
+    already), in the registering transaction. `event` is updated."""
+    u, ev = unbound_ratings.c, db.evaluations.c
+    earlier = conn.execute(
+        select(u.rating_id, u.repeat_of, ev.effective_at, ev.card_date)
+        .join(db.evaluations, ev.id == u.rating_id)
+        .where(u.case_no == event["case_no"], u.service_no == event["service_no"])
+        .order_by(u.received_at, u.rating_id)
+    ).all()
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=UNBOUND_DAYS)
+    conn.execute(unbound_ratings.delete().where(u.received_at < utc_text(cutoff)))
+    if not earlier:
+        return
+    periods = Periods(conn)
+    now = db.utc_now()
+    ties = []
+    for row in earlier:
+        role = "repeat" if row.repeat_of else "first"
+        if role == "first" and event["rating_id"] is None:
+            event["rating_id"] = row.rating_id
+        day = _rating_day({"effective_at": row.effective_at, "card_date": row.card_date}, periods)
+        late = day > periods.end(event["handled_at"])
+        ties.append(
+            {"rating_id": row.rating_id, "event_id": event["id"], "role": role, "late": late,
+             "at": now}
+        )  # fmt: skip
+    conn.execute(
+        service_events.update()
+        .where(service_events.c.id == event["id"])
+        .values(rating_id=event["rating_id"])
+    )
+    conn.execute(event_ratings.insert(), ties)
+    conn.execute(
+        unbound_ratings.delete().where(
+            u.case_no == event["case_no"], u.service_no == event["service_no"]
+        )
+    )
 
 
 def ties_of(conn, event_id: int) -> list[dict]:

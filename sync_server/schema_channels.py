@@ -53,3 +53,20 @@ event_ratings = Table(
     Column("at", String(32), nullable=False),  # UTC, when it was tied
     Index("ix_event_ratings_event", "event_id"),
 )
+
+# Ratings that name a case and service no event was registered for when they
+# were stored (a keypad's record arriving before the business system
+# registered the event): the first of a (case_no, service_no) counts, later
+# ones are repeats of it (repeat_of), and the event binds them when it is
+# registered. Rows older than UNBOUND_DAYS are deleted.
+unbound_ratings = Table(
+    "unbound_ratings",
+    metadata,
+    Column("rating_id", String(100), primary_key=True),
+    Column("case_no", String(64), nullable=False),
+    Column("service_no", String(64), nullable=False),
+    Column("received_at", String(32), nullable=False),  # UTC, when it was stored
+    Column("repeat_of", String(100)),
+    Index("ix_unbound_ratings_case", "case_no", "service_no"),
+    Index("ix_unbound_ratings_received", "received_at"),
+)

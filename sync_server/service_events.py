@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from protocols.record import valid_utc_time
 from sync_server import csrf, db, openapi, org, outbox
 from sync_server.auth import requires
-from sync_server.channels import Periods, parse_utc, setting
+from sync_server.channels import Periods, bind_earlier, lock_cases, parse_utc, setting
 from sync_server.schema_channels import event_ratings, service_events
 
 bp = Blueprint("service_events", __name__, url_prefix="/api/v1")
@@ -177,6 +177,7 @@ def register(conn, body, source: str, registered_by: str | None, scope=None, now
     _check_unit(conn, event["unit_id"])
     if scope is not None and event["unit_id"] not in scope:
         raise EventError("unit_id", f"{event['unit_id']!r} is outside your units", 403)
+    lock_cases(conn, [(event["case_no"], event["service_no"])])
     e = service_events.c
     existing = conn.execute(
         select(service_events).where(
@@ -215,6 +216,7 @@ def register(conn, body, source: str, registered_by: str | None, scope=None, now
         conn.execute(
             service_events.update().where(e.id == row["id"]).values(phone_ref=row["phone_ref"])
         )
+    bind_earlier(conn, row)  # ratings of it that came before it
     outbox.event_registered(conn, dict(row))
     return row, True
 

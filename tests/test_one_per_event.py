@@ -24,7 +24,7 @@ from device.compat import ticks_ms
 from simulators.keypad import SimKeypad
 from sync_server import channels, db, figures, org, service_events
 from sync_server.ingest import Ingestor
-from sync_server.schema_channels import event_ratings
+from sync_server.schema_channels import event_ratings, unbound_ratings
 from tests.harness.collector import AuthActions, running_ingest
 from tests.harness.records import batch, ev_topic, signed
 
@@ -407,17 +407,24 @@ DELIVERIES = st.lists(
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(deliveries=DELIVERIES, group=st.integers(1, 3))
-def test_whatever_order_and_duplication_exactly_one_counts(engine, zh, deliveries, group):
+@given(deliveries=DELIVERIES, group=st.integers(1, 3), registered_after=st.integers(0, 8))
+def test_whatever_order_and_duplication_exactly_one_counts(
+    engine, zh, deliveries, group, registered_after
+):
     """Each delivery is (source, n, attempt): a keypad's record number n
     (sent again when it repeats, in batches of `group`), a paper card, or a
     web/SMS rating (refused once the event is rated, or its appended rating
-    given). Exactly one rating counts as the event's; at most one appended
-    rating counts beside it; everything else stored is a repeat of one of them."""
-    event = register(engine)
+    given). The business system registers the event after
+    `registered_after` deliveries (keypad records may come first; the
+    collector's own channels need the event). Exactly one rating counts as
+    the event's; at most one appended rating counts beside it; everything
+    else stored is a repeat of one of them."""
+    event = {"case_no": "LZ" + secrets.token_hex(6).upper(), "service_no": "1"}
+    registered = None
     ingestor = Ingestor(engine)
+    build_org(engine)
     for device_id in ("kp-a", "kp-b"):
         if device_id not in db.device_ids(engine):
             db.add_device(engine, device_id, "00" * 32)
@@ -431,7 +438,9 @@ def test_whatever_order_and_duplication_exactly_one_counts(engine, zh, deliverie
             accepted.update(f"{device_id}:{s}" for s in outcome.stored)
             pending[device_id] = []
 
-    for source, n, attempt in deliveries:
+    for index, (source, n, attempt) in enumerate(deliveries):
+        if index == registered_after:
+            registered = register(engine, event["case_no"])
         if source.startswith("kp-"):
             if (source, n) not in made:
                 made[(source, n)] = signed(next(SEQS), n + 2, device_id=source, attempt=attempt,
@@ -439,22 +448,25 @@ def test_whatever_order_and_duplication_exactly_one_counts(engine, zh, deliverie
             pending[source].append(made[(source, n)])
             if len(pending[source]) >= group:
                 flush(source)
-        elif source == "paper":
-            accepted.add(rate(engine, "paper", event, stars=n + 2, attempt=attempt))
-        else:
-            try:
-                accepted.add(rate(engine, source, event, stars=n + 2, attempt=attempt))
-            except channels.Refused as exc:
-                assert exc.key in ("already_rated", "not_rated")
+            continue
+        try:
+            accepted.add(rate(engine, source, event, stars=n + 2, attempt=attempt))
+        except channels.Refused as exc:
+            if registered is None:
+                assert str(exc) == "case_no: no service event with this case number"
+            else:
+                assert source != "paper" and exc.key in ("already_rated", "not_rated")
     for device_id in pending:
         flush(device_id)
-    tied = marks(engine, event)
+    if registered is None:
+        registered = register(engine, event["case_no"])
+    tied = marks(engine, registered)
     assert set(tied) == accepted
     counting = {role: rid for rid, (repeat_of, role, _late) in tied.items() if repeat_of is None}
     assert len(counting) == len([r for r in tied.values() if r[0] is None])  # one per role
-    # nothing stored (only refused appended ratings) leaves the event unrated
+    # nothing stored (only refused ratings) leaves the event unrated
     assert set(counting) in ({"first"}, {"first", "appended"}) or not accepted
-    now = current(engine, event)
+    now = current(engine, registered)
     assert (now["rating_id"], now["appended_id"]) == (
         counting.get("first"),
         counting.get("appended"),
@@ -526,3 +538,59 @@ def test_a_window_rating_of_an_event_registered_without_a_window_keeps_its_windo
         row = conn.execute(select(db.evaluations).where(db.evaluations.c.id == record_id)).one()
     assert (row.window_id, row.case_no, row.case_org_id) == ("A01", "LZ2026112700777", "hall-ws")
     assert current(engine, event)["rating_id"] == record_id
+
+
+# --- ratings that come before their event --------------------------------------------------
+
+
+def test_keypad_records_before_their_event_are_bound_when_it_is_registered(engine, zh):
+    build_org(engine)
+    db.add_device(engine, "kp-01", "00" * 32)
+    db.add_device(engine, "kp-02", "00" * 32)
+    case = {"case_no": "LZ2026112700555", "service_no": "1"}
+    first = Ingestor(engine).process(ev_topic(), batch([signed(1, 4, **case)]))
+    second = Ingestor(engine).process(
+        ev_topic("kp-02"), batch([signed(1, 2, device_id="kp-02", **case)], 1, "kp-02")
+    )
+    assert (first.stored, second.stored) == ([1], [1])
+    with engine.connect() as conn:
+        repeats = dict(conn.execute(select(db.evaluations.c.id, db.evaluations.c.repeat_of)).all())
+    assert repeats == {"kp-01:1": None, "kp-02:1": "kp-01:1"}  # one counts before the event too
+    event = register(engine, case["case_no"])
+    assert event["rating_id"] == "kp-01:1"
+    assert current(engine, event)["rating_id"] == "kp-01:1"
+    assert marks(engine, event) == {
+        "kp-01:1": (None, "first", False),
+        "kp-02:1": ("kp-01:1", "repeat", False),
+    }
+    refused = refusal(engine, "web", event)
+    assert refused.key == "already_rated"
+    with engine.connect() as conn:
+        left = conn.execute(select(unbound_ratings.c.rating_id)).scalars().all()
+    assert left == []
+
+
+def test_a_keypad_record_arriving_while_its_event_is_being_registered(engine, zh):
+    """The registration's transaction is open when the record comes: the
+    ingest waits and binds the record to the event, or the event binds it."""
+    build_org(engine)
+    db.add_device(engine, "kp-01", "00" * 32)
+    case_no = "LZ2026112700556"
+    outcome = {}
+
+    def keypad_arrives():
+        record = signed(1, 5, case_no=case_no, service_no="1")
+        outcome["ingest"] = Ingestor(engine).process(ev_topic(), batch([record]))
+
+    moment = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    body = {"case_no": case_no, "service_no": "1", "item_code": ITEM, "unit_id": "hall-ws",
+            "window_id": "A01", "handled_at": utc(moment)}  # fmt: skip
+    with engine.begin() as conn:
+        event, _created = service_events.register(conn, body, "api", "test")
+        arriving = threading.Thread(target=keypad_arrives)
+        arriving.start()
+        arriving.join(1.0)
+    arriving.join(30)
+    assert outcome["ingest"].stored == [1]
+    assert current(engine, event)["rating_id"] == "kp-01:1"
+    assert marks(engine, event) == {"kp-01:1": (None, "first", False)}

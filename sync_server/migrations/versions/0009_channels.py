@@ -48,9 +48,20 @@ def upgrade() -> None:
         sa.Column("at", sa.String(32), nullable=False),
     )
     op.create_index("ix_event_ratings_event", "event_ratings", ["event_id"])
+    op.create_table(
+        "unbound_ratings",
+        sa.Column("rating_id", sa.String(100), primary_key=True),
+        sa.Column("case_no", sa.String(64), nullable=False),
+        sa.Column("service_no", sa.String(64), nullable=False),
+        sa.Column("received_at", sa.String(32), nullable=False),
+        sa.Column("repeat_of", sa.String(100)),
+    )
+    op.create_index("ix_unbound_ratings_case", "unbound_ratings", ["case_no", "service_no"])
+    op.create_index("ix_unbound_ratings_received", "unbound_ratings", ["received_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("unbound_ratings")
     op.drop_table("event_ratings")
     op.drop_table("service_events")
     with op.batch_alter_table("evaluations") as batch:

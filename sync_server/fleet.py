@@ -348,6 +348,18 @@ def expire(conn, now: dt.datetime | None = None) -> int:
     return expired
 
 
+MAX_RESULT = 2000  # characters of a device's answer kept (a device may send any size)
+
+
+def _kept(result) -> str:
+    """The answer as JSON, or, when longer than MAX_RESULT, its beginning as a
+    JSON string (still JSON: the pages read it back)."""
+    text = json.dumps(result, ensure_ascii=False)
+    if len(text) <= MAX_RESULT:
+        return text
+    return json.dumps(text[: MAX_RESULT - 40] + f"… ({len(text)} characters)", ensure_ascii=False)
+
+
 def record_result(conn, device_id: str, msg: dict, status: dict | None) -> str | None:
     """A device's cmdres: the command's new state, or None when it is not one of
     this device's open commands (a forgery, an old repeat)."""
@@ -371,7 +383,7 @@ def record_result(conn, device_id: str, msg: dict, status: dict | None) -> str |
         .values(
             state=state,
             answered_at=db.utc_now(),
-            result=json.dumps(result, ensure_ascii=False)[:2000],
+            result=_kept(result),
             boot_id=boot_id,
         )
     )

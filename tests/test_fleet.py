@@ -320,3 +320,15 @@ def test_the_agent_survives_bad_messages(fleet_broker):
     agent.on_result("kp-01", b'{"v":1,"t":"cmdres","id":"c-nope","ok":true}')
     agent.on_status("kp-99", b'{"v":1,"t":"status","online":true}', live=True)
     assert agent.results == 0 and agent.connected.is_set()
+
+
+def test_an_oversized_answer_is_cut_and_still_readable(engine):
+    world(engine)
+    with engine.begin() as conn:
+        cid = fleet.queue_command(conn, "kp-01", "identify", {}, 3600, "admin")
+        huge = {"junk": "x" * 100_000}
+        assert fleet.record_result(conn, "kp-01", {"id": cid, "ok": True, "result": huge},
+                                   None) == "done"  # fmt: skip
+        (item,) = fleet.commands_of(conn, "kp-01")
+    assert isinstance(item["result"], str) and len(item["result"]) < fleet.MAX_RESULT
+    assert item["result"].endswith("… (100012 characters)")

@@ -436,11 +436,11 @@ def rollout_form():
         with get_engine().begin() as conn:
             rollout_id = start_rollout(
                 conn,
-                form.get("version", ""),
-                form.get("group", "all").strip(),
+                form.get("version", "")[:32],
+                form.get("group", "all")[:2000].strip(),
                 percent,
                 current_user.actor,
-                form.get("url", "").strip() or request.host_url,
+                form.get("url", "")[:300].strip() or request.host_url,
                 health_s,
             )
             audit.record(

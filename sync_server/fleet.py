@@ -604,9 +604,9 @@ def config_form(device_id):
             _device_or_404(conn, device_id)
             body = build_body(
                 conn,
-                window_id=form.get("window_id", "").strip() or None,
-                staff_id=form.get("staff_id", "").strip() or None,
-                tag_version=form.get("tag_version", "").strip() or None,
+                window_id=form.get("window_id", "")[:64].strip() or None,
+                staff_id=form.get("staff_id", "")[:64].strip() or None,
+                tag_version=form.get("tag_version", "")[:32].strip() or None,
                 texts=parse_texts(form.get("texts", "")[:8000]),
                 hours=parse_hours(form.get("hours", "")[:4000]),
             )

@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     fault.register(runs)
     sim_keypad.register(runs)
     sim_province.register(runs)
+    sim_sms.register(runs)
     window.register(commands)
     kiosk.register(commands)
     font.register(commands)

@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         provision,
         sim_keypad,
         sim_province,
+        sim_sms,
         window,
     )
     from sync_server import cases_alerts, outbox_cli

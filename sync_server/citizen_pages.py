@@ -185,9 +185,20 @@ def _used(conn, token: str) -> bool:
 
 
 def _window_event(case_no: str, window_id: str) -> dict:
-    with db.get_engine().connect() as conn:
+    """The service event of this window with this case number. Wrong numbers
+    count as failed tries, with the portal's limits (citizen_portal.py), so
+    the page cannot be used to find out which case numbers exist."""
+    from sync_server.citizen_portal import blocked, note_failure, too_many_text
+
+    address = (request.remote_addr or "")[:64]
+    with db.get_engine().begin() as conn:
+        if blocked(conn, case_no, address):
+            raise FormError("case_no", too_many_text())
         event = citizen_store.find_event(conn, case_no)
-    if event is None or event.get("window_id") != window_id:
+        if event is None or event.get("window_id") != window_id:
+            note_failure(conn, case_no, address)
+            event = None
+    if event is None:
         raise FormError("case_no", _("Case number: no service of this window has this number."))
     return event
 

@@ -55,7 +55,12 @@ def blocked(conn, case_no: str, address: str) -> bool:
     )
 
 
-def _note_failure(conn, case_no: str, address: str) -> None:
+def too_many_text() -> str:
+    minutes = -(-current_app.config["HCP_PORTAL_WINDOW_S"] // 60)
+    return _("Too many failed tries. Try again in %(minutes)s minutes.", minutes=minutes)
+
+
+def note_failure(conn, case_no: str, address: str) -> None:
     conn.execute(portal_failures.insert().values(case_no=case_no, address=address, at=db.utc_now()))
     conn.execute(delete(portal_failures).where(portal_failures.c.at < _since(86400)))
 
@@ -100,15 +105,10 @@ def find():
     engine = db.get_engine()
     with engine.begin() as conn:
         if blocked(conn, case_no, address):
-            minutes = -(-current_app.config["HCP_PORTAL_WINDOW_S"] // 60)
-            return _find_page(
-                _("Too many failed tries. Try again in %(minutes)s minutes.", minutes=minutes),
-                "check",
-                429,
-            )
+            return _find_page(too_many_text(), "check", 429)
         event = citizen_store.find_event(conn, case_no)
         if event is None or not check_matches(conn, event, check):
-            _note_failure(conn, case_no, address)
+            note_failure(conn, case_no, address)
             return _find_page(_("No service matches this case number and check."), "check", 400)
     return redirect(event_link(event, "web"))
 

@@ -539,3 +539,19 @@ def test_window_ratings_without_an_event_are_limited_per_address(world):
     assert text_of(rate(elsewhere, "/r/w/B01", 4, step2={}), "notice") == THANKS
     assert text_of(rate(client, "/r/w/A01", 4, step2={}), "notice") == THANKS  # another window
     assert len(ratings(world)) == 5
+
+
+def test_the_window_page_counts_wrong_case_numbers_like_the_portal(world):
+    register(world, "LZ2026112700011")
+    client = world.test_client()
+    for _ in range(5):
+        wrong = rate(client, "/r/w/A01", 5, case_no="LZ2026112700011X")
+        assert text_of(wrong, "error") == "办件号：本窗口没有该办件号的业务。"
+    blocked = rate(client, "/r/w/A01", 5, case_no="LZ2026112700011X")
+    assert text_of(blocked, "error") == "失败次数过多，请15分钟后再试。"
+    assert text_of(find(client, "LZ2026112700011X", "1234"), "error") == (
+        "失败次数过多，请15分钟后再试。"
+    )
+    # the right number of another case is not blocked by the wrong one's tries
+    right = rate(client, "/r/w/A01", 5, case_no="LZ2026112700011")
+    assert right.status_code == 200 and 'name="form_token"' in right.get_data(as_text=True)

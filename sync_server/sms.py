@@ -260,14 +260,22 @@ def answer(engine, key: bytes, phone: str, text: str) -> tuple[str, str]:
         if problem:
             return _logged(engine, lookup, text, problem, "bad_reason", cid)
         with engine.begin() as conn:
-            conn.execute(
-                sms_reasons.insert().values(
-                    record_id=conversation.record_id, text=reason, received_at=db.utc_now()
+            # the state moves once: a second reason sent at the same moment is a stray
+            taken = conn.execute(
+                sms_conversations.update()
+                .where(sms_conversations.c.id == cid, sms_conversations.c.state == "reason_asked")
+                .values(state="done", updated_at=db.utc_now())
+            ).rowcount
+            if taken == 1:
+                conn.execute(
+                    sms_reasons.insert().values(
+                        record_id=conversation.record_id, text=reason, received_at=db.utc_now()
+                    )
                 )
-            )
-            _set_state(conn, cid, "done")
-            _log(conn, lookup, "in", text, "reason", cid)
-            _log(conn, lookup, "out", REASON_THANKS, None, cid)
+                _log(conn, lookup, "in", text, "reason", cid)
+                _log(conn, lookup, "out", REASON_THANKS, None, cid)
+        if taken != 1:
+            return _logged(engine, lookup, text, ALREADY, "second", cid)
         return REASON_THANKS, "reason"
     if parsed is None:
         return _logged(engine, lookup, text, HELP, "stray", cid)

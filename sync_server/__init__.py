@@ -63,6 +63,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
         HCP_GOOD_RATE_STARS=(5, 4, 3),
         JSON_AS_ASCII=False,
     )
+    load_settings_file(app, (test_config or {}).get("HCP_SETTINGS"))
     if test_config:
         app.config.from_mapping(test_config)
     if not app.config.get("SECRET_KEY"):
@@ -100,6 +101,37 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
 
     features.init_app(app)
     return app
+
+
+class SettingsError(ValueError):
+    """A settings file that cannot be used; the message names the file and the key."""
+
+
+def load_settings_file(app: Flask, path: str | None = None) -> Path | None:
+    """The operator's settings, a TOML file of config keys (docs/operator-guide.md,
+    "Collector settings"): `path`, else the file named by the environment
+    variable HCP_SETTINGS, else `<instance folder>/settings.toml` when there is
+    one. Keys must be upper case (Flask ignores the others, so a lower-case
+    key would be silently lost); a missing named file or bad TOML is refused.
+    Returns the file read, or None."""
+    import tomllib
+
+    named = path or os.environ.get("HCP_SETTINGS")
+    file = Path(named) if named else Path(app.instance_path) / "settings.toml"
+    if not file.exists():
+        if named:
+            raise SettingsError(f"{file}: no such settings file")
+        return None
+    try:
+        with file.open("rb") as handle:
+            values = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{file}: not valid TOML ({exc})") from None
+    lower = sorted(key for key in values if not key.isupper())
+    if lower:
+        raise SettingsError(f"{file}: keys must be upper case, got {', '.join(lower)}")
+    app.config.from_mapping(values)
+    return file
 
 
 def select_locale() -> str:

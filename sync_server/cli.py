@@ -56,6 +56,8 @@ def _app(args):
     from sync_server import create_app
 
     config = {"DATABASE_URL": args.db} if args.db else {}
+    if getattr(args, "settings", None):
+        config["HCP_SETTINGS"] = args.settings
     if getattr(args, "plain_http", False):
         config["SESSION_COOKIE_SECURE"] = False
     return create_app(config or None)
@@ -73,7 +75,12 @@ def serve(args) -> int:
         mqtt_host, mqtt_port = parse_mqtt_url(args.mqtt)
     except ValueError as exc:
         return _fail(str(exc))
-    app = _app(args)
+    from sync_server import SettingsError
+
+    try:
+        app = _app(args)
+    except SettingsError as exc:
+        return _fail(str(exc))
     engine = app.extensions["hcp_engine"]
     parts = urlsplit(args.mqtt)
     try:
@@ -98,6 +105,15 @@ def serve(args) -> int:
     except OSError as exc:
         ingest.stop()
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc}")
+    from sync_server import background
+
+    fleet = (mqtt_host, mqtt_port, parts.password) if getattr(args, "fleet", False) else None
+    try:
+        jobs = background.start(app, fleet)
+    except (OSError, ValueError, ConnectionError) as exc:
+        server.shutdown()
+        ingest.stop()
+        return _fail(f"cannot start the collector's background work: {exc}")
 
     stop = threading.Event()
     previous = {
@@ -105,11 +121,13 @@ def serve(args) -> int:
     }
     print(f"collector web: http://{args.host}:{server.server_port}/", flush=True)
     print(f"collector mqtt: {args.mqtt} (Ctrl-C to stop)", flush=True)
+    print("collector background: " + ", ".join(jobs.names()), flush=True)
     try:
         while not stop.wait(0.5):
             if not thread.is_alive():
                 return _fail("the web server stopped unexpectedly")
     finally:
+        jobs.stop()
         server.shutdown()
         ingest.stop()
         engine.dispose()
@@ -246,6 +264,16 @@ def register(commands) -> None:
         "--client-id",
         default="hcp-collector",
         help="MQTT client id, one per collector (a broker run by broker-auth uses the user name)",
+    )
+    serve_parser.add_argument(
+        "--settings",
+        help="the collector's settings, a TOML file (default: $HCP_SETTINGS, "
+        "else settings.toml in the instance folder)",
+    )
+    serve_parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="also run the fleet agent (MQTT user hcp-fleet, the collector's password)",
     )
     serve_parser.set_defaults(handler=serve)
 

@@ -60,6 +60,7 @@ class LocalStack:
     collector   False: the broker alone (no database, no ingest, no web app).
     database    the SQLite file, under `workdir`.
     database_url  another database instead (PostgreSQL: `postgresql+psycopg://…`).
+    config      more collector settings for the web app (docs/operator-guide.md).
     devices     provisioned at start (see `provision`).
     ingest      start the IngestService, with MQTT client id `client_id`.
     web         serve the collector's web app on WEB_HOST:`web_port`
@@ -81,6 +82,7 @@ class LocalStack:
         web: bool = False,
         web_port: int | None = None,
         database_url: str | None = None,
+        config: dict | None = None,
     ):
         if web and not collector:
             raise ValueError("the web app is part of the collector: web=True needs collector=True")
@@ -91,6 +93,7 @@ class LocalStack:
         self.collector = collector
         self.database = database
         self.database_url = database_url  # e.g. PostgreSQL; None: SQLite in workdir
+        self.config = dict(config or {})
         self.devices = list(devices)
         self.want_ingest = ingest
         self.client_id = client_id
@@ -130,7 +133,8 @@ class LocalStack:
         if self.want_web:
             # create_app makes the engine and initialises the schema itself
             # plain HTTP on this machine: the session cookie cannot be Secure-only
-            self.app = create_app({"DATABASE_URL": url, "SESSION_COOKIE_SECURE": False})
+            settings = {"DATABASE_URL": url, "SESSION_COOKIE_SECURE": False, **self.config}
+            self.app = create_app(settings)
             self.engine = self.app.extensions["hcp_engine"]
         else:
             self.engine = db.make_engine(url)

@@ -429,6 +429,15 @@ def run(engine, since: str, until: str, settings: dict | None = None) -> int:
     return store(engine, findings)
 
 
+def run_recent(engine, days: float = 2, settings: dict | None = None) -> int:
+    """Scan the last `days` days up to now (a scheduled job, the page's scan);
+    returns how many new flags were kept."""
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    since = until - dt.timedelta(days=days)
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    return run(engine, since.strftime(fmt), until.strftime(fmt), settings)
+
+
 # --- reading and acting ----------------------------------------------------------------
 
 

@@ -14,8 +14,6 @@ All need the `gaming` capability (admins and supervisors).
 
 from __future__ import annotations
 
-import datetime as dt
-
 from flask import (
     Blueprint,
     abort,
@@ -129,14 +127,7 @@ def scan():
             flags = gaming.flags(conn)
         error = _("days: must be a whole number from 1 to 92")
         return render_template("gaming.html", flags=flags, error=error, **_context()), 400
-    until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
-    since = until - dt.timedelta(days=int(text))
-    new = gaming.run(
-        get_engine(),
-        since.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        until.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        settings(),
-    )
+    new = gaming.run_recent(get_engine(), int(text), settings())
     return redirect(url_for("gaming.page", scanned=new))
 
 

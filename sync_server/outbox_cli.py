@@ -87,20 +87,12 @@ def gaming_check(args) -> int:
 
 
 def gaming_scan(args) -> int:
-    import datetime as dt
-
     from sync_server import gaming
 
     if not 1 <= args.days <= 92:
         print("error: --days: must be 1 to 92", file=sys.stderr)
         return 1
-    until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
-    since = until - dt.timedelta(days=args.days)
-    new = gaming.run(
-        _engine(args.db),
-        since.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        until.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    )
+    new = gaming.run_recent(_engine(args.db), args.days)
     print(f"gaming scan of the last {args.days} day(s): {new} new flag(s)")
     return 0
 

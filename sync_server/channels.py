@@ -437,11 +437,11 @@ def _rating_day(row: dict, periods: Periods) -> dt.date:
 def _events_of(conn, rows: list[dict]) -> tuple[dict, dict]:
     """(events by (case_no, service_no), events by a rating id they are tied to)
     for the rows of one batch: one query for the cases (locked), one more only
-    when appended ratings name the rating they follow without a case."""
+    when appended ratings name the rating they follow without a case. The
+    caller has locked (`lock_cases`)."""
     case_nos = sorted({row["case_no"] for row in rows if row.get("case_no")})
     by_key: dict = {}
     by_case: dict = {}
-    lock_events(conn)
     if case_nos:
         e = service_events.c
         query = (

@@ -291,3 +291,29 @@ def test_a_province_slower_than_the_timeout_is_unreachable(engine, province):
     with engine.connect() as conn:
         detail = outbox.figures(conn)["sender"]["detail"]
     assert detail == "no answer from the province: timed out"
+
+
+def test_one_sender_at_a_time_and_a_stopped_ones_turn_passes(engine, province):
+    world(engine)
+    register_event(engine, "C1")
+    first = sender_for(engine, province, HCP_OUTBOX_LEASE_S=2)
+    second = sender_for(engine, province, HCP_OUTBOX_LEASE_S=2)
+    first._take()  # holds the turn, as a sender killed in the middle would
+    assert second.run_once() == {"sent": 0, "acked": 0, "failed": None}
+    time.sleep(2.1)
+    assert second.run_once() == {"sent": 1, "acked": 1, "failed": None}
+    assert province.log == [("event", "C1/1")]
+
+
+def test_a_paper_card_waits_for_a_pf_code(engine, province):
+    world(engine)
+    register_event(engine, "C1")
+    add_evaluation(engine, "paper/1", 5, channel="paper", origin="staff_entry", case_no="C1",
+                   service_no="1", entered_by="clerk-1", entered_at="2026-11-26T09:00:00Z",
+                   card_date="2026-11-26", tags='["H501"]', content_version="hcp-demo-1")  # fmt: skip
+    sender = sender_for(engine, province)
+    sender.run_once()
+    assert states(engine)[("rating", "paper/1")] == (
+        "unmapped",
+        "channel: no pf code configured for 'paper'",
+    )

@@ -85,7 +85,9 @@ def init_app(app) -> None:
         if queued and _exc is None:
             # this request's invitations, and a few older ones still waiting
             gateway = gateways.from_config(current_app.config)
-            deliver(db.get_engine(), gateway, phones.app_key(), limit=len(queued) + RETRY_EACH)
+            zone = current_app.config["HCP_TIMEZONE"]
+            limit = len(queued) + RETRY_EACH
+            deliver(db.get_engine(), gateway, phones.app_key(), zone, limit=limit)
 
 
 # --- parsing ---------------------------------------------------------------------
@@ -171,11 +173,14 @@ def _log(conn, lookup: str, direction: str, text: str, outcome=None, conversatio
     )
 
 
-def invitation_text(conn, conversation) -> str:
-    from sync_server import channels
+def invitation_text(conn, conversation, zone: str) -> str:
+    from sync_server.citizen_tokens import today
 
     event = citizen_store.find_event(conn, conversation.case_no, conversation.service_no)
-    handled = channels.local_day(event["handled_at"]) if event else None
+    handled = None
+    if event:
+        moment = dt.datetime.fromisoformat(event["handled_at"].replace("Z", "+00:00"))
+        handled = today(zone, moment)
     day = f"{handled.month}月{handled.day}日" if handled else ""
     last = dt.date.fromisoformat(conversation.closes_on)
     return INVITATION.format(
@@ -183,9 +188,12 @@ def invitation_text(conn, conversation) -> str:
     )
 
 
-def deliver(engine, gateway, key: bytes, limit: int | None = None) -> int:
+def deliver(
+    engine, gateway, key: bytes, zone: str = "Asia/Shanghai", limit: int | None = None
+) -> int:
     """Send the queued invitations, newest first (at most `limit`); how many
-    went out. Without a gateway, or while it refuses, they stay queued."""
+    went out. Without a gateway, or while it refuses, they stay queued. The
+    day of handling in the text is a day in `zone` (HCP_TIMEZONE)."""
     if gateway is None:
         return 0
     c = sms_conversations.c
@@ -201,7 +209,7 @@ def deliver(engine, gateway, key: bytes, limit: int | None = None) -> int:
                 .where(c.id == conversation.id, c.state == "queued")
                 .values(state="sending", updated_at=db.utc_now())
             ).rowcount
-            text = invitation_text(conn, conversation)
+            text = invitation_text(conn, conversation, zone)
         if claimed != 1:
             continue
         try:

@@ -34,7 +34,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from simulators.province import Province, serve
-from sync_server import db, features, org, outbox, province_map, tags
+from sync_server import db, features, org, province_map, tags
 from sync_server.schema_channels import service_events
 from sync_server.schema_outbox import outbox as outbox_table
 
@@ -55,22 +55,25 @@ def prepare(engine) -> None:
         if org.get(conn, "units", "hall-ws") is None:
             org.add(conn, "units", "hall-ws", "闻韶街道便民服务中心", "370305001", kind="hall")
             org.add(conn, "windows", "A01", "闻韶一号窗", "hall-ws")
+        if org.get(conn, "staff", "1001") is None:
+            org.add(conn, "staff", "1001", "张敏", "hall-ws")
 
 
 def register_event(conn, case_no: str, handled_at: str) -> None:
-    event = {
+    """The business system registers the case's service event, the way the
+    collector takes it (sync_server/service_events.py, which tells the outbox)."""
+    from sync_server import service_events as registration
+
+    body = {
         "case_no": case_no,
         "service_no": "1",
-        "item_code": "370305-XK-0001",
+        "item_code": "11370305XK00001",
         "unit_id": "hall-ws",
         "window_id": "A01",
         "staff_id": "1001",
         "handled_at": handled_at,
-        "registered_at": db.utc_now(),
-        "source": "demo",
     }
-    conn.execute(service_events.insert().values(**event))
-    outbox.event_registered(conn, event)
+    registration.register(conn, body, "demo", "fault-run")
 
 
 def rating_row(record_id: str, case_no: str, stars: int, tag: str, **extra) -> dict:

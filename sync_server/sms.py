@@ -46,6 +46,7 @@ bp = Blueprint("sms", __name__)
 MAX_INBOUND = 1000  # characters of a reply taken at all
 MAX_REASON = 300
 RETRY_EACH = 5  # older queued invitations tried again after each registering request
+STALE_SENDING_S = 600  # a claim older than this was a delivery that died: queued again
 # reply digit (GB/T 39046 满意度代码) -> stars, through the one table in protocols
 DIGIT_STARS = {str(code): stars for stars, code in GBT39046_CODES}
 # level words, longest first so 非常不满意 is never read as 不满意 or 满意
@@ -197,7 +198,15 @@ def deliver(
     if gateway is None:
         return 0
     c = sms_conversations.c
-    with engine.connect() as conn:
+    stale = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=STALE_SENDING_S)).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ"
+    )
+    with engine.begin() as conn:  # a delivery that died while sending: try again
+        conn.execute(
+            sms_conversations.update()
+            .where(c.state == "sending", c.updated_at < stale)
+            .values(state="queued", updated_at=db.utc_now())
+        )
         query = select(sms_conversations).where(c.state == "queued").order_by(c.id.desc())
         queued = conn.execute(query.limit(limit) if limit else query).all()
     sent = 0

@@ -270,3 +270,22 @@ def test_the_demo_rates_once_on_every_citizen_channel(tmp_path):
     outcomes = [line.split(": ", 1)[1] for line in lines[1:6]]
     assert outcomes[:4] == ["感谢您的评价！"] * 4 and outcomes[4].endswith("已保存。")
     assert "/r/w/" in lines[6] and "/r/c/" in lines[7] and "/reply" in lines[8]
+
+
+def test_an_invitation_claimed_by_a_delivery_that_died_is_sent_later(live):
+    live.config["HCP_SMS_GATEWAY_URL"] = None
+    register(live, "LZ2026112710009", phone=PHONE)
+    engine = live.extensions["hcp_engine"]
+    c = sms_conversations.c
+    with engine.begin() as conn:  # as a process killed between claim and send leaves it
+        conn.execute(sms_conversations.update().values(state="sending"))
+    with live.app_context():
+        key = phones.app_key()
+    gateway = gateways.HttpGateway(live.gateway.url)
+    assert sms.deliver(engine, gateway, key) == 0  # a fresh claim is left alone
+    with engine.begin() as conn:
+        conn.execute(sms_conversations.update().values(updated_at="2026-01-01T00:00:00.000000Z"))
+    assert sms.deliver(engine, gateway, key) == 1
+    with engine.connect() as conn:
+        assert conn.execute(select(c.state)).scalar() == "invited"
+    assert len(sent_to(live)) == 1

@@ -36,6 +36,7 @@ import json
 import random
 import re
 import secrets
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -529,8 +530,10 @@ def run(args) -> int:
     if args.credential_file:
         load_or_issue(province, args.credential_file, url)
     print(f"simulated province (tests and demo only): {url}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        threading.Event().wait()
+        stop.wait()
     except KeyboardInterrupt:
         pass
     server.shutdown()

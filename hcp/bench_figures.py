@@ -241,11 +241,26 @@ def print_table(results, console=None) -> None:
         console.print(table)
 
 
+def add_arguments(parser) -> None:
+    """The options of this section on `hcp bench`'s parser."""
+    parser.add_argument(
+        "--figures-ratings",
+        type=int,
+        default=1_000_000,
+        help="figures: evaluations generated (10000000 for the large run)",
+    )
+
+
+def bench_section(args, console) -> list:
+    """`hcp bench --only figures`: the section on the databases asked for."""
+    return section(args.databases, args.figures_ratings, console)
+
+
 def main(argv=None) -> int:
     import json
 
     parser = argparse.ArgumentParser(prog="python -m hcp.bench_figures")
-    parser.add_argument("--figures-ratings", type=int, default=1_000_000)
+    add_arguments(parser)
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--output", default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)

@@ -44,6 +44,7 @@ def send(args) -> int:
         "HCP_OUTBOX_LEASE_S": args.lease,
         "HCP_OUTBOX_BATCH": args.batch,
         "HCP_OUTBOX_POLL_S": args.poll,
+        "HCP_PROVINCE_TIMEOUT_S": args.timeout,
     }
     try:
         sender = outbox_sender.Sender(_engine(args.db), settings)
@@ -111,6 +112,7 @@ def register(commands) -> None:
     send_parser.add_argument("--lease", type=float, default=15.0, help="sender lease, s")
     send_parser.add_argument("--batch", type=int, default=200, help="rows per request")
     send_parser.add_argument("--poll", type=float, default=0.5, help="idle poll, s")
+    send_parser.add_argument("--timeout", type=float, default=10.0, help="one request, s")
     send_parser.set_defaults(handler=send)
 
     status_parser = sub.add_parser("status", help="backlog, lag and dead letters as JSON")

@@ -151,7 +151,7 @@ def start_sender(db_url: str, province_url: str, credential_path: Path, log_path
         sys.executable, "-m", "sync_server.outbox_cli", "send", "--db", db_url,
         "--province", province_url, "--credential", str(credential_path),
         "--backoff", "0.05", "--backoff-max", "0.4", "--lease", "1", "--batch", "40",
-        "--poll", "0.05",
+        "--poll", "0.05", "--timeout", "1",
     ]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen(

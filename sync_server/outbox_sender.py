@@ -184,13 +184,19 @@ class Sender:
                 credential,
                 self.settings["HCP_PROVINCE_TIMEOUT_S"],
             )
+        # the turn must outlast one request, or a second sender could start
+        # while this one waits for an answer (it is renewed before each request)
+        self.lease_s = max(
+            float(self.settings["HCP_OUTBOX_LEASE_S"]),
+            float(self.settings["HCP_PROVINCE_TIMEOUT_S"]) + 2.0,
+        )
         self.failures = 0
         self.not_before = 0.0  # monotonic time of the next attempt after a failure
 
     # --- the lease and the state the page shows ----------------------------------
     def _lease(self, conn) -> bool:
         now = dt.datetime.now(dt.UTC)
-        until = _utc(now + dt.timedelta(seconds=self.settings["HCP_OUTBOX_LEASE_S"]))
+        until = _utc(now + dt.timedelta(seconds=self.lease_s))
         s = outbox_sender.c
         if conn.execute(select(s.name).where(s.name == self.name)).first() is None:
             conn.execute(
@@ -379,6 +385,10 @@ class Sender:
             part = [r for r in rows if r["kind"] == kind]
             if not part:
                 continue
+            if kind == "rating" and done["sent"]:
+                with self.engine.begin() as conn:  # renew the turn for the second request
+                    if not self._lease(conn):
+                        return done
             try:
                 results = self.client.post(path, [json.loads(r["payload"]) for r in part])
             except SendFailed as failure:

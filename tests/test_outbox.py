@@ -296,11 +296,13 @@ def test_a_province_slower_than_the_timeout_is_unreachable(engine, province):
 def test_one_sender_at_a_time_and_a_stopped_ones_turn_passes(engine, province):
     world(engine)
     register_event(engine, "C1")
-    first = sender_for(engine, province, HCP_OUTBOX_LEASE_S=2)
-    second = sender_for(engine, province, HCP_OUTBOX_LEASE_S=2)
+    quick = {"HCP_OUTBOX_LEASE_S": 1, "HCP_PROVINCE_TIMEOUT_S": 0.5}  # a turn of 2.5 s
+    first = sender_for(engine, province, **quick)
+    second = sender_for(engine, province, **quick)
+    assert first.lease_s == 2.5
     first._take()  # holds the turn, as a sender killed in the middle would
     assert second.run_once() == {"sent": 0, "acked": 0, "failed": None}
-    time.sleep(2.1)
+    time.sleep(2.6)
     assert second.run_once() == {"sent": 1, "acked": 1, "failed": None}
     assert province.log == [("event", "C1/1")]
 

@@ -12,7 +12,7 @@ from sync_server import outbox_fault
 def test_nothing_lost_nothing_twice_in_order_through_faults_and_kills(engine, tmp_path):
     url = engine.url.render_as_string(hide_password=False)
     engine.dispose()
-    result = outbox_fault.run(url, seconds=8, workdir=tmp_path)
+    result = outbox_fault.run(url, seconds=6, workdir=tmp_path)
     assert result["problems"] == []
     assert result["ok"] and result["kills"] == 2
     assert result["states"]["dead"] == result["planted_refusals"] > 0

@@ -50,10 +50,28 @@ SUCCESS_BY_PATH = {
 }
 
 
+# the world's events, as registered by build()
+WORLD_EVENTS = [_event("LZ2026112700001"), _event("XG2026112700001", "hall-xg", "B01")]
+
+# (role, method, path, body, status) for tests/test_openapi.py's CALLS: each
+# operation of this feature, its successes and its errors
+OPENAPI_CALLS = [
+    ("clerk", "get", "/api/v1/service-events", None, 200),
+    ("clerk", "get", "/api/v1/service-events?per_page=0", None, 400),
+    ("clerk", "post", "/api/v1/service-events", _event("LZ2026112700096"), 201),
+    ("clerk", "post", "/api/v1/service-events", WORLD_EVENTS[0], 200),
+    ("clerk", "post", "/api/v1/service-events", {**WORLD_EVENTS[0], "window_id": None}, 409),
+    ("clerk", "post", "/api/v1/service-events", {"case_no": "LZ1"}, 400),
+    ("clerk", "post", "/api/v1/service-events", WORLD_EVENTS[1], 403),
+    ("supervisor", "post", "/api/v1/service-events", _event("LZ2026112700095"), 403),
+    ("clerk", "post", "/api/v1/service-events/batch",
+     {"events": [_event("LZ2026112700094"), WORLD_EVENTS[1]]}, 200),
+    ("clerk", "post", "/api/v1/service-events/batch", {"events": []}, 400),
+]  # fmt: skip
+
+
 def build(app) -> None:
     engine = app.extensions["hcp_engine"]
     with engine.begin() as conn:
-        service_events.register(conn, _event("LZ2026112700001"), "api", "access-world")
-        service_events.register(
-            conn, _event("XG2026112700001", "hall-xg", "B01"), "api", "access-world"
-        )
+        for body in WORLD_EVENTS:
+            service_events.register(conn, body, "api", "access-world")

@@ -41,6 +41,28 @@ STATE_LABELS = {
     "dismissed": _l("Flag dismissed"),
     "confirmed": _l("Confirmed: excluded from figures"),
 }
+# the evidence's fields as a supervisor reads them
+EVIDENCE_LABELS = {
+    "first": _l("First rating"),
+    "last": _l("Last rating"),
+    "stars": _l("Levels given"),
+    "origin": _l("Made by"),
+    "entered_by": _l("Typed in by"),
+    "local_time": _l("Local time of the rating"),
+    "working_day": _l("On a working day"),
+    "rated_at": _l("Rated at"),
+    "handled_at": _l("Case handled at"),
+    "seconds_early": _l("Seconds before handling"),
+    "cases": _l("Different cases"),
+    "text": _l("The comment"),
+    "window": _l("Window"),
+    "windows": _l("Windows"),
+    "ratings_in_span": _l("Ratings in the minutes after sign-in"),
+    "day": _l("Day"),
+    "boots": _l("Boots that day"),
+    "clock_ahead": _l("Clock ahead of the collector"),
+    "clock_back": _l("Clock set back"),
+}
 FLAG = openapi._object(
     {
         "id": openapi.INT,
@@ -173,6 +195,7 @@ def _flag_page(flag_id: int, error=None, status=200):
         RULES=gaming.RULES,
         STATE_LABELS=STATE_LABELS,
         ACTIONS=gaming.ACTIONS,
+        EVIDENCE_LABELS=EVIDENCE_LABELS,
         error=error,
     ), status
 

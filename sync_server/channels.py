@@ -112,9 +112,22 @@ class Refused(ValueError):
         self.key = key
 
 
+# the bounds of each whole-number setting (a wrong one stops the collector at start)
+BOUNDS = {
+    "HCP_RATING_PERIOD_WORKING_DAYS": (0, 60),
+    "HCP_EVENT_CLOCK_SKEW_S": (0, 3600),
+    "HCP_EVENT_MAX_AGE_HOURS": (0, 24 * 31),
+    "HCP_EVENT_BATCH_MAX": (1, 10_000),
+}
+
+
 def init_app(app) -> None:
     for name, value in DEFAULTS.items():
         app.config.setdefault(name, value)
+    for name, (low, high) in BOUNDS.items():
+        value = app.config[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ValueError(f"{name}: must be a whole number {low}..{high}, got {value!r}")
     _settings.update({name: app.config[name] for name in DEFAULTS})
     from sync_server import service_events
 

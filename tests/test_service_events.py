@@ -516,3 +516,20 @@ def test_the_demo_registers_events_for_its_simulated_windows(engine_app):
     ]
     assert {e["source"] for e in made} == {"demo"}
     assert {e["rate_until"] for e in made} == {"2026-12-04"}
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "error"),
+    [
+        ("HCP_RATING_PERIOD_WORKING_DAYS", -1, "must be a whole number 0..60, got -1"),
+        ("HCP_RATING_PERIOD_WORKING_DAYS", "5", "must be a whole number 0..60, got '5'"),
+        ("HCP_EVENT_BATCH_MAX", 0, "must be a whole number 1..10000, got 0"),
+        ("HCP_EVENT_MAX_AGE_HOURS", True, "must be a whole number 0..744, got True"),
+    ],
+)
+def test_a_wrong_setting_stops_the_collector_at_start(tmp_path, setting, value, error):
+    from tests.harness.collector import make_app
+
+    with pytest.raises(ValueError) as refused:
+        make_app(tmp_path, **{setting: value})
+    assert str(refused.value) == f"{setting}: {error}"

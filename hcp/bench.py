@@ -43,7 +43,7 @@ from protocols import messages, sign, topics
 from sync_server import db
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("ingest", "latency", "backlog", "heap", "kiosk")
+SECTIONS = ("ingest", "latency", "backlog", "heap", "kiosk", "figures", "province")
 DATABASES = ("sqlite", "postgresql")
 
 
@@ -93,6 +93,12 @@ def register(commands) -> None:
         choices=["mosquitto", "amqtt"],
         default=None,
         help="default: mosquitto where installed, else amqtt",
+    )
+    from hcp import bench_figures
+
+    bench_figures.add_arguments(parser)
+    parser.add_argument(
+        "--province-items", type=int, default=300, help="province: items stored and reported"
     )
     parser.add_argument("--output", default="results/bench.json")
     parser.set_defaults(handler=run)
@@ -465,6 +471,14 @@ def run(args) -> int:
         result["heap"] = heap_section(console)
     if "kiosk" in args.only:
         result["kiosk"] = kiosk_bench(console)
+    if "figures" in args.only:
+        from hcp import bench_figures
+
+        result["figures"] = bench_figures.bench_section(args, console)
+    if "province" in args.only:
+        from hcp import bench_province
+
+        result["province"] = bench_province.section(console, args.province_items)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")

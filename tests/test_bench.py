@@ -65,3 +65,16 @@ def test_the_stream_is_signed_and_split_into_batches():
     batch = messages.decode(payload, messages.EV)
     assert topic == f"hcp/v1/dev/{batch['device_id']}/up/ev"
     assert all(sign.verify(r, keys[batch["device_id"]]) for r in batch["records"])
+
+
+def test_bench_runs_the_figures_and_province_sections(tmp_path):
+    figures, stdout = bench(
+        tmp_path, "--only", "figures,province", "--figures-ratings", "2000",
+        "--databases", "sqlite", "--province-items", "20",
+    )  # fmt: skip
+    assert set(figures) >= {"figures", "province"}
+    province = figures["province"]
+    assert province["items_acknowledged"] >= 20
+    assert province["store_to_ack_ms"]["p50"] > 0 and province["ratio_p50"] > 0
+    assert "store -> province acknowledged" in stdout
+    assert figures["figures"], stdout

@@ -12,6 +12,9 @@ collector serve` and by the demo.
 - the month-end rankings, checked every ``HCP_RANKINGS_TICK_S`` seconds
   (sync_server/rankings_data.py: the first check after a month is over
   stores its snapshot);
+- the scan for evidence of gaming over the last two days, every
+  ``HCP_GAMING_SCAN_S`` seconds (sync_server/gaming.py; flags go to the
+  supervisors, nothing is hidden or changed);
 - the fleet agent (device configs and commands), when the collector is told
   its MQTT login (sync_server/fleet_agent.py; `hcp fleet agent` runs it
   alone).
@@ -33,6 +36,7 @@ DEFAULTS = {
     "HCP_SMS_DELIVER_S": 5.0,
     "HCP_CASE_ALERT_S": 30.0,
     "HCP_RANKINGS_TICK_S": 600.0,
+    "HCP_GAMING_SCAN_S": 900.0,
 }
 
 
@@ -92,7 +96,7 @@ def start(app, fleet: tuple[str, int, str | None] | None = None) -> Background:
     """Start what `app`'s configuration asks for (see the module's doc).
     `fleet` (host, port, password or None) starts the fleet agent too, as the
     broker's `hcp-fleet` user (broker-auth gives it the collector's password)."""
-    from sync_server import cases_alerts, outbox_sender, rankings_data, sms, sms_gateways
+    from sync_server import cases_alerts, gaming, outbox_sender, rankings_data, sms, sms_gateways
 
     engine = app.extensions["hcp_engine"]
     running = Background()
@@ -123,6 +127,12 @@ def start(app, fleet: tuple[str, int, str | None] | None = None) -> Background:
         ).start()
         running.jobs["rankings"] = Periodic(
             "rankings", setting(app, "HCP_RANKINGS_TICK_S"), lambda: rankings_data.tick(engine)
+        ).start()
+        thresholds = {k: v for k, v in app.config.items() if k.startswith("HCP_GAMING_")}
+        running.jobs["gaming"] = Periodic(
+            "gaming",
+            setting(app, "HCP_GAMING_SCAN_S"),
+            lambda: gaming.run_recent(engine, 2, thresholds),
         ).start()
         if fleet is not None:
             from sync_server.fleet_agent import FleetAgent

@@ -53,13 +53,13 @@ def test_the_collector_starts_what_its_settings_ask_for(tmp_path):
     plain = make_app(tmp_path / "plain")
     jobs = background.start(plain)
     try:
-        assert jobs.names() == ["case-alerts", "rankings"]
+        assert jobs.names() == ["case-alerts", "gaming", "rankings"]
     finally:
         jobs.stop()
     with_sms = make_app(tmp_path / "sms", HCP_SMS_GATEWAY_URL="http://127.0.0.1:9/")
     jobs = background.start(with_sms)
     try:
-        assert jobs.names() == ["case-alerts", "rankings", "sms"]
+        assert jobs.names() == ["case-alerts", "gaming", "rankings", "sms"]
     finally:
         jobs.stop()
     assert jobs.names() == []
@@ -186,7 +186,7 @@ def test_serve_delivers_a_new_cases_alert_to_the_webhook(tmp_path):
     finally:
         hook.shutdown()
     assert process.returncode == 0, err
-    assert "collector background: case-alerts, rankings\n" in out
+    assert "collector background: case-alerts, gaming, rankings\n" in out
     [alert] = Hook.received
     assert alert["unit_id"] == "hall-ws" and alert["stars"] == 1
     assert [r["name"] for r in alert["recipients"]] == ["值班员"]

@@ -315,6 +315,9 @@ def judge(engine, province: Province, producer: Producer) -> dict:
         key = f"{payload['projectNo']}/{payload['serviceNo']}"
         if payload["handleTime"] != province_map.local_time(events[key]):
             problems.append(f"event {key}: handleTime changed")
+    refused = {entry["id"] for entry in got["refused"]}
+    if refused - producer.planted:
+        problems.append(f"refused but not planted: {sorted(refused - producer.planted)[:5]}")
     states: dict[str, int] = {}
     for r in rows:
         states[r.state] = states.get(r.state, 0) + 1
@@ -334,5 +337,6 @@ def judge(engine, province: Province, producer: Producer) -> dict:
         "states": states,
         "province_counts": got["counts"],
         "planted_refusals": len(producer.planted),
+        "refused_items": len(refused),  # a refusal sent again after a kill counts once here
         "repeats": len(producer.repeats),
     }

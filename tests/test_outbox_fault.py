@@ -16,6 +16,7 @@ def test_nothing_lost_nothing_twice_in_order_through_faults_and_kills(engine, tm
     assert result["problems"] == []
     assert result["ok"] and result["kills"] == 2
     assert result["states"]["dead"] == result["planted_refusals"] > 0
+    assert result["refused_items"] == result["planted_refusals"]
     assert result["states"]["skipped"] == result["repeats"] > 0
     assert set(result["states"]) == {"acked", "dead", "skipped"}
     assert result["province_counts"]["faults"] >= 8  # each bad mood met twice or more

@@ -408,6 +408,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/_sim/received":
             return self._send(200, self.province.received())
+        if self.path == "/":
+            return self._send(200, _overview(self.province), "text/html; charset=utf-8")
         return self._send(404, {"code": 404, "msg": "no such interface"})
 
     def do_POST(self):
@@ -464,6 +466,36 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, TypeError, AttributeError) as exc:
             return self._send(400, {"code": 400, "msg": str(exc)})
         return self._send(404, {"code": 404, "msg": "no such control"})
+
+
+def _overview(province: Province) -> bytes:
+    """A page for the demo: what the province has received, newest first."""
+    from html import escape
+
+    got = province.received()
+    kept = {("event", f"{e['payload']['projectNo']}/{e['payload']['serviceNo']}"): e
+            for e in got["events"]}  # fmt: skip
+    kept.update({("rating", r["payload"]["evaluationId"]): r for r in got["evaluations"]})
+    rows = []
+    for kind, item_id in reversed(got["log"][-50:]):
+        entry = kept.get((kind, item_id), {})
+        label = "服务记录" if kind == "event" else "评价"
+        flags = "迟报" if "late" in entry.get("flags", []) else ""
+        rows.append(
+            f"<tr><td>{label}</td><td>{escape(item_id)}</td><td>{escape(entry.get('receipt', ''))}"
+            f"</td><td>{escape(entry.get('received_at', '')[:19])}</td><td>{flags}</td></tr>"
+        )
+    counts = got["counts"]
+    page = (
+        "<!doctype html><meta charset='utf-8'><title>模拟省平台</title>"
+        "<h1>模拟省平台（仅供测试和演示）</h1>"
+        f"<p>已接收 {counts['accepted']} 条，重复 {counts['duplicate']} 条，"
+        f"拒收 {counts['refused']} 条，故障应答 {counts['faults']} 次；"
+        f"当前模式 {escape(province.mode)}</p>"
+        "<table border=1 cellpadding=4><tr><th>类型</th><th>编号</th><th>回执号</th>"
+        "<th>接收时间 (UTC)</th><th>标注</th></tr>" + "".join(rows) + "</table>"
+    )
+    return page.encode()
 
 
 def _items_or_empty(body: bytes) -> list:

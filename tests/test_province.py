@@ -396,3 +396,12 @@ def test_what_cannot_be_mapped_or_is_refused_is_kept_with_its_reason(engine, pro
         ),
     }
     assert [entry[1] for entry in province.log] == ["C200/1", "kp-01:1"]
+
+
+def test_the_province_shows_what_it_received_on_a_page(province):
+    credential = province.issue_credential()
+    post(province, credential, "/api/v1/service-events", [event_item(projectNo="C<1>")])
+    with urllib.request.urlopen(province.url + "/", timeout=5) as response:
+        page = response.read().decode()
+    assert "已接收 1 条，重复 0 条，拒收 0 条，故障应答 0 次；当前模式 ok" in page
+    assert "<td>服务记录</td><td>C&lt;1&gt;/1</td><td>SD0000000001</td>" in page

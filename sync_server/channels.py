@@ -366,7 +366,15 @@ def _bind_event(conn, rec: dict, now: dt.datetime) -> None:
         if rec.get("service_no") is not None:
             raise Refused("service_no", "only with case_no")
         return
-    event = find_event(conn, rec["case_no"], rec.get("service_no"), lock=True)
+    # the case's lock first, then the event's row: the order the ingest takes them in
+    service_no = rec.get("service_no")
+    if service_no is None:
+        found = find_event(conn, rec["case_no"])
+        service_no = found["service_no"] if found else None
+    event = None
+    if service_no is not None:
+        lock_cases(conn, [(rec["case_no"], service_no)])
+        event = find_event(conn, rec["case_no"], service_no, lock=True)
     if event is None:
         raise Refused("case_no", "no service event with this case number")
     for field, source in (("window_id", "window_id"), *EVENT_FIELDS.items()):

@@ -254,6 +254,19 @@ def register_batch(engine, items, source, registered_by, scope=None, now=None) -
     for attempt in range(2):
         try:
             with engine.begin() as conn:
+                # every pair's lock at once, in one order (two batches never deadlock)
+                lock_cases(
+                    conn,
+                    [
+                        (body["case_no"], body["service_no"])
+                        for body in items
+                        if isinstance(body, dict)
+                        and isinstance(body.get("case_no"), str)
+                        and isinstance(body.get("service_no"), str)
+                        and FORMATS["case_no"][0].fullmatch(body["case_no"])
+                        and FORMATS["service_no"][0].fullmatch(body["service_no"])
+                    ],
+                )
                 results = []
                 for index, body in enumerate(items):
                     try:

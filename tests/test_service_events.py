@@ -533,3 +533,14 @@ def test_a_wrong_setting_stops_the_collector_at_start(tmp_path, setting, value, 
     with pytest.raises(ValueError) as refused:
         make_app(tmp_path, **{setting: value})
     assert str(refused.value) == f"{setting}: {error}"
+
+
+def test_a_batch_with_hostile_codes_is_decided_item_by_item(world):
+    body = {"events": [event(case_no="LZ\x002026"), event(service_no="1\x00"), event()]}
+    response = post(world, body, path="/api/v1/service-events/batch")
+    assert response.status_code == 200
+    assert [(r["status"], r.get("error", "")[:9]) for r in response.get_json()["results"]] == [
+        (400, "case_no: "),
+        (400, "service_n"),
+        (201, ""),
+    ]

@@ -1,5 +1,6 @@
 """`hcp demo` as a user runs it: a real process, the embedded broker, real sockets."""
 
+import json
 import os
 import re
 import signal
@@ -31,8 +32,16 @@ def demo(workdir, *args):
 
 
 def stored_in(workdir) -> int:
+    """The keypads' ratings in the collector (the demo's other channels apart)."""
     with sqlite3.connect(workdir / "collector.db") as conn:
-        return conn.execute("SELECT count(*) FROM evaluations").fetchone()[0]
+        return conn.execute("SELECT count(*) FROM evaluations WHERE channel = 'keypad'").fetchone()[
+            0
+        ]
+
+
+def query(workdir, sql, *args):
+    with sqlite3.connect(workdir / "collector.db") as conn:
+        return conn.execute(sql, args).fetchall()
 
 
 @pytest.mark.parametrize("broker", ["amqtt", "mosquitto"])
@@ -82,3 +91,96 @@ def test_a_work_folder_whose_collector_knows_another_key_stops_at_once(tmp_path)
     with pytest.raises(ValueError, match="kp-demo-01: the database .* holds another key"):
         stack.start()
     assert stack.broker is None and stack.ingest is None  # what had started is stopped again
+
+
+def test_the_demo_shows_every_channel_the_province_and_a_flagged_burst(tmp_path):
+    proc = demo(tmp_path, "--duration", "5", "--pace", "0.2")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    web = re.search(r"网页 web:    (http://127\.0\.0\.1:\d+)   \(admin / (\S+)\)", out).group(1)
+    supervisor = re.search(r"督查 supervisor: supervisor / (\S+)", out).group(1)
+    manager = re.search(r"单位管理员 unit manager \(闻韶街道\): wenshao / (\S+)", out).group(1)
+    assert re.search(r"省平台 province \(simulated\): http://127\.0\.0\.1:\d+", out), out
+    for name in ("窗口码 window QR", "办件码 case QR", "网站 web portal", "短信 SMS"):
+        assert f"    {name}: 感谢您的评价！" in out, out
+    assert re.search(r"评议卡 paper card: 评议卡 \S+ 已保存。", out), out
+    assert re.search(r"自助机 kiosk \(ks-demo-02\): 办件 DEMO-\d+-KIOSK-1 已评价 rated", out), out
+    assert f"用手机打开（窗口码） open on a phone: {web}/r/w/" in out, out
+    for label, path in (
+        ("差评工单 bad-review cases", "/cases"),
+        ("排名 rankings", "/rankings"),
+        ("公示 public page", "/public"),
+        ("上报省平台 reporting upward", "/outbox"),
+        ("疑似刷评 gaming evidence", "/gaming"),
+        ("设备 fleet", "/fleet"),
+    ):
+        assert f"    {label}: {web}{path}\n" in out, out
+    assert "刷好评演示 planted burst: kp-demo-01 连按 5 次非常满意，无办件" in out, out
+    assert "HCP_GAMING_OPENING=00:00-23:59:59" in out, out
+    flag_id = int(
+        re.search(rf"疑似刷评 gaming flag: {web}/gaming/(\d+)  \(督查 supervisor\)", out)[1]
+    )
+    status = re.findall(
+        r"已收到 received +\d+ .* 上报 province: 待报 backlog (\d+), 已确认 acked (\d+), "
+        r"延迟 lag p50 \S+.*  在办差评 open cases (\d+)",
+        out,
+    )
+    assert status, out
+    made, stored, kept = (int(x) for x in FINAL.search(out).groups())
+    assert stored + kept == made == stored_in(tmp_path) + kept
+
+    # every channel has its rating
+    channels = dict(query(tmp_path, "SELECT channel, count(*) FROM evaluations GROUP BY channel"))
+    assert set(channels) == {"keypad", "kiosk", "qr_window", "qr_case", "web", "sms", "paper"}
+    assert channels["kiosk"] == 1 and channels["sms"] == 1 and channels["paper"] == 1
+    # keypads rated the service events their window PCs started
+    ((rated_by_keypad,),) = query(
+        tmp_path,
+        "SELECT count(*) FROM service_events s JOIN evaluations e ON e.id = s.rating_id "
+        "WHERE e.channel = 'keypad' AND e.case_no = s.case_no AND s.source = 'demo'",
+    )
+    started = int(re.search(r"办件 cases started on keypads: (\d+);", out)[1])
+    assert rated_by_keypad >= 1 and rated_by_keypad <= started
+    # the province acknowledged events and ratings (the outbox's own record of it)
+    acked = dict(
+        query(tmp_path, "SELECT kind, count(*) FROM outbox WHERE state = 'acked' GROUP BY kind")
+    )
+    assert acked.get("event", 0) >= 1 and acked.get("rating", 0) >= 1, acked
+    ((with_receipt,),) = query(
+        tmp_path,
+        "SELECT count(*) FROM outbox WHERE state = 'acked' AND province_ref IS NOT NULL",
+    )
+    assert with_receipt == acked["event"] + acked["rating"]
+
+    # the planted burst, and only it, is flagged as a burst; nothing as outside hours
+    burst = [f"kp-demo-01:{n}" for n in range(1, 6)]
+    rows = query(
+        tmp_path,
+        f"SELECT stars, case_no FROM evaluations WHERE id IN ({','.join('?' * 5)})",
+        *burst,
+    )
+    assert rows == [(5, None)] * 5
+    flags = query(
+        tmp_path,
+        "SELECT id, rule, subject, evidence FROM gaming_flags "
+        "WHERE rule IN ('burst_no_case', 'outside_hours')",
+    )
+    assert [(f[0], f[1], f[2]) for f in flags] == [(flag_id, "burst_no_case", "kp-demo-01")]
+    assert json.loads(flags[0][3])["records"] == burst
+
+    # the supervisor sees the flag; a unit manager may not
+    from tests.harness.collector import AuthActions, make_app
+
+    app = make_app(tmp_path, SESSION_COOKIE_SECURE=False)
+    try:
+        with app.test_client() as client:
+            auth = AuthActions(client)
+            auth.login("supervisor", supervisor)
+            page = client.get(f"/gaming/{flag_id}")
+            assert page.status_code == 200
+            assert "kp-demo-01:5" in page.get_data(as_text=True)
+            auth.logout()
+            auth.login("wenshao", manager)
+            assert client.get(f"/gaming/{flag_id}").status_code == 403
+    finally:
+        app.extensions["hcp_engine"].dispose()

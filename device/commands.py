@@ -171,6 +171,7 @@ class Commands:
         if ok:
             self._reboot_at = ticks_add(self.now(), REBOOT_DELAY_MS)
             result["reboot_in_ms"] = REBOOT_DELAY_MS
+            result["boot_id"] = self.sync.boot_id  # the boot that leaves
         return ok, result
 
     # --- the main loop's side ---

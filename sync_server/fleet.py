@@ -376,7 +376,12 @@ def record_result(conn, device_id: str, msg: dict, status: dict | None) -> str |
         state = "accepted"
     else:
         state = "done"
-    boot_id = (status or {}).get("boot_id") if state == "accepted" else None
+    boot_id = None
+    if state == "accepted":
+        # the boot that is about to restart: the device names it (update), else
+        # the last status the agent saw
+        named = result.get("boot_id") if isinstance(result, dict) else None
+        boot_id = named if isinstance(named, str) else (status or {}).get("boot_id")
     conn.execute(
         fleet_commands.update()
         .where(c.id == row.id)
@@ -412,10 +417,17 @@ def observe_status(conn, device_id: str, status: dict, live: bool) -> list[str]:
         return done
     c = fleet_commands.c
     boot = status.get("boot_id")
+    uptime = status.get("uptime_ms")
     for cmd in conn.execute(
         select(fleet_commands).where(c.device_id == device_id, c.state == "accepted")
     ):
-        if boot and cmd.boot_id != boot:
+        # a new boot, and one that began after the answer: a command queued while
+        # the device was away is answered on connect, before that boot's first
+        # status, so "another boot id than the last one seen" alone is not enough
+        answered = _parse(cmd.answered_at)
+        since = (_now() - answered).total_seconds() if answered else None
+        began_after = uptime is None or since is None or uptime / 1000 < since
+        if boot and cmd.boot_id != boot and began_after:
             conn.execute(
                 fleet_commands.update().where(c.id == cmd.id).values(state="done", answered_at=now)
             )

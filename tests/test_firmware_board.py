@@ -87,6 +87,23 @@ def status(engine):
 PASSWORD = "collector-secret-1"
 
 
+class Slow:
+    """The collector's web app with every chunk request noted and, when
+    `delay` is set, answered that much later (a slow link, so a test can cut
+    the power in the middle of a download)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.delay = 0.0
+        self.chunks: list[str] = []
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO", "").endswith("/chunk"):
+            self.chunks.append(environ.get("QUERY_STRING", ""))
+            time.sleep(self.delay)
+        return self.app(environ, start_response)
+
+
 @pytest.fixture
 def world(virtual_board, tmp_path):
     """Access control on: Mosquitto locked down by broker_auth's files (two
@@ -103,7 +120,8 @@ def world(virtual_board, tmp_path):
                             fleet=True)  # fmt: skip
     broker = MosquittoBroker(workdir=tmp_path / "broker", auth_dir=auth_dir).start()
     port = free_port()
-    server, _thread = serve_web(app, "127.0.0.1", port)
+    slow = Slow(app)
+    server, _thread = serve_web(slow, "127.0.0.1", port)
     ingest = IngestService(engine, broker.host, broker.port, client_id=broker_auth.COLLECTOR_USER,
                            username=broker_auth.COLLECTOR_USER, password=PASSWORD)  # fmt: skip
     ingest.start()
@@ -125,7 +143,7 @@ def world(virtual_board, tmp_path):
         return seconds
 
     yield SimpleNamespace(engine=engine, url=f"http://127.0.0.1:{port}/", board=virtual_board,
-                          provision=provision)  # fmt: skip
+                          provision=provision, slow=slow)  # fmt: skip
     agent.stop()
     ingest.stop()
     server.shutdown()
@@ -216,3 +234,72 @@ def test_a_firmware_that_never_reports_is_rolled_back_by_its_deadline(world, tmp
     assert time.monotonic() - started >= 30
     assert wait_for(lambda: status(engine)["fw"] == "0.1.0", 10)
     assert status(engine)["online"] is True
+
+
+def test_a_corrupted_chunk_and_a_power_cut_while_staging(world, tmp_path, monkeypatch):
+    """On the board: a bundle with a corrupted chunk is refused and 0.1.0 runs
+    on; then a power cut halfway through a download leaves 0.1.0 running, and
+    the update, sent again, resumes at the chunk where it stopped."""
+    from sync_server import fleet
+    from sync_server.schema_fleet import firmware_files
+
+    binary = require_micropython32()
+    engine, board = world.engine, world.board
+    root = board.root
+    monkeypatch.setattr(fleet, "RESEND_AFTER_S", 3)  # unanswered: sent again after 3 s
+    world.provision()
+    files = compiled(bundle_source(tmp_path, "0.2.0", MARK), "sim")
+    with engine.begin() as conn:
+        firmware.add_bundle(conn, "0.2.0", files, "test")
+        firmware.add_bundle(conn, "0.2.0-bad", files, "test")
+        bad = bytearray(files["device/app.mpy"])
+        bad[100] ^= 0xFF
+        f = firmware_files.c
+        conn.execute(
+            firmware_files.update()
+            .where(f.version == "0.2.0-bad", f.path == "device/app.mpy")
+            .values(data=bytes(bad))
+        )
+        refused = firmware.start_rollout(conn, "0.2.0-bad", "devices:kp-fw-01", 100, "admin",
+                                         world.url, health_s=120)  # fmt: skip
+    assert wait_for(lambda: target(engine, refused).state == "failed", 60), target(engine, refused)
+    assert target(engine, refused).detail == (
+        "failed: chunk 0 of device/app.mpy: sha256 does not match the manifest"
+    )
+    assert world.slow.chunks.count("path=device/app.mpy&n=0") == 3  # tried three times
+    assert not (root / "data" / "fw.json").exists() and not (root / "data" / "booted_from").exists()
+    assert status(engine)["fw"] == "0.1.0" and status(engine)["online"] is True
+
+    # a slow link, and the power goes halfway through the download
+    world.slow.delay = 0.3
+    world.slow.chunks.clear()
+    with engine.begin() as conn:
+        rollout = firmware.start_rollout(conn, "0.2.0", "devices:kp-fw-01", 100, "admin",
+                                         world.url, health_s=120)  # fmt: skip
+    progress = root / "data" / "fw_progress.json"
+    assert wait_for(lambda: progress.exists() and json.loads(progress.read_text())["file"] >= 3, 60)
+    board.stop()  # the power cut
+    where = json.loads(progress.read_text())
+    before = len(world.slow.chunks)
+    assert not (root / "data" / "fw.json").exists()  # nothing switched: 0.1.0 is what boots
+    world.slow.delay = 0.0
+    world.slow.chunks.clear()
+    again = VirtualBoard(root, binary).start()
+    try:
+        assert wait_for(lambda: target(engine, rollout).state == "healthy", 120), target(
+            engine, rollout
+        )
+        assert (root / "data" / "booted_from").read_text() == "0.2.0"
+        manifest = firmware.make_manifest("0.2.0", files)
+        total = sum(len(entry["chunks"]) for entry in manifest["files"])
+        # the download went on from where it stopped: what came before was not fetched again
+        entries = manifest["files"]
+        index, n = where["file"], where["n"]
+        if n == len(entries[index]["chunks"]):  # that file was complete: the next one
+            index, n = index + 1, 0
+        assert world.slow.chunks[0] == f"path={entries[index]['path']}&n={n}"
+        assert before + len(world.slow.chunks) <= total + 1
+        assert len(world.slow.chunks) < total
+        print(f"power cut after {before} of {total} chunks; {len(world.slow.chunks)} after")
+    finally:
+        again.stop()

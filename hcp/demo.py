@@ -392,10 +392,13 @@ class KioskCitizen:
         return answer[0] if answer else None
 
     def stop(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
+        """Stop the sync worker and the kiosk's loop (again: nothing)."""
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.stop()
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
 
 
 def _kiosk_rating(engine, kiosk: KioskCitizen, window: Window) -> str:
@@ -559,7 +562,7 @@ def run(args) -> int:
         config=config,
     )
     windows: list[Window] = []
-    running = None
+    running = citizen_kiosk = None
     try:
         with stack:
             broker, engine, web = stack.broker, stack.engine, stack.web_url
@@ -582,7 +585,8 @@ def run(args) -> int:
                 )
                 windows.append(Window(engine, dev, units.get(dev["window_id"]), uart))
             kiosk, kiosk_id, kiosk_port, headless = start_demo_kiosk(stack, workdir)
-            citizen_kiosk = KioskCitizen(stack, workdir).start()
+            citizen_kiosk = KioskCitizen(stack, workdir)
+            citizen_kiosk.start()
             held_at_start = sum(k.pending() for k in keypads)
             stored_at_start = _keypad_ratings(engine)
 
@@ -698,6 +702,8 @@ def run(args) -> int:
     finally:
         if running is not None:
             running.stop()
+        if citizen_kiosk is not None:
+            citizen_kiosk.stop()
         for window in windows:
             window.close()
         province_server.shutdown()

@@ -699,6 +699,11 @@ def run(args) -> int:
                     f"  办件 cases started on keypads: {started_cases}; {_report_line(figures)}; "
                     f"在办差评 open cases {open_cases}"
                 )
+                failed = [e for w in windows for e in w.errors]
+                if failed:
+                    console.print(
+                        f"  未能开始的办件 cases not started: {len(failed)} (first: {failed[0]})"
+                    )
     finally:
         if running is not None:
             running.stop()

@@ -357,10 +357,26 @@ def _page(view: str):
     try:
         found = compute(view, request.args)
     except api.ParamError as exc:
-        return render_template(template, error=str(exc), figures=None, view=view, views=VIEWS), 400
+        page = render_template(
+            template, error=str(exc), figures=None, view=view, views=VIEWS, kept=_kept()
+        )
+        return page, 400
     return render_template(
-        template, error=None, figures=found, view=view, views=VIEWS, charts=charts_of(view, found)
+        template,
+        error=None,
+        figures=found,
+        view=view,
+        views=VIEWS,
+        charts=charts_of(view, found),
+        kept=_kept(),
     )
+
+
+def _kept() -> dict:
+    """The filters every view shares, for the links between the views."""
+    return {
+        name: request.args[name] for name in ("unit", "since", "until") if request.args.get(name)
+    }
 
 
 @bp.get("/analytics")
@@ -473,7 +489,7 @@ def export():
         found = compute(view, request.args)
     except api.ParamError as exc:
         page = render_template(
-            "analytics.html", error=str(exc), figures=None, view="units", views=VIEWS
+            "analytics.html", error=str(exc), figures=None, view="units", views=VIEWS, kept={}
         )
         return page, 400
     name = "hcp-figures" if view == "units" else f"hcp-figures-{view}"

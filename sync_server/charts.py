@@ -37,14 +37,13 @@ def bars(title: str, rows: list[tuple[str, int, int]], part_label: str = "", wid
     bar_space = width - label_width - 60
     largest = max([total for _label, total, _part in rows] or [0]) or 1
     height = max(len(rows), 1) * row_height + 10
+    described = "; ".join(f"{label}: {total}" for label, total, _part in rows)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
         f'aria-labelledby="{chart_id}-title {chart_id}-desc">',
         f'<title id="{chart_id}-title">{escape(title)}</title>',
-        f'<desc id="{chart_id}-desc">'
-        + escape("; ".join(f"{label}: {total}" for label, total, _part in rows))
-        + "</desc>",
+        f'<desc id="{chart_id}-desc">{escape(described)}</desc>',
     ]
     for index, (label, total, part) in enumerate(rows):
         y = 5 + index * row_height

@@ -31,6 +31,9 @@ def merged(name: str, kind):
             out.extend(part)
         elif isinstance(out, set):
             out |= set(part)
+        elif name == "GRANTS":  # role -> capabilities: each table adds to a role's
+            for role, capabilities in part.items():
+                out[role] = set(out.get(role, ())) | set(capabilities)
         else:
             out.update(part)
     return out

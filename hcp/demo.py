@@ -207,7 +207,7 @@ class Window:
     def start_case(self) -> str | None:
         """Register the next citizen's service event and start it on the
         keypad; the case number, or None when either step failed (the
-        citizen then rates walk-up, with no case)."""
+        reason is kept in `errors`)."""
         if self.unit is None:
             return None
         self.cases += 1
@@ -436,8 +436,12 @@ def _rater(
     levels, weights = zip(*STAR_WEIGHTS.items(), strict=True)
     while not stop.wait(rng.expovariate(1 / pace) if pace > 0 else 0):
         stars = rng.choices(levels, weights)[0]
-        if window is not None:
-            window.start_case()
+        if window is not None and window.unit is not None and window.start_case() is None:
+            # the window PC could not start the case: this citizen does not
+            # rate (an honest rating is never a walk-up one in the demo, so the
+            # burst rule sees only the planted burst)
+            stop.wait(0.5)
+            continue
         keypad.rate(stars, reason_index=rng.randrange(2) if is_bad(stars) else None)
 
 

@@ -69,6 +69,8 @@ EVALUATION = {
     "time_source": STR,
     "excluded": BOOL,
     "reason_owed": BOOL,
+    # a repeat of a service event rated already: the id of the rating that counts
+    "repeat_of": NSTR,
     "level": NSTR,
     "bad": {"type": ["boolean", "null"]},
 }

@@ -65,3 +65,13 @@ def build(app) -> None:
                 window_id="A01", last=10, updated_by="access-world", updated_at=db.utc_now()
             )
         )
+
+
+# (role, method, path, body, status) for tests/test_openapi.py's CALLS
+OPENAPI_CALLS = [
+    ("clerk", "get", "/api/v1/case-qr?case_no=LZ2026112700001&service_no=1", None, 200),
+    ("clerk", "get", "/api/v1/case-qr?case_no=XG2026112700001&service_no=1", None, 404),
+    ("clerk", "get", "/api/v1/case-qr?case_no=%3Cx%3E", None, 400),
+    ("technician", "get", "/api/v1/case-qr?case_no=LZ2026112700001&service_no=1", None, 403),
+    (None, "get", "/api/v1/case-qr?case_no=LZ2026112700001&service_no=1", None, 401),
+]  # fmt: skip

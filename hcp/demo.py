@@ -634,7 +634,10 @@ def run(args) -> int:
                     f"  疑似刷评 gaming flag: {web}/gaming/{flag['id']}  (督查 supervisor)"
                 )
             else:
-                console.print("  疑似刷评 gaming flag: 未发现 not found")
+                console.print(
+                    f"  疑似刷评 gaming flag: 无新标记 no new flag (an earlier burst on this "
+                    f"keypad within the rule's minutes may hold it: {web}/gaming)"
+                )
             console.print(
                 "  演示阈值 demo gaming settings: "
                 + ", ".join(f"{k}={v}" for k, v in DEMO_GAMING.items())

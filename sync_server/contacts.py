@@ -2,7 +2,10 @@
 to the roles allowed (`contact` capability, within their scope), and every
 reveal written to the audit log in the same transaction that reads it.
 
-This is the one place that reads `db.contacts` for people.
+This is the one place that reads `db.contacts` for people. A number a
+citizen left on a collector-served channel (QR page, portal, SMS) is sealed
+in `rater_phones` instead (sync_server/phones.py); `reveal` shows that one
+where a rating has no device contact, with the same scope and audit.
 """
 
 from __future__ import annotations
@@ -28,4 +31,8 @@ def reveal(engine, record_id: str, units=None) -> str | None:
         ).scalar()
         if contact is not None:
             audit.record(conn, "contact.reveal", record_id)
+    if contact is None:
+        from sync_server import phones
+
+        contact = phones.reveal(engine, phones.app_key(), record_id, units)
     return contact

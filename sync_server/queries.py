@@ -22,6 +22,7 @@ from sqlalchemy import and_, func, select
 from protocols.levels import BAD_STARS, is_bad, is_stars, level_name
 from sync_server import completeness, db, org, quarantine
 from sync_server.redact import redact
+from sync_server.schema_citizen import rater_phones
 
 TEXT_FILTERS = ("device_id", "window_id", "staff_id", "org_id", "channel", "case_no")
 HIDDEN_FIELDS = ("contact", "sig")
@@ -104,13 +105,12 @@ def get_evaluation(engine, record_id: str, units=None) -> dict | None:
             return None
         item = public_evaluation(row)
         item.update(org.rating_unit(conn, record_id))
-        item["has_contact"] = (
+        item["has_contact"] = any(
             conn.execute(
-                select(func.count())
-                .select_from(db.contacts)
-                .where(db.contacts.c.record_id == record_id)
+                select(func.count()).select_from(table).where(table.c.record_id == record_id)
             ).scalar()
             > 0
+            for table in (db.contacts, rater_phones)  # a device's, or a sealed citizen's
         )
     return item
 

@@ -5,16 +5,29 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from sync_server import db, org, pf_map
 from tests.harness.records import CONTACT
-from tests.test_access import build_world, client_as, csrf
+from tests.test_access import build_world as build_access_world
+from tests.test_access import client_as, csrf
+
+_BUILT = {}  # engine -> the last audit id the world's own building wrote
+
+
+def build_world(app):
+    """test_access's world; what building it wrote (a feature walking its
+    example case through the workflow, say) is not what these tests check."""
+    engine = build_access_world(app)
+    with engine.connect() as conn:
+        _BUILT[engine] = conn.execute(select(func.max(db.audit_log.c.id))).scalar() or 0
+    return engine
 
 
 def _entries(engine):
+    after = _BUILT.get(engine, 0)
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(select(db.audit_log).order_by(db.audit_log.c.id))]  # fmt: skip
+        return [dict(r._mapping) for r in conn.execute(select(db.audit_log).where(db.audit_log.c.id > after).order_by(db.audit_log.c.id))]  # fmt: skip
 
 
 def test_a_move_is_logged_with_before_and_after(engine_app):
@@ -113,3 +126,27 @@ def test_pf_table_tag_user_and_import_changes_are_logged(engine_app):
     assert admin.get("/api/v1/audit?colour=red").get_json() == {
         "error": "colour: unknown parameter"
     }
+
+
+def test_a_number_left_on_a_citizen_channel_is_revealed_sealed_and_audited(engine_app):
+    from sync_server import phones
+    from tests.harness.records import add_evaluation
+
+    engine = build_world(engine_app)
+    add_evaluation(engine, "web:1", 1, window_id="A01", channel="web", comment="材料反复要")
+    with engine_app.app_context():
+        key = phones.app_key()
+    with engine.begin() as conn:
+        phones.keep(conn, key, "web:1", "13712345678")
+        stored = conn.execute(select(db.evaluations.c.id)).scalars().all()
+    assert "web:1" in stored
+    supervisor = client_as(engine_app, "supervisor")
+    page = supervisor.get("/evaluations/web:1").get_data(as_text=True)
+    assert "13712345678" not in page and 'name="record_id" value="web:1"' in page
+    answer = supervisor.post("/api/v1/contacts", json={"record_id": "web:1"}).get_json()
+    assert answer == {"record_id": "web:1", "contact": "13712345678"}
+    other = client_as(engine_app, "other_manager")  # 雪宫街道: not their rating
+    assert other.post("/api/v1/contacts", json={"record_id": "web:1"}).status_code == 404
+    assert [(e["actor"], e["action"], e["target"]) for e in _entries(engine)] == [
+        ("viewer", "contact.reveal", "web:1")
+    ]

@@ -51,3 +51,12 @@ def build(app) -> None:
                 state="open",
             )
         )
+
+
+# (role, method, path, body, status) for tests/test_openapi.py's CALLS
+OPENAPI_CALLS = [
+    ("supervisor", "get", "/api/v1/outbox", None, 200),
+    ("technician", "get", "/api/v1/outbox", None, 403),
+    ("supervisor", "get", "/api/v1/gaming/flags?state=open", None, 200),
+    ("admin", "get", "/api/v1/gaming/flags?rule=x", None, 400),
+]  # fmt: skip

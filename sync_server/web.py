@@ -161,8 +161,15 @@ def dashboard():
     latest = queries.list_evaluations(
         engine, scoped({}), 1, current_app.config["HCP_DASHBOARD_LATEST"]
     )
+    report = None
+    if current_user.can("outbox_read"):  # the report to the province: lag and backlog
+        from sync_server import outbox
+
+        with engine.connect() as conn:
+            report = outbox.figures(conn)
     return render_template(
         "dashboard.html",
+        report=report,
         summary=queries.summarize(engine, scoped({}), queries.good_rate_stars()),
         latest=latest["items"],
         poll_ms=current_app.config["HCP_DASHBOARD_POLL_MS"],

@@ -421,3 +421,22 @@ def test_the_quarantine_page_says_what_its_limits_turned_away(client, engine):
     assert "因隔离区容量限制未予保留（未确认，设备稍后会重发）：7" in page
     assert client.get("/api/v1/quarantine?device_id=kp-02").get_json()["dropped"] == 7
     assert client.get("/api/v1/quarantine?device_id=kp-01").get_json()["dropped"] == 0
+
+
+def test_the_dashboard_shows_the_report_to_the_province_to_who_may_read_it(engine, client):
+    from sync_server.schema_outbox import outbox
+
+    with engine.begin() as conn:
+        conn.execute(
+            outbox.insert(),
+            [
+                {"kind": "rating", "ref": "kp-01:1", "state": "pending",
+                 "stored_at": "2026-11-27T01:00:00.000000Z", "attempts": 0},
+                {"kind": "rating", "ref": "kp-01:2", "state": "dead",
+                 "stored_at": "2026-11-27T01:00:01.000000Z", "attempts": 1},
+            ],
+        )  # fmt: skip
+    page = text(login(client, "viewer").get("/"))
+    assert '<div class="value" id="report-unsent">1</div>' in page
+    assert '<div class="value bad" id="report-dead">1</div>' in page
+    assert "向省平台上报" in page and "未运行" in page

@@ -72,6 +72,26 @@ def add_remove_device(sub) -> None:
     parser.set_defaults(handler=remove_device_command)
 
 
+def broker_login_command(args) -> int:
+    import getpass
+
+    from sync_server import broker_auth
+
+    password = args.password or os.environ.get("HCP_FLEET_PASSWORD")
+    if password is None:
+        password = getpass.getpass(f"MQTT password for {broker_auth.FLEET_USER}: ")
+    try:
+        broker_auth.add_fleet_login(args.broker_auth_dir, password)
+        target = broker_auth.broker_pid(args.broker_pid, args.broker_pid_file)
+        if target is not None:
+            broker_auth.reload(target)
+    except (OSError, ValueError) as exc:
+        return _fail(f"--broker-auth-dir: {exc}")
+    print(f"{broker_auth.FLEET_USER} may now log in"
+          + (f"; Mosquitto {target} reloaded" if target else "; reload Mosquitto now"))  # fmt: skip
+    return 0
+
+
 def _mqtt(url: str):
     parts = urlsplit(url)
     if parts.scheme != "mqtt" or not parts.hostname:
@@ -206,6 +226,12 @@ def register(commands) -> None:
     stop.add_argument("rollout_id", type=int)
     stop.set_defaults(handler=stop_command)
     add_remove_device(sub)
+    login = sub.add_parser("broker-login", help="give the fleet agent its broker login")
+    login.add_argument("--broker-auth-dir", required=True, help="the folder broker-auth wrote")
+    login.add_argument("--password", help="the agent's MQTT password (HCP_FLEET_PASSWORD)")
+    login.add_argument("--broker-pid", type=int, help="Mosquitto's process id (SIGHUP)")
+    login.add_argument("--broker-pid-file", help="Mosquitto's pid file (SIGHUP)")
+    login.set_defaults(handler=broker_login_command)
 
 
 def main(argv=None) -> int:

@@ -66,17 +66,21 @@ def collector_users(count: int = 1) -> list[str]:
     return [COLLECTOR_USER] + [f"{COLLECTOR_USER}-{n}" for n in range(2, count + 1)]
 
 
+def fleet_acl_block() -> str:
+    return (
+        f"user {FLEET_USER}\n"
+        "topic read hcp/v1/dev/+/up/status\ntopic read hcp/v1/dev/+/up/cmdres\n"
+        "topic write hcp/v1/dev/+/down/config\ntopic write hcp/v1/dev/+/down/cmd\n"
+    )
+
+
 def acl_text(collectors: int = 1, fleet: bool = False) -> str:
     blocks = [
         f"user {user}\ntopic read hcp/v1/dev/+/up/#\ntopic write hcp/v1/dev/+/down/#\n"
         for user in collector_users(collectors)
     ]
     if fleet:
-        blocks.append(
-            f"user {FLEET_USER}\n"
-            "topic read hcp/v1/dev/+/up/status\ntopic read hcp/v1/dev/+/up/cmdres\n"
-            "topic write hcp/v1/dev/+/down/config\ntopic write hcp/v1/dev/+/down/cmd\n"
-        )
+        blocks.append(fleet_acl_block())
     return "# written by hcp collector broker-auth\n" + "\n".join(blocks) + DEVICE_ACL
 
 
@@ -210,3 +214,47 @@ def reload(pid: int) -> None:
     if pid <= 1:
         raise ValueError(f"broker pid {pid}: not a broker's process id")
     os.kill(pid, signal.SIGHUP)
+
+
+def _replace(path: Path, text: str, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + "-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def add_fleet_login(folder, password: str) -> None:
+    """Give the fleet agent its login in a folder broker-auth wrote without it:
+    its line in `passwd` (replaced if there) and its block in `acl`; each file
+    replaced by a rename. Mosquitto needs a reload afterwards."""
+    folder = Path(folder)
+    passwd, acl = folder / "passwd", folder / "acl"
+    if not passwd.is_file() or not acl.is_file():
+        raise FileNotFoundError(
+            f"{folder}: no passwd and acl; write them first with hcp collector broker-auth --out"
+        )
+    if len(password) < 12:
+        raise ValueError("password: must be at least 12 characters")
+    lines = [
+        line
+        for line in passwd.read_text().splitlines()
+        if line.strip() and line.split(":", 1)[0] != FLEET_USER
+    ]
+    lines.append(f"{FLEET_USER}:{password_hash(password)}")
+    _replace(passwd, "\n".join(lines) + "\n", 0o600)
+    text = acl.read_text()
+    if f"user {FLEET_USER}\n" not in text:
+        # user blocks go before the device patterns, as acl_text writes them
+        head, sep, tail = text.partition(DEVICE_ACL)
+        text = (
+            head.rstrip("\n") + "\n\n" + fleet_acl_block() + sep + tail
+            if sep
+            else (text.rstrip("\n") + "\n\n" + fleet_acl_block())
+        )
+        _replace(acl, text, 0o644)

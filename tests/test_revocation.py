@@ -239,3 +239,44 @@ def test_the_admin_removes_a_device_from_its_page(fleet_broker, tmp_path):
         assert users_in(fb.auth_dir) == ["hcp-collector", "hcp-fleet", "kp-02"]
     finally:
         revoked.client.loop_stop()
+
+
+def test_broker_login_lets_the_fleet_agent_in_without_a_restart(tmp_path, capsys):
+    """Files broker-auth wrote without the agent's login: `hcp fleet
+    broker-login` adds it (passwd line, acl block) and reloads Mosquitto."""
+    require_kind("mosquitto")
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    db.init(engine)
+    auth_dir = tmp_path / "auth"
+    broker_auth.write_files(auth_dir, [], COLLECTOR_PASSWORD, port=free_port(),
+                            bind_address="127.0.0.1")  # fmt: skip
+    broker = MosquittoBroker(workdir=tmp_path / "broker", auth_dir=auth_dir).start()
+    try:
+        assert refused_with(broker, "hcp-fleet", "fleet-secret-12", "hcp-fleet") == NOT_AUTHORIZED
+        code = fleet_cli.main(["fleet", "broker-login", "--broker-auth-dir", str(auth_dir),
+                               "--password", "fleet-secret-12",
+                               "--broker-pid", str(broker_pid(broker))])  # fmt: skip
+        assert code == 0
+        assert capsys.readouterr().out == (
+            f"hcp-fleet may now log in; Mosquitto {broker_pid(broker)} reloaded\n"
+        )
+        assert users_in(auth_dir) == ["hcp-collector", "hcp-fleet"]
+        acl = (auth_dir / "acl").read_text()
+        assert acl.index("user hcp-fleet") < acl.index("pattern write")
+        time.sleep(0.3)  # Mosquitto reads the files between two network passes
+        agent = FleetAgent(engine, broker.host, broker.port, password="fleet-secret-12").start()
+        agent.stop()
+        # again: the line is replaced, not doubled; a short password is refused
+        assert fleet_cli.main(["fleet", "broker-login", "--broker-auth-dir", str(auth_dir),
+                               "--password", "fleet-secret-34"]) == 0  # fmt: skip
+        assert users_in(auth_dir) == ["hcp-collector", "hcp-fleet"]
+        assert (auth_dir / "acl").read_text().count("user hcp-fleet") == 1
+        capsys.readouterr()
+        assert fleet_cli.main(["fleet", "broker-login", "--broker-auth-dir", str(auth_dir),
+                               "--password", "short"]) == 1  # fmt: skip
+        assert capsys.readouterr().err == (
+            "error: --broker-auth-dir: password: must be at least 12 characters\n"
+        )
+    finally:
+        broker.stop()
+        engine.dispose()

@@ -96,6 +96,7 @@ SCHEMAS = {
             "bad": INT,
             "good_rate": {"type": ["number", "null"]},
             "excluded": INT,
+            "repeats": INT,  # later ratings of a service event rated already: not counted
         }
     ),
     "Contact": _object({"record_id": STR, "contact": NSTR}),

@@ -127,19 +127,23 @@ def good_rate_stars() -> tuple[int, ...]:
 
 def summarize(engine, filters: dict, rate_stars=(5, 4, 3)) -> dict:
     """Counts per level, 好评 (3..5), 差评 (1..2) and 好评率 (ratings at
-    `rate_stars` / valid ratings); excluded rows apart."""
+    `rate_stars` / valid ratings); excluded rows apart, and repeats of a
+    service event rated already (stored, never counted) apart too."""
     ev = db.evaluations.c
+    repeat = ev.repeat_of.is_not(None)
     query = (
-        select(ev.stars, ev.excluded, func.count())
+        select(ev.stars, ev.excluded, repeat, func.count())
         .where(and_(True, *_conditions(filters)))
-        .group_by(ev.stars, ev.excluded)
+        .group_by(ev.stars, ev.excluded, repeat)
     )
     by_stars = {str(stars): 0 for stars in range(1, 6)}
-    excluded = 0
+    excluded = repeats = 0
     with engine.connect() as conn:
-        for stars, is_excluded, count in conn.execute(query):
+        for stars, is_excluded, is_repeat, count in conn.execute(query):
             if is_excluded:
                 excluded += count
+            elif is_repeat:
+                repeats += count
             elif str(stars) in by_stars:  # a level outside 1..5 is no rating
                 by_stars[str(stars)] += count
     total = sum(by_stars.values())
@@ -154,6 +158,7 @@ def summarize(engine, filters: dict, rate_stars=(5, 4, 3)) -> dict:
             round(sum(by_stars[str(s)] for s in rate_stars) / total, 4) if total else None
         ),
         "excluded": excluded,
+        "repeats": repeats,
     }
 
 

@@ -275,6 +275,7 @@ def test_summary_counts_good_bad_and_rate_without_excluded_rows(viewer, sample):
         "bad": 2,
         "good_rate": 0.6,
         "excluded": 1,
+        "repeats": 0,
     }
 
 
@@ -287,6 +288,7 @@ def test_summary_takes_the_same_filters(viewer, sample):
         "bad": 1,
         "good_rate": 0.5,
         "excluded": 1,
+        "repeats": 0,
     }
     only_good = viewer.get("/api/v1/evaluations/summary?window_id=A01&stars=5,4").get_json()
     assert (only_good["total"], only_good["good_rate"]) == (2, 1.0)
@@ -300,6 +302,7 @@ def test_summary_of_nothing_has_no_rate(viewer):
         "bad": 0,
         "good_rate": None,
         "excluded": 0,
+        "repeats": 0,
     }
 
 

@@ -503,7 +503,9 @@ def _statuses(conn) -> dict:
     ):
         try:
             status = json.loads(row.status) if row.status else None
-        except ValueError:
+        except (ValueError, RecursionError):
+            status = None
+        if not isinstance(status, dict):  # a device's status may be any JSON at all
             status = None
         out[row.device_id] = {**row._mapping, "status": status}
     return out

@@ -141,7 +141,9 @@ def sections(markdown: str, level: str) -> dict[str, str]:
                 if following.startswith(stop):
                     break
                 body.append(following)
-            found[line[len(level) + 1 :].strip()] = "\n".join(body)
+            heading = line[len(level) + 1 :].strip()
+            # a command in the operator guide and in a feature's guide: both count
+            found[heading] = (found.get(heading, "") + "\n" + "\n".join(body)).strip("\n")
     return found
 
 

@@ -115,3 +115,19 @@ def build(app):
                 created_at=db.utc_now(),
             )
         )
+
+
+# (role, method, path, body, status) for tests/test_openapi.py's CALLS
+OPENAPI_CALLS = [
+    ("unit_manager", "get", "/api/v1/cases", None, 200),
+    ("admin", "get", "/api/v1/cases?state=lost", None, 400),
+    ("unit_manager", "get", "/api/v1/cases/1", None, 200),
+    ("other_manager", "get", "/api/v1/cases/1", None, 404),
+    ("unit_manager", "post", "/api/v1/cases/1/steps", {"action": "verify", "note": "已回电"}, 200),
+    ("unit_manager", "post", "/api/v1/cases/1/steps", {"action": "close", "note": "x"}, 400),
+    ("supervisor", "post", "/api/v1/cases/2/reopen", {"reason": "回访不实"}, 200),
+    ("unit_manager", "post", "/api/v1/appeals", {"record_id": "ws:1", "evidence": "误按"}, 201),
+    ("supervisor", "get", "/api/v1/appeals", None, 200),
+    ("supervisor", "post", "/api/v1/appeals/1/decision", {"outcome": "upheld", "reason": "证据不足"}, 200),
+    ("unit_manager", "get", "/api/v1/cases/ledger", None, 200),
+]  # fmt: skip

@@ -23,3 +23,13 @@ OUTSIDE_QUERY = {
     ("/analytics/window?unit=370305002", "clerk"): 404,
     ("/api/v1/analytics/bad?unit=370305001", "other_manager"): 404,
 }
+
+
+# (role, method, path, body, status) for tests/test_openapi.py's CALLS
+OPENAPI_CALLS = [
+    ("supervisor", "get", "/api/v1/analytics/window?since=2026-01-01", None, 200),
+    ("admin", "get", "/api/v1/analytics/trend?grain=year", None, 400),
+    ("unit_manager", "get", "/api/v1/analytics/window?unit=370305002", None, 404),
+    ("supervisor", "get", "/api/v1/analytics/bad", None, 200),
+    ("other_manager", "get", "/api/v1/analytics/bad?unit=370305001", None, 404),
+]  # fmt: skip

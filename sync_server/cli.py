@@ -321,7 +321,9 @@ def register(commands) -> None:
     )
     auth_parser.set_defaults(handler=broker_auth_command)
 
+    from hcp.fleet import add_remove_device
     from sync_server import figures_cli, rankings_cli
 
     figures_cli.register(sub)
     rankings_cli.register(sub)
+    add_remove_device(sub)

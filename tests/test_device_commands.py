@@ -276,9 +276,9 @@ def test_status_is_answered_by_sync(tmp_path):
     assert res["ok"] is True and res["result"]["queue"] == 0
 
 
-def test_update_is_unsupported(tmp_path):
+def test_an_update_without_a_version_is_refused_naming_the_field(tmp_path):
     res = send(boot(tmp_path), "c-1", "update", {"url": "http://x"})
-    assert res["ok"] is False and res["result"].startswith("unsupported")
+    assert res["ok"] is False and res["result"] == "args.version: must be a string of 1..32"
 
 
 def test_reboot_answers_first_and_resets_on_a_later_pass(tmp_path):

@@ -139,7 +139,7 @@ SUPERVISOR = "supervisor"  # role supervisor (督查): sees the gaming flags
 # and reboots a day would flag honest demo ratings. The burst rule keeps its
 # real threshold: the planted burst is what it finds.
 DEMO_GAMING = {
-    "HCP_GAMING_OPENING": "00:00-23:59:59",
+    "HCP_GAMING_OPENING": "always",
     "HCP_GAMING_SIGNIN_RUN": 1_000_000,
     "HCP_GAMING_REBOOTS_PER_DAY": 1_000,
     "HCP_GAMING_SCAN_S": 30.0,

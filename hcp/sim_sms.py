@@ -132,6 +132,8 @@ def demo_channels(stack, admin_password: str) -> list[str]:
                 "handled_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "phone": phone,
             }
+            if first.get("staff_id"):  # the province needs who handled it
+                body["staff_id"] = first["staff_id"]
             made.append(service_events.register_one(engine, body, "demo", "hcp-demo", now=now)[0])
         sms.deliver(engine, gateways.from_config(app.config), phones.app_key())
         links = [event_link(e, "qr_case", external=True) for e in open_events[:3]]

@@ -246,6 +246,8 @@ def burst_no_case(rows, settings) -> list[dict]:
 
 
 def outside_hours(rows, settings) -> list[dict]:
+    if str(settings["HCP_GAMING_OPENING"]).strip() == "always":  # a hall that never closes
+        return []
     zone = ZoneInfo(settings["HCP_TIMEZONE"])
     opens, closes = _opening(settings["HCP_GAMING_OPENING"])
     found = []
@@ -488,9 +490,12 @@ def act(engine, flag_id: int, action: str, note: str, username: str) -> dict:
         )
         excluded = 0
         if action == "confirm":
-            from sync_server import figures
+            from sync_server import cases_workflow, figures
 
-            excluded = figures.set_excluded(conn, flag["evidence"]["records"], True)
+            records = flag["evidence"]["records"]
+            excluded = figures.set_excluded(conn, records, True)
+            # their 差评 cases end as voided, each with a step, like a decided appeal's
+            cases_workflow.void_cases_of(conn, records, f"gaming flag {flag_id} confirmed")
         audit.record(
             conn,
             f"gaming.{action}",

@@ -91,6 +91,18 @@ def test_thresholds_are_settings(engine):
     assert [f["rule"] for f in lower] == ["burst_no_case"]
 
 
+def test_a_hall_that_never_closes_has_no_outside_hours(engine):
+    _base(engine)
+    add_evaluation(engine, "kp-01:1", 5, rated_at="2026-11-26T20:00:00Z", window_id="A01")  # 04:00
+    with engine.connect() as conn:
+        hours = gaming.scan(conn, "2026-11-26T00:00:00Z", "2026-11-27T00:00:00Z")
+        always = gaming.scan(
+            conn, "2026-11-26T00:00:00Z", "2026-11-27T00:00:00Z", {"HCP_GAMING_OPENING": "always"}
+        )
+    assert [f["rule"] for f in hours] == ["outside_hours"]
+    assert [f["rule"] for f in always] == []
+
+
 def test_a_rating_before_its_case_was_handled_and_a_card_typed_by_its_staff(engine):
     _base(engine)
     register_event(engine, "C1", handled_at="2026-11-26T03:00:00Z")
@@ -118,10 +130,12 @@ def test_a_rating_before_its_case_was_handled_and_a_card_typed_by_its_staff(engi
 # --- what a supervisor does -----------------------------------------------------------
 
 
-def _flagged(engine):
+def _flagged(engine, stars=(5, 5, 5, 5, 5)):
     _base(engine)
-    for n in range(1, 6):
-        add_evaluation(engine, f"kp-01:{n}", 5, rated_at=f"2026-11-26T02:0{n}:00Z", window_id="A01")
+    for n, level in enumerate(stars, start=1):
+        add_evaluation(
+            engine, f"kp-01:{n}", level, rated_at=f"2026-11-26T02:0{n}:00Z", window_id="A01"
+        )
     assert gaming.run(engine, "2026-11-26T00:00:00Z", "2026-11-27T00:00:00Z") == 1
     with engine.connect() as conn:
         return gaming.flags(conn)[0]["id"]
@@ -135,7 +149,7 @@ def _client(app, who="viewer"):
 
 def test_a_supervisor_reviews_then_confirms_and_only_then_ratings_leave_the_figures(engine_app):
     engine = engine_app.extensions["hcp_engine"]
-    flag_id = _flagged(engine)
+    flag_id = _flagged(engine, stars=(5, 5, 5, 5, 1))  # the last a 差评, with its case
     client = _client(engine_app)
     page = client.get(f"/gaming/{flag_id}?lang=zh_CN").get_data(as_text=True)
     assert "同一评价器未发起办件却集中评价" in page and "kp-01:5" in page
@@ -156,8 +170,13 @@ def test_a_supervisor_reviews_then_confirms_and_only_then_ratings_leave_the_figu
     with engine.connect() as conn:
         excluded = dict(conn.execute(select(db.evaluations.c.id, db.evaluations.c.excluded)).all())
     assert excluded == {f"kp-01:{n}": True for n in range(1, 6)}
+    from sync_server.schema_cases import cases
+
+    with engine.connect() as conn:  # a 差评 among them had a case: it ends voided
+        states = dict(conn.execute(select(cases.c.record_id, cases.c.state)).all())
+    assert states == {"kp-01:5": "voided"}
     entries = audit.entries(engine)["items"]
-    assert [e["action"] for e in entries[:2]] == ["gaming.confirm", "gaming.review"]
+    assert [e["action"] for e in entries[:3]] == ["gaming.confirm", "case.void", "gaming.review"]
     assert entries[0]["after"] == {"state": "confirmed", "note": "录像显示工作人员自行按键",
                                    "excluded": 5}  # fmt: skip
 

@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
+# the test files spread over every core (pytest-xdist), one file per worker at a time
+PYTEST_ARGS ?= -n auto --dist loadfile
 
 .PHONY: demo test lint format bench fault fault-processes heap-long clean system-demo system-test
 

@@ -61,7 +61,10 @@ class SimDisplay:
             self.shown += 1
         if changed and self.frames_dir:
             path = self.frames_dir / f"frame-{len(self.saved) + 1:04d}.png"
-            path.write_bytes(self.png())
+            # written aside and renamed: a reader never finds half a frame
+            partial = path.with_suffix(".part")
+            partial.write_bytes(self.png())
+            partial.replace(path)
             self.saved.append(path)
 
     def lit(self, x: int, y: int, frame: bytes | None = None) -> bool:

@@ -51,7 +51,10 @@ def test_an_unknown_section_is_refused_with_the_choices():
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2
-    assert "choose from ingest, latency, backlog, heap, kiosk: 'ingest,speed'" in result.stderr
+    assert (
+        "choose from ingest, latency, backlog, heap, kiosk, figures, province: 'ingest,speed'"
+        in result.stderr
+    )
 
 
 def test_the_stream_is_signed_and_split_into_batches():

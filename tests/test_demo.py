@@ -116,7 +116,7 @@ def test_the_demo_shows_every_channel_the_province_and_a_flagged_burst(tmp_path)
     ):
         assert f"    {label}: {web}{path}\n" in out, out
     assert "刷好评演示 planted burst: kp-demo-01 连按 5 次非常满意，无办件" in out, out
-    assert "HCP_GAMING_OPENING=00:00-23:59:59" in out, out
+    assert "HCP_GAMING_OPENING=always" in out, out
     flag_id = int(
         re.search(rf"疑似刷评 gaming flag: {web}/gaming/(\d+)  \(督查 supervisor\)", out)[1]
     )

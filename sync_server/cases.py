@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import json
 
-from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy import and_, bindparam, func, select
 
 from protocols.levels import BAD_STARS
 from sync_server import db, org
@@ -67,29 +67,14 @@ def _counted_bad(row: dict) -> bool:
     return row.get("stars") in BAD_STARS and not row.get("repeat_of") and not row.get("excluded")
 
 
-def _placed_at(kind: str, subject, at):
-    p = db.placements.alias(f"case_{kind}")
-    return (
-        select(p.c.unit_id)
-        .where(
-            p.c.kind == kind,
-            p.c.subject_id == subject,
-            p.c.valid_from <= at,
-            or_(p.c.valid_to.is_(None), p.c.valid_to > at),
-        )
-        .limit(1)
-        .scalar_subquery()
-    )
-
-
 @functools.cache
 def _where_query():
     ev = db.evaluations.c
     return select(
         ev.id,
-        _placed_at("window", ev.window_id, ev.effective_at).label("window_unit"),
-        _placed_at("staff", ev.staff_id, ev.effective_at).label("staff_unit"),
-        _placed_at("item", ev.item_code, ev.effective_at).label("item_unit"),
+        org.placed_at("window", ev.window_id, ev.effective_at, "case").label("window_unit"),
+        org.placed_at("staff", ev.staff_id, ev.effective_at, "case").label("staff_unit"),
+        org.placed_at("item", ev.item_code, ev.effective_at, "case").label("item_unit"),
         ev.org_id,
     ).where(ev.id.in_(bindparam("ids", expanding=True)))
 

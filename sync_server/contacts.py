@@ -18,14 +18,9 @@ from sync_server import audit, db, org
 def reveal(engine, record_id: str, units=None) -> str | None:
     """The contact left with `record_id` (None when none, or when the record
     is outside `units`), and an audit entry when one is shown."""
-    ev = db.evaluations.c
     with engine.begin() as conn:
-        if units is not None:
-            inside = conn.execute(
-                select(ev.id).where(ev.id == record_id, org.in_units(units))
-            ).first()
-            if inside is None:
-                return None
+        if not org.rating_inside(conn, record_id, units):
+            return None
         contact = conn.execute(
             select(db.contacts.c.contact).where(db.contacts.c.record_id == record_id)
         ).scalar()

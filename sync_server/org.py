@@ -209,8 +209,19 @@ def history(conn, what: str, code: str) -> list[dict]:
 # --- a rating's unit ---------------------------------------------------------------
 
 
-def _placed_at(kind: str, subject, at):
-    p = db.placements.alias(f"at_{kind}")
+def rating_inside(conn, record_id: str, units) -> bool:
+    """Whether the rating `record_id` belongs to `units` (None: every unit)."""
+    if units is None:
+        return True
+    ev = db.evaluations.c
+    found = conn.execute(select(ev.id).where(ev.id == record_id, in_units(units))).first()
+    return found is not None
+
+
+def placed_at(kind: str, subject, at, prefix: str = "at"):
+    """The unit `subject` (a `kind` of placement) sat in at `at`, as a scalar
+    subquery; `prefix` names its alias, so two uses in one query stay apart."""
+    p = db.placements.alias(f"{prefix}_{kind}")
     return (
         select(p.c.unit_id)
         .where(
@@ -233,8 +244,8 @@ def resolved_unit(ev=None):
     """
     ev = ev if ev is not None else db.evaluations.c
     return func.coalesce(
-        _placed_at("window", ev.window_id, ev.effective_at),
-        _placed_at("staff", ev.staff_id, ev.effective_at),
+        placed_at("window", ev.window_id, ev.effective_at),
+        placed_at("staff", ev.staff_id, ev.effective_at),
         ev.org_id,
     )
 
@@ -246,8 +257,8 @@ def rating_unit(conn, record_id: str) -> dict | None:
     row = conn.execute(
         select(
             resolved_unit().label("unit"),
-            _placed_at("window", ev.window_id, ev.effective_at).label("window_unit"),
-            _placed_at("staff", ev.staff_id, ev.effective_at).label("staff_unit"),
+            placed_at("window", ev.window_id, ev.effective_at).label("window_unit"),
+            placed_at("staff", ev.staff_id, ev.effective_at).label("staff_unit"),
         ).where(ev.id == record_id)
     ).first()
     return dict(row._mapping) if row else None

@@ -146,14 +146,9 @@ def reveal(engine, key: bytes, record_id: str, units=None) -> str | None:
     from sync_server import org
     from sync_server.schema_citizen import rater_phones
 
-    ev = db.evaluations.c
     with engine.begin() as conn:
-        if units is not None:
-            inside = conn.execute(
-                select(ev.id).where(ev.id == record_id, org.in_units(units))
-            ).first()
-            if inside is None:
-                return None
+        if not org.rating_inside(conn, record_id, units):
+            return None
         sealed = conn.execute(
             select(rater_phones.c.sealed).where(rater_phones.c.record_id == record_id)
         ).scalar()

@@ -95,6 +95,24 @@ def serve(args) -> int:
         )
     except ValueError as exc:
         return _fail(f"--share-group: {exc}".replace("share_group: ", ""))
+    # Ctrl-C or SIGTERM while the parts are still starting only asks for a
+    # stop: the loop below sees it at once and everything started is stopped
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        return _run(args, app, engine, ingest, _fleet_of(args, mqtt_host, mqtt_port, parts), stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _fleet_of(args, host, port, parts):
+    return (host, port, parts.password) if getattr(args, "fleet", False) else None
+
+
+def _run(args, app, engine, ingest, fleet, stop) -> int:
     try:
         ingest.start()
     except (OSError, RuntimeError) as exc:
@@ -107,7 +125,6 @@ def serve(args) -> int:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc}")
     from sync_server import background
 
-    fleet = (mqtt_host, mqtt_port, parts.password) if getattr(args, "fleet", False) else None
     try:
         jobs = background.start(app, fleet)
     except (OSError, ValueError, ConnectionError) as exc:
@@ -115,10 +132,6 @@ def serve(args) -> int:
         ingest.stop()
         return _fail(f"cannot start the collector's background work: {exc}")
 
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
     print(f"collector web: http://{args.host}:{server.server_port}/", flush=True)
     print(f"collector mqtt: {args.mqtt} (Ctrl-C to stop)", flush=True)
     print("collector background: " + ", ".join(jobs.names()), flush=True)
@@ -131,8 +144,6 @@ def serve(args) -> int:
         server.shutdown()
         ingest.stop()
         engine.dispose()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         print(f"collector stopped ({ingest.records_stored} records stored this run)", flush=True)
     return 0
 

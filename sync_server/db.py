@@ -85,6 +85,7 @@ evaluations = Table(
     Index("ix_evaluations_window_id", "window_id"),
     Index("ix_evaluations_staff_id", "staff_id"),
     Index("ix_evaluations_org_id", "org_id"),
+    Index("ix_evaluations_case_no", "case_no", "service_no"),
 )
 
 # The collector's own clock against a device's uptime in one boot, from the

@@ -8,7 +8,7 @@ DEMO_ARGS ?=
 # the test files spread over every core (pytest-xdist), one file per worker at a time
 PYTEST_ARGS ?= -n auto --dist loadfile
 
-.PHONY: demo test lint format bench fault fault-processes heap-long clean system-demo system-test
+.PHONY: demo test test-long lint format bench fault fault-processes heap-long clean system-demo system-test
 
 demo: system-demo $(VENV)/.installed
 	$(BIN)/hcp demo $(DEMO_ARGS)
@@ -17,6 +17,11 @@ test: system-test $(VENV)/.installed tools/micropython/node_modules/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# the long fault, board and load runs that `make test` skips (marked `long`,
+# and the firmware's 5,000-rating heap run); about ten minutes more
+test-long: system-test $(VENV)/.installed tools/micropython/node_modules/.installed
+	HCP_LONG=1 HCP_HEAP_LONG=1 $(BIN)/pytest -m "long or heap_long" $(PYTEST_ARGS)
 
 # throughput as ratios against a same-run baseline; figures in results/bench.json
 bench: system-test $(VENV)/.installed

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.harness.databases",
     "tests.harness.collector",
     "tests.harness.virtual_board",
+    "tests.harness.long_runs",
 ]

@@ -10,10 +10,15 @@
   ``POST /cases/appeals/<id>/decide``; ``GET /cases/appeals/<id>/file``.
 - ``GET /cases/ledger`` and ``/cases/ledger/export?format=xlsx|csv``.
 - ``GET /cases/alerts``: the alerts of the user's units.
+- ``POST /cases/<id>/contact`` (contact): the rater's contact, for the
+  call-backs of the case (verify, feed back, return visit), audited.
 
 A unit manager sees and acts on the cases of their own subtree only; any
-other case is a 404, as if it did not exist. The rater's contact is never
-shown here: the case links to the rating's page, whose reveal is audited.
+other case is a 404, as if it did not exist. The scope is the case's unit,
+not where the rating was placed: a rule may give a unit the 差评 of a
+window it does not hold, and that unit must see the rating and call the
+rater back. The contact is shown only by the explicit reveal, which writes
+`contact.reveal` to the audit log like the rating page's.
 """
 
 from __future__ import annotations
@@ -38,13 +43,14 @@ from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
-from sync_server import api, cases, cases_ledger, cases_workflow, db, org
+from sync_server import api, cases, cases_ledger, cases_workflow, contacts, db, org
 from sync_server.auth import requires
 from sync_server.cases_workflow import CaseError
 from sync_server.db import get_engine
 from sync_server.org_pages import FORMATS
 from sync_server.queries import _tags
 from sync_server.schema_cases import case_alerts, case_appeals
+from sync_server.schema_citizen import rater_phones
 from sync_server.web import register_nav
 
 bp = Blueprint("cases", __name__)
@@ -184,25 +190,32 @@ def _rating(conn, record_id: str) -> dict | None:
         return None
     item = dict(row._mapping)
     item["tags"] = _tags(item["tags"])
-    item["has_contact"] = (
-        conn.execute(
-            select(db.contacts.c.record_id).where(db.contacts.c.record_id == record_id)
-        ).first()
-        is not None
+    # a device's contact, or a number left on the QR page, the portal or by SMS
+    item["has_contact"] = any(
+        conn.execute(select(table.c.record_id).where(table.c.record_id == record_id)).first()
+        for table in (db.contacts, rater_phones)
     )
     return item
 
 
+# the states in which the next step calls the rater: verify (open), feed
+# back (rectified) and the return visit (fed_back)
+CALL_STATES = ("open", "rectified", "fed_back")
+
+
 def case_view(case_id: int) -> dict:
     """A case with what its page shows; 404 outside the user's units."""
+    scope = current_user.scope()
     with get_engine().connect() as conn:
-        case = cases.get_case(conn, case_id, current_user.scope())
+        case = cases.get_case(conn, case_id, scope)
         if case is None:
             abort(404)
         names = cases.unit_names(conn)
         view = {
             "case": case,
             "rating": _rating(conn, case["record_id"]),
+            # the rating's own page follows where the rating was placed, not the case
+            "rating_page": org.rating_inside(conn, case["record_id"], scope),
             "steps": cases.steps_of(conn, case_id),
             "appeals": cases_workflow.appeals(conn, case_appeals.c.case_id == case_id),
             "unit_name": names.get(case["unit_id"], case["unit_id"]),
@@ -214,8 +227,11 @@ def case_view(case_id: int) -> dict:
     return view
 
 
-def _case_page(case_id: int, error=None, status=200, form=None):
-    return render_template("case.html", error=error, form=form or {}, **case_view(case_id)), status
+def _case_page(case_id: int, error=None, status=200, form=None, contact=None):
+    view = case_view(case_id)
+    return render_template(
+        "case.html", error=error, form=form or {}, contact=contact, **view
+    ), status
 
 
 @bp.get("/cases/<int:case_id>")
@@ -246,6 +262,29 @@ def step(case_id):
         case_id,
         lambda conn: cases_workflow.take_step(conn, case_id, action, values, current_user.scope()),
     )
+
+
+@bp.post("/cases/<int:case_id>/contact")
+@requires("contact")
+def reveal_contact(case_id):
+    """The rater's contact for a call-back of this case: the case's unit (and
+    the units above it) may reveal it wherever the rating was placed; the
+    reveal is audited (contact.reveal, by contacts.reveal)."""
+    engine = get_engine()
+    with engine.connect() as conn:
+        case = cases.get_case(conn, case_id, current_user.scope())
+    if case is None:
+        abort(404)
+    if case["state"] not in CALL_STATES:
+        error = _(
+            "Contact: the rater is called back only to verify, feed back or revisit; "
+            "this case is %(state)s",
+            state=cases_workflow.STATE_LABELS.get(case["state"], case["state"]),
+        )
+        return _case_page(case_id, error=error, status=400)
+    # the scope was checked on the case above: the reveal is for every unit
+    contact = contacts.reveal(engine, case["record_id"], None)
+    return _case_page(case_id, contact=contact or "")
 
 
 @bp.post("/cases/<int:case_id>/reopen")

@@ -26,6 +26,9 @@ ROUTES = [
     ("POST", "/cases/2/reopen", "cases_review", {"reason": "回访记录不实"}),
     ("POST", "/cases/1/appeal", "cases_work", {"evidence": "监控显示误按"}),
     ("POST", "/cases/1/assign", "loop_settings", {"unit": "hall-ws"}),
+    # case #2 is closed: the reveal is refused (400) and no contact reaches the
+    # matrix's pages; tests/test_cases_scope.py reveals one for an open case
+    ("POST", "/cases/2/contact", "contact", {}),
     ("POST", "/cases/appeals/1/decide", "cases_review", {"outcome": "upheld", "reason": "证据不足"}),
     ("POST", "/cases/alerts/send", "loop_settings", {}),
     ("POST", "/cases/settings/rules", "loop_settings", {"match_kind": "window", "match_id": "A01", "unit": "370305001"}),
@@ -52,6 +55,7 @@ OUTSIDE = {
     ("/cases/2", "unit_manager"): 404,
     ("/api/v1/cases/2", "unit_manager"): 404,
     ("/cases/appeals/1/file", "unit_manager"): 404,
+    ("/cases/2/contact", "unit_manager"): 404,
     ("/cases/1", "other_manager"): 404,
     ("/api/v1/cases/1", "other_manager"): 404,
     ("/cases/1/step", "other_manager"): 404,
@@ -60,6 +64,7 @@ OUTSIDE = {
     ("/api/v1/appeals", "other_manager"): 404,
 }
 SUCCESS_BY_PATH = {
+    ("POST", "/cases/2/contact"): 400,
     ("POST", "/api/v1/cases/1/steps"): 200,
     ("POST", "/api/v1/cases/2/reopen"): 200,
     ("POST", "/api/v1/appeals"): 201,
@@ -71,6 +76,7 @@ KNOWN = {
     "/cases/<int:case_id>/reopen": "/cases/2/reopen",
     "/cases/<int:case_id>/appeal": "/cases/1/appeal",
     "/cases/<int:case_id>/assign": "/cases/1/assign",
+    "/cases/<int:case_id>/contact": "/cases/2/contact",
     "/cases/appeals/<int:appeal_id>/decide": "/cases/appeals/1/decide",
     "/cases/appeals/<int:appeal_id>/file": "/cases/appeals/1/file",
     "/api/v1/cases/<int:case_id>": "/api/v1/cases/1",

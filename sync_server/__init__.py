@@ -144,7 +144,14 @@ def select_locale() -> str:
 
 
 def _instance_secret(instance_path: str) -> str:
-    path = Path(instance_path) / "secret_key"
+    return instance_file(instance_path, "secret_key", 32)
+
+
+def instance_file(instance_path: str, name: str, size: int) -> str:
+    """The secret kept in `<instance>/<name>` (hex text), made with `size`
+    random bytes (mode 0600) on first use. Two processes starting at once
+    agree on one value (O_EXCL). An empty file is an error."""
+    path = Path(instance_path) / name
     if not path.exists():
         # O_EXCL: two processes starting at once must not write two different keys
         try:
@@ -153,7 +160,7 @@ def _instance_secret(instance_path: str) -> str:
             pass
         else:
             with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_hex(32) + "\n")
+                out.write(secrets.token_hex(size) + "\n")
     key = path.read_text().strip()
     if not key:
         raise RuntimeError(f"{path} is empty: delete it to have a new key made")

@@ -46,10 +46,25 @@ DEFAULTS = {
 
 def init_app(app) -> None:
     """Register the citizen pages, the staff pages and the SMS hook."""
-    from sync_server import citizen_pages, citizen_portal, citizen_sheets, paper, sms, web
+    from sync_server import (
+        citizen_pages,
+        citizen_portal,
+        citizen_sheets,
+        contacts,
+        paper,
+        phones,
+        sms,
+        web,
+    )
 
     for key, value in DEFAULTS.items():
         app.config.setdefault(key, value)
+    # a device's contact is sealed with the app's phone key, by the ingest too
+    engine = app.extensions["hcp_engine"]
+    phone_key = phones.instance_key(app.instance_path)
+    app.extensions.setdefault("hcp_citizen_keys", {})[phones.KEY_FILE] = phone_key
+    contacts.use_key(engine, phone_key)
+    contacts.seal_clear_rows(engine, phone_key)
     app.register_blueprint(citizen_pages.bp)
     app.register_blueprint(citizen_portal.bp)
     app.register_blueprint(citizen_sheets.bp)

@@ -105,7 +105,9 @@ contacts = Table(
     "contacts",
     metadata,
     Column("record_id", String(100), primary_key=True),
-    Column("contact", String(20), nullable=False),
+    # sealed (sync_server/contacts.py): SM4 and a MAC, never the number in clear
+    Column("contact", String(128), nullable=False),
+    Column("lookup", String(64)),  # keyed hash of the number, to match it across ratings
     Column("received_at", String(32), nullable=False),
 )
 

@@ -34,6 +34,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from protocols import messages, record, sign, topics
 from protocols.levels import is_bad
 from sync_server import canonical_fast, clock, db, features, quarantine
+from sync_server import contacts as sealed_contacts
 
 log = logging.getLogger(__name__)
 
@@ -467,8 +468,8 @@ class Ingestor:
                 stored_rows.extend(rows)
             outcome.stored = [rec["seq"] for rec in accepted.values()]
         refused = {h.record_id for h in held if h.ack_seq is not None}
-        contacts = [
-            {"record_id": rec_id, "contact": phone, "received_at": received_at}
+        contacts = [  # sealed: the number is never in the database in clear
+            sealed_contacts.sealed_row(self.engine, rec_id, phone, received_at)
             for rec_id, phone in plan.contacts.items()
             if rec_id not in refused
         ]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from pathlib import Path
@@ -62,20 +61,12 @@ def normalise(text: str) -> str:
 
 
 def instance_key(instance_path: str, name: str = KEY_FILE, size: int = KEY_BYTES) -> bytes:
-    """A key kept in the instance folder, made (mode 0600) on first use.
-    Two processes starting at once agree on one key (O_EXCL)."""
+    """A key of `size` bytes kept in the instance folder (sync_server.instance_file)."""
+    from sync_server import instance_file
+
     path = Path(instance_path) / name
-    if not path.exists():
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_hex(size) + "\n")
-    text = path.read_text().strip()
     try:
-        key = bytes.fromhex(text)
+        key = bytes.fromhex(instance_file(instance_path, name, size))
     except ValueError:
         key = b""
     if len(key) != size:
@@ -98,7 +89,12 @@ def _mac(key: bytes, body: bytes) -> bytes:
 
 
 def seal(key: bytes, phone: str) -> str:
-    number = normalise(phone)
+    return seal_text(key, normalise(phone))
+
+
+def seal_text(key: bytes, number: str) -> str:
+    """`number` sealed as it is (a device's contact is checked by the wire
+    contract, not by `normalise`)."""
     iv = secrets.token_bytes(16)
     cipher = CryptSM4()
     cipher.set_key(key[:16], SM4_ENCRYPT)
@@ -124,7 +120,12 @@ def unseal(key: bytes, sealed: str) -> str:
 
 def lookup(key: bytes, phone: str) -> str:
     """A keyed hash of the number, to find rows by number without keeping it."""
-    number = normalise(phone)
+    return lookup_text(key, normalise(phone))
+
+
+def lookup_text(key: bytes, number: str) -> str:
+    """`lookup` of a number taken as it is (a mobile number gives the same
+    value through either, so a device's contact and a citizen's match)."""
     return hmac.new(key[16:], b"lookup " + number.encode(), hashlib.sha256).hexdigest()
 
 

@@ -101,8 +101,10 @@ def device_password(key_hex):
     return sign.mqtt_password(bytes.fromhex(key_hex))
 
 
-@pytest.fixture
-def secured(tmp_path):
+def locked_down_broker(tmp_path, fleet=False):
+    """Mosquitto on broker_auth's files for kp-01 and kp-02 (new keys, stored
+    in a fresh SQLite collector database); the fleet agent's login too with
+    `fleet`. Returns a namespace the fixtures extend."""
     require_kind("mosquitto")
     db_url = f"sqlite:///{tmp_path / 'c.db'}"
     engine = db.make_engine(db_url)
@@ -112,10 +114,17 @@ def secured(tmp_path):
         db.add_device(engine, name, key_hex)
     auth_dir = tmp_path / "auth"
     port = free_port()
-    broker_auth.write_files(
-        auth_dir, db.device_keys(engine), COLLECTOR_PASSWORD, port=port, bind_address="127.0.0.1"
-    )
+    broker_auth.write_files(auth_dir, db.device_keys(engine), COLLECTOR_PASSWORD, port=port,
+                            bind_address="127.0.0.1", fleet=fleet)  # fmt: skip
     broker = MosquittoBroker(workdir=tmp_path / "broker", auth_dir=auth_dir).start()
+    return SimpleNamespace(engine=engine, db_url=db_url, broker=broker, keys=keys, tmp=tmp_path,
+                           auth_dir=auth_dir, port=port)  # fmt: skip
+
+
+@pytest.fixture
+def secured(tmp_path):
+    world = locked_down_broker(tmp_path)
+    engine, broker = world.engine, world.broker
     collector = IngestService(engine, broker.host, broker.port,
                               client_id=broker_auth.COLLECTOR_USER,
                               username=broker_auth.COLLECTOR_USER,
@@ -129,9 +138,8 @@ def secured(tmp_path):
 
     collector.client.on_disconnect = record_disconnect
     collector.start()
-    yield SimpleNamespace(engine=engine, db_url=db_url, broker=broker, keys=keys, tmp=tmp_path,
-                          auth_dir=auth_dir, port=port, collector=collector,
-                          collector_disconnects=collector_disconnects)  # fmt: skip
+    world.collector, world.collector_disconnects = collector, collector_disconnects
+    yield world
     collector.stop()
     broker.stop()
     engine.dispose()

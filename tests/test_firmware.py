@@ -182,6 +182,44 @@ def test_a_forged_manifest_is_refused(served, tmp_path):
         assert updater.stage(args, "0.1.0") == (False, reason)
 
 
+@pytest.mark.parametrize(
+    "setting, floor",
+    [(None, 30), (5, 5), (12, 12), (4, 30), (30, 30), (True, 30), ("5", 30)],
+)
+def test_the_health_floor_is_lowered_only_by_a_sane_provisioned_setting(tmp_path, setting, floor):
+    """health_min_s in config.json (5..29) lowers the device's floor; anything
+    else leaves it at 30. The bound is the one named in the refusal."""
+    root, base = board(tmp_path), "http://127.0.0.1:9"
+    if setting is not None:
+        (root / "data" / "config.json").write_text(json.dumps({"health_min_s": setting}))
+    updater = update.Updater(str(root / "data"), str(root), fetch=lambda url, limit: b"{}")
+    assert updater.min_health_s() == floor
+    too_short = {**args_for(base, "0" * 64), "health_s": floor - 1}
+    assert updater.stage(too_short, "0.1.0") == (
+        False,
+        f"args.health_s: must be an integer {floor}..3600",
+    )
+    # the floor itself passes the argument check (the forged hash is what refuses it)
+    assert updater.stage({**too_short, "health_s": floor}, "0.1.0") == (
+        False,
+        "failed: manifest: sha256 is not the one the signed command gives",
+    )
+
+
+def test_the_collectors_health_floor_is_its_setting(engine, monkeypatch):
+    db.add_device(engine, "kp-00", "22" * 32)
+    with engine.begin() as conn:
+        firmware.add_bundle(conn, "0.2.0", FILES, "test")
+        with pytest.raises(firmware.FirmwareError) as caught:
+            firmware.start_rollout(conn, "0.2.0", "all", 100, "a", "http://c/", health_s=29)
+        assert str(caught.value) == "health_s: must be 30..3600 seconds"
+        monkeypatch.setattr(firmware, "MIN_HEALTH_S", 5)
+        with pytest.raises(firmware.FirmwareError) as caught:
+            firmware.start_rollout(conn, "0.2.0", "all", 100, "a", "http://c/", health_s=4)
+        assert str(caught.value) == "health_s: must be 5..3600 seconds"
+        assert firmware.start_rollout(conn, "0.2.0", "all", 100, "a", "http://c/", health_s=5)
+
+
 class PowerCut(BaseException):
     """The board lost power: nothing after this runs."""
 

@@ -13,14 +13,13 @@ on: the files are the ones broker_auth writes.
 import json
 import secrets
 import time
-from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
 
 from hcp import fleet as fleet_cli
 from hcp.broker import MosquittoBroker, free_port
-from protocols import sign, topics
+from protocols import topics
 from sync_server import broker_auth, db
 from sync_server.fleet_agent import FleetAgent
 from sync_server.ingest import IngestService
@@ -30,32 +29,20 @@ from tests.test_broker_auth import (
     COLLECTOR_PASSWORD,
     NOT_AUTHORIZED,
     Watched,
+    device_password,
+    locked_down_broker,
     refused_with,
     signed_batch,
     wait_stored,
 )
 
 
-def device_password(key_hex):
-    return sign.mqtt_password(bytes.fromhex(key_hex))
-
-
 @pytest.fixture
 def fleet_broker(tmp_path):
     """Mosquitto locked down by broker_auth's files (fleet login included), a
     collector and the fleet agent logged in, kp-01 and kp-02 provisioned."""
-    require_kind("mosquitto")
-    db_url = f"sqlite:///{tmp_path / 'c.db'}"
-    engine = db.make_engine(db_url)
-    db.init(engine)
-    keys = {name: secrets.token_hex(32) for name in ("kp-01", "kp-02")}
-    for name, key_hex in keys.items():
-        db.add_device(engine, name, key_hex)
-    auth_dir = tmp_path / "auth"
-    port = free_port()
-    broker_auth.write_files(auth_dir, db.device_keys(engine), COLLECTOR_PASSWORD, port=port,
-                            bind_address="127.0.0.1", fleet=True)  # fmt: skip
-    broker = MosquittoBroker(workdir=tmp_path / "broker", auth_dir=auth_dir).start()
+    world = locked_down_broker(tmp_path, fleet=True)
+    engine, broker = world.engine, world.broker
     collector = IngestService(engine, broker.host, broker.port, client_id=broker_auth.COLLECTOR_USER,
                               username=broker_auth.COLLECTOR_USER, password=COLLECTOR_PASSWORD)  # fmt: skip
     collector_drops = []
@@ -64,9 +51,9 @@ def fleet_broker(tmp_path):
     agent = FleetAgent(engine, broker.host, broker.port, password=COLLECTOR_PASSWORD).start()
     agent_drops = []
     agent.client.on_disconnect = lambda *a: agent_drops.append(a[3])
-    yield SimpleNamespace(engine=engine, db_url=db_url, broker=broker, keys=keys, tmp=tmp_path,
-                          auth_dir=auth_dir, collector=collector, agent=agent,
-                          collector_drops=collector_drops, agent_drops=agent_drops)  # fmt: skip
+    world.collector, world.agent = collector, agent
+    world.collector_drops, world.agent_drops = collector_drops, agent_drops
+    yield world
     agent.stop()
     collector.stop()
     broker.stop()

@@ -14,6 +14,7 @@ import datetime as dt
 from flask_babel import gettext as _
 from sqlalchemy import and_, select
 
+from sync_server import deadlines
 from sync_server.cases import unit_names
 from sync_server.cases_workflow import STATE_LABELS, VERDICT_LABELS
 from sync_server.schema_cases import case_steps, cases
@@ -26,10 +27,9 @@ def _now_second() -> str:
 
 
 def on_time(case: dict) -> bool | None:
-    """Rectified by the deadline (True), after it (False), not yet (None)."""
-    if not case["due_at"] or not case["rectified_at"]:
-        return None
-    return case["rectified_at"][:19] + "Z" <= case["due_at"]
+    """Rectified by the deadline (True), after it (False), not yet (None):
+    deadlines.on_time, the definition the rankings count with too."""
+    return deadlines.on_time(case["rectified_at"], case["due_at"])
 
 
 def rows(engine, units=None, since=None, until=None) -> list[dict]:

@@ -24,7 +24,8 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from sync_server import db, org
 from sync_server.schema_rankings import deadline_rules, loop_settings
@@ -212,6 +213,29 @@ def state_now(conn, due_utc: str, now_utc: str | None = None) -> str:
     """`state` with the threshold the admin set."""
     now_utc = now_utc or format_utc(dt.datetime.now(dt.UTC))
     return state(due_utc, now_utc, setting(conn, "due_soon_hours"))
+
+
+def on_time(rectified_at, due_at):
+    """Whether a 差评 was rectified on time (差评按期整改): rectified (整改, or
+    the explanation given: the rectify step) no later than its deadline, to
+    the second. The one definition the case pages, the ledger, the API and
+    the rankings use; closing, feeding back and the return visit may come
+    after the deadline without making the rectification late.
+
+    Given a case's text values: True, False, or None while there is no
+    deadline or no rectification yet. Given SQL columns (cases.c.rectified_at,
+    cases.c.due_at): the same test as a SQL condition (false where either is
+    NULL), for counting in the database."""
+    if isinstance(rectified_at, ColumnElement) or isinstance(due_at, ColumnElement):
+        # due_at is YYYY-MM-DDTHH:MM:SSZ, rectified_at has microseconds
+        return and_(
+            rectified_at.is_not(None),
+            due_at.is_not(None),
+            func.substr(rectified_at, 1, 19) <= func.substr(due_at, 1, 19),
+        )
+    if not rectified_at or not due_at:
+        return None
+    return rectified_at[:19] <= due_at[:19]
 
 
 # --- loop settings ----------------------------------------------------------------

@@ -12,8 +12,9 @@ The figures, per entity:
 - 好评率 and 差评数 from the pre-aggregated figures (sync_server/figures.py
   `totals`): voided ratings (`excluded`) and repeats (`repeat_of`) are not in
   them. Units count their own ratings; a town counts its whole subtree.
-- on-time rectification rate (差评按期整改率) = cases closed by their due_at
-  ÷ cases due in the period (due_at on one of its days; a case not yet closed
+- on-time rectification rate (差评按期整改率) = cases rectified by their
+  due_at (deadlines.on_time, as on the case pages and in the ledger) ÷ cases
+  due in the period (due_at on one of its days; a case not yet rectified
   whose deadline has not passed is not judged yet);
 - return-visit rate (回访率) = cases visited ÷ cases fed back, of the cases of
   the period's ratings;
@@ -138,11 +139,10 @@ def _case_counts(conn, dimension: str, first: dt.date, last: dt.date, now_utc: s
         ev.repeat_of.is_(None),
     )
     joined = cases.join(db.evaluations, ev.id == c.record_id)
-    # to the second: due_at is YYYY-MM-DDTHH:MM:SSZ, closed_at has microseconds
-    closed = func.substr(c.closed_at, 1, 19)
-    due = func.substr(c.due_at, 1, 19)
-    on_time = case((and_(c.closed_at.is_not(None), closed <= due), 1), else_=0)
-    judged = or_(c.closed_at.is_not(None), due <= now_utc[:19])
+    # rectified by the deadline: the definition the case pages use too
+    on_time = case((deadlines.on_time(c.rectified_at, c.due_at), 1), else_=0)
+    # judged once rectified, or once the deadline passed without it
+    judged = or_(c.rectified_at.is_not(None), func.substr(c.due_at, 1, 19) <= now_utc[:19])
     out: dict = {}
 
     def entry(key):

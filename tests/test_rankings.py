@@ -16,14 +16,16 @@ The world (local days, Asia/Shanghai):
       September: 2
 
 Cases (now: 2 November):
-    A01: the October 1 due 8 Oct, closed 8 Oct (on time), fed back, visited;
+    A01: the October 1 due 8 Oct, rectified 6 Oct (on time), closed 8 Oct, fed
+         back, visited;
          the September 1 due 3 Oct, still open (overdue)
                           -> on time 1/2 = 0.5, return visits 1/1 = 1.0
-    B01: the 2 due 10 Oct, closed 12 Oct (late), fed back, not visited;
+    B01: the 2 due 10 Oct, rectified 11 Oct (late), closed 12 Oct, fed back,
+         not visited;
          the voided 1 due 9 Oct, closed on time: counts nowhere
                           -> on time 0/1 = 0.0, return visits 0/1 = 0.0
-    C01: the 2 due 20 Oct, closed 19 Oct, fed back, visited; the 1 due 5 Nov,
-         open (not due in October)
+    C01: the 2 due 20 Oct, rectified 17 Oct, closed 19 Oct, fed back, visited;
+         the 1 due 5 Nov, open (not due in October)
                           -> on time 1/1 = 1.0, return visits 1/1 = 1.0
 Service events handled in October: A01 4 (3 rated), B01 2 (2), C01 5 (2)
                           -> 主动评价率 0.75, 1.0, 0.4
@@ -39,7 +41,7 @@ import re
 
 import openpyxl
 import pytest
-from sqlalchemy import select
+from sqlalchemy import String, select
 
 from sync_server import db, deadlines, org, rankings_cli, rankings_data, workdays
 from sync_server.schema_cases import cases
@@ -131,16 +133,17 @@ def build(engine):
 
     with engine.begin() as conn:
         _case(conn, "ws:4", "hall-ws", state="closed", due_at="2026-10-08T15:59:59Z",
-              closed_at="2026-10-08T02:00:00.000000Z", fed_back_at="2026-10-07T02:00:00.000000Z",
+              rectified_at="2026-10-06T02:00:00.000000Z", closed_at="2026-10-08T02:00:00.000000Z", fed_back_at="2026-10-07T02:00:00.000000Z",
               visited_at="2026-10-08T01:00:00.000000Z")  # fmt: skip
         _case(conn, "ws:0", "hall-ws", state="classified", due_at="2026-10-03T15:59:59Z")
         _case(conn, "xg:4", "hall-xg", state="closed", due_at="2026-10-10T15:59:59Z",
-              closed_at="2026-10-12T01:00:00.000000Z", fed_back_at="2026-10-11T01:00:00.000000Z")  # fmt: skip
+              rectified_at="2026-10-11T00:00:00.000000Z", closed_at="2026-10-12T01:00:00.000000Z", fed_back_at="2026-10-11T01:00:00.000000Z")  # fmt: skip
         _case(conn, "xg:5", "hall-xg", state="voided", appeal_state="mistaken",
-              due_at="2026-10-09T15:59:59Z", closed_at="2026-10-08T01:00:00.000000Z",
+              due_at="2026-10-09T15:59:59Z", rectified_at="2026-10-07T01:00:00.000000Z",
+              closed_at="2026-10-08T01:00:00.000000Z",
               fed_back_at="2026-10-08T00:00:00.000000Z", visited_at="2026-10-08T00:30:00.000000Z")  # fmt: skip
         _case(conn, "qd:3", "hall-qd", state="closed", due_at="2026-10-20T15:59:59Z",
-              closed_at="2026-10-19T01:00:00.000000Z", fed_back_at="2026-10-18T01:00:00.000000Z",
+              rectified_at="2026-10-17T01:00:00.000000Z", closed_at="2026-10-19T01:00:00.000000Z", fed_back_at="2026-10-18T01:00:00.000000Z",
               visited_at="2026-10-19T00:30:00.000000Z")  # fmt: skip
         _case(conn, "qd:4", "hall-qd", state="classified", due_at="2026-11-05T15:59:59Z")
         _events(conn, "A01", "hall-ws", "1001", "I-1", 4, 3)
@@ -646,3 +649,58 @@ def test_a_bad_rating_walked_through_the_real_workflow_counts_in_the_rankings(en
     assert (row["id"], row["bad"], row["cases_due"], row["cases_on_time"]) == ("hall-qd", 1, 1, 1)
     assert (row["cases_fed_back"], row["cases_visited"], row["visit_rate"]) == (1, 1, 1.0)
     assert handled == {"hall-qd": {"fix_now": 1, "ledger": 0, "explanation": 0, "pending": 0}}
+
+
+def test_on_time_means_rectified_by_the_deadline_on_the_pages_and_in_the_rankings(engine):
+    """Closing, feeding back and the return visit may come after the deadline:
+    the rankings count what the case page and the ledger show (the same
+    deadlines.on_time), not the day a case was closed."""
+    from sync_server import cases_ledger
+    from sync_server.cases import case_of_record
+
+    org.seed(engine)
+    with engine.begin() as conn:
+        org.add(conn, "units", "hall-qd", "齐都镇便民服务中心", "370305100", kind="hall")
+        org.add(conn, "windows", "C01", "齐都一号窗", "hall-qd")
+    for n in range(1, 5):
+        add_evaluation(engine, f"ot:{n}", 1, rated_at=f"2026-10-0{n}T02:00:00Z", window_id="C01")
+    with engine.begin() as conn:
+        # rectified the day before its deadline, closed two days after it
+        _case(conn, "ot:1", "hall-qd", state="closed", due_at="2026-10-10T15:59:59Z",
+              rectified_at="2026-10-09T02:00:00.000000Z",
+              closed_at="2026-10-12T02:00:00.000000Z")  # fmt: skip
+        # rectified in time, fed back, never closed; its deadline long past
+        _case(conn, "ot:2", "hall-qd", state="fed_back", due_at="2026-10-11T15:59:59Z",
+              rectified_at="2026-10-11T15:59:59.900000Z")  # fmt: skip
+        # rectified a second late, closed the same day
+        _case(conn, "ot:3", "hall-qd", state="closed", due_at="2026-10-12T15:59:59Z",
+              rectified_at="2026-10-12T16:00:00.000000Z",
+              closed_at="2026-10-12T17:00:00.000000Z")  # fmt: skip
+        # never rectified
+        _case(conn, "ot:4", "hall-qd", state="classified", due_at="2026-10-14T15:59:59Z")
+        verdicts = [cases_ledger.on_time(case_of_record(conn, f"ot:{n}")) for n in range(1, 5)]
+        (row,) = rankings_data.figures_for(conn, "2026-10", NOW)["dimensions"]["unit"]
+    assert verdicts == [True, True, False, None]
+    # closed by the deadline it would be 0 of 4; rectified by it, 2 of 4
+    assert (row["cases_due"], row["cases_on_time"], row["on_time_rate"]) == (4, 2, 0.5)
+    assert row["cases_on_time"] == verdicts.count(True)
+
+
+@pytest.mark.parametrize(
+    ("rectified", "due", "expected"),
+    [
+        ("2026-10-10T15:59:59.999999Z", "2026-10-10T15:59:59Z", True),
+        ("2026-10-10T16:00:00.000000Z", "2026-10-10T15:59:59Z", False),
+        (None, "2026-10-10T15:59:59Z", None),
+        ("2026-10-10T15:00:00.000000Z", None, None),
+    ],
+)
+def test_the_one_on_time_rule_answers_alike_in_python_and_sql(engine, rectified, due, expected):
+    from sqlalchemy import literal
+
+    with engine.connect() as conn:
+        in_sql = conn.execute(
+            select(deadlines.on_time(literal(rectified, String), literal(due, String)))
+        ).scalar()
+    assert deadlines.on_time(rectified, due) is expected
+    assert bool(in_sql) is bool(expected)

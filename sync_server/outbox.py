@@ -12,6 +12,15 @@ gets a row in state `skipped` with its reason: the province takes one first
 rating per service event and refuses a repeat (一事一评, DOMAIN §3), so it is
 kept here, visibly, and never sent. An appended rating (attempt 2) is sent.
 
+A 差评 stored with `reason_owed` (the rater walked away, or answered an SMS
+with a level only) gets a row in state `held`: the province takes no 差评
+without a reason. `release_held` (run by the sender each round) sends it
+on once the reason is recorded, by the call-back's verify step
+(`cases.reason`) or by the rater's SMS follow-up (`sms_reasons`); the
+mapping puts that reason in the payload. A hold older than
+HCP_OUTBOX_REASON_WAIT_DAYS becomes `overdue`: still waiting, shown on the
+page and in the API, sent the moment the reason comes; never dropped.
+
 The rest of this module is what people see and do: the backlog and the lag
 (`figures`), the dead letters, retrying one after a fix or marking it
 handled, and re-sending a period on demand, each change audited.
@@ -30,7 +39,9 @@ from sync_server.schema_outbox import (
     ACKED,
     DEAD,
     HANDLED,
+    HELD,
     NOT_REPORTED,
+    OVERDUE,
     PENDING,
     STATES,
     UNMAPPED,
@@ -39,6 +50,12 @@ from sync_server.schema_outbox import (
 )
 
 REPEAT_REASON = "repeat of {}: the province takes one first rating per service event"
+HELD_REASON = "held: reason owed (the rater gave none; the call-back records it)"
+OVERDUE_REASON = (
+    "reason owed for more than {days} day(s): the province takes no 差评 without a reason;"
+    " record it at the call-back (verify step)"
+)
+RELEASE_BATCH = 500  # held rows looked at per sender round
 LAG_SAMPLE = 2000  # the latest acknowledged rows the p50/p95 lag is taken over
 
 
@@ -79,6 +96,11 @@ def after_store(conn, rows: list[dict]) -> None:
     entries = []
     for row in rows:
         repeat = row.get("repeat_of")
+        state, reason = PENDING, None
+        if repeat:
+            state, reason = NOT_REPORTED, REPEAT_REASON.format(repeat)
+        elif row.get("reason_owed"):
+            state, reason = HELD, HELD_REASON
         entries.append(
             _row(
                 "rating",
@@ -86,8 +108,8 @@ def after_store(conn, rows: list[dict]) -> None:
                 row.get("case_no"),
                 row.get("service_no"),
                 row.get("received_at") or now,
-                NOT_REPORTED if repeat else PENDING,
-                REPEAT_REASON.format(repeat) if repeat else None,
+                state,
+                reason,
             )
         )
     conn.execute(_insert(conn), entries)
@@ -111,6 +133,82 @@ def event_registered(conn, event: dict) -> None:
             )
         ],
     )
+
+
+# --- a 差评 whose reason is owed -----------------------------------------------------
+
+
+def reasons_for(conn, record_ids) -> dict[str, str]:
+    """The reason recorded since for each rating of `record_ids` that has one:
+    the rater's own SMS follow-up first, else the call-back's (the case's
+    verify step). The rating itself never changes."""
+    from sync_server.schema_cases import cases
+    from sync_server.schema_citizen import sms_reasons
+
+    ids = sorted(set(record_ids))
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        c = cases.c
+        for record_id, text in conn.execute(
+            select(c.record_id, c.reason).where(c.record_id.in_(part), c.reason.is_not(None))
+        ):
+            if text and text.strip():
+                found[record_id] = text.strip()
+        r = sms_reasons.c
+        for record_id, text in conn.execute(
+            select(r.record_id, r.text).where(r.record_id.in_(part))
+        ):
+            if text and text.strip():
+                found[record_id] = text.strip()
+    return found
+
+
+def release_held(conn, wait_days: float, now: dt.datetime | None = None) -> dict:
+    """Held ratings whose reason is now recorded go back to the queue (their
+    payload built afresh, with the reason); holds older than `wait_days`
+    become `overdue` (still released when the reason comes). Returns the
+    counts {"released", "overdue"}."""
+    now = now or dt.datetime.now(dt.UTC)
+    o = outbox.c
+    rows = conn.execute(
+        select(o.id, o.ref, o.state, o.stored_at)
+        .where(o.state.in_((HELD, OVERDUE)), o.kind == "rating")
+        .order_by(o.id)
+        .limit(RELEASE_BATCH)
+    ).all()
+    if not rows:
+        return {"released": 0, "overdue": 0}
+    reasons = reasons_for(conn, [r.ref for r in rows])
+    ready = [r.id for r in rows if r.ref in reasons]
+    cutoff = (now - dt.timedelta(days=float(wait_days))).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    late = [r.id for r in rows if r.state == HELD and r.ref not in reasons and r.stored_at < cutoff]
+    if ready:
+        conn.execute(
+            update(outbox)
+            .where(o.id.in_(ready))
+            .values(state=PENDING, reason=None, payload=None, next_try_at=None)
+        )
+    if late:
+        days = f"{float(wait_days):g}"
+        conn.execute(
+            update(outbox)
+            .where(o.id.in_(late))
+            .values(state=OVERDUE, reason=OVERDUE_REASON.format(days=days))
+        )
+    return {"released": len(ready), "overdue": len(late)}
+
+
+def held(conn, limit: int = 100) -> list[dict]:
+    """Ratings waiting for their reason (held, then overdue), oldest first."""
+    o = outbox.c
+    rows = conn.execute(
+        select(o.id, o.kind, o.ref, o.case_no, o.stored_at, o.state, o.reason)
+        .where(o.state.in_((HELD, OVERDUE)))
+        .order_by(o.id)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in rows]
 
 
 # --- figures ---------------------------------------------------------------------
@@ -152,6 +250,8 @@ def figures(conn, now: dt.datetime | None = None) -> dict:
     return {
         "backlog": {state: counts.get(state, 0) for state in STATES},
         "unsent": counts.get(PENDING, 0),
+        "held": counts.get(HELD, 0) + counts.get(OVERDUE, 0),
+        "held_overdue": counts.get(OVERDUE, 0),
         "oldest_unsent_at": oldest,
         "oldest_unsent_age_s": round((now - _parse(oldest)).total_seconds(), 3) if oldest else None,
         "acked_sample": len(lags),
@@ -202,7 +302,7 @@ class OutboxError(ValueError):
     """An action that cannot be taken; str() says why."""
 
 
-def _letter(conn, item: str):
+def _letter(conn, item: str, states=(DEAD, UNMAPPED)):
     """The dead letter named "event:<case>/<service>" or "rating:<id>"."""
     item = (item or "")[:300]
     kind, _sep, ref = item.partition(":")
@@ -211,7 +311,7 @@ def _letter(conn, item: str):
         row = conn.execute(select(outbox).where(outbox.c.kind == kind, outbox.c.ref == ref)).first()
     if row is None:
         raise OutboxError(_("item: no outbox row %(item)s", item=item))
-    if row.state not in (DEAD, UNMAPPED):
+    if row.state not in states:
         raise OutboxError(_("item: %(item)s is not a dead letter", item=item))
     return row
 
@@ -239,7 +339,8 @@ def mark_handled(engine, item: str, note: str, username: str) -> None:
     if not note or len(note) > 500:
         raise OutboxError(_("note: say what was done (1 to 500 characters)"))
     with engine.begin() as conn:
-        row = _letter(conn, item)
+        # a rating whose reason never came may be settled by hand too (audited)
+        row = _letter(conn, item, (DEAD, UNMAPPED, OVERDUE))
         conn.execute(
             update(outbox)
             .where(outbox.c.id == row.id)

@@ -5,7 +5,8 @@
   province, the dead letters with the province's reasons, the latest rows;
 - ``POST /outbox/retry`` (outbox): a dead letter back to the queue, its
   payload built again from what is stored now (after a fix);
-- ``POST /outbox/handled`` (outbox): a dead letter marked handled, with a note;
+- ``POST /outbox/handled`` (outbox): a dead letter, or a 差评 whose reason
+  never came (overdue), marked handled, with a note;
 - ``POST /outbox/resend`` (outbox): every acknowledged row of a period
   (local dates, both included) queued again;
 - ``GET /api/v1/outbox`` (outbox_read): the same figures and letters as JSON.
@@ -31,6 +32,8 @@ bp = Blueprint("outbox", __name__)
 
 STATE_LABELS = {
     "pending": _l("Waiting to be sent"),
+    "held": _l("Held: reason owed"),
+    "overdue": _l("Held: reason owed, past the wait"),
     "acked": _l("Acknowledged by the province"),
     "dead": _l("Refused by the province"),
     "unmapped": _l("Cannot be put in the province's form"),
@@ -58,6 +61,17 @@ LETTER = openapi._object(
         "last_error": openapi.NSTR,
     }
 )
+HELD_ITEM = openapi._object(
+    {
+        "id": openapi.INT,
+        "kind": {"type": "string", "enum": ["rating"]},
+        "ref": openapi.STR,
+        "case_no": openapi.NSTR,
+        "stored_at": openapi.STR,
+        "state": {"type": "string", "enum": ["held", "overdue"]},
+        "reason": openapi.NSTR,
+    }
+)
 SCHEMAS = {
     "OutboxStatus": openapi._object(
         {
@@ -68,6 +82,8 @@ SCHEMAS = {
                 "additionalProperties": False,
             },
             "unsent": openapi.INT,
+            "held": openapi.INT,
+            "held_overdue": openapi.INT,
             "oldest_unsent_at": openapi.NSTR,
             "oldest_unsent_age_s": NULL_NUMBER,
             "acked_sample": openapi.INT,
@@ -86,13 +102,15 @@ SCHEMAS = {
                 "additionalProperties": False,
             },
             "dead_letters": {"type": "array", "items": LETTER},
+            "held_items": {"type": "array", "items": HELD_ITEM},
         }
     )
 }
 PATHS = {
     "/api/v1/outbox": openapi._get(
         "The report to the province: backlog by state, the oldest unsent item, "
-        "store→acknowledged p50/p95 in seconds, the sender's state and the dead letters",
+        "store→acknowledged p50/p95 in seconds, the sender's state, the dead letters "
+        "and the 差评 held until their reason is recorded",
         "OutboxStatus",
     )
 }
@@ -110,6 +128,7 @@ def _status() -> dict:
     with get_engine().connect() as conn:
         answer = outbox.figures(conn)
         answer["dead_letters"] = outbox.letters(conn)
+        answer["held_items"] = outbox.held(conn)
     return answer
 
 
@@ -117,11 +136,13 @@ def _page(error=None, status=200, done=None):
     with get_engine().connect() as conn:
         figures = outbox.figures(conn)
         letters = outbox.letters(conn)
+        held = outbox.held(conn)
         recent = outbox.recent(conn)
     return render_template(
         "outbox.html",
         figures=figures,
         letters=letters,
+        held=held,
         recent=recent,
         STATE_LABELS=STATE_LABELS,
         SENDER_LABELS=SENDER_LABELS,

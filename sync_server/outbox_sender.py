@@ -45,7 +45,17 @@ from sqlalchemy import bindparam, func, or_, select, update
 
 from protocols.levels import MappingError
 from sync_server import db, province_map
-from sync_server.schema_outbox import ACKED, DEAD, PENDING, UNMAPPED, outbox, outbox_sender
+from sync_server import outbox as outbox_rows
+from sync_server.schema_outbox import (
+    ACKED,
+    DEAD,
+    HELD,
+    OVERDUE,
+    PENDING,
+    UNMAPPED,
+    outbox,
+    outbox_sender,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +70,8 @@ SETTINGS = {
     "HCP_OUTBOX_BACKOFF_MAX_S": 60.0,
     "HCP_OUTBOX_POLL_S": 0.5,
     "HCP_OUTBOX_LEASE_S": 15.0,
+    # a 差评 held for its reason longer than this is shown as overdue (still held)
+    "HCP_OUTBOX_REASON_WAIT_DAYS": 3.0,
 }
 MAX_REASON = 500
 
@@ -245,6 +257,7 @@ class Sender:
         with self.engine.begin() as conn:
             if not self._lease(conn):
                 return None
+            outbox_rows.release_held(conn, self.settings["HCP_OUTBOX_REASON_WAIT_DAYS"])
             rows = [
                 dict(row._mapping)
                 for row in conn.execute(
@@ -300,8 +313,28 @@ class Sender:
             return self._hold_waiting_ratings(conn, ready)
 
     def _hold_waiting_ratings(self, conn, rows: list[dict]) -> list[dict]:
-        """Ratings whose service event is stored but cannot go now stay for later."""
+        """Ratings whose service event is stored but cannot go now stay for
+        later, and so do ratings behind a rating of the same event that is
+        held for its reason (an appended rating needs its first one there)."""
         o = outbox.c
+        cases = sorted({r["case_no"] for r in rows if r["kind"] == "rating" and r["case_no"]})
+        first_held = {}
+        if cases:
+            first_held = {
+                (case, service): first
+                for case, service, first in conn.execute(
+                    select(o.case_no, o.service_no, func.min(o.id))
+                    .where(o.kind == "rating", o.state.in_((HELD, OVERDUE)), o.case_no.in_(cases))
+                    .group_by(o.case_no, o.service_no)
+                )
+            }
+        if first_held:
+            rows = [
+                r
+                for r in rows
+                if r["kind"] == "event"
+                or r["id"] < first_held.get((r["case_no"], r["service_no"]), r["id"] + 1)
+            ]
         in_batch = {r["ref"] for r in rows if r["kind"] == "event"}
         refs = {
             f"{r['case_no']}/{r['service_no']}"

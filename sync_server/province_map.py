@@ -15,6 +15,13 @@ responsible department's 18-character credit code (`deptCode`).
 
 A rating's payload takes taskCode, deptCode and areaCode from its service
 event where the collector has one, since the province checks they agree.
+A 差评 stored with `reason_owed` goes up with the reason recorded since
+(outbox.reasons_for: the call-back's or the rater's SMS follow-up): each
+part of it (split at commas and 、;) that is the text of a content tag of
+the rating's level, in the version in force at its time, goes as that code;
+when some part is no tag's text, the whole reason goes as free text too
+(`reason_content`).
+
 The reverse functions (`event_record`, `rating_record`) read a payload back
 into our names; the tests use them with the simulated province as the judge.
 Nothing here reads a rater's contact: the province gets no rater identity
@@ -25,16 +32,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
 from protocols import levels
 from protocols.levels import MappingError
-from sync_server import db, org, pf_map
+from sync_server import db, org, outbox, pf_map
 
 LOCAL = ZoneInfo("Asia/Shanghai")
 LOCAL_FORMAT = "%Y-%m-%d %H:%M:%S"
+REASON_PARTS = re.compile(r"[,，、;；\n]+")
+MAX_CONTENT = 500  # the province's evalContent
 DIVISION_KINDS = ("district", "street", "town", "village", "community")
 DEFAULTS = {
     "HCP_PROVINCE_AREA_CODE": "370305000000",  # 临淄区
@@ -151,6 +161,55 @@ def rating_payload(
     }
 
 
+def _plain(text: str) -> str:
+    return re.sub(r"[\s。.!！]+", "", text)
+
+
+def reason_content(reason: str, stars: int, tagset) -> tuple[list[str], str]:
+    """(content codes, free text) for a reason recorded after the rating:
+    `tagset` is [(level, code, text)] of the version in force. Codes for the
+    parts that are a tag's text at the rating's level; the whole reason as
+    text when any part is not (or nothing is left over: no text)."""
+    by_text = {_plain(text): code for level, code, text in tagset if level == stars}
+    codes, unmatched = [], False
+    for part in REASON_PARTS.split(reason):
+        if not _plain(part):
+            continue
+        code = by_text.get(_plain(part))
+        if code is None:
+            unmatched = True
+        elif code not in codes:
+            codes.append(code)
+    return codes, reason.strip()[:MAX_CONTENT] if unmatched or not codes else ""
+
+
+def with_owed_reason(conn, record: dict, reason: str | None, cache: dict) -> dict:
+    """The record as it goes up: an owed reason recorded since put in its
+    tags and comment (a copy; the stored rating never changes)."""
+    from sync_server import tags as tag_table
+
+    tags = record.get("tags")
+    if isinstance(tags, str):
+        tags = json.loads(tags or "[]")
+    if not record.get("reason_owed") or not reason or tags or record.get("comment"):
+        return record
+    version = tag_table.in_force(conn, record["effective_at"])
+    key = ("tagset", version)
+    if key not in cache:
+        cache[key] = (
+            [(t["level"], t["code"], t["text"]) for t in tag_table.tags_of(conn, version)]
+            if version
+            else []
+        )
+    codes, text = reason_content(reason, record["stars"], cache[key])
+    return {
+        **record,
+        "tags": codes,
+        "content_version": version if codes else record.get("content_version"),
+        "comment": text or None,
+    }
+
+
 def event_record(payload: dict) -> dict:
     """A registered event read back into our names (codes stay the province's)."""
     return {
@@ -206,6 +265,8 @@ def prefetch(conn, rows: list[dict], settings: dict | None = None, cache=None) -
             db.evaluations.c.id.in_(ids)
         )
         ratings = {r.id: dict(r._mapping) for r in conn.execute(query)}
+    owed = [i for i, r in ratings.items() if r.get("reason_owed")]
+    cache["reasons"] = outbox.reasons_for(conn, owed) if owed else {}
     pairs = {(row["case_no"], row["service_no"]) for row in rows if row["kind"] == "event"}
     pairs |= {(r["case_no"], r["service_no"]) for r in ratings.values() if r["case_no"]}
     events = {}
@@ -242,6 +303,10 @@ def build(conn, row: dict, settings: dict | None = None, cache=None) -> dict:
         if found is None:
             raise MappingError(f"rating {row['ref']}: not stored")
         record = dict(found._mapping)
+    reasons = cache.get("reasons", {})
+    if record.get("reason_owed") and record["id"] not in reasons:
+        reasons = outbox.reasons_for(conn, [record["id"]])
+    record = with_owed_reason(conn, record, reasons.get(record["id"]), cache)
     key = (record["case_no"], record["service_no"])
     event = events.get(key) or find_event(conn, *key)
     unit = None if event is not None else record["resolved_unit"] or record.get("case_org_id")

@@ -11,6 +11,9 @@ compares them with migrations/versions/0011_outbox.py.
 - `outbox_sender`: what the sender last heard from the province (one row a
   sender), shown on the outbox page: a garbage answer or an expired
   credential is a state someone can read, not a log line.
+- `window_pauses`: the intervals a window's keypad was paused, as the
+  window PC (hcp/window.py) reports each acknowledged /pause and /resume;
+  the gaming rule `while_paused` reads them.
 - `gaming_flags`: evidence of gaming (sync_server/gaming.py), one row per
   rule and finding, for a supervisor; it never changes a rating.
 """
@@ -28,7 +31,11 @@ DEAD = "dead"  # the province refused it: its reason is kept for an admin
 UNMAPPED = "unmapped"  # our record cannot be put in the province's shape (reason kept)
 NOT_REPORTED = "skipped"  # by rule not reported (a repeat rating of a rated event)
 HANDLED = "handled"  # a dead letter an admin marked handled (audited)
-STATES = (PENDING, ACKED, DEAD, UNMAPPED, NOT_REPORTED, HANDLED)
+# a 差评 whose rater gave no reason (reason_owed): the province takes no 差评
+# without one, so it waits for the call-back (or the SMS follow-up) to bring it
+HELD = "held"
+OVERDUE = "overdue"  # held longer than HCP_OUTBOX_REASON_WAIT_DAYS: still waiting, shown
+STATES = (PENDING, HELD, OVERDUE, ACKED, DEAD, UNMAPPED, NOT_REPORTED, HANDLED)
 
 outbox = Table(
     "outbox",
@@ -86,4 +93,16 @@ gaming_flags = Table(
     Column("handled_at", String(32)),
     Index("ux_gaming_flags_key", "rule", "key", unique=True),
     Index("ix_gaming_flags_state", "state", "flagged_at"),
+)
+
+window_pauses = Table(
+    "window_pauses",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("window_id", String(64), nullable=False),
+    Column("paused_at", String(32), nullable=False),  # UTC, when the keypad acked the pause
+    Column("resumed_at", String(32)),  # UTC; NULL: still paused (as far as we know)
+    Column("reported_by", String(80), nullable=False),  # the token's actor
+    Column("received_at", String(32), nullable=False),
+    Index("ux_window_pauses_start", "window_id", "paused_at", unique=True),
 )

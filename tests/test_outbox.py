@@ -185,7 +185,8 @@ def test_the_page_and_api_show_lag_backlog_and_dead_letters(engine_app, province
     body = answer.get_json()
     assert problems(body, schema["application/json"]["schema"], DOCUMENT) == []
     assert body["backlog"] == {
-        "pending": 0, "acked": 2, "dead": 1, "unmapped": 0, "skipped": 0, "handled": 0,
+        "pending": 0, "held": 0, "overdue": 0, "acked": 2, "dead": 1, "unmapped": 0,
+        "skipped": 0, "handled": 0,
     }  # fmt: skip
     [letter] = body["dead_letters"]
     assert (letter["ref"], letter["reason"]) == (

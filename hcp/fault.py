@@ -101,7 +101,11 @@ class FaultRun:
             t.start()
         try:
             n = 0
-            while time.monotonic() - started < self.duration:
+            while True:
+                left = self.duration - (time.monotonic() - started)
+                if left < self.fault_every:
+                    time.sleep(max(0.0, left))  # no fault would fit before the end
+                    break
                 time.sleep(self.fault_every)
                 kind = FAULTS[n % len(FAULTS)]  # every kind, in turn, on random targets
                 n += 1

@@ -98,6 +98,13 @@ def broker_round_trip(host: str, port: int, count: int) -> Latencies:
         client.loop_stop()
 
 
+def baseline_count(ratings: int) -> int:
+    """Round trips timed for the baseline: as many as the ratings, within
+    20..500 (one at a time they take a broker's latency each: about 46 ms on
+    amqtt, so a short run is not held up by a long baseline)."""
+    return max(20, min(500, ratings))
+
+
 def _rate_all(keypad, timed: _Timed, ratings: int, presses: dict, errors: list) -> None:
     """The finger stays on the key until the keypad has taken the press (a
     loaded machine may run a keypad's loop less often than its debounce), then
@@ -137,7 +144,9 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="hcp-latency-") as scratch:
         folder = Path(workdir or scratch)
         with LocalStack(folder, broker_kind(broker), devices=devices) as stack:
-            baseline = broker_round_trip(stack.broker.host, stack.broker.port, 500)
+            baseline = broker_round_trip(
+                stack.broker.host, stack.broker.port, baseline_count(keypads * ratings)
+            )
             started = [stack.start_keypad(d, confirm_ms=confirm_ms) for d in devices]
             timers = [k.call(lambda dev: _Timed(dev.store)) for k in started]
             presses = [{} for _ in started]

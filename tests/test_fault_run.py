@@ -16,10 +16,12 @@ from tests.harness.broker import require_kind
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("kind", ["mosquitto", "amqtt"])
+@pytest.mark.parametrize(
+    "kind", ["mosquitto", pytest.param("amqtt", marks=pytest.mark.long)]
+)  # amqtt proves the same as mosquitto, slower: `make test-long`
 def test_every_record_arrives_once_through_all_kinds_of_fault(tmp_path, kind):
     require_kind(kind)
-    report = FaultRun(tmp_path, devices=4, duration=10, broker=kind, fault_every=0.8, seed=7).run()
+    report = FaultRun(tmp_path, devices=3, duration=6, broker=kind, fault_every=0.5, seed=7).run()
     assert set(report.faults) == set(FAULTS), "every kind of fault was injected"
     assert report.made > 0
     assert report.missing == [] and report.unexpected == []
@@ -30,6 +32,7 @@ def test_every_record_arrives_once_through_all_kinds_of_fault(tmp_path, kind):
 def test_a_lost_record_or_a_wrong_count_fails_the_check(tmp_path):
     # the counting itself must be able to fail
     run = FaultRun(tmp_path, devices=1, duration=1, broker="amqtt", fault_every=5, seed=1)
+    # (no fault fits in the second: the run rates and counts, nothing else)
     report = run.run()
     assert report.ok and report.made > 1
     run.engine = db.make_engine(f"sqlite:///{tmp_path / 'collector.db'}")
@@ -44,7 +47,7 @@ def test_a_lost_record_or_a_wrong_count_fails_the_check(tmp_path):
 
 def test_the_command_reports_pass(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "hcp", "sim", "fault", "--devices", "2", "--duration", "3",
+        [sys.executable, "-m", "hcp", "sim", "fault", "--devices", "2", "--duration", "2",
          "--fault-every", "0.7", "--broker", "amqtt", "--seed", "3"],
         cwd=ROOT, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
@@ -52,6 +55,7 @@ def test_the_command_reports_pass(tmp_path):
     assert "PASS: nothing lost, nothing twice" in result.stdout
 
 
+@pytest.mark.long  # `make test-long`; `make fault-processes` runs a longer one
 def test_real_processes_killed_with_sigkill_lose_nothing(tmp_path, postgres_url):
     """Mosquitto (persistent), two collectors sharing the ingest and the keypad
     hosts, each killed with SIGKILL and started again, on PostgreSQL."""

@@ -156,6 +156,7 @@ def test_ratings_made_offline_drain_to_the_collector_within_the_heap(
 
 
 @pytest.mark.broker
+@pytest.mark.long  # building the frozen port takes about 30 s; `hcp bench --only heap` measures it
 def test_the_target_300_ratings_in_batches_of_50_within_96k_frozen(
     frozen_port, collector, tmp_path, capsys
 ):

@@ -66,7 +66,8 @@ def test_two_collectors_share_the_work_and_a_killed_one_loses_nothing(
             key_hex = secrets.token_hex(32)
             db.add_device(engine, f"kp-s{n}", key_hex)
             keypad = SimKeypad(f"kp-s{n}", key_hex, broker.host, broker.port,
-                               str(tmp_path / f"kp-s{n}"), ack_timeout_ms=1500)  # fmt: skip
+                               str(tmp_path / f"kp-s{n}"), ack_timeout_ms=1500,
+                               confirm_ms=50)  # fmt: skip
             keypads.append(keypad.start())
         for stars in (5, 4, 1):
             for keypad in keypads:

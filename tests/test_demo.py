@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kiosk import demo_content
 from tests.harness.broker import require_kind
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +45,8 @@ def query(workdir, sql, *args):
         return conn.execute(sql, args).fetchall()
 
 
-@pytest.mark.parametrize("broker", ["amqtt", "mosquitto"])
+# the embedded broker runs in the every-channel test below; the same run on it is long
+@pytest.mark.parametrize("broker", [pytest.param("amqtt", marks=pytest.mark.long), "mosquitto"])
 def test_an_unattended_demo_shows_ratings_arriving(tmp_path, broker):
     require_kind(broker)
     proc = demo(tmp_path, "--duration", "6", "--pace", "0.2", "--broker", broker)
@@ -106,6 +108,15 @@ def test_the_demo_shows_every_channel_the_province_and_a_flagged_burst(tmp_path)
     assert re.search(r"评议卡 paper card: 评议卡 \S+ 已保存。", out), out
     assert re.search(r"自助机 kiosk \(ks-demo-02\): 办件 DEMO-\d+-KIOSK-1 已评价 rated", out), out
     assert f"用手机打开（窗口码） open on a phone: {web}/r/w/" in out, out
+    # the kiosk process came up headless and reported its status
+    line = re.search(r"自助机 kiosk: (\S+) headless, PIN (\d+), API (http://127\.0\.0\.1:\d+)", out)
+    assert line, out
+    assert line.group(1) == "ks-demo-01" and line.group(2) == demo_content.DEMO_PIN
+    assert "ks-demo-01 ready, first frame" in (tmp_path / "ks-demo-01" / "kiosk.log").read_text()
+    ((kind, raw),) = query(
+        tmp_path, "SELECT kind, status FROM devices WHERE device_id = ?", line[1]
+    )
+    assert kind == "kiosk" and json.loads(raw)["fw"] == "kiosk-0.1.0"
     for label, path in (
         ("差评工单 bad-review cases", "/cases"),
         ("排名 rankings", "/rankings"),

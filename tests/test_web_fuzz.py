@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import string
 from urllib.parse import urlencode
 
@@ -366,6 +367,10 @@ def urls(app, content):
     return found
 
 
+# `make test` walks every route with a few hostile worlds; `make test-long` with many
+EXAMPLES = 60 if os.environ.get("HCP_LONG") == "1" else 8
+
+
 @pytest.fixture
 def app(engine_app):
     """On both databases: PostgreSQL refuses numbers SQLite takes, and the reverse."""
@@ -394,7 +399,7 @@ def test_the_walk_covers_every_get_route(app):
 
 
 @settings(
-    max_examples=25,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

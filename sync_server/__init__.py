@@ -30,6 +30,7 @@ import secrets
 from pathlib import Path
 
 from flask import Flask, current_app, request, session
+from flask.json.provider import DefaultJSONProvider
 from flask_babel import Babel
 from flask_wtf.csrf import CSRFProtect
 
@@ -42,8 +43,23 @@ CATALOG_DIR = PACKAGE_DIR / "translations"
 csrf = CSRFProtect()
 
 
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, in UTF-8 as written, and a body nested too deeply to
+    decode (``[[[[...]]]]``) is invalid JSON like any other: a clear 400 (or
+    None for ``get_json(silent=True)``), never a RecursionError and a 500."""
+
+    ensure_ascii = False
+
+    def loads(self, s, **kwargs):
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError as exc:
+            raise ValueError("JSON nested too deeply") from exc
+
+
 def create_app(test_config: dict | None = None, instance_path: str | None = None) -> Flask:
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
+    app.json = JSONProvider(app)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.from_mapping(
         DATABASE_URL="sqlite:///" + os.path.join(app.instance_path, "hcp.db"),
@@ -68,7 +84,6 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
         app.config.from_mapping(test_config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _instance_secret(app.instance_path)
-    app.json.ensure_ascii = False
 
     compiled = compile_catalogs(CATALOG_DIR, Path(app.instance_path) / "translations")
     app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(compiled)

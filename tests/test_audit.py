@@ -150,3 +150,13 @@ def test_a_number_left_on_a_citizen_channel_is_revealed_sealed_and_audited(engin
     assert [(e["actor"], e["action"], e["target"]) for e in _entries(engine)] == [
         ("viewer", "contact.reveal", "web:1")
     ]
+
+
+def test_a_body_nested_too_deeply_is_refused_as_invalid_json(engine_app):
+    build_world(engine_app)
+    supervisor = client_as(engine_app, "supervisor")
+    nested = "[" * 100_000 + "]" * 100_000
+    response = supervisor.post("/api/v1/contacts", data=nested, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json() == {"error": 'body: must be {"record_id": "<id>"}'}
+    assert _entries(engine_app.extensions["hcp_engine"]) == []  # nothing revealed

@@ -14,6 +14,8 @@ ROUTES = [
     ("GET", "/rankings?period=2026-10", "rankings", None),
     ("GET", "/rankings/export?period=2026-10&dim=window&format=csv", "rankings", None),
     ("POST", "/rankings/compute", "loop_settings", {"period": "2026-10"}),
+    ("GET", "/api/v1/rankings?period=2026-10", "rankings", None),
+    ("GET", "/api/v1/rankings?period=2026-10&level=window", "rankings", None),
     ("GET", "/digest", "cases", None),
     ("GET", "/digest?unit=370305001", "cases", None),
     ("GET", "/deadlines/settings", "loop_settings", None),
@@ -48,3 +50,14 @@ def build(app):
              "complex_basis": "natural"},
         )  # fmt: skip
         conn.execute(calendar_days.insert().values(day="2027-10-01", working=False, note="国庆节"))
+
+
+# (role, method, path, body, status) for tests/test_openapi.py's CALLS
+OPENAPI_CALLS = [
+    ("unit_manager", "get", "/api/v1/rankings?period=2026-10&level=window", None, 200),
+    ("supervisor", "get", "/api/v1/rankings", None, 200),
+    ("admin", "get", "/api/v1/rankings?period=2026-13", None, 400),
+    ("admin", "get", "/api/v1/rankings?level=galaxy", None, 400),
+    ("technician", "get", "/api/v1/rankings", None, 403),
+    (None, "get", "/api/v1/rankings", None, 401),
+]  # fmt: skip

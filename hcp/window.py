@@ -16,6 +16,12 @@ the window's business system:
                   defaults to --window) and answers what the collector
                   answered (docs/service-events.md)
 
+With --collector, --token-file and --window, each /pause and /resume the
+keypad acknowledged is reported to the collector
+(POST /api/v1/windows/<window>/pauses, with the time of the keypad's ack),
+from a small queue sent again until the collector answers: the gaming rule
+"rated while the window was paused" reads them (docs/reporting-upward.md).
+
 A command that gets no answer is sent again (the same frame, the same id);
 the keypad answers a repeat without acting on it twice.
 """
@@ -41,6 +47,7 @@ TRIES = 3
 MAX_BODY = 4096  # bytes of an HTTP request body
 KEEP_OUTCOMES = 32  # results/timeouts kept for cases nobody waits for yet
 KEEP_SEEN = 64  # event ids remembered to drop repeats
+KEEP_PAUSE_REPORTS = 256  # pause/resume reports kept while the collector is away
 
 
 class NoAnswer(Exception):
@@ -247,6 +254,104 @@ class CollectorLink:
             return 502, {"error": "collector: unreachable (" + str(reason)[:120] + ")"}
 
 
+class PauseReporter:
+    """Acknowledged pauses and resumes, reported to the collector in order by
+    a thread of their own; kept and sent again while the collector does not
+    answer (up to KEEP_PAUSE_REPORTS, the oldest dropped after that)."""
+
+    def __init__(self, url: str, token: str, window_id: str, timeout: float = 10, retry_s=2.0):
+        from urllib.parse import quote
+
+        self.url = url.rstrip("/") + "/api/v1/windows/" + quote(window_id, safe="") + "/pauses"
+        self.token = token
+        self.timeout = timeout
+        self.retry_s = retry_s
+        self._queue: deque[dict] = deque()
+        self._cond = threading.Condition()
+        self.counters = {"sent": 0, "refused": 0, "dropped": 0, "failures": 0}
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="window-pauses", daemon=True)
+        self._thread.start()
+
+    def report(self, action: str, at: float | None = None) -> None:
+        moment = time.gmtime(time.time() if at is None else at)
+        item = {"action": action, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", moment)}
+        with self._cond:
+            self._queue.append(item)
+            while len(self._queue) > KEEP_PAUSE_REPORTS:
+                self._queue.popleft()
+                self.counters["dropped"] += 1
+            self._cond.notify_all()
+
+    @property
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def status(self) -> dict:
+        return {**self.counters, "waiting": self.waiting, "last_error": self.last_error}
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=2)
+
+    def _post(self, item: dict) -> int:
+        request = urllib.request.Request(
+            self.url,
+            data=json.dumps(item).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "Authorization": "Bearer " + self.token},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
+                return answer.status
+        except urllib.error.HTTPError as exc:
+            try:
+                self.last_error = json.loads(exc.read() or b"{}").get("error") or str(exc.code)
+            except (ValueError, AttributeError):
+                self.last_error = "collector: answered " + str(exc.code)
+            return exc.code
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            self.last_error = (
+                "collector: unreachable (" + str(getattr(exc, "reason", exc))[:120] + ")"
+            )
+            return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                while not self._queue and not self._stop.is_set():
+                    self._cond.wait(1.0)
+                if self._stop.is_set():
+                    return
+                item = self._queue[0]
+            try:
+                status = self._post(item)
+            except Exception as exc:  # never end the thread: try again later
+                self.last_error = repr(exc)[:200]
+                status = 0
+            if status == 0 or status >= 500 or status in (401, 429):
+                # not now (down, overloaded, a token being rotated): the same report again
+                self.counters["failures"] += 1
+                log.warning(
+                    "pause report not taken (%s): again in %.0f s", self.last_error, self.retry_s
+                )
+                self._stop.wait(self.retry_s)
+                continue
+            with self._cond:
+                if self._queue and self._queue[0] is item:
+                    self._queue.popleft()
+            if status < 300:
+                self.counters["sent"] += 1
+                self.last_error = None
+            else:  # refused for good (an unknown window, a resume with no pause): logged
+                self.counters["refused"] += 1
+                log.warning("pause report refused by the collector: %s", self.last_error)
+
+
 # --- the HTTP API ---
 
 _SIMPLE = ("cancel", "pause", "resume", "signout")
@@ -301,6 +406,8 @@ class _Handler(BaseHTTPRequestHandler):
         data = {k: v for k, v in reply.items() if k not in ("v", "t", "ref")}
         data["link"] = dict(window.counters)
         data["keypad_errors"] = list(window.errors)
+        if self.server.pauses is not None:
+            data["pause_reports"] = self.server.pauses.status()
         self._answer(200, data)
 
     def do_POST(self):
@@ -332,6 +439,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._start(window, body)
                 return
             window.command(name, **body)
+            if name in ("pause", "resume") and self.server.pauses is not None:
+                self.server.pauses.report(name)  # the keypad acknowledged it now
         except Refused as exc:
             self._answer(409, {"error": "refused by the keypad: " + str(exc)})
             return
@@ -371,15 +480,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200, answer)
 
 
-def serve(port, http_port, extra_wait=40, host="127.0.0.1", collector=None):
+def serve(port, http_port, extra_wait=40, host="127.0.0.1", collector=None, pauses=None):
     """A WindowPort on port and its HTTP server (not yet serving); `collector`
-    a CollectorLink for POST /event, or None."""
+    a CollectorLink for POST /event, or None; `pauses` a PauseReporter, or None."""
     window = WindowPort(port)
     server = ThreadingHTTPServer((host, http_port), _Handler)
     server.daemon_threads = True
     server.window = window
     server.extra_wait = extra_wait
     server.collector = collector
+    server.pauses = pauses
     return server, window
 
 
@@ -405,7 +515,11 @@ def register(commands) -> None:
         "--token-file",
         help="a file holding the business system's API token (role clerk) for --collector",
     )
-    parser.add_argument("--window", help="this window's id, the default window_id of /event")
+    parser.add_argument(
+        "--window",
+        help="this window's id: the default window_id of /event; with --collector, pauses "
+        "and resumes are reported for it",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -430,8 +544,15 @@ def run(args) -> int:
     except (ValueError, OSError) as exc:
         print("error: " + str(exc), file=sys.stderr)
         return 1
+    pauses = None
+    if collector is not None and args.window:
+        pauses = PauseReporter(
+            collector.url[: -len(CollectorLink.PATH)], collector.token, args.window
+        )
     port = serial.serial_for_url(args.port, baudrate=args.baud, timeout=0.05)
-    server, window = serve(port, args.http_port, args.extra_wait, collector=collector)
+    server, window = serve(
+        port, args.http_port, args.extra_wait, collector=collector, pauses=pauses
+    )
     print(f"hcp window: {args.port} at {args.baud} baud; HTTP on http://127.0.0.1:{args.http_port}")
     try:
         server.serve_forever()
@@ -441,4 +562,6 @@ def run(args) -> int:
         server.server_close()
         window.close()
         port.close()
+        if pauses is not None:
+            pauses.close()
     return 0

@@ -36,9 +36,12 @@ The rules (`RULES`) and their settings (`SETTINGS`, app config keys):
   a day, or whose trusted clock runs ahead of the collector or back between
   two ratings of one boot by more than HCP_GAMING_CLOCK_JUMP_S.
 
-Whether a window was paused is not recorded by the collector (a keypad
-refuses to rate while paused and does not report pauses), so no rule reads
-it; see docs/reporting-upward.md.
+- while_paused: a rating bound to a window (any channel: keypad, window QR,
+  paper card ...) whose time falls inside a pause of that window, more than
+  HCP_GAMING_PAUSE_GRACE_S after the pause began. The window PC reports each
+  pause and resume its keypad acknowledged (table window_pauses,
+  sync_server/gaming_pauses.py); a pause never reported as resumed counts
+  for at most HCP_GAMING_PAUSE_OPEN_MINUTES.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import and_, select, update
 
 from sync_server import audit, db
-from sync_server.schema_outbox import gaming_flags
+from sync_server.schema_outbox import gaming_flags, window_pauses
 
 RULES = {
     "staff_entry": _l("Entered by staff, not by a citizen"),
@@ -64,6 +67,7 @@ RULES = {
     "identical_text": _l("Identical comments"),
     "top_after_signin": _l("Run of top ratings right after a staff sign-in"),
     "clock_boot": _l("Keypad clock or boot pattern changes"),
+    "while_paused": _l("Rated while the window was paused"),
 }
 SETTINGS = {
     "HCP_GAMING_BURST_COUNT": 5,
@@ -79,6 +83,8 @@ SETTINGS = {
     "HCP_GAMING_SESSION_GAP_MINUTES": 120,
     "HCP_GAMING_REBOOTS_PER_DAY": 4,
     "HCP_GAMING_CLOCK_JUMP_S": 600,
+    "HCP_GAMING_PAUSE_GRACE_S": 30,
+    "HCP_GAMING_PAUSE_OPEN_MINUTES": 240,
     "HCP_TIMEZONE": "Asia/Shanghai",
 }
 RULE_SETTINGS = {
@@ -94,6 +100,7 @@ RULE_SETTINGS = {
         "HCP_GAMING_SESSION_GAP_MINUTES",
     ),
     "clock_boot": ("HCP_GAMING_REBOOTS_PER_DAY", "HCP_GAMING_CLOCK_JUMP_S"),
+    "while_paused": ("HCP_GAMING_PAUSE_GRACE_S", "HCP_GAMING_PAUSE_OPEN_MINUTES"),
 }
 ON_SITE = ("keypad", "kiosk")
 STATES = ("open", "review", "dismissed", "confirmed")
@@ -389,6 +396,47 @@ def clock_boot(rows, settings) -> list[dict]:
     return found
 
 
+def _pauses(conn, since: str, until: str, settings) -> dict[str, list[tuple]]:
+    """{window: [(paused_at, resumed_at or None)]} of the pauses that may
+    overlap [since, until), oldest first."""
+    longest = dt.timedelta(minutes=float(settings["HCP_GAMING_PAUSE_OPEN_MINUTES"]))
+    start = (_time(since) - longest).strftime("%Y-%m-%dT%H:%M:%SZ")
+    p = window_pauses.c
+    query = (
+        select(p.window_id, p.paused_at, p.resumed_at)
+        .where(p.paused_at >= start, p.paused_at < until)
+        .order_by(p.window_id, p.paused_at)
+    )
+    found: dict[str, list[tuple]] = {}
+    for window, paused, resumed in conn.execute(query):
+        found.setdefault(window, []).append((paused, resumed))
+    return found
+
+
+def while_paused(rows, pauses, settings) -> list[dict]:
+    """Ratings of a window timed inside one of its pauses (past the grace)."""
+    grace = float(settings["HCP_GAMING_PAUSE_GRACE_S"])
+    longest = float(settings["HCP_GAMING_PAUSE_OPEN_MINUTES"]) * 60
+    found = []
+    for row in rows:
+        intervals = pauses.get(row["window_id"]) if row["window_id"] else None
+        if not intervals:
+            continue
+        at = _time(row["effective_at"])
+        for paused, resumed in intervals:
+            start = _time(paused)
+            into = (at - start).total_seconds()
+            end = (_time(resumed) - start).total_seconds() if resumed else longest
+            if grace < into < end:
+                found.append(_finding("while_paused", row["id"], [row["id"]], row["window_id"],
+                                      window=row["window_id"], channel=row["channel"],
+                                      rated_at=row["effective_at"], paused_at=paused,
+                                      resumed_at=resumed,
+                                      seconds_into_pause=int(into)))  # fmt: skip
+                break
+    return found
+
+
 def scan(conn, since: str, until: str, settings: dict | None = None) -> list[dict]:
     """Every rule over the ratings whose time is in [since, until) (UTC texts)."""
     settings = SETTINGS | (settings or {})
@@ -398,6 +446,7 @@ def scan(conn, since: str, until: str, settings: dict | None = None) -> list[dic
                  top_after_signin, clock_boot):  # fmt: skip
         found.extend(rule(rows, settings))
     found.extend(one_phone_many(_contacts(conn, since, until), settings))
+    found.extend(while_paused(rows, _pauses(conn, since, until, settings), settings))
     return found
 
 

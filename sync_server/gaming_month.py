@@ -2,7 +2,9 @@
 
 `generate` stores a month of honest ratings at a hall's windows (each with a
 service event, made in opening hours on working days, with the level mix,
-comments, contacts, boots and sign-ins of an ordinary month) and plants
+comments, contacts, boots, sign-ins and short afternoon pauses of an
+ordinary month: a keypad takes no rating while paused, so honest ratings
+fall outside the pauses) and plants
 known cases of each kind of gaming among them; it returns the ground truth.
 `check` runs the rules (sync_server/gaming.py) over the month and reports,
 per rule, how many planted cases it found and how many flags it raised on
@@ -20,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from sync_server import db, features, gaming, org, outbox, tags
 from sync_server.schema_channels import service_events
+from sync_server.schema_outbox import window_pauses
 
 LOCAL = ZoneInfo("Asia/Shanghai")
 START = dt.date(2026, 11, 2)  # a Monday
@@ -48,6 +51,10 @@ class Month:
         self.count = 0
         self.phones = [f"139{n:08d}" for n in range(3000)]
         self.sessions: list[tuple[str, dt.datetime, str]] = []  # planted sign-ins
+        # pauses the window PCs reported: (window, start, end), honest and planted;
+        # drawn from a random of their own so the rest of the month stays as it was
+        self.pauses: list[tuple[str, dt.datetime, dt.datetime]] = []
+        self._pause_random = random.Random(seed + 7919)
 
     # --- making records ---------------------------------------------------------------
     def rating(self, window: str, at: dt.datetime, stars=None, case=True, **extra) -> dict:
@@ -100,7 +107,33 @@ class Month:
     def _local(self, day: dt.date, minutes: float) -> dt.datetime:
         return dt.datetime.combine(day, dt.time(), LOCAL) + dt.timedelta(minutes=minutes)
 
+    def _plan_pauses(self) -> None:
+        """Honest pauses (a third of the afternoons, 10-20 minutes from about
+        15:45) and the planted ones (16:40-17:00 on four days)."""
+        r = self._pause_random
+        for day in self.days:
+            if not gaming._workday(day):
+                continue
+            for window in self.windows:
+                if r.random() < 0.3:
+                    start = self._local(day, r.uniform(15 * 60 + 45, 16 * 60 + 20))
+                    self.pauses.append(
+                        (window, start, start + dt.timedelta(minutes=r.uniform(10, 20)))
+                    )
+        for n in range(4):
+            start = self._local(self._day(5 + n * 4), 16 * 60 + 40)
+            self.pauses.append((self.windows[(n + 4) % len(self.windows)], start,
+                                start + dt.timedelta(minutes=20)))  # fmt: skip
+
+    def _outside_pauses(self, window: str, at: dt.datetime) -> dt.datetime:
+        """A keypad ignores keys while paused: the citizen rates after the resume."""
+        for paused_window, start, end in self.pauses:
+            if paused_window == window and start <= at < end:
+                return end + dt.timedelta(seconds=40)
+        return at
+
     def honest(self) -> None:
+        self._plan_pauses()
         for day in self.days:
             if not gaming._workday(day):
                 continue
@@ -109,7 +142,7 @@ class Month:
                 relief = self.random.random() < 0.3
                 for _ in range(self.per_day):
                     minute = self.random.uniform(9 * 60, 17 * 60 + 15)
-                    at = self._local(day, minute)
+                    at = self._outside_pauses(window, self._local(day, minute))
                     row = self.rating(window, at, case=self.random.random() > 0.04)
                     if relief and minute > 14 * 60:
                         row["staff_id"] = f"s-{window}-b"
@@ -190,6 +223,12 @@ class Month:
             row["_made"] = _utc(at)  # made now, its clock two hours behind
             ids.add(row["id"])
             self.truth["clock_boot"].append(ids)
+        for n, (window, start, _end) in enumerate(self.pauses[-4:]):
+            # while the window is paused, a window QR rating comes in: staff at work
+            row = self.rating(window, start + dt.timedelta(minutes=8), stars=5,
+                              channel="qr_window", device_id=None, seq=None, boot_id=None,
+                              id=f"qr_window/pause-{n}")  # fmt: skip
+            self.truth["while_paused"].append({row["id"]})
         r.shuffle(self.rows)
 
     # --- storing --------------------------------------------------------------------------
@@ -217,6 +256,12 @@ class Month:
             for window in self.windows:
                 org.add(conn, "windows", window, f"{window} 窗口", "hall-gm")
         with self.engine.begin() as conn:
+            conn.execute(
+                window_pauses.insert(),
+                [{"window_id": window, "paused_at": _utc(start), "resumed_at": _utc(end),
+                  "reported_by": "token:month", "received_at": _utc(start)}
+                 for window, start, end in self.pauses],
+            )  # fmt: skip
             for start in range(0, len(self.events), 500):
                 part = self.events[start : start + 500]
                 conn.execute(service_events.insert(), part)

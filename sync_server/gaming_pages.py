@@ -62,6 +62,10 @@ EVIDENCE_LABELS = {
     "boots": _l("Boots that day"),
     "clock_ahead": _l("Clock ahead of the collector"),
     "clock_back": _l("Clock set back"),
+    "channel": _l("Channel"),
+    "paused_at": _l("Window paused at"),
+    "resumed_at": _l("Window resumed at"),
+    "seconds_into_pause": _l("Seconds into the pause"),
 }
 FLAG = openapi._object(
     {
@@ -93,11 +97,13 @@ PATHS = {
 
 
 def init_app(app) -> None:
+    from sync_server import gaming_pauses
     from sync_server.web import register_nav
 
     app.register_blueprint(bp)
     register_nav(app, "gaming.page", _l("Gaming evidence"), "gaming", prefix="gaming.")
     openapi.register(PATHS, SCHEMAS)
+    gaming_pauses.init_app(app)
 
 
 def settings() -> dict:

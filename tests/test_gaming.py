@@ -33,6 +33,7 @@ def test_a_month_with_planted_gaming_each_rule_finds_its_cases(engine):
         "identical_text": (3, 3),
         "top_after_signin": (3, 3),
         "clock_boot": (2, 2),
+        "while_paused": (4, 4),
     }
     assert {rule: row["honest_flags"] for rule, row in report.items()} == dict.fromkeys(
         gaming.RULES, 0

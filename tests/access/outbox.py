@@ -7,12 +7,15 @@ letter (ws:1 refused by the province) and one gaming flag (id 1).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 from sqlalchemy import update
 
 from sync_server import db
 from sync_server.schema_outbox import gaming_flags, outbox
+
+_AT = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 ROUTES = [
     ("GET", "/outbox", "outbox_read", None),
@@ -25,9 +28,16 @@ ROUTES = [
     ("POST", "/gaming/scan", "gaming", {"days": "30"}),
     ("POST", "/gaming/1/act", "gaming", {"action": "review", "note": "调取录像"}),
     ("GET", "/api/v1/gaming/flags", "gaming", None),
+    # the window PC reports its keypad's pauses with the business system's token
+    ("POST", "/api/v1/windows/A01/pauses", "service_events", {"action": "pause", "at": _AT}),
 ]
+SUCCESS_BY_PATH = {("POST", "/api/v1/windows/A01/pauses"): 201}
 GRANTS = {"admin": {"outbox", "outbox_read", "gaming"}, "supervisor": {"outbox_read", "gaming"}}
-KNOWN = {"/gaming/<int:flag_id>": "/gaming/1", "/gaming/<int:flag_id>/act": "/gaming/1/act"}
+KNOWN = {
+    "/gaming/<int:flag_id>": "/gaming/1",
+    "/gaming/<int:flag_id>/act": "/gaming/1/act",
+    "/api/v1/windows/<window_id>/pauses": "/api/v1/windows/A01/pauses",
+}
 
 
 def build(app) -> None:
@@ -59,4 +69,7 @@ OPENAPI_CALLS = [
     ("technician", "get", "/api/v1/outbox", None, 403),
     ("supervisor", "get", "/api/v1/gaming/flags?state=open", None, 200),
     ("admin", "get", "/api/v1/gaming/flags?rule=x", None, 400),
+    ("clerk", "post", "/api/v1/windows/A01/pauses", {"action": "pause", "at": _AT}, 201),
+    ("clerk", "post", "/api/v1/windows/A01/pauses", {"action": "stop", "at": _AT}, 400),
+    ("clerk", "post", "/api/v1/windows/B01/pauses", {"action": "pause", "at": _AT}, 404),
 ]  # fmt: skip

@@ -20,12 +20,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_window(serial_port: str, extra_wait: int = 1):
-    """Start `hcp window --port serial_port`; yields its HTTP port once it listens."""
+def running_window(serial_port: str, extra_wait: int = 1, extra_args=()):
+    """Start `hcp window --port serial_port` (and `extra_args`, e.g. the
+    collector's); yields its HTTP port once it listens."""
     http_port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "hcp", "window", "--port", serial_port,
-         "--http-port", str(http_port), "--extra-wait", str(extra_wait)],
+         "--http-port", str(http_port), "--extra-wait", str(extra_wait), *extra_args],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:

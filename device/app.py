@@ -83,6 +83,7 @@ class KeypadApp:
         self.assignment = {}  # window_id, staff_id, org_id, staff_name, staff_no
         self.tags = {}  # stars (str) -> list of (code, text) offered after that level
         self.content_version = None
+        self.service = None  # device.service.Service: opening hours, roster
         self.state = IDLE
         self.case = None  # the case being asked for (ASK)
         # For the window-PC link, oldest first: ("result"|"timeout", fields).
@@ -115,6 +116,15 @@ class KeypadApp:
             for level, code, text in config["tags"]:
                 self.tags.setdefault(str(level), []).append((code, text))
             self.content_version = config.get("content_version")
+        self.service = None
+        if config.get("hours") or config.get("roster"):
+            from device.service import Service
+
+            self.service = Service(config)
+
+    def closed(self):
+        """Outside the opening hours (device/service.py)."""
+        return self.service is not None and self.service.closed(*self.wall_clock())
 
     # --- what the display shows (the citizen's side) ---
     @property
@@ -151,6 +161,10 @@ class KeypadApp:
             return (FULL_TEXT,)
         if self.state in (IDLE, ASK) and not self.seq_known:
             return (SEQ_TEXT,)
+        if self.state == IDLE and self.closed():
+            from device.service import CLOSED_SCREEN
+
+            return CLOSED_SCREEN
         if self.state == TAGS:
             if levels.is_bad(self._stars):
                 lines = ["请选不满意原因"]  # 7 glyphs: one row of a 128-pixel panel
@@ -245,8 +259,8 @@ class KeypadApp:
             stars = levels.key_stars(index)
         except levels.MappingError:
             return None  # a key that is not a level key
-        if self.state == IDLE and not self.walk_up:
-            return None  # only a case the window PC started is rated
+        if self.state == IDLE and (not self.walk_up or self.closed()):
+            return None  # only a case the window PC started; none after hours
         if self.storage_full or not self.seq_known:
             return None  # refused before the level matters; the screen says why
         self._rated_case = self.case

@@ -13,7 +13,10 @@
 #   the app, for every level (neutral confirmation);
 # - sends the app's events (result/timeout/error) in order, one at a time,
 #   repeating each every resend_ms until acked (at most MAX_SENDS times);
-# - counts cases started and rated (主动评价率 = rated / started) for status.
+# - counts cases started and rated (主动评价率 = rated / started) for status;
+# - with a roster in the config, a `signin` must name a 工号 on it (the name
+#   shown is the roster's); outside the opening hours a `start` is refused
+#   (device/service.py), while a case already open runs to its end.
 #
 # Neutral confirmation: nothing sent here depends on the level. Status shows
 # "window" for both the tag and thank-you screens (whether a level has tags
@@ -164,7 +167,13 @@ class WindowLink:
         if t == "status":
             return proto.ack(ref, **self.status())
         if t == "signin":
-            app.assignment["staff_name"] = msg["name"]
+            name = msg["name"]
+            roster = app.service.roster if app.service is not None else None
+            if roster is not None:  # the config's roster names who may sign in here
+                name = roster.get(msg["staff_no"])
+                if name is None:
+                    return proto.nak(ref, "unknown staff_no " + msg["staff_no"])  # 1..32
+            app.assignment["staff_name"] = name
             app.assignment["staff_no"] = msg["staff_no"]
             return proto.ack(ref)
         if t == "signout":
@@ -193,6 +202,8 @@ class WindowLink:
             if app.case.get("case_no") == case["case_no"]:
                 return proto.ack(ref)  # already open
             return proto.nak(ref, "busy: case " + _clip(app.case.get("case_no"), 40) + " is open")
+        if app.closed():  # by the clock alone, whatever a rating in its window holds
+            return proto.nak(ref, "closed: outside service hours")
         if not app.start_case(case, now_ms):
             return proto.nak(ref, "paused")
         self.cases_started += 1

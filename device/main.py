@@ -337,59 +337,9 @@ def _wall_clock():
     return now, ("ntp" if now > 1700000000 else "unset")
 
 
-# machine.reset_cause() values as the ESP32 port numbers them
-_RESET_CAUSES = {1: "power_on", 2: "hard", 3: "watchdog", 4: "deep_sleep", 5: "soft"}
-
-
-def filesystem_problem(folder):
-    """Why `folder` cannot hold the journal, or None.
-
-    Only littlefs renames over a file atomically; on FAT a power cut during
-    a rename can lose the state file. MicroPython 1.23+ lists the mounted
-    filesystems with vfs.mount() (no arguments): (filesystem, mount point)
-    pairs; the type name of the one holding the folder says what it is
-    (VfsLfs2 / VfsLfs1 / VfsFat). A port that cannot tell (older firmware,
-    the unix port) is let through: only a FAT mount is refused."""
-    try:
-        import vfs
-
-        mounts = vfs.mount()
-    except (ImportError, AttributeError, TypeError, OSError):
-        return None
-    best, kind = -1, None
-    for fs, point in mounts:
-        point = point.rstrip("/")
-        if (folder == point or folder.startswith(point + "/")) and len(point) > best:
-            best, kind = len(point), type(fs).__name__
-    if kind and "fat" in kind.lower():
-        return "data folder on FAT (" + kind + "): littlefs required"
-    return None
-
-
-def held_at_boot(pin, active, hold_ms):
-    """True when the key on `pin` is held for hold_ms from now (safe mode).
-    Returns at once when it is not pressed, so a normal boot does not wait."""
-    if hold_ms <= 0:
-        return False
-    start = ticks_ms()
-    while pin() == active:
-        if ticks_diff(ticks_ms(), start) >= hold_ms:
-            return True
-        sleep_ms(10)
-    return False
-
-
 def _statvfs_free(folder):
     st = os.statvfs(folder)
     return (st[1] or st[0]) * st[4]  # fragment size * blocks free to us
-
-
-def _window_uart(machine, board, settings):
-    """The UART to the window PC, on the board's pins where the board names them."""
-    pins = {}
-    if getattr(board, "UART_TX", None) is not None:
-        pins = {"tx": board.UART_TX, "rx": board.UART_RX}
-    return machine.UART(settings["window_uart"], baudrate=settings["window_baud"], **pins)
 
 
 def build(
@@ -422,9 +372,11 @@ def build(
         pass  # already there
     crash_log = CrashLog(data_dir + "/" + CRASH_FILE, settings["crash_write_every_ms"])
     mode = NORMAL
-    if held_at_boot(pins[0], active, settings["safe_mode_hold_ms"]):
+    from device import startup
+
+    if startup.held_at_boot(pins[0], active, settings["safe_mode_hold_ms"]):
         mode = SAFE
-    problem = filesystem_problem(data_dir) if check_filesystem else None
+    problem = startup.filesystem_problem(data_dir) if check_filesystem else None
     if problem:
         mode = REFUSED
         if crash_log.last_error != short_text(problem):
@@ -434,8 +386,7 @@ def build(
     wlan.active(True)
     device_id = settings["device_id"]
     key = binascii.unhexlify(settings["key"])
-    reset_cause = getattr(machine, "reset_cause", None)
-    cause = _RESET_CAUSES.get(reset_cause(), "other") if reset_cause else None
+    cause = startup.reset_cause(machine)
     store = client = sync = app = None
     boot_id = _boot_id()
     if mode == NORMAL:
@@ -490,7 +441,7 @@ def build(
             from device.link import WindowLink  # only keypads wired to a window PC load it
 
             device.window_link = WindowLink(
-                _window_uart(machine, board, settings), app, device_id, settings["firmware"]
+                startup.window_uart(machine, board, settings), app, device_id, settings["firmware"]
             )
         except Exception as exc:  # no link is better than no keypad
             crash_log.note(describe("window", exc), boot_ms)
@@ -501,6 +452,7 @@ def build(
             attach(device, machine, board, display, font_file)
         except Exception as exc:  # no display is better than no keypad
             crash_log.note(describe("display", exc), boot_ms)
+    startup.forget()  # the boot helpers are done: their code is garbage now
     uptime = [0, boot_ms]  # ms counted, ticks when last counted (as KeypadApp does)
 
     def uptime_ms():

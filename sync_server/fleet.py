@@ -70,6 +70,12 @@ RESEND_AFTER_S = 60  # a sent command unanswered this long goes again on the nex
 HOURS_RE = re.compile(r"^([1-7])(?:-([1-7]))?\s+([0-2]\d:[0-5]\d)-([0-2]\d:[0-5]\d)$")
 MAX_HOURS_ROWS = 28
 MAX_TEXTS = 20
+# the roster a keypad gets: the staff of its window's unit (工号, name), which
+# it checks a window PC's sign-in against (device/service.py)
+MAX_ROSTER = 64
+# a keypad closes its connection on an inbound packet over 4,096 bytes
+# (device/mqtt.py MAX_PACKET): the signed config and its topic must fit
+MAX_CONFIG_BYTES = 3800
 
 
 class FleetError(ValueError):
@@ -153,6 +159,9 @@ def build_body(conn, window_id=None, staff_id=None, tag_version=None, texts=None
         unit = _window_unit(conn, window_id)
         if unit:
             body["org_id"] = unit
+            roster = _roster(conn, unit)
+            if roster:
+                body["roster"] = roster
     if staff_id:
         row = conn.execute(select(db.staff).where(db.staff.c.id == staff_id)).first()
         if row is None:
@@ -173,6 +182,12 @@ def build_body(conn, window_id=None, staff_id=None, tag_version=None, texts=None
         messages.check(messages.config(1, **body), messages.CONFIG)
     except messages.MessageError as exc:
         raise FleetError(str(exc)) from None
+    size = len(messages.encode(messages.config(2**31 - 1, **body)))
+    if size > MAX_CONFIG_BYTES:
+        raise FleetError(
+            f"config: {size} bytes; a keypad takes at most {MAX_CONFIG_BYTES} "
+            "(fewer tags, texts or staff in the window's unit)"
+        )
     return body
 
 
@@ -180,6 +195,19 @@ def _window_unit(conn, window_id):
     from sync_server import org
 
     return org.placed_in(conn, "windows", window_id)
+
+
+def _roster(conn, unit_id):
+    """[工号, name] of the staff in the unit now; FleetError beyond MAX_ROSTER."""
+    from sync_server import org
+
+    rows = [[m["id"], m["name"]] for m in org.members(conn, "staff", {unit_id})]
+    if len(rows) > MAX_ROSTER:
+        raise FleetError(
+            f"roster: unit {unit_id!r} has {len(rows)} staff members; "
+            f"a keypad holds at most {MAX_ROSTER}"
+        )
+    return rows
 
 
 def desired(conn, device_id: str) -> dict | None:

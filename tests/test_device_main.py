@@ -15,7 +15,8 @@ import device.app as device_app
 import device.main as device_main
 from device import config as device_config
 from device.app import FULL_TEXT, KeypadApp
-from device.main import CRASH_FILE, CrashLog, build, filesystem_problem, held_at_boot
+from device.main import CRASH_FILE, CrashLog, build
+from device.startup import filesystem_problem, held_at_boot
 from device.store import StorageFull, Store
 from hardware.boards import sim as sim_board
 from protocols import levels, messages, serial

@@ -98,6 +98,43 @@ def test_desired_versions_grow_by_one_and_drift_says_since_when(engine):
             assert str(caught.value) == message
 
 
+def test_a_window_in_a_unit_gives_the_keypad_the_units_roster(engine):
+    world(engine)
+    with engine.begin() as conn:
+        org.add(conn, "staff", "2001", "李强", "hall-ws")
+        org.add(conn, "staff", "2002", "王芳", "hall-ws")
+        org.add(conn, "units", "hall-x", "别处", "370305002", kind="hall")
+        org.add(conn, "staff", "3001", "赵六", "hall-x")  # another unit: not on the roster
+        body = fleet.build_body(conn, window_id="A01", hours=[[1, 5, "08:30", "12:00"]])
+        assert body["roster"] == [["2001", "李强"], ["2002", "王芳"]]
+        # the config as it goes out carries it; the keypad checks sign-ins against it
+        fleet.set_config(conn, "kp-01", body, "admin")
+        msg = fleet.config_message(fleet.desired(conn, "kp-01"))
+        assert messages.decode(messages.encode(msg), messages.CONFIG)["roster"] == body["roster"]
+        for n in range(fleet.MAX_ROSTER - 1):
+            org.add(conn, "staff", f"9{n:03d}", "员工", "hall-ws")
+        with pytest.raises(fleet.FleetError) as caught:
+            fleet.build_body(conn, window_id="A01")
+        assert str(caught.value) == (
+            "roster: unit 'hall-ws' has 65 staff members; a keypad holds at most 64"
+        )
+
+
+def test_a_config_too_large_for_a_keypad_is_refused_with_its_size(engine):
+    world(engine)
+    texts = {f"t{n}": "长" * 200 for n in range(fleet.MAX_TEXTS)}
+    with engine.begin() as conn:
+        with pytest.raises(fleet.FleetError) as caught:
+            fleet.build_body(conn, window_id="A01", texts=texts)
+    size = len(messages.encode(messages.config(2**31 - 1, window_id="A01", org_id="hall-ws",
+                                               texts=texts)))  # fmt: skip
+    assert size > fleet.MAX_CONFIG_BYTES
+    assert str(caught.value) == (
+        f"config: {size} bytes; a keypad takes at most 3800 "
+        "(fewer tags, texts or staff in the window's unit)"
+    )
+
+
 def test_a_command_waits_is_sent_answered_and_expires(engine):
     world(engine)
     now = dt.datetime.now(dt.UTC)

@@ -109,7 +109,7 @@ def _devices(workdir: Path, count: int) -> list[dict]:
     return known[:count]
 
 
-def _admin_password(workdir: Path, engine, username="admin", role="admin", unit=None) -> str:
+def demo_password(workdir: Path, engine, username="admin", role="admin", unit=None) -> str:
     path = workdir / f"{username}-password"
     if path.exists():
         return path.read_text().strip()
@@ -160,7 +160,7 @@ def _demo_org(engine) -> None:
             org.add(conn, "staff", staff_no, staff_name, hall)
 
 
-def _publish_configs(host: str, port: int, devices: list[dict], tags: dict = DEMO_TAGS) -> None:
+def publish_configs(host: str, port: int, devices: list[dict], tags: dict = DEMO_TAGS) -> None:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hcp-demo-config")
     client.connect(host, port)
     client.loop_start()
@@ -570,16 +570,16 @@ def run(args) -> int:
     try:
         with stack:
             broker, engine, web = stack.broker, stack.engine, stack.web_url
-            password = _admin_password(workdir, engine)
+            password = demo_password(workdir, engine)
             _demo_org(engine)
             register_demo_events(engine)  # the simulated windows' service events (issue 10)
             manager, unit = DEMO_MANAGER
-            manager_password = _admin_password(workdir, engine, manager, "unit_manager", unit)
-            supervisor_password = _admin_password(workdir, engine, SUPERVISOR, "supervisor")
+            manager_password = demo_password(workdir, engine, manager, "unit_manager", unit)
+            supervisor_password = demo_password(workdir, engine, SUPERVISOR, "supervisor")
             # the tags in force at the collector, which the province knows too
             with engine.connect() as conn:
                 in_force = tags.device_tags(conn, "offline")
-            _publish_configs(broker.host, broker.port, devices, in_force)
+            publish_configs(broker.host, broker.port, devices, in_force)
             units = _units_of_windows(engine)
             keypads = []
             for dev, device in zip(devices, stack.devices, strict=True):

@@ -78,7 +78,7 @@ class Session:
     """The keypad, its pty and (unless joining a broker) the stack it talks to."""
 
     def __init__(self, args):
-        from hcp.demo import DEMO_TAGS, _admin_password, _publish_configs
+        from hcp.demo import DEMO_TAGS, demo_password, publish_configs
         from hcp.stack import Device, LocalStack
         from simulators.keypad import SimKeypad
         from simulators.uart import PtyUART
@@ -103,8 +103,8 @@ class Session:
                 ).start()
                 host, port = self.stack.broker.host, self.stack.broker.port
                 self.web_url = self.stack.web_url
-                self.admin_password = _admin_password(self.workdir, self.stack.engine)
-                _publish_configs(
+                self.admin_password = demo_password(self.workdir, self.stack.engine)
+                publish_configs(
                     host, port, [{"device_id": device_id, "key_hex": key_hex, **WINDOW}]
                 )
                 roster = {**WINDOW, "tags": DEMO_TAGS["tags"]}

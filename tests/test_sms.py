@@ -251,13 +251,13 @@ def test_the_simulated_gateway_runs_as_a_program(live):
 
 
 def test_the_demo_rates_once_on_every_citizen_channel(tmp_path):
-    from hcp.demo import _admin_password, _demo_org
+    from hcp.demo import _demo_org, demo_password
     from hcp.service_events import register_demo_events
     from hcp.sim_sms import demo_channels
     from hcp.stack import LocalStack
 
     with LocalStack(tmp_path, broker="amqtt", web=True, ingest=False) as stack:
-        password = _admin_password(tmp_path, stack.engine)
+        password = demo_password(tmp_path, stack.engine)
         _demo_org(stack.engine)
         register_demo_events(stack.engine)
         try:

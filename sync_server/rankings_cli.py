@@ -4,8 +4,9 @@
   due soon and overdue (sync_server/digest.py), and writes it to FILE too;
   for a daily cron job or a mail pipe.
 - ``rankings [--period P | --due]``: stores the snapshot of a period (a
-  month YYYY-MM or YYYY-MM-DD..YYYY-MM-DD); with --due, the month-end hook
-  (rankings_data.tick): stores last month's snapshot if it has none yet.
+  month YYYY-MM, quarter YYYY-Qn, year YYYY or YYYY-MM-DD..YYYY-MM-DD);
+  with --due, the month-end hook (rankings_data.tick): stores last month's
+  snapshot if it has none yet.
 
 Registered by sync_server/cli.py: ``rankings_cli.register(sub)``.
 """
@@ -78,6 +79,6 @@ def register(sub) -> None:
     rankings = sub.add_parser("rankings", help="store the rankings (通报) of a period")
     rankings.add_argument("--db", default=None, help="SQLAlchemy database URL")
     which = rankings.add_mutually_exclusive_group(required=True)
-    which.add_argument("--period", help="YYYY-MM or YYYY-MM-DD..YYYY-MM-DD")
+    which.add_argument("--period", help="YYYY-MM, YYYY-Qn, YYYY or YYYY-MM-DD..YYYY-MM-DD")
     which.add_argument("--due", action="store_true", help="last month, if not stored yet")
     rankings.set_defaults(handler=rankings_command)

@@ -59,6 +59,8 @@ METRICS = ("good_rate", "bad", "on_time_rate", "visit_rate", "active_rate")
 LOWEST_FIRST = {"bad"}
 TOWN_KINDS = ("street", "town")
 MONTH = re.compile(r"(\d{4})-(\d{2})")
+QUARTER = re.compile(r"(\d{4})-Q([1-4])")
+YEAR = re.compile(r"(\d{4})")
 RANGE = re.compile(r"(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})")
 MAX_PERIOD_DAYS = 366
 VOIDED_APPEALS = ("mistaken", "malicious")
@@ -71,8 +73,9 @@ class PeriodError(ValueError):
 
 
 def parse_period(text) -> tuple[str, dt.date, dt.date]:
-    """'2026-10' (a month) or '2026-10-01..2026-10-15' (local days, inclusive)
-    -> (normalised period, first day, last day)."""
+    """'2026-10' (a month), '2026-Q4' (a quarter), '2026' (a year) or
+    '2026-10-01..2026-10-15' (local days, inclusive) -> (normalised period,
+    first day, last day)."""
     text = (text or "").strip()
     if m := MONTH.fullmatch(text):
         year, month = int(m.group(1)), int(m.group(2))
@@ -80,6 +83,15 @@ def parse_period(text) -> tuple[str, dt.date, dt.date]:
             raise PeriodError(_("period: no month %(text)r", text=text))
         last = calendar.monthrange(year, month)[1]
         return text, dt.date(year, month, 1), dt.date(year, month, last)
+    if m := QUARTER.fullmatch(text) or YEAR.fullmatch(text):
+        year = int(m.group(1))
+        if not 2000 <= year <= 2100:
+            raise PeriodError(_("period: no year %(text)r", text=text))
+        if m.re is YEAR:
+            return text, dt.date(year, 1, 1), dt.date(year, 12, 31)
+        first_month = 3 * int(m.group(2)) - 2
+        last = dt.date(year, first_month + 2, calendar.monthrange(year, first_month + 2)[1])
+        return text, dt.date(year, first_month, 1), last
     if m := RANGE.fullmatch(text):
         try:
             first, last = dt.date.fromisoformat(m.group(1)), dt.date.fromisoformat(m.group(2))
@@ -90,7 +102,7 @@ def parse_period(text) -> tuple[str, dt.date, dt.date]:
         if (last - first).days >= MAX_PERIOD_DAYS:
             raise PeriodError(_("period: at most %(days)s days", days=MAX_PERIOD_DAYS))
         return text, first, last
-    raise PeriodError(_("period: must be YYYY-MM or YYYY-MM-DD..YYYY-MM-DD"))
+    raise PeriodError(_("period: must be YYYY-MM, YYYY-Qn, YYYY or YYYY-MM-DD..YYYY-MM-DD"))
 
 
 def is_month(period: str) -> bool:
@@ -101,6 +113,37 @@ def previous_month(period: str) -> str:
     year, month = int(period[:4]), int(period[5:7])
     year, month = (year - 1, 12) if month == 1 else (year, month - 1)
     return f"{year:04d}-{month:02d}"
+
+
+def _months_back(day: dt.date, months: int) -> dt.date:
+    """The first of the month `months` before `day`'s month."""
+    index = day.year * 12 + day.month - 1 - months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def previous_period(period: str) -> str:
+    """The period of the same kind just before `period`: the month, quarter
+    or year before; for days, as many whole months before when the days are
+    whole months (2026-08-01..2026-09-30 -> 2026-06-01..2026-07-31), else as
+    many days just before (2026-10-11..2026-10-20 -> 2026-10-01..2026-10-10)."""
+    period, first, last = parse_period(period)
+    if MONTH.fullmatch(period):
+        earlier = previous_month(period)
+    elif m := QUARTER.fullmatch(period):
+        year, quarter = int(m.group(1)), int(m.group(2))
+        year, quarter = (year - 1, 4) if quarter == 1 else (year, quarter - 1)
+        earlier = f"{year:04d}-Q{quarter}"
+    elif YEAR.fullmatch(period):
+        earlier = f"{int(period) - 1:04d}"
+    else:
+        if first.day == 1 and (last + dt.timedelta(days=1)).day == 1:
+            months = (last.year - first.year) * 12 + last.month - first.month + 1
+            start = _months_back(first, months)
+        else:
+            start = first - dt.timedelta(days=(last - first).days + 1)
+        earlier = f"{start.isoformat()}..{(first - dt.timedelta(days=1)).isoformat()}"
+    parse_period(earlier)  # PeriodError before the years the rankings know
+    return earlier
 
 
 def _utc_bounds(first: dt.date, last: dt.date) -> tuple[str, str]:
@@ -350,8 +393,25 @@ def snapshots(conn) -> list[dict]:
     return [dict(row._mapping) for row in conn.execute(query)]
 
 
-def _bottom_ids(conn, period: str, settings: dict, now_utc: str, rate_stars) -> dict:
+def _stored_for_days(conn, period: str) -> dict | None:
+    """The snapshot of `period`, else one stored under another name for the
+    same days (2026-10 and 2026-10-01..2026-10-31 are one period)."""
     stored = snapshot(conn, period)
+    if stored is not None:
+        return stored
+    _name, first, last = parse_period(period)
+    s = ranking_snapshots.c
+    other = conn.execute(
+        select(s.period)
+        .where(s.first_day == first.isoformat(), s.last_day == last.isoformat())
+        .order_by(s.period)
+        .limit(1)
+    ).scalar()
+    return None if other is None else snapshot(conn, other)
+
+
+def _bottom_ids(conn, period: str, settings: dict, now_utc: str, rate_stars) -> dict:
+    stored = _stored_for_days(conn, period)
     if stored is None:
         stored = figures_for(conn, period, now_utc, rate_stars)
         stored["notices"] = notices(stored, settings)
@@ -359,16 +419,21 @@ def _bottom_ids(conn, period: str, settings: dict, now_utc: str, rate_stars) -> 
 
 
 def consecutive(conn, data: dict, settings: dict, now_utc: str, rate_stars) -> dict:
-    """Units and towns near the bottom in this month and each of the
-    bottom_periods - 1 months before it (stored snapshots, else computed)."""
+    """Units and towns near the bottom in this period and each of the
+    bottom_periods - 1 periods of the same kind before it (previous_period:
+    months, quarters, years, or as many days; stored snapshots, else
+    computed)."""
     out = {"unit": [], "town": []}
-    if not is_month(data["period"]):
-        return out
     current = {dim: data["notices"][dim]["bottom"] for dim in out}
     period = data["period"]
     still = {dim: {r["id"] for r in rows} for dim, rows in current.items()}
     for _step in range(settings["bottom_periods"] - 1):
-        period = previous_month(period)
+        if not any(still.values()):
+            break  # nobody left to follow back
+        try:
+            period = previous_period(period)
+        except PeriodError:
+            return out  # before the first year the rankings know
         earlier = _bottom_ids(conn, period, settings, now_utc, rate_stars)
         still = {dim: still[dim] & earlier[dim] for dim in still}
     for dim in out:

@@ -36,7 +36,7 @@ KIND_LABELS = {
 SETTING_LABELS = {
     "due_soon_hours": _l("Due soon: hours before the deadline"),
     "bottom_places": _l("Near the bottom: the last places of a ranking"),
-    "bottom_periods": _l("Listed when near the bottom this many months running"),
+    "bottom_periods": _l("Listed when near the bottom this many periods running"),
     "praise_places": _l("Praised: the first places of a ranking"),
 }
 WORDS = {"holiday": False, "休": False, "working": True, "班": True}

@@ -268,7 +268,7 @@ def test_a_custom_period_and_bad_periods(world):
         ]  # fmt: skip
         for period, message in (
             ("2026-13", "period: no month '2026-13'"),
-            ("October", "period: must be YYYY-MM or YYYY-MM-DD..YYYY-MM-DD"),
+            ("October", "period: must be YYYY-MM, YYYY-Qn, YYYY or YYYY-MM-DD..YYYY-MM-DD"),
             ("2026-10-05..2026-10-01", "period: the last day is before the first"),
             ("2026-02-30..2026-03-01", "period: no such day in '2026-02-30..2026-03-01'"),
             ("2025-01-01..2026-01-02", "period: at most 366 days"),
@@ -364,7 +364,9 @@ def test_bad_periods_on_the_pages(site):
     assert "dim：须为以下之一：unit, town, window, staff, item" in response.get_data(as_text=True)
     response = client.post("/rankings/compute", data={"csrf_token": _csrf(client), "period": "x"})
     assert response.status_code == 400
-    assert "period：须为 YYYY-MM 或 YYYY-MM-DD..YYYY-MM-DD" in response.get_data(as_text=True)
+    assert "period：须为 YYYY-MM、YYYY-Qn、YYYY 或 YYYY-MM-DD..YYYY-MM-DD" in response.get_data(
+        as_text=True
+    )
     with site.extensions["hcp_engine"].connect() as conn:
         assert rankings_data.snapshots(conn) == []
 

@@ -22,6 +22,9 @@ Config keys (docs/citizen-channels.md):
   within the window (default 5 / 20 / 900 s);
 - ``HCP_SMS_GATEWAY_URL``, ``HCP_SMS_INBOUND_SECRET``: the SMS gateway
   (sync_server/sms_gateways.py);
+- ``HCP_CITIZEN_MAX_PER_TOKEN_MINUTE`` / ``HCP_CITIZEN_MAX_PER_ADDRESS_MINUTE``:
+  requests to the citizen pages per token / per address in a sliding minute
+  (default 20 / 120; citizen_limits.py);
 - ``HCP_WINDOW_QR_MAX_PER_ADDRESS``: window QR ratings without a service
   event taken per window from one address in a day (default 3);
 - ``HCP_PAPER_LATE_WORKING_DAYS``: paper cards entered later than this many
@@ -47,6 +50,7 @@ DEFAULTS = {
 def init_app(app) -> None:
     """Register the citizen pages, the staff pages and the SMS hook."""
     from sync_server import (
+        citizen_limits,
         citizen_pages,
         citizen_portal,
         citizen_sheets,
@@ -65,6 +69,7 @@ def init_app(app) -> None:
     app.extensions.setdefault("hcp_citizen_keys", {})[phones.KEY_FILE] = phone_key
     contacts.use_key(engine, phone_key)
     contacts.seal_clear_rows(engine, phone_key)
+    citizen_limits.init_app(app)
     app.register_blueprint(citizen_pages.bp)
     app.register_blueprint(citizen_portal.bp)
     app.register_blueprint(citizen_sheets.bp)

@@ -94,13 +94,33 @@ def _lang_url(code: str) -> str:
     return url_for(request.endpoint or "web.dashboard", **(request.view_args or {}), **args)
 
 
+# The header's feature entries in the order a district office works: the 差评
+# loop, then the citizen channels, reporting upward, then the devices. An entry
+# not named here comes after these, in the order its feature registered it.
+NAV_ORDER = (
+    "cases.case_list",
+    "rankings.digest_page",
+    "rankings.page",
+    "deadline_settings.page",
+    "citizen_sheets.sheet",
+    "paper.entry",
+    "outbox.page",
+    "gaming.page",
+    "fleet.overview_page",
+    "firmware.page",
+)
+
+
 def register_nav(app, endpoint: str, label, capability: str, prefix: str | None = None) -> None:
     """A feature's entry in the header: shown to users who `can(capability)`,
     marked active on `endpoint` or, with `prefix`, on every endpoint that
     starts with it (a blueprint's name and a dot). `label` is a lazy_gettext."""
-    app.extensions.setdefault("hcp_nav", []).append(
+    entries = app.extensions.setdefault("hcp_nav", [])
+    entries.append(
         {"endpoint": endpoint, "label": label, "capability": capability, "prefix": prefix}
     )
+    rank = {name: n for n, name in enumerate(NAV_ORDER)}
+    entries.sort(key=lambda entry: rank.get(entry["endpoint"], len(rank)))  # stable
 
 
 def init_app(app) -> None:

@@ -440,3 +440,15 @@ def test_the_dashboard_shows_the_report_to_the_province_to_who_may_read_it(engin
     assert '<div class="value" id="report-unsent">1</div>' in page
     assert '<div class="value bad" id="report-dead">1</div>' in page
     assert "向省平台上报" in page and "未运行" in page
+
+
+def test_the_admins_menu_follows_the_days_work(client):
+    # the loop first, then the channels, reporting upward, the devices, the system
+    page = text(login(client, "admin").get("/"))
+    nav = page[page.index("<nav>") : page.index("</nav>")]
+    labels = [label.strip() for label in re.findall(r"<a [^>]*>([^<]+)</a>", nav)]
+    assert labels == [
+        "总览", "评价记录", "分单位统计", "差评整改", "每日提醒", "排名通报", "整改时限",
+        "窗口二维码", "评议卡", "上报省平台", "刷评线索", "设备管理", "固件", "组织机构",
+        "设备状态", "评价内容", "省级渠道代码", "隔离区", "用户与令牌", "审计日志",
+    ]  # fmt: skip

@@ -80,6 +80,9 @@ def test_login_and_watch_a_rating_arrive(live_app, browser_page):
     expect(page.locator("#summary")).to_contain_text("好评率")
     expect(page.locator("#total")).to_have_text("0")
     expect(page.locator("#good-rate")).to_have_text("—")
+    # the admin's menu has twenty entries: none of their labels breaks over two lines
+    heights = {round(box["height"]) for box in (a.bounding_box() for a in page.locator("header nav a").all())}  # fmt: skip
+    assert max(heights) < 1.5 * min(heights), heights  # the active one is underlined
 
     # a keypad's batch goes through the real ingest path
     key = secrets.token_bytes(32)

@@ -72,6 +72,7 @@ class Commands:
         # the board's "/" is the data folder's parent (a folder when simulated)
         self._fw_root = data_dir[: data_dir.rfind("/")] if fw_root is None else fw_root
         self._fetch = fetch
+        self.wdt = None  # machine.WDT once started: an update's download feeds it
         # device/update.py is imported only to update or while on trial: its
         # code would otherwise take heap on every board for nothing
         self.trial = None
@@ -166,7 +167,10 @@ class Commands:
             return False, "busy: a restart is due"
         from device import update
 
-        updater = update.Updater(self.data_dir, self._fw_root, self._fetch or update.http_get)
+        wdt = self.wdt
+        updater = update.Updater(
+            self.data_dir, self._fw_root, self._fetch or update.http_get, wdt and wdt.feed
+        )
         ok, result = updater.stage(args, self.sync.firmware)
         if ok:
             self._reboot_at = ticks_add(self.now(), REBOOT_DELAY_MS)

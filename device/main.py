@@ -564,6 +564,8 @@ def start_watchdog(device, machine):
         device.wdt = wdt_class(timeout=timeout)
     except ValueError:  # RP2040: at most 8388 ms
         device.wdt = wdt_class(timeout=min(timeout, 8000))
+    if device.commands is not None:
+        device.commands.wdt = device.wdt  # fed while an update downloads
     return device.wdt
 
 

@@ -126,9 +126,11 @@ def _mkdirs(path):
             pass  # there already
 
 
-def http_get(url, limit, timeout_s=TIMEOUT_S):
+def http_get(url, limit, timeout_s=TIMEOUT_S, feed=None):
     """The body of a 200 answer to GET `url` (http:// only), at most `limit`
-    bytes; UpdateError otherwise."""
+    bytes; UpdateError otherwise. `feed` (the watchdog's) is called before
+    every read, so a slow answer never starves the watchdog for longer than
+    one read's timeout."""
     import socket
 
     if not url.startswith("http://"):
@@ -146,6 +148,8 @@ def http_get(url, limit, timeout_s=TIMEOUT_S):
         s.send(("GET " + path + " HTTP/1.0\r\nHost: " + hostport + "\r\n\r\n").encode())
         data = b""
         while len(data) <= limit + 4096:
+            if feed:
+                feed()
             part = s.recv(2048)
             if not part:
                 break
@@ -218,6 +222,11 @@ class Updater:
         self.progress_path = data_dir + "/" + PROGRESS_FILE
         self.chunks_refused = 0
 
+    def _get(self, url, limit):
+        if self.fetch is http_get:
+            return http_get(url, limit, TIMEOUT_S, self.feed)
+        return self.fetch(url, limit)
+
     def min_health_s(self):
         """MIN_HEALTH_S, or the provisioned health_min_s (5..MIN_HEALTH_S): a
         hall whose boards come up fast, or a test, may shorten the deadline."""
@@ -269,7 +278,7 @@ class Updater:
     def _download(self, args):
         version = args["version"]
         base = args["url"]
-        raw = self.fetch(base + "manifest.json", MAX_MANIFEST)
+        raw = self._get(base + "manifest.json", MAX_MANIFEST)
         if sha256_hex(raw) != args["manifest_sha256"]:
             raise UpdateError("manifest: sha256 is not the one the signed command gives")
         chunk, files = _check_manifest(json.loads(raw), version)
@@ -301,6 +310,8 @@ class Updater:
                         self.feed()
             progress = {"version": version, "file": index + 1, "n": 0}
         for entry in files:  # read back: what is on flash is what was vouched for
+            if self.feed:
+                self.feed()
             if self._file_hash(slot + "/" + entry["path"], chunk) != entry["sha256"]:
                 try:
                     os.remove(self.progress_path)  # start again from scratch next time
@@ -314,7 +325,7 @@ class Updater:
         size = min(chunk, entry["size"] - n * chunk)
         url = base + "chunk?path=" + entry["path"] + "&n=" + str(n)
         for _ in range(CHUNK_TRIES):
-            data = self.fetch(url, chunk)
+            data = self._get(url, chunk)
             if len(data) == size and sha256_hex(data) == expected:
                 return data
             self.chunks_refused += 1

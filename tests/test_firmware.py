@@ -17,6 +17,7 @@ The same on MicroPython's unix port: tests/test_firmware_board.py.
 import json
 import socket
 import sys
+import time
 
 import pytest
 from sqlalchemy import select
@@ -408,6 +409,78 @@ def test_a_rollout_reaches_a_keypad_which_comes_back_on_the_new_version(fleet_br
         AuthActions(page).login("admin")
         html = page.get("/firmware").get_data(as_text=True)
         assert "已运行新固件" in html and "kp-01" in html
+    finally:
+        kp.stop()
+        server.shutdown()
+        app.extensions["hcp_engine"].dispose()
+
+
+class Slow:
+    """The collector's web app with every chunk request noted and, when
+    `delay` is set, answered that much later (a slow link)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.delay = 0.0
+        self.chunks: list[str] = []
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO", "").endswith("/chunk"):
+            self.chunks.append(environ.get("QUERY_STRING", ""))
+            time.sleep(self.delay)
+        return self.app(environ, start_response)
+
+
+@pytest.mark.parametrize("fed", [True, False], ids=["fed", "not-fed"])
+def test_a_slow_download_feeds_the_watchdog(fleet_broker, tmp_path, monkeypatch, fed):
+    """The keypad's watchdog (SimMachine.WDT: a timer that resets the board)
+    runs at 1.5 s; each of the bundle's 5 chunks is answered 0.5 s late, so
+    the download takes longer than the watchdog allows. The update feeds it
+    between chunks and before every read: the only reset is the update's own
+    reboot. Without the feed (the control) the watchdog resets the board in
+    the middle of the download."""
+    fb = fleet_broker
+    app = make_app(tmp_path / "web", fb.db_url)
+    slow = Slow(app)
+    slow.delay = 0.5
+    port = free_port()
+    server, _thread = serve_web(slow, "127.0.0.1", port)
+    if not fed:
+        stage = update.Updater.__init__
+        monkeypatch.setattr(
+            update.Updater,
+            "__init__",
+            lambda self, data_dir, root="", fetch=update.http_get, feed=None: stage(
+                self, data_dir, root, fetch, None
+            ),
+        )
+    (fb.tmp / "kp-01").mkdir()
+    kp = SimKeypad("kp-01", fb.keys["kp-01"], fb.broker.host, fb.broker.port,
+                   str(fb.tmp / "kp-01" / "data"), status_every_ms=500, watchdog=True,
+                   watchdog_ms=1500)  # fmt: skip
+    causes = []  # (reset cause, chunks requested by then)
+    kp.machine.on_reset.insert(0, lambda cause: causes.append((cause, len(slow.chunks))))
+    try:
+        kp.start()
+        assert wait_for(lambda: "kp-01" in fb.agent.online, 10)
+        with fb.engine.begin() as conn:
+            firmware.add_bundle(conn, "0.2.0", FILES, "test")
+            rollout = firmware.start_rollout(conn, "0.2.0", "devices:kp-01", 100, "admin",
+                                             f"http://127.0.0.1:{port}/", health_s=60)  # fmt: skip
+
+        def state():
+            with fb.engine.connect() as conn:
+                t = firmware_targets.c
+                return conn.execute(select(t.state).where(t.rollout_id == rollout)).scalar()
+
+        if fed:
+            assert wait_for(lambda: state() == "healthy", 30), state()
+            assert len(slow.chunks) == 5  # each chunk once: no download began again
+            assert causes == [(kp.machine.HARD_RESET, 5)]  # the update's reboot only
+        else:
+            assert wait_for(lambda: causes, 30)
+            cause, chunks = causes[0]
+            assert cause == kp.machine.WDT_RESET and chunks < 5  # in the middle
     finally:
         kp.stop()
         server.shutdown()

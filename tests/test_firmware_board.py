@@ -44,7 +44,7 @@ from sync_server.schema_fleet import firmware_targets
 from tests.harness.broker import require_kind
 from tests.harness.collector import make_app
 from tests.harness.micropython_unix import require_micropython32
-from tests.test_firmware import free_port
+from tests.test_firmware import Slow, free_port
 from tests.test_provision import OFFLINE_SETTINGS, hcp
 from tests.test_revocation import wait_for
 
@@ -85,23 +85,6 @@ def status(engine):
 
 
 PASSWORD = "collector-secret-1"
-
-
-class Slow:
-    """The collector's web app with every chunk request noted and, when
-    `delay` is set, answered that much later (a slow link, so a test can cut
-    the power in the middle of a download)."""
-
-    def __init__(self, app):
-        self.app = app
-        self.delay = 0.0
-        self.chunks: list[str] = []
-
-    def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO", "").endswith("/chunk"):
-            self.chunks.append(environ.get("QUERY_STRING", ""))
-            time.sleep(self.delay)
-        return self.app(environ, start_response)
 
 
 @pytest.fixture

@@ -101,14 +101,16 @@ def check():
     """A before_request hook: None, or the 429 answer."""
     if request.blueprint not in BLUEPRINTS:
         return None
-    config = current_app.config
     counter = limiter(current_app)
     address = "a:" + (request.remote_addr or "")[:64]
-    allowed = counter.hit(address, int(config["HCP_CITIZEN_MAX_PER_ADDRESS_MINUTE"]))
+    allowed = counter.hit(address, int(current_app.config["HCP_CITIZEN_MAX_PER_ADDRESS_MINUTE"]))
     token = _token()
     if token is not None:
         key = "t:" + (request.endpoint or "") + ":" + token
-        allowed = counter.hit(key, int(config["HCP_CITIZEN_MAX_PER_TOKEN_MINUTE"])) and allowed
+        allowed = (
+            counter.hit(key, int(current_app.config["HCP_CITIZEN_MAX_PER_TOKEN_MINUTE"]))
+            and allowed
+        )
     if allowed:
         return None
     from sync_server.citizen_pages import done

@@ -25,6 +25,7 @@ Config keys (all may be given in `test_config`):
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 from pathlib import Path
@@ -204,15 +205,27 @@ def compile_catalogs(source: Path, target: Path) -> Path:
         mo_paths = [target / name / "LC_MESSAGES" / "messages.mo" for name in names]
         if all(_fresh(mo_path, po) for mo_path in mo_paths for po in po_paths):
             continue
-        catalog = read_catalogs(po_paths, locale)
+        signature = (
+            locale,
+            tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in po_paths),
+        )
+        data = _COMPILED.get(signature)
+        if data is None:
+            compiled = io.BytesIO()
+            write_mo(compiled, read_catalogs(po_paths, locale))
+            data = _COMPILED[signature] = compiled.getvalue()
         for mo_path in mo_paths:
             mo_path.parent.mkdir(parents=True, exist_ok=True)
             # write aside and rename, so a concurrent start never reads half a file
             partial = mo_path.with_name(f"{mo_path.name}.{os.getpid()}.tmp")
-            with partial.open("wb") as mo_file:
-                write_mo(mo_file, catalog)
+            partial.write_bytes(data)
             os.replace(partial, mo_path)
     return target
+
+
+# what this process compiled, by locale and (path, mtime, size) of its .po files:
+# an app made again with the same catalogs (tests make hundreds) reuses the bytes
+_COMPILED: dict[tuple, bytes] = {}
 
 
 def read_catalogs(po_paths, locale: str):

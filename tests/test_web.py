@@ -304,6 +304,9 @@ def test_catalogs_compile_when_missing_or_stale(tmp_path):
     os.utime(po, (time.time() + 120, time.time() + 120))  # an edited .po is compiled again
     compile_catalogs(source, target)
     assert "对".encode() in mo.read_bytes()
+    # another app's folder, same catalogs: the same bytes (compiled once per process)
+    again = compile_catalogs(source, tmp_path / "out2") / "zh_CN" / "LC_MESSAGES" / "messages.mo"
+    assert again.read_bytes() == mo.read_bytes()
 
 
 # --- hcp collector ...  -----------------------------------------------------------------

@@ -3,6 +3,7 @@
     hcp outbox send --db URL --province URL --credential FILE
     hcp outbox status --db URL
     hcp outbox fault-run [--seconds 120] [--db URL]
+    hcp outbox crash-run [--seconds 120] [--keypads 6] [--db URL]
     hcp outbox gaming-scan [--days 2] --db URL
     hcp outbox gaming-check [--days 30] [--seed 1] [--per-day 24]
 
@@ -79,6 +80,16 @@ def fault_run(args) -> int:
     return 0 if result["ok"] else 1
 
 
+def crash_run(args) -> int:
+    from sync_server import outbox_crash
+
+    result = outbox_crash.run(
+        args.db, seconds=args.seconds, keypads=args.keypads, workdir=args.workdir
+    )
+    print(json.dumps(result, ensure_ascii=False, indent=1))
+    return 0 if result["ok"] else 1
+
+
 def gaming_check(args) -> int:
     from sync_server import gaming_month
 
@@ -124,6 +135,15 @@ def register(commands) -> None:
     fault_parser.add_argument("--seconds", type=float, default=120.0)
     fault_parser.add_argument("--workdir", default=".hcp-outbox-fault")
     fault_parser.set_defaults(handler=fault_run)
+
+    crash_parser = sub.add_parser(
+        "crash-run", help="keypads rate while the whole collector is killed (SIGKILL)"
+    )
+    crash_parser.add_argument("--db", help="database URL (default a new SQLite in --workdir)")
+    crash_parser.add_argument("--seconds", type=float, default=120.0)
+    crash_parser.add_argument("--keypads", type=int, default=6, help="keypads rating at once")
+    crash_parser.add_argument("--workdir", default=".hcp-outbox-crash")
+    crash_parser.set_defaults(handler=crash_run)
 
     scan_parser = sub.add_parser("gaming-scan", help="run the gaming rules over the last days")
     scan_parser.add_argument("--db", help="database URL (default the instance's SQLite)")

@@ -1,0 +1,28 @@
+"""The crash run, briefly (sync_server/outbox_crash.py): keypads rate through
+a real broker into `hcp collector serve`, which is killed with SIGKILL twice
+(once while a request to the province is in flight) while the province is
+down, slow, failing, answering garbage and refusing without a reason.
+Afterwards every service event and rating is at the province exactly once,
+in order, times unchanged; the 差评 held for their reason went once the
+call-back recorded it; nothing is left waiting."""
+
+from __future__ import annotations
+
+import pytest
+
+from hcp.broker import MosquittoBroker
+from sync_server import outbox_crash
+
+
+@pytest.mark.skipif(not MosquittoBroker.available(), reason="needs mosquitto")
+def test_the_collector_killed_mid_flight_loses_and_doubles_nothing(engine, tmp_path):
+    url = engine.url.render_as_string(hide_password=False)
+    engine.dispose()
+    result = outbox_crash.run(url, seconds=8, keypads=3, workdir=tmp_path)
+    assert result["problems"] == []
+    assert result["ok"] and result["drained"] and result["kills"] == 2
+    assert result["killed_in_flight"]
+    assert result["ratings"] > 30 and result["events"] >= result["ratings"]
+    assert result["held_then_sent"] > 0  # some 差评 waited for their reason
+    assert set(result["states"]) == {"acked"}
+    assert result["province_counts"]["faults"] >= 8  # each bad mood met twice or more

@@ -389,6 +389,7 @@ def build(
     cause = startup.reset_cause(machine)
     store = client = sync = app = None
     boot_id = _boot_id()
+    firmware = startup.running_firmware(data_dir, settings["firmware"])
     if mode == NORMAL:
         try:
             store = Store(data_dir, max_pending=settings["max_pending"])
@@ -408,7 +409,7 @@ def build(
                 store,
                 device_id,
                 key,
-                firmware=settings["firmware"],
+                firmware=firmware,  # in the will too, set before the first connect
                 batch_size=settings["batch_size"],
                 ack_timeout_ms=settings["ack_timeout_ms"],
                 min_interval_ms=settings["min_batch_interval_ms"],
@@ -441,7 +442,7 @@ def build(
             from device.link import WindowLink  # only keypads wired to a window PC load it
 
             device.window_link = WindowLink(
-                startup.window_uart(machine, board, settings), app, device_id, settings["firmware"]
+                startup.window_uart(machine, board, settings), app, device_id, firmware
             )
         except Exception as exc:  # no link is better than no keypad
             crash_log.note(describe("window", exc), boot_ms)

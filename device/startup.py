@@ -61,6 +61,18 @@ def reset_cause(machine):
     return _RESET_CAUSES.get(read(), "other") if read else None
 
 
+def running_firmware(data_dir, default):
+    """The version of the firmware running: the active slot's (/data/fw.json,
+    device/update.py), else `default` (the settings', i.e. the factory one's).
+    Status, the offline will and the window PC's `info` all report it."""
+    from device.main import read_json
+
+    st = read_json(data_dir + "/fw.json")
+    if isinstance(st, dict) and st.get("active") and st.get("version"):
+        return st["version"]
+    return default
+
+
 def forget():
     """Drop this module once the keypad has started (its code is garbage then)."""
     sys.modules.pop("device.startup", None)

@@ -581,3 +581,24 @@ def test_the_loop_survives_and_rejoins_under_micropython():
     # the same error twice in a row is written once (flash wear); the status counts both
     assert lines[3] == "crashes 1 ['app: OSError: [Errno 110] ETIMEDOUT']"
     assert lines[4] == "status 2 False"
+
+
+def test_the_running_slot_is_the_version_status_will_and_window_pc_report(tmp_path):
+    """After an update the active slot's version, not the settings' factory
+    one, goes into the status, the offline will (set before the first
+    connect) and the window PC's `info`."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "fw.json").write_text(json.dumps({"active": "/fw/0.2.0", "version": "0.2.0"}))
+
+    class UARTBoard(SimMachine):
+        def UART(self, *args, **kwargs):  # noqa: N802 - machine.UART's name
+            return object()
+
+    dev = boot(tmp_path, UARTBoard(), window_uart=1)
+    topic, payload, qos, retain = dev.client._will
+    assert topic == "hcp/v1/dev/kp-01/up/status" and (qos, retain) == (1, True)
+    assert messages.decode(payload, messages.STATUS) == messages.status(False, fw="0.2.0")
+    assert dev.status()["fw"] == "0.2.0" and dev.window_link.firmware == "0.2.0"
+    (data / "fw.json").write_text("{")  # a torn or foreign file: the factory version
+    assert boot(tmp_path).client._will[1] == messages.encode(messages.status(False, fw="0.1.0"))

@@ -415,6 +415,37 @@ def test_a_rollout_reaches_a_keypad_which_comes_back_on_the_new_version(fleet_br
         app.extensions["hcp_engine"].dispose()
 
 
+def test_the_offline_will_reports_the_running_firmware_not_the_factory_one(fleet_broker):
+    """A keypad running the 0.2.0 slot (fw.json, as a confirmed update leaves
+    it) loses power: the broker publishes its will, and the collector stores
+    an offline status naming 0.2.0, the firmware that ran, not 0.1.0."""
+    fb = fleet_broker
+    data = fb.tmp / "kp-01" / "data"
+    data.mkdir(parents=True)
+    (data / "fw.json").write_text(json.dumps({
+        "active": "/fw/0.2.0", "version": "0.2.0", "previous": "/lib",
+        "previous_version": "0.1.0",
+    }))  # fmt: skip
+    kp = SimKeypad("kp-01", fb.keys["kp-01"], fb.broker.host, fb.broker.port, str(data),
+                   status_every_ms=500)  # fmt: skip
+
+    def stored():
+        with fb.engine.connect() as conn:
+            row = conn.execute(
+                select(db.devices.c.status).where(db.devices.c.device_id == "kp-01")
+            ).scalar()
+        return json.loads(row) if row else {}
+
+    try:
+        kp.start()
+        assert wait_for(lambda: stored().get("online") is True, 10), stored()
+        assert stored()["fw"] == "0.2.0"
+    finally:
+        kp.stop(power_cut=True)  # no DISCONNECT: the broker sends the will
+    assert wait_for(lambda: stored().get("online") is False, 10), stored()
+    assert stored()["fw"] == "0.2.0"
+
+
 class Slow:
     """The collector's web app with every chunk request noted and, when
     `delay` is set, answered that much later (a slow link)."""

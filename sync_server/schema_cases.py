@@ -74,6 +74,8 @@ cases = Table(
     Column("updated_at", String(32), nullable=False),
     Index("ix_cases_unit_state", "unit_id", "state"),
     Index("ix_cases_state_due", "state", "due_at"),
+    # the digest, the overdue filter and the rankings ask by deadline alone (0014)
+    Index("ix_cases_due_at", "due_at"),
     Index("ix_cases_effective_at", "effective_at"),
 )
 

@@ -2,8 +2,9 @@
 case QR for the window PC, and the audited reveal of a rater's phone.
 
 - `/qr/windows` (qr_sheets): A4 sheets of window QR labels to print, two by
-  three a page, for the technicians who put them up; `/qr/windows/<id>.svg`
-  one label as an SVG file.
+  three a page, for the technicians who put them up (printed from the
+  browser: only the sheets print, one A4 page each); `/qr/windows/<id>.svg`
+  one label and `/qr/windows/sheet-<n>.svg` page n of the sheet as SVG files.
 - `/api/v1/case-qr` (service_events): the case QR of a service
   event for the window PC's screen, the kiosk or the receipt: its address,
   the code as SVG, the receipt code and the last day it can be used.
@@ -57,6 +58,22 @@ def sheet():
     windows = _windows()
     pages = sheet_pages([_label(w) for w in windows]) if windows else []
     return render_template("qr_sheet.html", windows=windows, pages=pages)
+
+
+@bp.get("/qr/windows/sheet-<int:number>.svg")
+@requires("qr_sheets")
+def sheet_svg(number):
+    """One A4 page of the sheet (`?unit=` as the sheet) as an SVG file, for a
+    print shop or a printer driver that takes SVG."""
+    windows = _windows()
+    pages = sheet_pages([_label(w) for w in windows]) if windows else []
+    if not 1 <= number <= len(pages):
+        abort(404)
+    return Response(
+        '<?xml version="1.0" encoding="UTF-8"?>\n' + pages[number - 1],
+        mimetype="image/svg+xml",
+        headers={"Content-Disposition": f'attachment; filename="window-qr-{number}.svg"'},
+    )
 
 
 @bp.get("/qr/windows/<window_id>.svg")

@@ -25,6 +25,7 @@ CASE_QR_XG = "/api/v1/case-qr?case_no=XG2026112700001&service_no=1"
 ROUTES = [
     ("GET", "/qr/windows", "qr_sheets", None),
     ("GET", "/qr/windows/A01.svg", "qr_sheets", None),
+    ("GET", "/qr/windows/sheet-1.svg", "qr_sheets", None),
     ("GET", CASE_QR_WS, "service_events", None),
     ("GET", CASE_QR_XG, "service_events", None),
     ("POST", "/citizen/phone", "contact", {"record_id": "ws:1"}),
@@ -49,7 +50,10 @@ OUTSIDE = {
 OUTSIDE_QUERY = {
     (CASE_QR_XG, "clerk"): 404,
 }
-KNOWN = {"/qr/windows/<window_id>.svg": "/qr/windows/A01.svg"}
+KNOWN = {
+    "/qr/windows/<window_id>.svg": "/qr/windows/A01.svg",
+    "/qr/windows/sheet-<int:number>.svg": "/qr/windows/sheet-1.svg",
+}
 ELSEWHERE = {
     # public pages of the citizen, tested in tests/test_citizen.py
     "/r/w/<window_id>", "/r/c/<token>", "/rate", "/rate/e/<token>", "/followup",

@@ -31,9 +31,11 @@ from sync_server import api, cases, cases_ledger, cases_workflow, csrf, openapi,
 from sync_server.auth import requires
 from sync_server.cases_pages import (
     _ledger,
+    _rating,
     deadline_state,
     listing,
     now_second,
+    sms_reason,
     soon_hours,
 )
 from sync_server.cases_workflow import CaseError
@@ -98,6 +100,7 @@ def _detail(case_id: int) -> dict:
         names = cases.unit_names(conn)
         found = {
             "case": public_case(case, now_second(), soon_hours(conn), names),
+            "sms_reason": sms_reason(conn, _rating(conn, case["record_id"])),
             "steps": cases.steps_of(conn, case_id),
             "appeals": cases_workflow.appeals(conn, case_appeals.c.case_id == case_id),
         }
@@ -322,6 +325,8 @@ SCHEMAS = {
     "CaseDetail": _object(
         {
             "case": _ref("Case"),
+            # the reason the rater sent by SMS after a 差评 given by SMS (never in the rating)
+            "sms_reason": NSTR,
             "steps": {"type": "array", "items": _ref("CaseStep")},
             "appeals": {"type": "array", "items": _ref("CaseAppeal")},
         }

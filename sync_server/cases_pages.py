@@ -198,6 +198,16 @@ def _rating(conn, record_id: str) -> dict | None:
     return item
 
 
+def sms_reason(conn, rating: dict | None) -> str | None:
+    """The reason the rater sent by SMS after a 差评 given by SMS (sms.py
+    keeps it apart: the rating itself is never changed), or None."""
+    if rating is None or rating["channel"] != "sms":
+        return None
+    from sync_server import sms
+
+    return sms.reasons_of(conn, rating["id"])
+
+
 # the states in which the next step calls the rater: verify (open), feed
 # back (rectified) and the return visit (fed_back)
 CALL_STATES = ("open", "rectified", "fed_back")
@@ -211,9 +221,11 @@ def case_view(case_id: int) -> dict:
         if case is None:
             abort(404)
         names = cases.unit_names(conn)
+        rating = _rating(conn, case["record_id"])
         view = {
             "case": case,
-            "rating": _rating(conn, case["record_id"]),
+            "rating": rating,
+            "sms_reason": sms_reason(conn, rating),
             # the rating's own page follows where the rating was placed, not the case
             "rating_page": org.rating_inside(conn, case["record_id"], scope),
             "steps": cases.steps_of(conn, case_id),

@@ -169,7 +169,11 @@ class Commands:
 
         wdt = self.wdt
         updater = update.Updater(
-            self.data_dir, self._fw_root, self._fetch or update.http_get, wdt and wdt.feed
+            self.data_dir,
+            self._fw_root,
+            self._fetch or update.http_get,
+            wdt and wdt.feed,
+            self.device_id,
         )
         ok, result = updater.stage(args, self.sync.firmware)
         if ok:

@@ -32,7 +32,7 @@ try:
 except ImportError:  # a port built without it
     hashlib = None
 
-from device.compat import ticks_diff, ticks_ms
+from device.compat import sleep_ms, ticks_diff, ticks_ms
 
 STATE_FILE = "fw.json"
 PROGRESS_FILE = "fw_progress.json"
@@ -42,6 +42,10 @@ MAX_MANIFEST = 65536
 CHUNK_TRIES = 3
 MAX_TRIAL_BOOTS = 3
 TIMEOUT_S = 10
+# a 429 answer's Retry-After is waited out (the watchdog fed each second) up
+# to this long in all for one update; beyond it the update fails, its
+# progress kept, and the next attempt resumes
+MAX_RETRY_WAIT_S = 120
 MIN_HEALTH_S = 30  # the shortest health deadline taken; config.json's health_min_s lowers it
 
 # /boot.py: runs before /main.py; standalone (it must not import the
@@ -86,6 +90,25 @@ _hcp_slot()
 
 class UpdateError(Exception):
     pass
+
+
+class RetryAfter(UpdateError):
+    """The collector answered 429: try again after `seconds`."""
+
+    def __init__(self, text, seconds):
+        UpdateError.__init__(self, text)
+        self.seconds = seconds
+
+
+def _retry_after(head):
+    """Seconds of a Retry-After header (whole seconds), else 1."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"retry-after":
+            value = value.strip()
+            if value.isdigit() and len(value) < 7:
+                return max(1, int(value))
+    return 1
 
 
 def sha256_hex(data):
@@ -161,6 +184,10 @@ def http_get(url, limit, timeout_s=TIMEOUT_S, feed=None):
         raise UpdateError("http: no complete answer from " + hostport)
     status = head.split(b"\r\n", 1)[0].split(b" ")
     code = status[1].decode() if len(status) > 1 else "?"
+    if code == "429":
+        wait = _retry_after(head)
+        text = "http: " + path[:60] + " answered 429, retry after " + str(wait) + " s"
+        raise RetryAfter(text, wait)
     if code != "200":
         raise UpdateError("http: " + path[:60] + " answered " + code)
     if len(body) > limit:
@@ -213,19 +240,34 @@ class Updater:
     """Stages a firmware bundle into a slot; `root` is the board's "/" (a
     folder when tested on CPython), `data_dir` its data folder."""
 
-    def __init__(self, data_dir, root="", fetch=http_get, feed=None):
+    def __init__(self, data_dir, root="", fetch=http_get, feed=None, device_id=None):
         self.data_dir = data_dir
         self.root = root
         self.fetch = fetch
         self.feed = feed  # the watchdog's feed, between chunks
+        # named in each request (`d`), so the collector bounds this device's rate
+        self.query = "d=" + device_id if device_id else ""
+        self.waited_s = 0  # Retry-After waited out during this update
         self.state_path = data_dir + "/" + STATE_FILE
         self.progress_path = data_dir + "/" + PROGRESS_FILE
         self.chunks_refused = 0
 
     def _get(self, url, limit):
-        if self.fetch is http_get:
-            return http_get(url, limit, TIMEOUT_S, self.feed)
-        return self.fetch(url, limit)
+        if self.query:
+            url += ("&" if "?" in url else "?") + self.query
+        while True:
+            try:
+                if self.fetch is http_get:
+                    return http_get(url, limit, TIMEOUT_S, self.feed)
+                return self.fetch(url, limit)
+            except RetryAfter as exc:
+                if self.waited_s + exc.seconds > MAX_RETRY_WAIT_S:
+                    raise
+                self.waited_s += exc.seconds
+                for _ in range(exc.seconds):
+                    if self.feed:
+                        self.feed()
+                    sleep_ms(1000)
 
     def min_health_s(self):
         """MIN_HEALTH_S, or the provisioned health_min_s (5..MIN_HEALTH_S): a

@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
+import threading
+import time
 from pathlib import Path
 
 from flask import (
@@ -62,6 +65,11 @@ MAX_FILES = 200
 MAX_BUNDLE_BYTES = 8 * 1024 * 1024
 VERSION_RE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 PATH_RE = re.compile(r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*\.(mpy|py|bin|json)$")
+DEVICE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# downloads a minute per device (HCP_FIRMWARE_RATE): a bundle of 40 chunks,
+# each tried three times, fits with room; a device that loops is held to it
+DOWNLOAD_RATE = 300
+MAX_BUCKETS = 10000  # downloaders remembered; the oldest full bucket goes first
 DEFAULT_HEALTH_S = 300
 # the shortest health deadline a rollout may give (the devices' own floor is
 # the same unless provisioned lower: health_min_s); tests lower both
@@ -147,6 +155,63 @@ def bundle(conn, version: str):
 
 
 # --- the devices' download ------------------------------------------------------------
+
+
+class DownloadLimit:
+    """A token bucket per downloader: `per_minute` requests a minute, in a
+    burst of as many. take(key) is 0 when the request may go, else the whole
+    seconds until it may (the Retry-After). One per process: with several web
+    workers each holds its own, so the bound is per worker."""
+
+    def __init__(self, per_minute: int, clock=time.monotonic):
+        self.per_minute = per_minute
+        self.clock = clock
+        self._buckets: dict[str, list[float]] = {}  # key -> [tokens, at]
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> int:
+        now = self.clock()
+        rate = self.per_minute / 60.0
+        with self._lock:
+            tokens, at = self._buckets.pop(key, (float(self.per_minute), now))
+            tokens = min(float(self.per_minute), tokens + (now - at) * rate)
+            wait = 0 if tokens >= 1 else max(1, math.ceil((1 - tokens) / rate))
+            self._buckets[key] = [tokens - 1 if not wait else tokens, now]  # newest last
+            while len(self._buckets) > MAX_BUCKETS:
+                del self._buckets[next(iter(self._buckets))]
+            return wait
+
+
+def _downloader() -> str:
+    """Who is downloading: the device the request names (`d`, docs/protocol.md
+    §3.7) when it is registered, from the address it comes from; else the
+    address alone. A device cannot spend another's budget from elsewhere, and
+    one that names ids it is not gets at most one budget per registered id."""
+    address = request.remote_addr or "?"
+    device_id = request.args.get("d", "")
+    if DEVICE_RE.match(device_id):
+        with get_engine().connect() as conn:
+            known = conn.execute(
+                select(db.devices.c.device_id).where(db.devices.c.device_id == device_id)
+            ).first()
+        if known is not None:
+            return address + "/" + device_id
+    return address
+
+
+@bp.before_request
+def _limit_downloads():
+    if request.endpoint not in ("firmware.manifest_file", "firmware.chunk_file"):
+        return None
+    limit = current_app.extensions["hcp_firmware_limit"]
+    wait = limit.take(_downloader())
+    if not wait:
+        return None
+    text = (
+        f"too many downloads: at most {limit.per_minute} a minute per device; "
+        f"retry after {wait} s\n"
+    )
+    return Response(text, 429, headers={"Retry-After": str(wait)})
 
 
 @bp.get("/fw/<version>/manifest.json")
@@ -400,6 +465,12 @@ def init_app(app) -> None:
     from sync_server.web import register_nav
 
     app.config.setdefault("HCP_FIRMWARE_URL", os.environ.get("HCP_FIRMWARE_URL"))
+    app.config.setdefault("HCP_FIRMWARE_RATE", os.environ.get("HCP_FIRMWARE_RATE") or DOWNLOAD_RATE)
+    given = app.config["HCP_FIRMWARE_RATE"]
+    rate = int(given) if str(given).strip().isdigit() else 0
+    if not 1 <= rate <= 100000:
+        raise ValueError(f"HCP_FIRMWARE_RATE: must be 1..100000 downloads a minute, got {given!r}")
+    app.extensions["hcp_firmware_limit"] = DownloadLimit(rate)
     app.register_blueprint(bp)
     register_nav(app, "firmware.page", _l("Firmware"), "firmware", prefix="firmware.")
 

@@ -481,8 +481,8 @@ def test_a_slow_download_feeds_the_watchdog(fleet_broker, tmp_path, monkeypatch,
         monkeypatch.setattr(
             update.Updater,
             "__init__",
-            lambda self, data_dir, root="", fetch=update.http_get, feed=None: stage(
-                self, data_dir, root, fetch, None
+            lambda self, data_dir, root="", fetch=update.http_get, feed=None, *more: stage(
+                self, data_dir, root, fetch, None, *more
             ),
         )
     (fb.tmp / "kp-01").mkdir()

@@ -252,7 +252,7 @@ def test_a_corrupted_chunk_and_a_power_cut_while_staging(world, tmp_path, monkey
     assert target(engine, refused).detail == (
         "failed: chunk 0 of device/app.mpy: sha256 does not match the manifest"
     )
-    assert world.slow.chunks.count("path=device/app.mpy&n=0") == 3  # tried three times
+    assert world.slow.chunks.count("path=device/app.mpy&n=0&d=kp-fw-01") == 3  # tried three times
     assert not (root / "data" / "fw.json").exists() and not (root / "data" / "booted_from").exists()
     assert status(engine)["fw"] == "0.1.0" and status(engine)["online"] is True
 
@@ -283,7 +283,7 @@ def test_a_corrupted_chunk_and_a_power_cut_while_staging(world, tmp_path, monkey
         index, n = where["file"], where["n"]
         if n == len(entries[index]["chunks"]):  # that file was complete: the next one
             index, n = index + 1, 0
-        assert world.slow.chunks[0] == f"path={entries[index]['path']}&n={n}"
+        assert world.slow.chunks[0] == f"path={entries[index]['path']}&n={n}&d=kp-fw-01"
         assert before + len(world.slow.chunks) <= total + 1
         assert len(world.slow.chunks) < total
         print(f"power cut after {before} of {total} chunks; {len(world.slow.chunks)} after")

@@ -9,14 +9,15 @@ supervisor's review) nor a repeat of a service event rated already
 so the figures follow.
 
 The figures live in `figures_daily` (sync_server/schema_figures.py): counts per
-level, per local day (Asia/Shanghai), per resolved unit and per key of each
-dimension. They are kept three ways, all through `_apply`:
+level, per local day (Asia/Shanghai), per resolved unit, per channel and per
+key of each dimension. They are kept three ways, all through `_apply`:
 
 - `after_store`, in the transaction that stores new ratings: the batch's
-  units are resolved with one query (`Resolver`), the increments merged and
-  written with one upsert (``n = n + excluded.n``, atomic on PostgreSQL when
-  two collectors commit at once; rows are written in key order, so two
-  batches never wait on each other crosswise);
+  units are resolved with one query (`Resolver`), the increments of the
+  whole batch merged in Python and written with one upsert statement
+  (``n = n + excluded.n``, atomic on PostgreSQL when two collectors commit at
+  once; rows are written in key order, so two batches never wait on each
+  other crosswise); no query per rating;
 - `set_excluded` takes a voided rating out (and a restored one back in);
 - `rebuild` recomputes the table from the evaluations (after an upgrade, or
   `hcp collector rebuild-figures`), and a test proves it equals the
@@ -26,9 +27,10 @@ A rating keeps the unit of its time: moving a window later changes no row.
 (A move entered with a time in the past, before ratings already stored, does
 change where those ratings belong; `rebuild` then brings the figures along.)
 
-Reading: `totals(conn, dimension, start_day, end_day, scope, unit)` sums the
-rows of a period and a subtree; `activity(...)` gives 主动评价率 from the
-service events (see its docstring for why it reads them directly).
+Reading: `totals(conn, dimension, start_day, end_day, scope, unit, channel=)`
+sums the rows of a period, a subtree and (optionally) one channel;
+`activity(...)` gives 主动评价率 from the service events (see its docstring
+for why it reads them directly).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ MAX_KEY = 100  # figures_daily.key
 LEVELS = (1, 2, 3, 4, 5)
 BAD_LEVELS = (1, 2)
 DEFAULT_RATE_STARS = (5, 4, 3)
-KEY_COLUMNS = ("dim", "day", "unit_id", "key")
+KEY_COLUMNS = ("dim", "day", "unit_id", "channel", "key")
+MAX_CHANNEL = 16  # figures_daily.channel
 MONTHLY = ".m"  # the month rows of a dimension: a long period reads one row a month
 
 
@@ -241,12 +244,13 @@ class Resolver:
 
 
 def increments(rows, resolver: Resolver, sign: int) -> dict[tuple, list[int]]:
-    """(dim, day, unit_id, key) -> five level counts, for ratings that count."""
+    """(dim, day, unit_id, channel, key) -> five level counts, for ratings
+    that count: the day's row and the month's of each dimension."""
     out: dict[tuple, list[int]] = {}
 
     def add(key, index):
         # the day's row, and the month's (dim + ".m", day "YYYY-MM")
-        for each in (key, (key[0] + MONTHLY, key[1][:7], key[2], key[3])):
+        for each in (key, (key[0] + MONTHLY, key[1][:7], *key[2:])):
             counts = out.get(each)
             if counts is None:
                 counts = out[each] = [0, 0, 0, 0, 0]
@@ -259,37 +263,51 @@ def increments(rows, resolver: Resolver, sign: int) -> dict[tuple, list[int]]:
         index = stars - 1
         day, hour = local_day_hour(row["effective_at"])
         unit = (resolver.unit(row) or "")[:64]
-        add(("unit", day, unit, (row.get("channel") or "")[:MAX_KEY]), index)
-        add(("hour", day, unit, hour), index)
+        channel = (row.get("channel") or "")[:MAX_CHANNEL]
+        add(("unit", day, unit, channel, ""), index)
+        add(("hour", day, unit, channel, hour), index)
         for dim, field in (("window", "window_id"), ("staff", "staff_id"), ("item", "item_code")):
             value = row.get(field)
             if value:
-                add((dim, day, unit, value[:MAX_KEY]), index)
+                add((dim, day, unit, channel, value[:MAX_KEY]), index)
         for tag in _tag_codes(row.get("tags")):
-            add(("tag", day, unit, tag), index)
+            add(("tag", day, unit, channel, tag), index)
     return out
 
 
-def _insert():
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    return {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+_ADDED = ", ".join(f"{n} = figures_daily.{n} + excluded.{n}" for n in LEVEL_COLUMNS)
+_COLUMNS = ", ".join((*KEY_COLUMNS, *LEVEL_COLUMNS))
+_ON_CONFLICT = f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {_ADDED}"
+# SQLite: the driver's executemany of one upsert; PostgreSQL: one statement
+# whose rows arrive as one array per column (one round trip, one plan)
+_UPSERT_SQLITE = (
+    f"INSERT INTO figures_daily ({_COLUMNS}) "
+    f"VALUES ({', '.join('?' * (len(KEY_COLUMNS) + len(LEVEL_COLUMNS)))}) {_ON_CONFLICT}"
+)
+_UPSERT_POSTGRESQL = (
+    f"INSERT INTO figures_daily ({_COLUMNS}) SELECT * FROM unnest("
+    + ", ".join(["%s::text[]"] * len(KEY_COLUMNS) + ["%s::int[]"] * len(LEVEL_COLUMNS))
+    + f") {_ON_CONFLICT}"
+)
 
 
 def _apply(conn, changes: dict[tuple, list[int]]) -> None:
-    """Add the changes to figures_daily: one upsert for all, in key order."""
+    """Add the changes to figures_daily with one upsert statement for the
+    whole batch, its rows in key order (two batches never wait on each
+    other crosswise): ``n = n + added`` on a key that exists, atomic on
+    PostgreSQL when two collectors commit at once; a new row otherwise.
+
+    Straight to the driver, like `rebuild`: SQLAlchemy's per-row parameter
+    handling cost more than the upsert (hcp.figures_ingest_cost measures
+    it; docs/figures.md has the figures)."""
     if not changes:
         return
-    insert = _insert()[conn.dialect.name](figures_daily)
-    statement = insert.on_conflict_do_update(
-        index_elements=list(KEY_COLUMNS),
-        set_={name: figures_daily.c[name] + insert.excluded[name] for name in LEVEL_COLUMNS},
-    )
-    rows = [
-        dict(zip(KEY_COLUMNS, key, strict=True)) | dict(zip(LEVEL_COLUMNS, counts, strict=True))
-        for key, counts in sorted(changes.items())
-    ]
-    conn.execute(statement, rows)
+    rows = [(*key, *counts) for key, counts in sorted(changes.items())]
+    if conn.dialect.name == "postgresql":
+        columns = tuple(list(column) for column in zip(*rows, strict=True))
+        conn.exec_driver_sql(_UPSERT_POSTGRESQL, columns)
+    else:
+        conn.exec_driver_sql(_UPSERT_SQLITE, rows)
 
 
 def rebuild(conn, chunk: int = 20_000) -> int:
@@ -407,9 +425,7 @@ def level_counts(
         raise ValueError(f"dimension: must be one of {', '.join(DIMENSIONS)}")
     f = figures_daily.c
     stored = {"channel": "unit", "day": "unit"}.get(dimension, dimension)
-    if channel is not None and stored != "unit":
-        raise ValueError("channel: figures by unit, channel and day only")
-    group = {"unit": f.unit_id, "day": f.day}.get(dimension, f.key)
+    group = {"unit": f.unit_id, "day": f.day, "channel": f.channel}.get(dimension, f.key)
     if dimension == "day":  # by day: the day rows
         segments = [(stored, start_day, end_day)]
     else:
@@ -424,7 +440,7 @@ def level_counts(
         periods.append(and_(*part))
     conditions = [or_(*periods)]
     if channel is not None:
-        conditions.append(f.key == channel)
+        conditions.append(f.channel == channel)
     wanted = units_wanted(conn, scope, unit)
     if wanted is not None:
         if not wanted:
@@ -500,8 +516,7 @@ def totals(
     staff | item | channel | tag | hour ("00".."23") | day ("YYYY-MM-DD").
     Each value: `figures_of` (by_stars {1..5}, valid, good, bad, good_rate),
     good_rate by `rate_stars` (default: the app's HCP_GOOD_RATE_STARS).
-    `channel` narrows the unit, channel and day figures to one channel (the
-    other dimensions are not kept per channel: ValueError)."""
+    `channel` narrows any of them to the ratings of one channel."""
     counts = level_counts(conn, dimension, start_day, end_day, scope, unit, channel=channel)
     stars = _rate_stars(rate_stars)
     return {key: figures_of(levels, stars) for key, levels in counts.items()}

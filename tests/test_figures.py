@@ -114,9 +114,15 @@ def test_each_dimension_counts_the_ratings_of_its_local_day(engine):
     # the good-rate formula is a setting
     assert totals(engine, "unit", unit="H1", rate_stars=(5,))["H1"][3] == 0.5
     assert totals(engine, "unit", unit="H2", rate_stars=(5,))["H2"][3] == 0.0
-    with pytest.raises(ValueError) as caught:
-        totals(engine, "window", channel="web")
-    assert str(caught.value) == "channel: figures by unit, channel and day only"
+    # every dimension can be narrowed to one channel
+    assert totals(engine, "window", channel="kiosk") == {"B01": (stars(n2=1), 1, 1, 0.0)}
+    assert totals(engine, "window", channel="keypad") == {"A01": (stars(n1=1, n5=1), 2, 1, 0.5)}
+    assert totals(engine, "item", channel="kiosk") == {"I1": (stars(n2=1), 1, 1, 0.0)}
+    assert totals(engine, "hour", channel="web") == {"18": (stars(n3=1, n4=1), 2, 0, 1.0)}
+    assert totals(engine, "tag", channel="web") == {}
+    assert totals(engine, "staff", channel="keypad") == {"P1": (stars(n5=1), 1, 0, 1.0)}
+    assert totals(engine, "day", channel="kiosk") == {"2026-11-26": (stars(n2=1), 1, 1, 0.0)}
+    assert totals(engine, "unit", channel="web") == {"S2": (stars(n4=1), 1, 0, 1.0), "": (stars(n3=1), 1, 0, 1.0)}  # fmt: skip
     with pytest.raises(ValueError) as caught:
         totals(engine, "colour")
     assert str(caught.value) == "dimension: must be one of unit, window, staff, item, channel, tag, hour, day"  # fmt: skip
@@ -339,7 +345,7 @@ def test_any_period_sums_to_the_same_as_its_days(engine, start, days, open_end):
         end_day = end.isoformat() if end else None
         found = figures.level_counts(conn, "window", start_day, end_day)
         expected: dict = {}
-        for dim, day, _unit, key, *levels in figures.all_rows(conn):
+        for dim, day, _unit, _channel, key, *levels in figures.all_rows(conn):
             if dim == "window" and (not start_day or day >= start_day) and (not end_day or day <= end_day):  # fmt: skip
                 kept = expected.setdefault(key, [0] * 5)
                 for i in range(5):

@@ -249,10 +249,7 @@ class Ingestor:
             with self.engine.begin() as conn:
                 touched: set[str] = set()
                 stored_rows: list[dict] = []
-                outcomes = [
-                    self._decide(conn, topic, payload, retained, received_at, touched, stored_rows)
-                    for topic, payload, retained in items
-                ]
+                outcomes = self._decide_group(conn, items, received_at, touched, stored_rows)
                 for device_id in sorted(touched):  # once per device, not per message
                     _touch(conn, device_id, received_at)
                 # figures, cases and the outbox once for the group, not per message
@@ -265,6 +262,88 @@ class Ingestor:
         except Exception as exc:  # noqa: BLE001 - each message is decided alone below
             log.warning("deciding a group of %d messages failed: %r", len(items), exc)
         return [self.process_safely(topic, payload, retained) for topic, payload, retained in items]
+
+    def _decide_group(self, conn, items, received_at, touched, stored_rows) -> list[Outcome]:
+        """Every message of a group decided in `conn`'s transaction, in order.
+        Consecutive batches that decode are stored together as a run (one
+        look-up of stored ids, one insert); anything else (a status, a message
+        kept aside whole) is decided alone at its place, so a later message
+        sees what an earlier one did exactly as one at a time."""
+        outcomes: list[Outcome | None] = [None] * len(items)
+        run: list[tuple[int, str, str, dict]] = []
+        for index, (topic, payload, retained) in enumerate(items):
+            decoded = self._decoded_batch(topic, payload)
+            if decoded is not None:
+                run.append((index, topic, *decoded))
+                continue
+            if run:
+                self._store_run(conn, run, received_at, outcomes, touched, stored_rows)
+                run = []
+            outcomes[index] = self._decide(
+                conn, topic, payload, retained, received_at, touched, stored_rows
+            )
+        if run:
+            self._store_run(conn, run, received_at, outcomes, touched, stored_rows)
+        return outcomes
+
+    def _decoded_batch(self, topic: str, payload: bytes) -> tuple[str, dict] | None:
+        """(device_id, batch) for an up/ev message that decodes and names its
+        topic's device; None for anything _decide() must look at alone."""
+        try:
+            device_id, kind = topics.parse(topic)
+        except topics.TopicError:
+            return None
+        if kind != topics.UP_EV:
+            return None
+        msg, _reason = self._decode_batch(device_id, payload)
+        return None if msg is None else (device_id, msg)
+
+    def _store_run(self, conn, run, received_at, outcomes, touched, stored_rows) -> None:
+        """Batches decided as _store_in() would one after another, with one
+        query for the ids stored already and one insert for the whole run: a
+        record stored by an earlier batch of the run counts as stored for a
+        later one (a duplicate, or kept aside when its content differs)."""
+        decided = []
+        for index, topic, device_id, msg in run:
+            device, plan = self._classify(conn, msg, device_id)
+            touched.add(device_id)
+            decided.append((index, topic, device_id, msg, device, plan))
+        _lock_devices(conn, {d for _, _, d, _, _, plan in decided if plan.accepted})
+        known = _stored_sigs(conn, [i for *_, plan in decided for i in plan.accepted])
+        parts, fresh_by_device = [], {}
+        for index, topic, device_id, msg, device, plan in decided:
+            outcome = Outcome(duplicates=list(plan.repeated))
+            held = list(plan.held)
+            fresh = []
+            for rec_id, rec in plan.accepted.items():
+                if rec_id not in known:
+                    known[rec_id] = rec["sig"]
+                    fresh.append(rec)
+                elif known[rec_id] == rec["sig"]:
+                    outcome.duplicates.append(rec["seq"])
+                else:
+                    reason = "id: already stored with different content"
+                    held.append(Held(rec, reason, rec["seq"], rec_id))
+            fresh_by_device.setdefault(device_id, []).extend(fresh)
+            outcome.stored = [rec["seq"] for rec in fresh]
+            parts.append((index, topic, device_id, msg, device, plan, held, fresh, outcome))
+        refs = {
+            device_id: clock.boot_refs(conn, device_id, recs)
+            for device_id, recs in fresh_by_device.items()
+            if recs
+        }
+        rows = [
+            evaluation_row(rec, received_at, refs[device_id])
+            for _, _, device_id, _, _, _, _, fresh, _ in parts
+            for rec in fresh
+        ]
+        features.store_evaluations(conn, self.engine, rows, after=False)
+        stored_rows.extend(rows)
+        for index, topic, device_id, msg, device, plan, held, _, outcome in parts:
+            if held or plan.contacts:  # the rare case: _store_in keeps them as it always does
+                rest = Plan(held=held, contacts=plan.contacts)
+                _merge(outcome, self._store_in(conn, topic, device_id, rest, received_at, False))
+            outcomes[index] = self._ack(msg, device, outcome)
 
     def process_safely(self, topic: str, payload: bytes, retained: bool = False) -> Outcome:
         """process(), where an unforeseen error (a bug meeting an input nobody
@@ -553,6 +632,33 @@ def _lock_device(conn, device_id: str) -> None:
     records/s.) SQLite has a single writer already."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:device))"), {"device": device_id})
+
+
+def _lock_devices(conn, device_ids) -> None:
+    """_lock_device() for several devices in one statement, in the order of
+    their lock keys, so two collectors locking overlapping sets never wait
+    on each other in a circle."""
+    if conn.dialect.name == "postgresql" and device_ids:
+        conn.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtext(d) AS k "
+                "FROM unnest(CAST(:devices AS text[])) AS d ORDER BY k) AS keys"
+            ),
+            {"devices": sorted(device_ids)},
+        )
+
+
+LOOKUP_CHUNK = 2000  # ids per query for the stored ones (SQLite allows 32,766 variables)
+
+
+def _stored_sigs(conn, ids: list[str]) -> dict[str, str | None]:
+    """id -> sig of those of `ids` stored already."""
+    ev = db.evaluations.c
+    found: dict[str, str | None] = {}
+    for start in range(0, len(ids), LOOKUP_CHUNK):
+        chunk = ids[start : start + LOOKUP_CHUNK]
+        found.update(conn.execute(select(ev.id, ev.sig).where(ev.id.in_(chunk))).all())
+    return found
 
 
 def _touch(conn, device_id: str, received_at: str) -> None:

@@ -17,9 +17,17 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from protocols import messages, topics
-from sync_server import db
+from sync_server import contacts, db, features, phones
 from sync_server.ingest import Ingestor, IngestService
-from tests.harness.records import KEY, KEY_HEX, add_evaluation, batch, signed
+from tests.harness.records import (
+    CONTACT,
+    KEY,
+    KEY_HEX,
+    add_evaluation,
+    batch,
+    contact_entry,
+    signed,
+)
 
 EV = topics.topic("kp-01", topics.UP_EV)
 STATUS = topics.topic("kp-01", topics.UP_STATUS)
@@ -96,6 +104,69 @@ def test_a_group_decides_exactly_as_one_message_at_a_time(engine, tmp_path):
     reference.dispose()
 
 
+def run_of_batches():
+    """Batches only (one run, stored together), two devices interleaved, with
+    contacts: a repeat, a changed record, a contact given twice and one for a
+    record kept aside."""
+    kp02 = bytes.fromhex(OTHER_KEY)
+    other = "13900000000"
+    return [
+        (EV, batch([signed(1, 1), signed(2, 5)], contacts=[contact_entry("kp-01:1")]), False),
+        (
+            topics.topic("kp-02", topics.UP_EV),
+            batch([signed(1, 2, device_id="kp-02", key=kp02)], device_id="kp-02"),
+            False,
+        ),
+        # 1 again with another number: the first number given stays
+        (
+            EV,
+            batch([signed(1, 1), signed(3, 4)], 2, contacts=[contact_entry("kp-01:1", other)]),
+            False,
+        ),
+        # 3 with other content, and its contact: kept aside, the contact not kept
+        (EV, batch([signed(3, 2), signed(4, 1)], 3, contacts=[contact_entry("kp-01:3")]), False),
+        (
+            topics.topic("kp-02", topics.UP_EV),
+            batch(
+                [
+                    signed(1, 2, device_id="kp-02", key=kp02),
+                    signed(2, 3, device_id="kp-02", key=kp02),
+                ],
+                2,
+                device_id="kp-02",
+            ),
+            False,
+        ),  # fmt: skip
+        (EV, batch([signed(4, 1), signed(5, 2)], 4, contacts=[contact_entry("kp-01:5")]), False),
+    ]
+
+
+def kept_contacts(engine):
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(db.contacts.c.record_id, db.contacts.c.contact).order_by(db.contacts.c.record_id)
+        ).all()
+    key = contacts.key_for(engine)
+    return [(record_id, phones.unseal(key, sealed)) for record_id, sealed in rows]
+
+
+def test_a_run_of_batches_is_stored_together_as_one_at_a_time(engine, tmp_path):
+    reference = db.make_engine(f"sqlite:///{tmp_path / 'one-by-one.db'}")
+    db.init(reference)
+    provision(reference)
+    provision(engine)
+    alone = [Ingestor(reference).process(*item) for item in run_of_batches()]
+    grouped = Ingestor(engine).process_many(run_of_batches())
+    assert decisions(grouped) == decisions(alone)
+    assert [sorted(o.stored) for o in grouped] == [[1, 2], [1], [3], [4], [2], [5]]
+    assert [sorted(o.duplicates) for o in grouped] == [[], [], [1], [], [1], [4]]
+    assert [sorted(o.ack_quarantined) for o in grouped] == [[], [], [], [3], [], []]
+    assert snapshot(engine) == snapshot(reference)
+    assert kept_contacts(engine) == kept_contacts(reference)
+    assert kept_contacts(engine) == [("kp-01:1", CONTACT), ("kp-01:5", CONTACT)]
+    reference.dispose()
+
+
 def test_a_record_the_database_refuses_in_a_group_costs_only_itself(engine):
     provision(engine)
     # an earlier import holds (kp-01, 3) under another id: the database refuses seq 3
@@ -147,20 +218,19 @@ def test_an_unforeseen_error_in_a_group_sets_aside_only_its_message(engine, monk
 def test_a_lost_database_fails_the_whole_group(engine, monkeypatch):
     provision(engine)
     ingestor = Ingestor(engine)
-    real_store_in = ingestor._store_in
     calls = []
 
-    def store_in_then_lose_the_database(conn, *args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise OperationalError("INSERT", {}, Exception("server closed the connection"))
-        return real_store_in(conn, *args)
+    def lose_the_database(conn, rows):
+        # every message of the group is decided and its records inserted by now
+        calls.append(sorted(row["id"] for row in rows))
+        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(ingestor, "_store_in", store_in_then_lose_the_database)
+    monkeypatch.setattr(features, "after_store", lose_the_database)
     with pytest.raises(OperationalError):
         ingestor.process_many(
             [(EV, batch([signed(1)]), False), (EV, batch([signed(2)], number=2), False)]
         )
+    assert calls == [["kp-01:1", "kp-01:2"]]
     assert snapshot(engine) == ([], []), "nothing of the group is committed"
 
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from protocols import messages, sign, topics
-from sync_server import db
+from sync_server import contacts, db, phones
 from sync_server.ingest import Ingestor
 from tests.harness.records import CONTACT, KEY, KEY_HEX, batch, contact_entry, signed
 
@@ -157,9 +157,11 @@ def test_a_contact_is_kept_apart_from_its_rating(engine, ingestor):
     outcome = ingestor.process(EV, batch([rec], contacts=[contact_entry("kp-01:1")]))
     assert ack_of(outcome) == messages.ack(1, [1], [])
     with engine.connect() as conn:
-        assert conn.execute(select(db.contacts.c.record_id, db.contacts.c.contact)).all() == [
-            ("kp-01:1", CONTACT)
-        ]
+        kept = conn.execute(select(db.contacts.c.record_id, db.contacts.c.contact)).all()
+    # sealed at rest (sync_server/contacts.py): never the number in clear
+    assert [record_id for record_id, _ in kept] == ["kp-01:1"]
+    assert CONTACT not in kept[0][1] and contacts.is_sealed(kept[0][1])
+    assert phones.unseal(contacts.key_for(engine), kept[0][1]) == CONTACT
     assert "contact" not in {c.name for c in db.evaluations.columns}
 
 

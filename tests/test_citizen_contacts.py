@@ -70,24 +70,26 @@ def test_a_clear_contact_is_sealed_at_its_first_reveal(engine_app):
     assert [e["action"] for e in _entries(engine)] == ["contact.reveal", "contact.reveal"]
 
 
-def test_the_app_seals_the_clear_rows_it_finds_at_start(tmp_path):
+def test_a_database_from_before_0015_has_its_contacts_sealed_at_the_next_start(tmp_path):
+    from alembic import command
+
     url = f"sqlite:///{tmp_path / 'c.db'}"
     engine = db.make_engine(url)
-    db.init(engine)
-    with engine.begin() as conn:  # as a collector before migration 0015 left them
-        conn.execute(
-            db.contacts.insert(),
-            [
-                {"record_id": "kp-01:1", "contact": "13800000001", "received_at": db.utc_now()},
-                {"record_id": "kp-01:2", "contact": "0533-7000009", "received_at": db.utc_now()},
-            ],
+    with engine.begin() as conn:  # a collector of the revision before, its contacts in clear
+        command.upgrade(db.alembic_config(conn), "0014")
+        conn.exec_driver_sql(
+            "INSERT INTO contacts (record_id, contact, received_at) VALUES "
+            "('kp-01:1', '13800000001', '2026-11-01T00:00:00Z'), "
+            "('kp-01:2', '053312345', '2026-11-01T00:00:00Z')"
         )
     app = create_app({"DATABASE_URL": url, "SECRET_KEY": "t"}, str(tmp_path / "inst"))
     key = phones.instance_key(app.instance_path)
-    rows = {r.record_id: r for r in engine.connect().execute(select(db.contacts)).all()}
+    with engine.connect() as conn:
+        rows = {r.record_id: r for r in conn.execute(select(db.contacts)).all()}
     _holds_no_number(rows["kp-01:1"].contact, "13800000001")
-    _holds_no_number(rows["kp-01:2"].contact, "0533-7000009")
-    assert phones.unseal(key, rows["kp-01:2"].contact) == "0533-7000009"
+    _holds_no_number(rows["kp-01:2"].contact, "053312345")
+    assert phones.unseal(key, rows["kp-01:2"].contact) == "053312345"
+    assert rows["kp-01:1"].lookup == phones.lookup(key, "13800000001")
     assert contacts.seal_clear_rows(engine, key) == 0  # a second start changes nothing
     app.extensions["hcp_engine"].dispose()
     engine.dispose()

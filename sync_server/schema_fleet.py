@@ -106,3 +106,22 @@ firmware_targets = Table(
     Column("detail", Text),
     Column("updated_at", String(32), nullable=False),
 )
+
+# Ratings known to be lost, with the cause (issue 11: "not as silence"). Written
+# when `hcp provision --reprovision` puts a new key on a board that lost its
+# store (wiped, or a new board in place of a broken one) while the collector's
+# last status from the old board named seqs it never received: seqs
+# first_seq..last_seq were made and are gone with the board. The new board's
+# seqs start after last_seq, so they are never used again.
+fleet_seq_gaps = Table(
+    "fleet_seq_gaps",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(32), nullable=False),
+    Column("first_seq", Integer, nullable=False),
+    Column("last_seq", Integer, nullable=False),
+    Column("cause", Text, nullable=False),
+    Column("noted_at", String(32), nullable=False),
+    Column("noted_by", String(80), nullable=False),
+)
+Index("ix_fleet_seq_gaps_device", fleet_seq_gaps.c.device_id, fleet_seq_gaps.c.first_seq)

@@ -53,7 +53,7 @@ import unicodedata
 from zoneinfo import ZoneInfo
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, func, select, update
 
 from sync_server import audit, db
 from sync_server.schema_outbox import gaming_flags, window_pauses
@@ -183,7 +183,9 @@ def _rows(conn, since: str, until: str) -> list[dict]:
 def _contacts(conn, since: str, until: str) -> list[tuple[str, str, str | None]]:
     ev = db.evaluations.c
     query = (
-        select(db.contacts.c.contact, ev.id, ev.case_no)
+        # a device's contact is sealed: its keyed hash (`lookup`) is what one number
+        # has in common across ratings; a row written before sealing holds the number
+        select(func.coalesce(db.contacts.c.lookup, db.contacts.c.contact), ev.id, ev.case_no)
         .select_from(db.contacts.join(db.evaluations, ev.id == db.contacts.c.record_id))
         .where(ev.effective_at >= since, ev.effective_at < until)
         .order_by(ev.effective_at, ev.id)

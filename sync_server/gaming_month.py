@@ -20,7 +20,7 @@ import json
 import random
 from zoneinfo import ZoneInfo
 
-from sync_server import db, features, gaming, org, outbox, tags
+from sync_server import contacts, db, features, gaming, org, outbox, tags
 from sync_server.schema_channels import service_events
 from sync_server.schema_outbox import window_pauses
 
@@ -277,7 +277,7 @@ class Month:
                 features.store_evaluations(conn, self.engine, self.rows[start : start + 500])
             conn.execute(
                 db.contacts.insert(),
-                [{"record_id": rid, "contact": phone, "received_at": db.utc_now()}
+                [contacts.sealed_row(self.engine, rid, phone, db.utc_now())
                  for rid, phone in self.contacts],
             )  # fmt: skip
 

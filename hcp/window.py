@@ -38,6 +38,7 @@ import urllib.request
 from collections import OrderedDict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from hcp import channels_case_qr
 from protocols import serial as proto
 
 log = logging.getLogger(__name__)
@@ -394,6 +395,9 @@ class _Handler(BaseHTTPRequestHandler):
         return body
 
     def do_GET(self):
+        if channels_case_qr.wants(self.path):  # the case QR for the citizen's screen
+            channels_case_qr.answer(self, self.server.collector)
+            return
         if self.path != "/status":
             self._answer(404, {"error": "no such endpoint: GET " + self.path})
             return

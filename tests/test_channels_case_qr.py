@@ -20,19 +20,11 @@ import urllib.request
 import pytest
 import serial
 
-from hcp import channels_case_qr, window
+from hcp import window
 from sync_server.cli import serve_web
 from tests.test_citizen import ITEM, build, utc
 
 CASE = "LZ2026112740001"
-
-
-class Handler(window._Handler):
-    def do_GET(self):
-        if channels_case_qr.wants(self.path):
-            channels_case_qr.answer(self, self.server.collector)
-            return
-        super().do_GET()
 
 
 @pytest.fixture
@@ -54,7 +46,6 @@ def window_pc(live):
     port = serial.serial_for_url("loop://", timeout=0.05)
     link = window.CollectorLink(live.base, live.tokens["clerk_ws"], "A01")
     server, link_port = window.serve(port, 0, collector=link)
-    server.RequestHandlerClass = Handler
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}", server

@@ -6,13 +6,16 @@ sync_server/py reads. A bad query parameter is a 400 with
 ``{"error": "<param>: <problem>"}``.
 
 Evaluations never leave through here with `contact` (confidential, §7) or
-`sig`; times are UTC as stored (`since`/`until` dates are UTC days).
+`sig`; times are UTC as stored. A `since`/`until` date is a local day in
+Asia/Shanghai, as everywhere in the collector (both included); a full
+YYYY-MM-DDTHH:MM:SSZ is a UTC instant.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, jsonify, request
 from flask_login import current_user
@@ -42,6 +45,7 @@ MAX_PER_PAGE = 500
 MAX_PAGE = 1_000_000  # keeps the offset inside what either database takes
 MAX_FILTER_TEXT = 64
 DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII: \d takes any digit
+LOCAL_ZONE = ZoneInfo("Asia/Shanghai")  # the days of every filter and figure
 
 
 class ParamError(ValueError):
@@ -81,13 +85,23 @@ def _time_bound(args, name: str, end_of_day: bool) -> str | None:
         return None
     if DATE_PATTERN.fullmatch(value):
         try:
-            dt.date.fromisoformat(value)
+            day = dt.date.fromisoformat(value)
         except ValueError:
             raise ParamError(name, "not a calendar date") from None
-        return value + ("T23:59:59Z" if end_of_day else "T00:00:00Z")
+        return local_day_bound(day, end_of_day)
     if valid_utc_time(value):
         return value
     raise ParamError(name, "must be YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)")
+
+
+def local_day_bound(day: dt.date, end_of_day: bool) -> str:
+    """The first (or last) second of a local day, as a stored UTC time."""
+    local = dt.time(23, 59, 59) if end_of_day else dt.time()
+    try:
+        moment = dt.datetime.combine(day, local, tzinfo=LOCAL_ZONE).astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01 starts before UTC's calendar does
+        return "0001-01-01T00:00:00Z"
+    return moment.replace(tzinfo=None).isoformat() + "Z"
 
 
 def _stars(args) -> list[int] | None:

@@ -232,14 +232,14 @@ COLUMNS = (
 FIELDS = [name for name, _label in COLUMNS if name != "unit"] + ["org_id"]
 
 
-def evaluation_rows(conn, filters: dict, title: str, unit_label: str):
+def evaluation_rows(conn, filters: dict, title: str, unit_label: str, period: str = "— — —"):
     """The evaluations export as rows (a generator): the head, one row per
     rating (oldest first), and the totals by level. Units are resolved per
-    chunk of ratings with one placements query (figures.Resolver)."""
+    chunk of ratings with one placements query (figures.Resolver). `period`
+    says the filter as the user gave it (local days, or UTC instants)."""
     ev = db.evaluations.c
-    period = f"{filters.get('since', '—')} — {filters.get('until', '—')}"
     yield [title]
-    yield [_("Period (UTC)"), period]
+    yield [_("Period"), period]
     yield [_("Unit"), unit_label]
     yield [_("Made"), dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")]
     yield [str(label) for _name, label in COLUMNS]
@@ -306,10 +306,12 @@ def evaluations_export():
             unit = org.get(conn, "units", current_user.unit_id)
         unit_label = f"{unit['name']} ({current_user.unit_id})" if unit else current_user.unit_id
     title = _("Evaluations")
+    given = {name: args.get(name, "").strip() or "—" for name in ("since", "until")}
+    period = f"{given['since']} — {given['until']}"
 
     def rows():
         with get_engine().connect() as conn:
-            yield from evaluation_rows(conn, filters, title, unit_label)
+            yield from evaluation_rows(conn, filters, title, unit_label, period)
 
     return response(rows(), fmt, "hcp-evaluations", title)
 

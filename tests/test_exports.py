@@ -35,7 +35,7 @@ def test_the_supervisor_exports_every_rating_to_excel_in_the_office_layout(app):
     assert response.headers["Content-Disposition"] == "attachment; filename=hcp-evaluations.xlsx"
     rows = sheet_rows(response.data)
     assert rows[0][0] == "评价记录"
-    assert rows[1][:2] == ["统计时段（UTC）", "— — —"]
+    assert rows[1][:2] == ["统计时段", "— — —"]
     assert rows[2][:2] == ["单位", "全部单位"]
     assert rows[4][:4] == ["记录", "时间（UTC）", "评价等级", "评价渠道"]
     body = {row[0]: row for row in rows[5:9]}
@@ -60,7 +60,7 @@ def test_the_supervisor_exports_every_rating_to_excel_in_the_office_layout(app):
 def test_a_unit_manager_exports_only_their_units_ratings_as_csv(app):
     response = client_as(app, "unit_manager").get("/evaluations/export?format=csv&since=2026-11-01")
     text = response.get_data(as_text=True)
-    assert text.startswith("\ufeff评价记录\r\n统计时段（UTC）,2026-11-01T00:00:00Z — —\r\n")
+    assert text.startswith("\ufeff评价记录\r\n统计时段,2026-11-01 — —\r\n")
     assert "单位,闻韶街道 (370305001)" in text
     assert "ws:1," in text and "kp-01:5," in text
     assert "xg:1" not in text and "雪宫的差评" not in text

@@ -32,7 +32,10 @@ master side and plays the board's REPL:
 While a program runs, bytes other than Ctrl-C wait until it ends, as in a
 board's input buffer. Output written while nobody has the port open is
 dropped after a short wait, as a USB serial port with no host drops it.
-`machine.reset()` restarts the process with boot (main.py runs).
+`machine.reset()` restarts the process with boot (main.py runs). Its
+`machine.WDT` resets the board the same way when it is fed later than its
+timeout (at that late feed: the unix port has no timer), and the next boot's
+`machine.reset_cause()` says WDT_RESET.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ WRITE_WAIT_S = 2.0  # how long output waits for a reader before it is dropped
 CTRL_A, CTRL_B, CTRL_C, CTRL_D, CTRL_E = 1, 2, 3, 4, 5
 
 FRIENDLY, RAW, PASTE = "friendly", "raw", "paste"
+WDT_RESET = 3  # machine.WDT_RESET: what reset_cause() says after the watchdog
 
 
 def _die_with_parent() -> None:
@@ -92,6 +96,8 @@ class VirtualBoard:
         self.log = log  # a file for everything the board writes (debugging), or None
         self.port: str | None = None
         self.resets = 0  # process starts after the first
+        self.watchdog_resets = 0  # resets by the watchdog (machine.WDT fed too late)
+        self._cause = None  # reset_cause() of the last hard reset (None: power-on)
         self.programs = 0  # programs run (raw REPL and friendly lines)
         self._master = self._slave = None
         self._proc: subprocess.Popen | None = None
@@ -155,7 +161,7 @@ class VirtualBoard:
 
     # --- the MicroPython process ---
 
-    def _spawn(self, boot: bool) -> None:
+    def _spawn(self, boot: bool, cause: int | None = None) -> None:
         self._token = b"\x1e\x1fVB" + secrets.token_hex(8).encode() + b"\x1f"
         args = [self.binary]
         if self.heapsize:
@@ -167,6 +173,8 @@ class VirtualBoard:
             self._token.decode(),
             "1" if boot else "0",
         ]
+        if cause is not None:
+            args.append(str(cause))
         self._proc = subprocess.Popen(
             args,
             cwd=self.root,
@@ -194,10 +202,10 @@ class VirtualBoard:
         proc.wait(timeout=5)
         proc.stdout.close()
 
-    def _restart(self, boot: bool) -> None:
+    def _restart(self, boot: bool, cause: int | None = None) -> None:
         self._kill()
         self.resets += 1
-        self._spawn(boot)
+        self._spawn(boot, cause)
 
     def _send_program(self, source: bytes, mode: bytes) -> None:
         self._busy = True
@@ -319,10 +327,13 @@ class VirtualBoard:
             self._write(b"\x04" + error + b"\x04")
         self._busy = False
         booted, self._booting = self._booting, False
-        if status == b"R":  # machine.reset(): a hard reset, then boot
+        if status in (b"R", b"W"):  # machine.reset() or the watchdog: a hard reset, boot
             self._mode = FRIENDLY
             self._write(b"\r\n")
-            self._restart(boot=True)
+            if status == b"W":
+                self.watchdog_resets += 1
+            self._cause = WDT_RESET if status == b"W" else None
+            self._restart(boot=True, cause=self._cause)
             return
         if status == b"S":  # sys.exit() or machine.soft_reset(), or the process died
             self._soft_reset()
@@ -341,7 +352,7 @@ class VirtualBoard:
     def _soft_reset(self) -> None:
         self._write(b"MPY: soft reboot\r\n")
         boot = self._mode == FRIENDLY  # in raw mode a board skips main.py
-        self._restart(boot=boot)
+        self._restart(boot=boot, cause=self._cause)  # a soft reset keeps the chip's cause
         if not boot:
             self._write(RAW_BANNER + b">")
         # friendly: boot runs; _finished then prints the prompt

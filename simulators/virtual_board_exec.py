@@ -1,7 +1,7 @@
 # For tests and demos only: the MicroPython half of simulators/virtual_board.py.
 # It runs under MicroPython's unix port:
 #
-#   micropython32 virtual_board_exec.py ROOT STANDINS TOKEN BOOT
+#   micropython32 virtual_board_exec.py ROOT STANDINS TOKEN BOOT [CAUSE]
 #
 # ROOT is the board's file system (a folder on the host): it is mounted at
 # "/" (vfs.VfsPosix), so "/data/config.json" is ROOT/data/config.json, and
@@ -9,19 +9,24 @@
 # the stand-ins for `machine` and `network` (tests/harness/mp_unix_board/),
 # imported before the mount, with machine.reset()/soft_reset() added. BOOT
 # "1" runs /boot.py and /main.py first, as a board does after power-on.
+# CAUSE (machine.WDT_RESET after a watchdog reset) is what
+# machine.reset_cause() says on this boot; power-on when absent.
 #
 # Programs come on stdin, each as a 4-byte big-endian length, a mode byte
 # (b"e": exec, b"s": one line of the friendly REPL, whose expression values
 # are printed) and the source. They run in one namespace, kept until the
 # process ends (a soft reset restarts the process). Their output goes to
 # stdout as it is made; after each program the executor writes TOKEN, a
-# status byte (b"0": done, b"R": machine.reset(), b"S": soft reset), the
+# status byte (b"0": done, b"R": machine.reset(), b"W": the watchdog reset
+# the board, b"S": soft reset), the
 # length of the error text in decimal, b"\n" and the error text (a traceback,
 # as the raw REPL shows it).
 import io
 import sys
+import time
 
 ROOT, STANDINS, TOKEN, BOOT = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+CAUSE = sys.argv[5] if len(sys.argv) > 5 else ""  # machine.reset_cause() of this boot
 TOKEN = TOKEN.encode()
 EXECUTOR_NAME = "virtual_board_exec.py"
 
@@ -34,6 +39,10 @@ import vfs  # noqa: E402
 
 
 class HardReset(BaseException):
+    pass
+
+
+class WatchdogReset(HardReset):
     pass
 
 
@@ -51,6 +60,31 @@ def _soft_reset():
 
 machine.reset = _reset
 machine.soft_reset = _soft_reset
+if CAUSE:
+    machine.set_reset_cause(int(CAUSE))
+
+
+class WDT:
+    """machine.WDT that resets the board when it is fed later than `timeout`
+    ms after the last feed (or its start). The unix port has no timer to
+    interrupt a program, so the reset comes at that late feed, as if the
+    timer had fired: the board restarts with reset_cause() WDT_RESET. Not
+    fed at all after a hang, it never fires (a test sees the hang instead)."""
+
+    def __init__(self, id=0, timeout=5000):
+        self.timeout = timeout
+        self.feeds = 0
+        self._fed = time.ticks_ms()
+
+    def feed(self):
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self._fed) > self.timeout:
+            raise WatchdogReset()
+        self._fed = now
+        self.feeds += 1
+
+
+machine.WDT = WDT
 
 
 class BoardFS(vfs.VfsPosix):
@@ -121,6 +155,8 @@ def run(source, mode, filename="<stdin>"):
     try:
         code = compile(source, filename, mode)
         exec(code, namespace)
+    except WatchdogReset:
+        return b"W", b""
     except HardReset:
         return b"R", b""
     except SoftReset:

@@ -139,7 +139,8 @@ def test_an_update_on_the_board_then_a_rollback(world, tmp_path):
     engine, virtual_board, port_url = world.engine, world.board, world.url
     boards = []
     try:
-        seconds = world.provision()
+        # a 3 s watchdog (machine.WDT on the virtual board resets a board fed late)
+        seconds = world.provision("--set", "watchdog_ms=3000")
         root = virtual_board.root
         assert (root / "boot.py").read_text().startswith("# hcp: choose the firmware slot")
         assert wait_for(lambda: status(engine).get("online") is True, 30)
@@ -153,10 +154,17 @@ def test_an_update_on_the_board_then_a_rollback(world, tmp_path):
             good = firmware.start_rollout(conn, "0.2.0", "devices:kp-fw-01", 100, "admin",
                                           port_url, health_s=120)  # fmt: skip
 
-        # 1. the good update: staged, switched, running from its slot, confirmed
+        # 1. the good update: staged, switched, running from its slot, confirmed.
+        # Each chunk is answered 0.1 s late: the download takes longer than the
+        # watchdog allows, and is fed all along (no watchdog reset)
+        world.slow.delay = 0.1
         started = time.monotonic()
         assert wait_for(lambda: target(engine, good).state == "healthy", 120), target(engine, good)
         update_s = time.monotonic() - started
+        world.slow.delay = 0.0
+        assert len(world.slow.chunks) * 0.1 > 3  # the download outlasted the watchdog
+        assert virtual_board.watchdog_resets == 0
+        assert status(engine).get("reset_cause") != "watchdog"
         assert (root / "data" / "booted_from").read_text() == "0.2.0"  # the slot's code ran
         # the ingest stores the status the agent saw: its own subscriber, its own pace
         assert wait_for(lambda: status(engine)["fw"] == "0.2.0", 10)
@@ -289,3 +297,24 @@ def test_a_corrupted_chunk_and_a_power_cut_while_staging(world, tmp_path, monkey
         print(f"power cut after {before} of {total} chunks; {len(world.slow.chunks)} after")
     finally:
         again.stop()
+
+
+def test_the_virtual_boards_watchdog_resets_a_board_fed_too_late(virtual_board):
+    """What the slow download above is checked against: the virtual board's
+    machine.WDT, fed in time, never resets; fed later than its timeout, it
+    resets the board, which boots again saying so (reset_cause WDT_RESET)."""
+    from tests.harness.virtual_board import mpremote
+
+    on_time = (
+        "import machine, time\nw = machine.WDT(timeout=1000)\n"
+        "for _ in range(5):\n    time.sleep_ms(50)\n    w.feed()\nprint(w.feeds)"
+    )
+    run = mpremote(virtual_board.port, "exec", on_time)
+    assert run.returncode == 0 and run.stdout.strip() == "5", run.stdout + run.stderr
+    assert virtual_board.watchdog_resets == 0
+    late = "import machine, time\nw = machine.WDT(timeout=100)\ntime.sleep_ms(300)\nw.feed()"
+    mpremote(virtual_board.port, "exec", late)
+    assert wait_for(lambda: virtual_board.watchdog_resets == 1, 10)
+    assert virtual_board.wait_idle(10)
+    run = mpremote(virtual_board.port, "exec", "import machine\nprint(machine.reset_cause())")
+    assert run.stdout.strip() == "3", run.stdout + run.stderr  # machine.WDT_RESET

@@ -437,11 +437,25 @@ def test_the_dashboard_shows_the_report_to_the_province_to_who_may_read_it(engin
                  "stored_at": "2026-11-27T01:00:00.000000Z", "attempts": 0},
                 {"kind": "rating", "ref": "kp-01:2", "state": "dead",
                  "stored_at": "2026-11-27T01:00:01.000000Z", "attempts": 1},
+                {"kind": "rating", "ref": "kp-01:3", "state": "held",
+                 "stored_at": "2026-11-27T01:00:02.000000Z", "attempts": 0},
             ],
         )  # fmt: skip
     page = text(login(client, "viewer").get("/"))
     assert '<div class="value" id="report-unsent">1</div>' in page
     assert '<div class="value bad" id="report-dead">1</div>' in page
+    assert (
+        "暂缓上报：待补差评原因" in page and '<div class="value" id="report-held">1</div>' in page
+    )
+    assert 'id="report-held-overdue"' not in page
+    with engine.begin() as conn:  # one waits past HCP_OUTBOX_REASON_WAIT_DAYS
+        conn.execute(
+            outbox.insert().values(kind="rating", ref="kp-01:4", state="overdue", attempts=0,
+                                   stored_at="2026-11-20T01:00:00.000000Z")
+        )  # fmt: skip
+    page = text(client.get("/"))
+    assert '<div class="value bad" id="report-held">2</div>' in page
+    assert '<div class="muted bad" id="report-held-overdue">其中1条已超期</div>' in page
     assert "向省平台上报" in page and "未运行" in page
 
 

@@ -48,7 +48,6 @@ VIEWS = {
     "trend": ("day", _l("Trend")),
     "bad": ("unit", _l("Where bad ratings concentrate")),
 }
-WITH_CHANNEL = ("units", "channel", "trend")  # the views kept per channel
 WITH_ACTIVITY = ("window", "staff", "item")
 GRAINS = ("day", "week", "month")
 PARAMS = ("unit", "since", "until", "channel", "grain", "format", "view")
@@ -69,8 +68,6 @@ class Query:
         if self.channel is not None:
             if self.channel not in CHANNELS:
                 raise api.ParamError("channel", "must be one of " + ", ".join(CHANNELS))
-            if view not in WITH_CHANNEL:
-                raise api.ParamError("channel", "figures by unit, channel and day only")
         self.grain = args.get("grain", "").strip() or "day"
         if self.grain not in GRAINS:
             raise api.ParamError("grain", "must be one of " + ", ".join(GRAINS))
@@ -235,7 +232,9 @@ def view_figures(conn, query: Query, rate_stars) -> dict:
     if query.view == "hour":
         counts = {f"{h:02d}": counts.get(f"{h:02d}", [0] * 5) for h in range(24)}
     activity = {}
-    if query.view in WITH_ACTIVITY:
+    # 主动评价率 is about service events, which have no channel: not shown for one
+    with_activity = query.view in WITH_ACTIVITY and not query.channel
+    if with_activity:
         activity = figures.activity(
             conn, dimension, query.since, query.until, query.scope, query.unit
         )
@@ -248,7 +247,7 @@ def view_figures(conn, query: Query, rate_stars) -> dict:
                 "key": key,
                 "name": known.get(key, key) if query.view != "trend" else key,
                 **_figures(levels, rate_stars),
-                "handled": seen["handled"] if query.view in WITH_ACTIVITY else None,
+                "handled": seen["handled"] if with_activity else None,
                 "active_rate": seen["active_rate"],
             }
         )
@@ -375,7 +374,9 @@ def _page(view: str):
 def _kept() -> dict:
     """The filters every view shares, for the links between the views."""
     return {
-        name: request.args[name] for name in ("unit", "since", "until") if request.args.get(name)
+        name: request.args[name]
+        for name in ("unit", "since", "until", "channel")
+        if request.args.get(name)
     }
 
 
@@ -445,6 +446,8 @@ def table(found, view: str = "units") -> list[list]:
         [_("Unit"), f"{found['root']['name']} ({found['root']['id']})"],
         [_("Made"), dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")],
     ]
+    if found.get("channel"):
+        head.insert(3, [_("Channel"), str(CHANNEL_LABELS.get(found["channel"], found["channel"]))])
 
     def cells(row):
         rate = "" if row["good_rate"] is None else f"{row['good_rate'] * 100:.1f}%"
@@ -464,11 +467,12 @@ def table(found, view: str = "units") -> list[list]:
             out.append([label, _("Code"), *levels, *figures_names])
             out.extend([row["name"], row["key"], *cells(row)] for row in found[part])
         return out
-    extra = [_("Service events handled"), _("Active rating rate")] if view in WITH_ACTIVITY else []
+    activity = view in WITH_ACTIVITY and not found.get("channel")
+    extra = [_("Service events handled"), _("Active rating rate")] if activity else []
     out = [*head, [_("Name"), _("Code"), *levels, *figures_names, *extra]]
     for row in found["rows"]:
         more = []
-        if view in WITH_ACTIVITY:
+        if activity:
             rate = row["active_rate"]
             more = [row["handled"], "" if rate is None else f"{rate * 100:.1f}%"]
         out.append([row["name"], row["key"], *cells(row), *more])
@@ -492,6 +496,7 @@ def export():
             "analytics.html", error=str(exc), figures=None, view="units", views=VIEWS, kept={}
         )
         return page, 400
+    found = {**found, "channel": request.args.get("channel", "").strip() or None}  # checked
     name = "hcp-figures" if view == "units" else f"hcp-figures-{view}"
     return exports.response(iter(table(found, view)), fmt, name, _("Figures"))
 

@@ -154,7 +154,7 @@ def test_bad_filters_get_a_clear_answer(app):
     cases = {
         "/api/v1/analytics/window?since=2026-02-30": "since: not a calendar date",
         "/api/v1/analytics/window?since=2026-11-02T00:00:00Z": "since: must be YYYY-MM-DD (a day in Asia/Shanghai)",  # noqa: E501
-        "/api/v1/analytics/window?channel=web": "channel: figures by unit, channel and day only",
+        "/api/v1/analytics/window?channel=fax": "channel: must be one of keypad, kiosk, qr_window, qr_case, web, sms, hotline, paper",  # noqa: E501
         "/api/v1/analytics/trend?grain=year": "grain: must be one of day, week, month",
         "/api/v1/analytics/trend?until=2026-01-01&since=2026-02-01": "until: is before since",
         "/api/v1/analytics/tag?unit=a%00b": "unit: contains a control character",

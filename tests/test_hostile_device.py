@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from protocols import messages, sign, topics
-from sync_server import db, ingest, quarantine
+from sync_server import contacts, db, ingest, phones, quarantine
 from sync_server.ingest import Ingestor
 from tests.harness.records import (
     CONTACT,
@@ -222,6 +222,14 @@ def test_an_unforeseen_error_keeps_the_records_aside_once_and_acks_them(engine, 
 # --- contacts --------------------------------------------------------------------------
 
 
+def kept_contacts(engine) -> list[tuple[str, str]]:
+    """(record id, number) of the contacts kept: sealed in the table, unsealed here."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(db.contacts.c.record_id, db.contacts.c.contact)).all()
+    assert all(contacts.is_sealed(value) for _id, value in rows), rows
+    return [(rid, phones.unseal(contacts.key_for(engine), value)) for rid, value in rows]
+
+
 def test_contacts_are_kept_apart_and_a_device_cannot_attach_one_to_anothers_rating(
     engine, ingestor
 ):
@@ -234,9 +242,8 @@ def test_contacts_are_kept_apart_and_a_device_cannot_attach_one_to_anothers_rati
     outcome, ack = attack(ingestor, [mine, attacker_record(2)], contacts=entries)
     assert ack == {"stored": [1, 2], "quarantined": []}
     with engine.connect() as conn:
-        kept = conn.execute(select(db.contacts.c.record_id, db.contacts.c.contact)).all()
         payloads = conn.execute(select(db.quarantine.c.payload)).scalars().all()
-    assert kept == [("kp-02:1", CONTACT)]
+    assert kept_contacts(engine) == [("kp-02:1", CONTACT)]
     assert reasons(engine)[-1].reason == "contact.id: no record kp-01:1 of this device in the batch"
     assert not any("13900000000" in p or CONTACT in p for p in payloads)
 
@@ -248,8 +255,7 @@ def test_a_contact_is_never_overwritten_and_a_forged_one_is_refused(engine, inge
     ingestor.process(ev_topic(), batch([rec], 2, contacts=[forged]))
     later = contact_entry("kp-01:1", phone="13700000000")
     ingestor.process(ev_topic(), batch([rec], 3, contacts=[later]))
-    with engine.connect() as conn:
-        assert conn.execute(select(db.contacts.c.contact)).scalars().all() == [CONTACT]
+    assert kept_contacts(engine) == [("kp-01:1", CONTACT)]
     assert (
         reasons(engine)[-1].reason == "contact.sig: does not verify with the key of device 'kp-01'"
     )

@@ -36,16 +36,16 @@ import time
 import urllib.error
 import urllib.request
 from collections import OrderedDict, deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 from hcp import channels_case_qr
+from hcp.local_api import JSONHandler
 from protocols import serial as proto
 
 log = logging.getLogger(__name__)
 
 REPLY_TIMEOUT_S = 0.5  # wait this long for an ack before sending again
 TRIES = 3
-MAX_BODY = 4096  # bytes of an HTTP request body
 KEEP_OUTCOMES = 32  # results/timeouts kept for cases nobody waits for yet
 KEEP_SEEN = 64  # event ids remembered to drop repeats
 KEEP_PAUSE_REPORTS = 256  # pause/resume reports kept while the collector is away
@@ -358,41 +358,8 @@ class PauseReporter:
 _SIMPLE = ("cancel", "pause", "resume", "signout")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JSONHandler):
     server_version = "hcp-window"
-
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
-        log.info("%s " + format, self.address_string(), *args)
-
-    def _answer(self, code, body):
-        data = json.dumps(body, ensure_ascii=False).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _body(self):
-        """The request's JSON object ({} when empty); None after answering 4xx."""
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_BODY:
-            self._answer(413 if length > MAX_BODY else 400, {"error": "body: bad length"})
-            return None
-        raw = self.rfile.read(length) if length else b""
-        if not raw.strip():
-            return {}
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            self._answer(400, {"error": "body: not valid JSON"})
-            return None
-        if not isinstance(body, dict):
-            self._answer(400, {"error": "body: must be a JSON object"})
-            return None
-        return body
 
     def do_GET(self):
         if channels_case_qr.wants(self.path):  # the case QR for the citizen's screen

@@ -29,7 +29,7 @@ from urllib.parse import unquote
 from device.compat import ticks_ms
 from device.mqtt import MQTTClient
 from device.sync import Sync
-from hcp.window import _Handler as WindowHandler
+from hcp.local_api import JSONHandler
 from kiosk.app import clock_state
 from kiosk.store import KioskStore
 from protocols import messages, sign
@@ -145,9 +145,9 @@ class SyncWorker:
         return extra
 
 
-class _Handler(WindowHandler):
-    """The window PC's small JSON handler (hcp/window.py: answers, body
-    limits and errors), with the kiosk's endpoints."""
+class _Handler(JSONHandler):
+    """The kiosk's local API (hcp/local_api.py: JSON answers, body limits
+    and errors, as the window PC's)."""
 
     server_version = "hcp-kiosk"
 

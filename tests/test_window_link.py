@@ -394,6 +394,7 @@ def test_pause_refuses_a_start_until_resume_and_cancel_answers_cancelled(window)
 
 BAD_REQUESTS = [
     ("/start", b"{not json", "body: not valid JSON"),
+    ("/start", b"[" * 2000 + b"]" * 2000, "body: not valid JSON"),  # too deep for json.loads
     ("/start", b"[1]", "body: must be a JSON object"),
     ("/start", b"{}", "start.case_no: missing"),
     (

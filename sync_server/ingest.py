@@ -54,6 +54,8 @@ EV_FIELDS = [c.name for c in db.evaluations.columns if c.name not in COLLECTOR_F
 # reconnect, and the broker delivers the message again.
 MAX_GROUP = 256  # messages decided and committed in one transaction at most
 
+READY_GROUPS = 2  # groups prepared ahead of the worker at most
+
 POISON = (IntegrityError, DataError, ValueError, TypeError, OverflowError, UnicodeError)
 
 
@@ -98,6 +100,17 @@ class Plan:
     repeated: list[int] = field(default_factory=list)  # same record twice in the batch
     held: list[Held] = field(default_factory=list)
     contacts: dict[str, str] = field(default_factory=dict)  # record id -> phone
+
+
+@dataclass
+class Prepared:
+    """A batch decoded and classified ahead of its transaction (on another
+    thread, while the previous group commits), with the device as cached then."""
+
+    device_id: str
+    msg: dict
+    device: Device
+    plan: Plan
 
 
 def _own_seq(rec, device_id: str) -> int | None:
@@ -234,14 +247,36 @@ class Ingestor:
         with self.engine.begin() as conn:
             return self._decide(conn, topic, payload, retained, received_at)
 
-    def process_many(self, items: list[tuple[str, bytes, bool]]) -> list[Outcome]:
+    def prepare(self, topic: str, payload: bytes) -> Prepared | None:
+        """The CPU part of deciding an up/ev batch (decode, check, verify),
+        with no database work, for process_many() to use; None where nothing
+        may be decided early (not a batch that decodes, a device not cached,
+        a signature that fails): the transaction decides those as always."""
+        decoded = self._decoded_batch(topic, payload)
+        if decoded is None:
+            return None
+        device_id, msg = decoded
+        device = self._devices.get(device_id)
+        if device is None:
+            return None
+        plan = classify(msg, device_id, device)
+        if any(h.reason.startswith("sig: ") for h in plan.held):
+            return None
+        return Prepared(device_id, msg, device, plan)
+
+    def process_many(
+        self, items: list[tuple[str, bytes, bool]], prepared: list[Prepared | None] | None = None
+    ) -> list[Outcome]:
         """Decide about several messages, (topic, payload, retained) each, and
         store them all in one transaction: one commit (one fsync) for the
         group. The outcomes are exactly those process() would give one by
         one; when the database refuses something in the group, or deciding a
         message fails, the group is rolled back and each message goes through
         process() alone, which keeps aside only what is refused. A lost
-        database is an outage, as for process()."""
+        database is an outage, as for process(). `prepared`, from prepare()
+        for each item, saves deciding again what was decided already; a
+        batch prepared with a device the cache no longer holds (a status
+        re-read it) is decided again."""
         if len(items) == 1:
             return [self.process_safely(*items[0])]
         received_at = db.utc_now()
@@ -249,7 +284,9 @@ class Ingestor:
             with self.engine.begin() as conn:
                 touched: set[str] = set()
                 stored_rows: list[dict] = []
-                outcomes = self._decide_group(conn, items, received_at, touched, stored_rows)
+                outcomes = self._decide_group(
+                    conn, items, received_at, touched, stored_rows, prepared
+                )
                 for device_id in sorted(touched):  # once per device, not per message
                     _touch(conn, device_id, received_at)
                 # figures, cases and the outbox once for the group, not per message
@@ -263,18 +300,24 @@ class Ingestor:
             log.warning("deciding a group of %d messages failed: %r", len(items), exc)
         return [self.process_safely(topic, payload, retained) for topic, payload, retained in items]
 
-    def _decide_group(self, conn, items, received_at, touched, stored_rows) -> list[Outcome]:
+    def _decide_group(
+        self, conn, items, received_at, touched, stored_rows, prepared=None
+    ) -> list[Outcome]:
         """Every message of a group decided in `conn`'s transaction, in order.
         Consecutive batches that decode are stored together as a run (one
         look-up of stored ids, one insert); anything else (a status, a message
         kept aside whole) is decided alone at its place, so a later message
         sees what an earlier one did exactly as one at a time."""
         outcomes: list[Outcome | None] = [None] * len(items)
-        run: list[tuple[int, str, str, dict]] = []
+        run: list[tuple[int, str, str, dict, Prepared | None]] = []
         for index, (topic, payload, retained) in enumerate(items):
+            early = prepared[index] if prepared is not None else None
+            if early is not None:
+                run.append((index, topic, early.device_id, early.msg, early))
+                continue
             decoded = self._decoded_batch(topic, payload)
             if decoded is not None:
-                run.append((index, topic, *decoded))
+                run.append((index, topic, *decoded, None))
                 continue
             if run:
                 self._store_run(conn, run, received_at, outcomes, touched, stored_rows)
@@ -304,8 +347,11 @@ class Ingestor:
         record stored by an earlier batch of the run counts as stored for a
         later one (a duplicate, or kept aside when its content differs)."""
         decided = []
-        for index, topic, device_id, msg in run:
-            device, plan = self._classify(conn, msg, device_id)
+        for index, topic, device_id, msg, early in run:
+            if early is not None and self._devices.get(device_id) is early.device:
+                device, plan = early.device, early.plan
+            else:
+                device, plan = self._classify(conn, msg, device_id)
             touched.add(device_id)
             decided.append((index, topic, device_id, msg, device, plan))
         _lock_devices(conn, {d for _, _, d, _, _, plan in decided if plan.accepted})
@@ -741,7 +787,10 @@ class IngestService:
         self._failed = threading.Event()  # set from a failure until the reconnect
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._generation = 0  # bumped at each recovery: older queued messages are dropped
+        # prepared groups waiting for the worker: [(generation, message, Prepared | None)]
+        self._ready: queue.Queue = queue.Queue(maxsize=READY_GROUPS)
         self._worker: threading.Thread | None = None
+        self._preparer: threading.Thread | None = None
         self._running = threading.Event()
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -786,7 +835,10 @@ class IngestService:
             return  # no PUBACK: it comes again after the reconnect
         self._queue.put((self._generation, message))
 
-    def _work(self) -> None:
+    def _prepare(self) -> None:
+        """Takes what is waiting (at most max_group messages), decodes and
+        verifies its batches (Ingestor.prepare) and hands the group to the
+        worker: this CPU work runs while the worker waits on the database."""
         while self._running.is_set():
             try:
                 first = self._queue.get(timeout=0.2)
@@ -798,10 +850,44 @@ class IngestService:
                     group.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            fresh = [m for generation, m in group if generation == self._generation]
+            ready = []
+            for generation, message in group:
+                try:
+                    early = self.ingestor.prepare(message.topic, message.payload)
+                except Exception:  # noqa: BLE001 - the transaction decides it again
+                    log.exception("ingest: preparing a message on %s failed", message.topic)
+                    early = None
+                ready.append((generation, message, early))
+            while self._running.is_set():
+                try:
+                    self._ready.put(ready, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    def _work(self) -> None:
+        carried = None  # a prepared group that did not fit in the last one
+        while self._running.is_set():
+            if carried is not None:
+                group, carried = carried, None
+            else:
+                try:
+                    group = self._ready.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+            while len(group) < self.max_group:  # groups prepared meanwhile join this one
+                try:
+                    more = self._ready.get_nowait()
+                except queue.Empty:
+                    break
+                if len(group) + len(more) > self.max_group:
+                    carried = more
+                    break
+                group = group + more
+            fresh = [(m, early) for generation, m, early in group if generation == self._generation]
             if fresh and not self._failed.is_set() and self._running.is_set():
                 try:
-                    self._handle(fresh)
+                    self._handle([m for m, _ in fresh], [early for _, early in fresh])
                 except Exception:  # noqa: BLE001 - the worker must outlive anything
                     # (publishing an ack or a PUBACK on a connection that just
                     # broke): what was not PUBACKed comes again after the reconnect
@@ -809,10 +895,10 @@ class IngestService:
                     with self._lock:
                         self.failures += 1
 
-    def _handle(self, group) -> None:
+    def _handle(self, group, prepared=None) -> None:
         items = [(m.topic, m.payload, bool(m.retain)) for m in group]
         try:
-            outcomes = self.ingestor.process_many(items)
+            outcomes = self.ingestor.process_many(items, prepared)
         except Exception:  # noqa: BLE001 - nothing may stop the ingest loop
             # The database is unreachable, locked or broken. Without a PUBACK the
             # broker keeps the messages in our persistent session; reconnecting
@@ -855,6 +941,8 @@ class IngestService:
         self._running.set()
         self._worker = threading.Thread(target=self._work, name="ingest-worker", daemon=True)
         self._worker.start()
+        self._preparer = threading.Thread(target=self._prepare, name="ingest-prepare", daemon=True)
+        self._preparer.start()
         self.client.connect(self.host, self.port, keepalive=30)
         self.client.loop_start()
         if not self.connected.wait(timeout):
@@ -881,6 +969,9 @@ class IngestService:
 
     def _stop_worker(self) -> None:
         self._running.clear()
+        if self._preparer is not None:
+            self._preparer.join(10)
+            self._preparer = None
         if self._worker is not None:
             self._worker.join(10)
             self._worker = None

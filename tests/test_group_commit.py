@@ -167,6 +167,41 @@ def test_a_run_of_batches_is_stored_together_as_one_at_a_time(engine, tmp_path):
     reference.dispose()
 
 
+def test_only_a_batch_of_a_cached_device_that_verifies_is_prepared_early(engine):
+    provision(engine)
+    ingestor = Ingestor(engine)
+    good = batch([signed(1), signed(2, 1)])
+    assert ingestor.prepare(EV, good) is None, "kp-01 is not cached yet"
+    ingestor.device(None, "kp-01")
+    early = ingestor.prepare(EV, good)
+    assert (early.device_id, sorted(early.plan.accepted)) == ("kp-01", ["kp-01:1", "kp-01:2"])
+    assert ingestor.prepare(EV, batch([forged(3)])) is None, "a failing signature waits"
+    assert ingestor.prepare(EV, b"not json") is None
+    assert ingestor.prepare(STATUS, messages.encode(messages.status(True))) is None
+    assert ingestor.prepare("hcp/v1/dev/kp-01", good) is None
+
+
+def test_a_batch_prepared_with_a_device_read_again_since_is_decided_again(engine):
+    provision(engine)
+    ingestor = Ingestor(engine)
+    ingestor.device(None, "kp-01")
+    items = [(EV, batch([signed(1)]), False), (EV, batch([signed(2)], number=2), False)]
+    prepared = [ingestor.prepare(topic, payload) for topic, payload, _ in items]
+    assert all(p is not None and p.plan.accepted for p in prepared)
+    # provisioned again with another key, and a status made the ingest read it again
+    with engine.begin() as conn:
+        conn.execute(
+            db.devices.update().where(db.devices.c.device_id == "kp-01").values(key_hex=OTHER_KEY)
+        )
+    ingestor.forget("kp-01")
+    outcomes = ingestor.process_many(items, prepared)
+    assert [o.stored for o in outcomes] == [[], []]
+    assert [o.quarantined for o in outcomes] == [
+        ["sig: does not verify with the key of device 'kp-01'"]
+    ] * 2
+    assert snapshot(engine)[0] == []
+
+
 def test_a_record_the_database_refuses_in_a_group_costs_only_itself(engine):
     provision(engine)
     # an earlier import holds (kp-01, 3) under another id: the database refuses seq 3
@@ -258,14 +293,21 @@ def test_the_service_commits_what_waits_as_one_group_and_acks_after(broker, tmp_
     sizes = []
     process_many = service.ingestor.process_many
 
-    taken = []
+    taken, early = [], []
+    prepare = service.ingestor.prepare
 
-    def held_at_the_gate(items):
-        taken.append(len(items))
+    def counted_prepare(topic, payload):
+        taken.append(topic)
+        return prepare(topic, payload)
+
+    def held_at_the_gate(items, prepared=None):
         gate.wait(20)  # the first group holds the worker while the others queue up
         sizes.append(len(items))
-        return process_many(items)
+        early.append(sum(p is not None for p in prepared or ()))
+        return process_many(items, prepared)
 
+    assert service.ingestor.device(None, "kp-01") is not None  # cached, as after a first batch
+    service.ingestor.prepare = counted_prepare
     service.ingestor.process_many = held_at_the_gate
     acks = []
     device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="kp-01-test")
@@ -278,12 +320,16 @@ def test_the_service_commits_what_waits_as_one_group_and_acks_after(broker, tmp_
         for n in range(1, 16):
             device.publish(EV, batch([signed(n)], number=n), qos=1).wait_for_publish(5)
         wait_for(
-            lambda: sum(taken) + service._queue.qsize() == 15, what="every message at the collector"
+            lambda: len(taken) + service._queue.qsize() == 15,
+            what="every message at the collector (verified, or waiting to be)",
         )
         assert acks == [], "nothing is acked before its commit"
         gate.set()
         wait_for(lambda: len(acks) == 15, what="every ack")
         assert sum(sizes) == 15 and max(sizes) > 1 and service.groups >= 1
+        # the device was known (cached): every batch was decoded and verified
+        # ahead of its transaction
+        assert sum(early) == 15 and len(taken) == 15
         assert sorted(a["stored"][0] for a in acks) == list(range(1, 16))
         assert service.records_stored == 15 and service.messages_seen == 15
     finally:

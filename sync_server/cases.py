@@ -26,8 +26,10 @@ Which unit gets a case (谁办理谁负责), first match wins:
 9. nobody: the case waits, unassigned, for an admin to assign it.
 
 The ingest is hot: a batch without 差评 costs one pass over its rows; a batch
-with some costs three reads (their units, the rules, the duty contacts) and
-three bulk inserts (cases, their first steps, their alerts), whatever its size.
+with some costs two reads (their units with the rules that match them, then
+the duty contacts of the units chosen) and three bulk inserts (cases, their
+first steps, their alerts), whatever its size; the statements are built once
+and each unit's JSON made once a batch (hcp/cases_cost.py measures the cost).
 """
 
 from __future__ import annotations
@@ -67,22 +69,64 @@ def _counted_bad(row: dict) -> bool:
     return row.get("stars") in BAD_STARS and not row.get("repeat_of") and not row.get("excluded")
 
 
+RULE_SUBJECTS = (("item", "item_code"), ("window", "window_id"), ("staff", "staff_id"))
+
+
 @functools.cache
 def _where_query():
+    """Per rating id: the units of its window, staff member and item in its
+    time, and the assignment rules for its item, window, staff member and
+    the unit it belongs to (id and unit of each), in one statement (built
+    once: the ingest is hot). The rules table has one rule per subject
+    (a unique index), so each rule is one index lookup."""
     ev = db.evaluations.c
-    return select(
-        ev.id,
-        org.placed_at("window", ev.window_id, ev.effective_at, "case").label("window_unit"),
-        org.placed_at("staff", ev.staff_id, ev.effective_at, "case").label("staff_unit"),
-        org.placed_at("item", ev.item_code, ev.effective_at, "case").label("item_unit"),
-        ev.org_id,
-    ).where(ev.id.in_(bindparam("ids", expanding=True)))
+    placed = (
+        select(
+            ev.id,
+            ev.item_code,
+            ev.window_id,
+            ev.staff_id,
+            ev.org_id,
+            org.placed_at("window", ev.window_id, ev.effective_at, "case").label("window_unit"),
+            org.placed_at("staff", ev.staff_id, ev.effective_at, "case").label("staff_unit"),
+            org.placed_at("item", ev.item_code, ev.effective_at, "case").label("item_unit"),
+        )
+        .where(ev.id.in_(bindparam("ids", expanding=True)))
+        .subquery("placed")
+    )
+    p = placed.c
+    subjects = {kind: p[column] for kind, column in RULE_SUBJECTS}
+    subjects["unit"] = func.coalesce(p.window_unit, p.staff_unit, p.org_id)
+    columns = [p.id, p.window_unit, p.staff_unit, p.item_unit, p.org_id]
+    for kind in RULE_KINDS:
+        rule = case_rules.alias(f"rule_{kind}")
+        for field in ("id", "unit_id"):
+            columns.append(
+                select(rule.c[field])
+                .where(rule.c.match_kind == kind, rule.c.match_id == subjects[kind])
+                .scalar_subquery()
+                .label(f"rule_{kind}_{field}")
+            )
+    return select(*columns)
 
 
 def _where_they_were(conn, record_ids: list[str]) -> dict:
-    """record id -> the units of its window, staff member and item in its time
-    (one query a batch, built once: the ingest is hot)."""
+    """record id -> its row of _where_query (one query a batch)."""
     return {row.id: row for row in conn.execute(_where_query(), {"ids": record_ids})}
+
+
+def _rules_of(row: dict, placed) -> dict:
+    """The rules _where_query found for one rating, in choose_unit's shape."""
+    if placed is None:
+        return {}
+    subjects = {kind: row.get(column) for kind, column in RULE_SUBJECTS}
+    subjects["unit"] = placed.window_unit or placed.staff_unit or placed.org_id
+    found = {}
+    for kind in RULE_KINDS:
+        rule_id = getattr(placed, f"rule_{kind}_id")
+        if rule_id is not None and subjects[kind]:
+            found[(kind, subjects[kind])] = (rule_id, getattr(placed, f"rule_{kind}_unit_id"))
+    return found
 
 
 def choose_unit(row: dict, placed, rules: dict) -> tuple[str | None, str]:
@@ -112,49 +156,55 @@ def choose_unit(row: dict, placed, rules: dict) -> tuple[str | None, str]:
     return None, "none"
 
 
-def _rules_for(conn, subjects: set[str]) -> dict:
-    r = case_rules.c
-    if not subjects:
-        return {}
-    found = conn.execute(
-        select(r.id, r.match_kind, r.match_id, r.unit_id).where(r.match_id.in_(sorted(subjects)))
+@functools.cache
+def _contacts_query():
+    d = duty_contacts.c
+    return (
+        select(d.unit_id, d.name, d.phone, d.email)
+        .where(d.unit_id.in_(bindparam("units", expanding=True)))
+        .order_by(d.unit_id, d.id)
     )
-    return {(row.match_kind, row.match_id): (row.id, row.unit_id) for row in found}
 
 
 def _contacts_of(conn, unit_ids: set[str]) -> dict:
-    d = duty_contacts.c
     found: dict = {}
     if not unit_ids:
         return found
-    rows = conn.execute(
-        select(d.unit_id, d.name, d.phone, d.email)
-        .where(d.unit_id.in_(sorted(unit_ids)))
-        .order_by(d.unit_id, d.id)
-    )
-    for row in rows:
+    for row in conn.execute(_contacts_query(), {"units": sorted(unit_ids)}):
         found.setdefault(row.unit_id, []).append(
             {"name": row.name, "phone": row.phone, "email": row.email}
         )
     return found
 
 
+_inserts: dict = {}
+
+
+def _insert_cases(conn):
+    """INSERT … ON CONFLICT (record_id) DO NOTHING RETURNING id, record_id,
+    built once per dialect."""
+    name = conn.dialect.name
+    if name not in _inserts:
+        insert = db.insert_ignoring_duplicates(_engine_of(conn), cases, "record_id")
+        _inserts[name] = insert.returning(cases.c.id, cases.c.record_id)
+    return _inserts[name]
+
+
 def after_store(conn, rows: list[dict]) -> None:
     """A case for each counted 差评 among the new `rows` (features.py), in
     the transaction that stores them: the rating and its case are stored
-    together or not at all. A rating already with a case gets no second."""
+    together or not at all. A rating already with a case gets no second.
+    Two reads a batch (where its 差评 were handled with their rules, then
+    the duty contacts of the units chosen) and three bulk inserts."""
     bad = [row for row in rows if _counted_bad(row)]
     if not bad:
         return
-    ids = [row["id"] for row in bad]
-    placed = _where_they_were(conn, ids)
-    subjects = {row.get(k) for row in bad for k in ("item_code", "window_id", "staff_id")}
-    subjects |= {p.window_unit or p.staff_unit or p.org_id for p in placed.values()}
-    rules = _rules_for(conn, {s for s in subjects if s})
+    placed = _where_they_were(conn, [row["id"] for row in bad])
     now = db.utc_now()
     new_cases = []
     for row in bad:
-        unit_id, how = choose_unit(row, placed.get(row["id"]), rules)
+        where = placed.get(row["id"])
+        unit_id, how = choose_unit(row, where, _rules_of(row, where))
         new_cases.append(
             {
                 "record_id": row["id"],
@@ -172,17 +222,23 @@ def after_store(conn, rows: list[dict]) -> None:
                 "updated_at": now,
             }
         )
-    insert = db.insert_ignoring_duplicates(_engine_of(conn), cases, "record_id")
-    made = conn.execute(insert.returning(cases.c.id, cases.c.record_id), new_cases).all()
+    made = conn.execute(_insert_cases(conn), new_cases).all()
     if not made:
         return
-    case_ids = {record_id: case_id for case_id, record_id in made}
     by_record = {c["record_id"]: c for c in new_cases}
     contacts = _contacts_of(conn, {c["unit_id"] for c in new_cases if c["unit_id"]})
+    details: dict = {}  # (unit, how) -> the open step's detail, as JSON
+    recipients: dict = {}  # unit -> its duty contacts, as JSON
     steps, alerts = [], []
-    for record_id, case_id in case_ids.items():
+    for case_id, record_id in made:
         case = by_record[record_id]
-        detail = {"unit_id": case["unit_id"], "assigned_by": case["assigned_by"]}
+        unit_id, how = case["unit_id"], case["assigned_by"]
+        if (unit_id, how) not in details:
+            details[(unit_id, how)] = json.dumps(
+                {"unit_id": unit_id, "assigned_by": how}, sort_keys=True
+            )
+        if unit_id not in recipients:
+            recipients[unit_id] = json.dumps(contacts.get(unit_id, []), ensure_ascii=False)
         steps.append(
             {
                 "case_id": case_id,
@@ -193,16 +249,15 @@ def after_store(conn, rows: list[dict]) -> None:
                 "role": SYSTEM,
                 "at": now,
                 "note": None,
-                "detail": json.dumps(detail, sort_keys=True),
+                "detail": details[(unit_id, how)],
             }
         )
-        recipients = contacts.get(case["unit_id"], [])
         alerts.append(
             {
                 "case_id": case_id,
-                "unit_id": case["unit_id"],
-                "recipients": json.dumps(recipients, ensure_ascii=False),
-                "state": "pending" if recipients else "no_contact",
+                "unit_id": unit_id,
+                "recipients": recipients[unit_id],
+                "state": "pending" if contacts.get(unit_id) else "no_contact",
                 "attempts": 0,
                 "created_at": now,
             }

@@ -1,0 +1,104 @@
+# ruff: noqa: F811 (the world fixture is imported from test_cases)
+"""Making the cases of a batch: the same units as ever for every kind of rule
+(item, window, staff member, the unit the rating belongs to), and a batch of
+差评 costs the cases feature two reads and three inserts whatever its size
+(counted with SQLAlchemy's statement events; hcp/cases_cost.py measures the
+time)."""
+
+from __future__ import annotations
+
+from sqlalchemy import event, select
+
+from sync_server import db, features
+from sync_server.schema_cases import case_alerts, case_rules, duty_contacts
+from sync_server.schema_cases import cases as cases_table
+from tests.test_cases import engine_of, world  # noqa: F401 (world: a fixture)
+
+RATED = "2026-11-26T08:30:00Z"
+
+
+def row(record_id, stars, **fields):
+    device, seq = record_id.split(":")
+    base = {
+        "id": record_id, "device_id": device, "seq": int(seq), "stars": stars,
+        "channel": "keypad", "rated_at": RATED, "clock": "ntp", "origin": "citizen",
+        "attempt": 1, "received_at": db.utc_now(), "excluded": False, "reason_owed": False,
+        "effective_at": RATED, "time_source": "device", "window_id": None, "staff_id": None,
+        "item_code": None, "org_id": None,
+    }  # fmt: skip
+    return base | fields
+
+
+def add_rule(conn, kind, subject, unit):
+    conn.execute(
+        case_rules.insert().values(
+            match_kind=kind, match_id=subject, unit_id=unit, created_by="admin",
+            created_at=db.utc_now(),
+        )
+    )  # fmt: skip
+
+
+def test_a_batch_gets_its_units_from_each_kind_of_rule_and_two_reads(world):
+    engine = engine_of(world)
+    with engine.begin() as conn:
+        add_rule(conn, "staff", "S07", "hall-ws")  # S07 sits in hall-xg
+        add_rule(conn, "unit", "370305001", "hall-xg")  # a device set up for 闻韶街道
+        add_rule(conn, "item", "ITEM-9", "370305002")
+        conn.execute(
+            duty_contacts.insert().values(
+                unit_id="hall-ws", name="值班员", phone="0533-7000009", created_by="admin",
+                created_at=db.utc_now(),
+            )
+        )  # fmt: skip
+    batch = [
+        row("kp-07:1", 1, staff_id="S07"),  # the staff rule
+        row("kp-07:2", 2, org_id="370305001"),  # the unit rule, on the device's unit
+        row("kp-07:3", 1, window_id="B01", item_code="ITEM-9"),  # the item rule first
+        row("kp-07:4", 5, window_id="A01"),  # good: no case
+        row("kp-07:5", 2, window_id="A01", org_id=""),  # no rule: its window's unit
+        row("kp-07:6", 1),  # nothing known: unassigned
+    ]
+    seen = []
+
+    def count(_conn, _cursor, statement, *_args):
+        seen.append(" ".join(statement.split()[:3]))
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with engine.begin() as conn:
+            features.store_evaluations(conn, engine, batch)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    c = cases_table.c
+    with engine.connect() as conn:
+        made = conn.execute(
+            select(c.record_id, c.unit_id, c.assigned_by).order_by(c.record_id)
+        ).all()
+        alerts = conn.execute(
+            select(case_alerts.c.unit_id, case_alerts.c.state).order_by(case_alerts.c.id)
+        ).all()
+    assert [tuple(m) for m in made] == [
+        ("kp-07:1", "hall-ws", "rule:1"),
+        ("kp-07:2", "hall-xg", "rule:2"),
+        ("kp-07:3", "370305002", "rule:3"),
+        ("kp-07:5", "hall-ws", "window"),
+        ("kp-07:6", None, "none"),
+    ]
+    assert [tuple(a) for a in alerts] == [
+        ("hall-ws", "pending"),
+        ("hall-xg", "no_contact"),
+        ("370305002", "no_contact"),
+        ("hall-ws", "pending"),
+        (None, "no_contact"),
+    ]
+    of_cases = [
+        s for s in seen
+        if "placed" in s or "duty_contacts" in s or s.split()[-1] in ("cases", "case_steps", "case_alerts")
+    ]  # fmt: skip
+    assert of_cases == [
+        "SELECT placed.id, placed.window_unit,",
+        "INSERT INTO cases",
+        "SELECT duty_contacts.unit_id, duty_contacts.name,",
+        "INSERT INTO case_steps",
+        "INSERT INTO case_alerts",
+    ]

@@ -168,9 +168,9 @@ class WindowLink:
             return proto.ack(ref, **self.status())
         if t == "signin":
             name = msg["name"]
-            roster = app.service.roster if app.service is not None else None
-            if roster is not None:  # the config's roster names who may sign in here
-                name = roster.get(msg["staff_no"])
+            service = app.service
+            if service is not None and service.roster is not None:  # who may sign in here
+                name = service.name(msg["staff_no"])
                 if name is None:
                     return proto.nak(ref, "unknown staff_no " + msg["staff_no"])  # 1..32
             app.assignment["staff_name"] = name

@@ -55,13 +55,36 @@ class Service:
                 and row[2] < row[3]
             ):
                 self.hours.append(row)
-        self.roster = None  # None: no roster, any 工号 signs in
+        # "\n工号\tname\n..." in one string: 64 entries in under 1 KB, where a
+        # dict and its 128 small strings take several; None: no roster, any
+        # 工号 signs in
+        self.roster = None
         rows = config.get("roster")
         if isinstance(rows, list):
-            self.roster = {}
+            parts = [""]
             for row in rows[:MAX_ROWS]:
-                if isinstance(row, list) and len(row) == 2 and _text(row[0]) and _text(row[1]):
-                    self.roster[row[0]] = row[1]
+                if (
+                    isinstance(row, list)
+                    and len(row) == 2
+                    and _text(row[0])
+                    and _text(row[1])
+                    and "\t" not in row[0] + row[1]
+                    and "\n" not in row[0] + row[1]
+                ):
+                    parts.append(row[0] + "\t" + row[1])
+            parts.append("")
+            self.roster = "\n".join(parts)
+
+    def name(self, staff_no):
+        """The roster's name for a 工号, or None (not on it, or no roster)."""
+        roster = self.roster
+        if roster is None:
+            return None
+        at = roster.find("\n" + staff_no + "\t")
+        if at < 0:
+            return None
+        start = at + len(staff_no) + 2
+        return roster[start : roster.find("\n", start)]
 
     def closed(self, seconds, source):
         """True outside every row of the hours; False without hours or while

@@ -84,9 +84,19 @@ def test_rows_that_break_the_rules_are_skipped():
         ["1001", "张敏"], ["1002"], ["", "x"], ["1003", ""], [1004, "王"], ["1" * 65, "x"],
     ]})  # fmt: skip
     assert service.hours == [[6, 7, "09:00", "24:00"]]
-    assert service.roster == {"1001": "张敏"}
+    assert service.roster == "\n1001\t张敏\n"
     assert Service({"hours": bad}).hours == []  # all bad: no hours, open
     assert Service({"hours": "1-5 08:30-12:00", "roster": "1001"}).roster is None
+    assert Service({"roster": [["10\t01", "x"], ["1002", "a\nb"]]}).roster == "\n"
+
+
+def test_the_roster_gives_a_name_only_for_a_whole_staff_no():
+    service = Service({"roster": [["1001", "张敏"], ["10011", "李强"], ["2", "王芳"]]})
+    assert [service.name(n) for n in ("1001", "10011", "2", "100", "001", "1", "")] == [
+        "张敏", "李强", "王芳", None, None, None, None,
+    ]  # fmt: skip
+    assert Service({"roster": []}).name("1001") is None  # an empty roster: nobody
+    assert Service({"hours": []}).name("1001") is None
 
 
 def app_at(tmp_path, clock, walk_up=False, config=None):

@@ -15,6 +15,7 @@ asserted on them.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import statistics
 import tempfile
@@ -26,6 +27,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from hardware.boards import sim as sim_board
+from hcp.bench_collector import collector_process
 from hcp.stack import Device, LocalStack, broker_kind
 
 
@@ -137,13 +139,27 @@ def measure(
     broker: str | None = None,
     workdir: str | None = None,
     confirm_ms: int = 300,
+    own_process: bool = True,
 ) -> dict:
     """Rate `ratings` times on each of `keypads` keypads at once; return the
-    press→ack percentiles, the broker baseline's and their ratios."""
+    press→ack percentiles, the broker baseline's and their ratios. With
+    `own_process` the collector's ingest runs in a process of its own
+    (hcp.bench_collector), as on a deployment, not beside the keypads."""
     devices = [Device(f"lat-{n:02d}", secrets.token_hex(32)) for n in range(keypads)]
-    with tempfile.TemporaryDirectory(prefix="hcp-latency-") as scratch:
+    with (
+        tempfile.TemporaryDirectory(prefix="hcp-latency-") as scratch,
+        contextlib.ExitStack() as scope,
+    ):
         folder = Path(workdir or scratch)
-        with LocalStack(folder, broker_kind(broker), devices=devices) as stack:
+        with LocalStack(folder, broker_kind(broker), devices=devices,
+                        ingest=not own_process) as stack:  # fmt: skip
+            if own_process:
+                url = stack.engine.url.render_as_string(hide_password=False)
+                scope.enter_context(
+                    collector_process(
+                        url, stack.broker.host, stack.broker.port, "latency-collector"
+                    )
+                )
             baseline = broker_round_trip(
                 stack.broker.host, stack.broker.port, baseline_count(keypads * ratings)
             )
@@ -164,6 +180,7 @@ def measure(
                 if not keypad.wait_drained(60):
                     errors.append(RuntimeError(f"{keypad.settings['device_id']} not drained"))
             elapsed = time.monotonic() - begun
+            scope.close()  # the collector process stops before the stack
             if errors:
                 raise RuntimeError(f"latency run failed: {errors[0]!r}")
     press_to_ack, write_to_ack = Latencies(), Latencies()
@@ -174,6 +191,7 @@ def measure(
     press, base = press_to_ack.summary(), baseline.summary()
     return {
         "keypads": keypads,
+        "collector": "own process" if own_process else "the keypads' process",
         "ratings": keypads * ratings,
         "seconds": round(elapsed, 1),
         "press_to_ack": press,

@@ -12,6 +12,8 @@
   ``POST /api/v1/appeals/<id>/decision`` (cases_review): ``{"outcome",
   "reason"}``.
 - ``GET /api/v1/cases/ledger`` (cases): the ledger (since, until, unit).
+- ``POST /api/v1/cases/<id>/contact`` (contact): ``{}``; the rater's
+  contact for a call-back of the case, scoped by the case's unit, audited.
 
 Errors are ``{"error": "<field>: <problem>"}`` in English; a case outside
 the caller's units is a 404 like an unknown one.
@@ -27,9 +29,19 @@ from flask_babel import force_locale
 from flask_login import current_user
 
 from protocols.levels import is_bad, is_stars, level_name
-from sync_server import api, cases, cases_ledger, cases_workflow, csrf, openapi, queries
+from sync_server import (
+    api,
+    cases,
+    cases_ledger,
+    cases_workflow,
+    contacts,
+    csrf,
+    openapi,
+    queries,
+)
 from sync_server.auth import requires
 from sync_server.cases_pages import (
+    CALL_STATES,
     _ledger,
     _rating,
     deadline_state,
@@ -113,6 +125,28 @@ def _detail(case_id: int) -> dict:
 @requires("cases")
 def case_detail(case_id):
     return jsonify(_detail(case_id))
+
+
+@bp.post("/cases/<int:case_id>/contact")
+@csrf.exempt  # JSON only: no other site's page can send it
+@requires("contact")
+def case_contact(case_id):
+    """The rater's contact for a call-back of this case (verify, feed back,
+    return visit), scoped by the case's unit, audited (contact.reveal)."""
+    _body()
+    engine = get_engine()
+    with engine.connect() as conn:
+        case = cases.get_case(conn, case_id, current_user.scope())
+    if case is None:
+        abort(404)
+    if case["state"] not in CALL_STATES:
+        raise CaseError(
+            "contact",
+            "the rater is called back only to verify, feed back or revisit; this case is "
+            + case["state"],
+        )
+    contact = contacts.reveal(engine, case["record_id"], None)  # the case's scope, checked
+    return jsonify(case_id=case_id, record_id=case["record_id"], contact=contact)
 
 
 def _change(change, case_id: int):
@@ -331,6 +365,7 @@ SCHEMAS = {
             "appeals": {"type": "array", "items": _ref("CaseAppeal")},
         }
     ),
+    "CaseContact": _object({"case_id": INT, "record_id": STR, "contact": NSTR}),
     "CaseAppealList": _object({"items": {"type": "array", "items": _ref("CaseAppeal")}}),
     "CaseLedger": _object(
         {
@@ -409,6 +444,12 @@ PATHS = {
         },  # fmt: skip
         "CaseDetail",
     ),
+    "/api/v1/cases/{case_id}/contact": _post(
+        "The rater's contact, for a call-back of the case (verify, feed back, return "
+        "visit): the case's unit (and those above it) and supervisors; audited",
+        {},
+        "CaseContact",
+    ),
     "/api/v1/cases/{case_id}/reopen": _post(
         "A supervisor reopens a closed case with a reason", {"reason": STR}, "CaseDetail"
     ),
@@ -443,6 +484,10 @@ PATHS = {
         NOT_FOUND,
     ),
 }
-for _path_name in ("/api/v1/cases/{case_id}/steps", "/api/v1/cases/{case_id}/reopen"):
+for _path_name in (
+    "/api/v1/cases/{case_id}/steps",
+    "/api/v1/cases/{case_id}/reopen",
+    "/api/v1/cases/{case_id}/contact",
+):
     PATHS[_path_name]["post"]["parameters"] = [_id_path("case_id")]
 PATHS["/api/v1/appeals/{appeal_id}/decision"]["post"]["parameters"] = [_id_path("appeal_id")]

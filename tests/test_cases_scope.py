@@ -16,7 +16,7 @@ from sync_server import audit, db, phones
 from sync_server.schema_cases import case_rules
 from tests.harness.collector import AuthActions
 from tests.harness.records import add_evaluation
-from tests.test_cases import engine_of, login, walk, world  # noqa: F401 (world: a fixture)
+from tests.test_cases import check, engine_of, login, walk, world  # noqa: F401 (world: a fixture)
 
 PHONE = "13812345678"
 
@@ -122,4 +122,22 @@ def test_the_contact_is_refused_between_call_backs_with_the_reason(world):
             body["kind"] = "fix_now"
         assert um.post(f"/api/v1/cases/{case_id}/steps", json=body).status_code == 200
     assert PHONE in reveal(um, case_id).get_data(as_text=True)
+    assert reveals(world) == [("um", "kp-05:1")]
+
+
+def test_the_api_reveals_for_the_case_unit_with_the_same_refusals(world):
+    case_id = rule_assigned_case(world)
+    um, um2 = login(world, "um"), login(world, "um2")
+    assert um.post("/api/v1/contacts", json={"record_id": "kp-05:1"}).status_code == 404
+    shown = check(um, f"/api/v1/cases/{case_id}/contact", {})
+    assert shown == {"case_id": case_id, "record_id": "kp-05:1", "contact": PHONE}
+    assert check(um2, f"/api/v1/cases/{case_id}/contact", {}, 404) == {"error": "not found"}
+    not_json = um.post(f"/api/v1/cases/{case_id}/contact", data="x")
+    assert not_json.status_code == 400
+    assert not_json.get_json() == {"error": "body: must be JSON (Content-Type: application/json)"}
+    walk(um, case_id, until="verify")
+    assert check(um, f"/api/v1/cases/{case_id}/contact", {}, 400) == {
+        "error": "contact: the rater is called back only to verify, feed back or revisit; "
+        "this case is verified"
+    }
     assert reveals(world) == [("um", "kp-05:1")]

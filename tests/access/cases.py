@@ -42,6 +42,7 @@ ROUTES = [
     ("GET", "/api/v1/appeals", "cases_review", None),
     ("POST", "/api/v1/cases/1/steps", "cases_work", {"action": "verify", "note": "已回电核实"}),
     ("POST", "/api/v1/cases/2/reopen", "cases_review", {"reason": "回访记录不实"}),
+    ("POST", "/api/v1/cases/2/contact", "contact", {}),  # closed: refused, as the page's
     ("POST", "/api/v1/appeals", "cases_work", {"record_id": "ws:1", "evidence": "监控显示误按"}),
     ("POST", "/api/v1/appeals/1/decision", "cases_review", {"outcome": "upheld", "reason": "证据不足"}),
 ]  # fmt: skip
@@ -56,6 +57,7 @@ OUTSIDE = {
     ("/api/v1/cases/2", "unit_manager"): 404,
     ("/cases/appeals/1/file", "unit_manager"): 404,
     ("/cases/2/contact", "unit_manager"): 404,
+    ("/api/v1/cases/2/contact", "unit_manager"): 404,
     ("/cases/1", "other_manager"): 404,
     ("/api/v1/cases/1", "other_manager"): 404,
     ("/cases/1/step", "other_manager"): 404,
@@ -65,6 +67,7 @@ OUTSIDE = {
 }
 SUCCESS_BY_PATH = {
     ("POST", "/cases/2/contact"): 400,
+    ("POST", "/api/v1/cases/2/contact"): 400,
     ("POST", "/api/v1/cases/1/steps"): 200,
     ("POST", "/api/v1/cases/2/reopen"): 200,
     ("POST", "/api/v1/appeals"): 201,
@@ -82,6 +85,7 @@ KNOWN = {
     "/api/v1/cases/<int:case_id>": "/api/v1/cases/1",
     "/api/v1/cases/<int:case_id>/steps": "/api/v1/cases/1/steps",
     "/api/v1/cases/<int:case_id>/reopen": "/api/v1/cases/2/reopen",
+    "/api/v1/cases/<int:case_id>/contact": "/api/v1/cases/2/contact",
     "/api/v1/appeals/<int:appeal_id>/decision": "/api/v1/appeals/1/decision",
 }
 WALK = (
@@ -132,6 +136,9 @@ OPENAPI_CALLS = [
     ("unit_manager", "post", "/api/v1/cases/1/steps", {"action": "verify", "note": "已回电"}, 200),
     ("unit_manager", "post", "/api/v1/cases/1/steps", {"action": "close", "note": "x"}, 400),
     ("supervisor", "post", "/api/v1/cases/2/reopen", {"reason": "回访不实"}, 200),
+    ("unit_manager", "post", "/api/v1/cases/1/contact", {}, 200),
+    ("supervisor", "post", "/api/v1/cases/2/contact", {}, 400),
+    ("other_manager", "post", "/api/v1/cases/1/contact", {}, 404),
     ("unit_manager", "post", "/api/v1/appeals", {"record_id": "ws:1", "evidence": "误按"}, 201),
     ("supervisor", "get", "/api/v1/appeals", None, 200),
     ("supervisor", "post", "/api/v1/appeals/1/decision", {"outcome": "upheld", "reason": "证据不足"}, 200),

@@ -149,7 +149,7 @@ def table(data: dict, dimension: str, rows: list[dict]) -> list[list]:
     one row per entity, totals."""
     header = [
         _("Rank"), _("Name"), _("Code"), _("Valid ratings"), _("Bad ratings"),
-        _("Good rating rate"), _("Cases due"), _("Closed on time"),
+        _("Good rating rate"), _("Cases due"), _("Rectified on time"),
         _("On-time rectification rate"), _("Cases fed back"), _("Return visits"),
         _("Return-visit rate"), _("Service events"), _("Rated"), _("Active rating rate"),
     ]  # fmt: skip

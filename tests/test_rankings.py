@@ -493,7 +493,10 @@ def test_the_rankings_command(world, capsys):
     assert _cli(["rankings", "--db", url, "--period", "2026-10"]) == 0
     assert capsys.readouterr().out == "stored 2026-10 (3 units)\n"
     assert _cli(["rankings", "--db", url, "--period", "2026-1"]) == 1
-    assert capsys.readouterr().err == "error: --period：须为 YYYY-MM 或 YYYY-MM-DD..YYYY-MM-DD\n"
+    assert (
+        capsys.readouterr().err
+        == "error: --period：须为 YYYY-MM、YYYY-Qn、YYYY 或 YYYY-MM-DD..YYYY-MM-DD\n"
+    )
     with world.connect() as conn:
         assert rankings_data.snapshot(conn, "2026-10")["computed_by"] == "cli"
 

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sync_server import org, tokens
 from sync_server.schema_channels import service_events
 from sync_server.schema_outbox import outbox as outbox_table
+from tests.harness import shared_worlds
 from tests.harness.collector import AuthActions
 from tests.test_openapi import problems
 
@@ -66,10 +67,27 @@ def build(engine) -> dict:
     return made
 
 
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
+
+
 @pytest.fixture
 def world(engine_app):
     engine_app.tokens = build(engine_app.extensions["hcp_engine"])
     return engine_app
+
+
+def _build_refusing(app):
+    app.tokens = build(app.extensions["hcp_engine"])
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def refusing(request, tmp_path_factory):
+    """One world per database for the module's cases that the app refuses
+    (each still checks that nothing was stored, so a refusal that wrongly
+    went through fails its own case)."""
+    with shared_worlds.module_world(request, tmp_path_factory, _build_refusing) as app:
+        yield app
 
 
 def post(app, body, token="ws", path="/api/v1/service-events"):
@@ -168,14 +186,14 @@ def test_a_repeat_of_an_old_registration_is_still_the_same_event(world):
 # --- never backdated -----------------------------------------------------------------
 
 
-def test_a_time_in_the_future_is_refused(world):
+def test_a_time_in_the_future_is_refused(refusing):
     future = utc(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10))
-    response = post(world, event(handled_at=future))
+    response = post(refusing, event(handled_at=future))
     assert response.status_code == 400
     assert response.get_json() == {
         "error": "handled_at: is in the future (more than 300 s ahead of the collector's clock)"
     }
-    assert stored(world) == []
+    assert stored(refusing) == []
 
 
 def test_a_small_clock_skew_is_taken(world):
@@ -235,17 +253,17 @@ LETTERS = "must be 4..64 characters of A-Z a-z 0-9 - _, beginning with a letter 
         ({"applicant": "张三"}, "applicant: unknown field"),
     ],
 )  # fmt: skip
-def test_malformed_fields_are_refused_by_name(world, change, error):
+def test_malformed_fields_are_refused_by_name(refusing, change, error):
     body = event(**change)
-    response = post(world, body)
+    response = post(refusing, body)
     assert response.status_code == 400
     assert response.get_json() == {"error": error.format(handled_at=body.get("handled_at"))}
-    assert stored(world) == []
+    assert stored(refusing) == []
 
 
-def test_a_body_that_is_not_a_json_object_is_refused(world):
-    client = world.test_client()
-    headers = {"Authorization": f"Bearer {world.tokens['ws']}"}
+def test_a_body_that_is_not_a_json_object_is_refused(refusing):
+    client = refusing.test_client()
+    headers = {"Authorization": f"Bearer {refusing.tokens['ws']}"}
     response = client.post("/api/v1/service-events", data="case_no=1", headers=headers)
     assert response.status_code == 415
     assert response.get_json() == {"error": "body: must be JSON (Content-Type: application/json)"}
@@ -267,15 +285,18 @@ def test_a_body_that_is_not_a_json_object_is_refused(world):
         ('{"' + "x" * 5000 + '": 1}', "x" * 40 + ": unknown field"),
     ],
 )
-def test_hostile_bodies_get_a_clear_error_and_store_nothing(world, raw, error):
-    headers = {"Authorization": f"Bearer {world.tokens['ws']}", "Content-Type": "application/json"}
-    client = world.test_client()
+def test_hostile_bodies_get_a_clear_error_and_store_nothing(refusing, raw, error):
+    headers = {
+        "Authorization": f"Bearer {refusing.tokens['ws']}",
+        "Content-Type": "application/json",
+    }
+    client = refusing.test_client()
     response = client.post("/api/v1/service-events", data=raw, headers=headers)
     assert response.status_code == 400
     assert response.get_json() == {"error": error}
     batch = client.post("/api/v1/service-events/batch", data=raw, headers=headers)
     assert batch.status_code == 400
-    assert stored(world) == []
+    assert stored(refusing) == []
 
 
 def test_a_batch_item_that_is_not_an_object_is_refused_alone(world):
@@ -332,13 +353,13 @@ def test_a_clerk_token_registers_only_inside_its_units(world):
     assert [row["unit_id"] for row in stored(world)] == ["hall-ws", "hall-xg"]
 
 
-def test_roles_without_the_capability_and_strangers_are_refused(world):
-    response = post(world, event(), token="supervisor")
+def test_roles_without_the_capability_and_strangers_are_refused(refusing):
+    response = post(refusing, event(), token="supervisor")
     assert response.status_code == 403
     assert response.get_json() == {"error": "not allowed for the role supervisor"}
-    response = post(world, event(), token=None)
+    response = post(refusing, event(), token=None)
     assert response.status_code == 401
-    assert stored(world) == []
+    assert stored(refusing) == []
 
 
 def test_an_admin_session_registers_too(world):
@@ -482,7 +503,7 @@ def test_the_window_pc_registers_events_with_the_collector(world):
     assert [row["source"] for row in stored(world)] == ["api"]
 
 
-def test_the_window_pc_says_when_it_cannot_register(world):
+def test_the_window_pc_says_when_it_cannot_register(refusing):
     from hcp.window import CollectorLink
     from tests.harness.window_pc import free_port
 
@@ -491,7 +512,7 @@ def test_the_window_pc_says_when_it_cannot_register(world):
             503,
             {"error": "event: no collector configured (hcp window --collector --token-file)"},
         )
-    nowhere = CollectorLink(f"http://127.0.0.1:{free_port()}", world.tokens["ws"])
+    nowhere = CollectorLink(f"http://127.0.0.1:{free_port()}", refusing.tokens["ws"])
     with window_pc(nowhere) as url:
         status, answer = send(url, event())
     assert status == 502 and answer["error"].startswith("collector: unreachable (")

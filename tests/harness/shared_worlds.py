@@ -1,0 +1,112 @@
+"""Cheaper worlds for the channel and reporting test files.
+
+Two helpers, both giving a test exactly the state it had before:
+
+- `engine` (a test module takes it with the fixture it uses:
+  `engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres`):
+  the same fresh, migrated database per test as tests/harness/databases.py,
+  but PostgreSQL is migrated once per module and emptied between tests
+  instead of dropping its schema and running every migration again (about a
+  second per test, two or three on a loaded machine). Emptying deletes every
+  row, puts back the rows the migrations themselves wrote (alembic_version,
+  the seeded pf_map) and sets every sequence back where the migrations left
+  it; afterwards the table list is checked against the migrated one, so a
+  test that changed the schema fails rather than leaking it to the next.
+  SQLite copies the run's migrated template as before.
+- `module_world(request, tmp_path_factory, build)`: one app per database for
+  the whole module, for the cases that only read or whose change the app
+  refuses (tests/test_access.py `reading_world`, tests/test_api.py
+  `reading`). A refusal that wrongly went through fails its own case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+
+import pytest
+import sqlalchemy as sa
+
+from sync_server import db
+from tests.harness.collector import app_with_users
+from tests.harness.databases import postgres_database
+
+
+class _Migrated:
+    """A PostgreSQL database migrated once, with what the migrations left in it."""
+
+    def __init__(self, url: str):
+        self.url = url
+        eng = db.make_engine(url)
+        try:
+            db.init(eng)
+            self.metadata = sa.MetaData()
+            self.metadata.reflect(eng)
+            self.tables = sorted(self.metadata.tables)
+            with eng.connect() as conn:
+                self.rows = {
+                    table.name: [dict(row._mapping) for row in conn.execute(table.select())]
+                    for table in self.metadata.sorted_tables
+                }
+                self.sequences = conn.exec_driver_sql(
+                    "SELECT sequencename, COALESCE(last_value, start_value), last_value IS NOT NULL"
+                    " FROM pg_sequences WHERE schemaname = 'public'"
+                ).all()
+        finally:
+            eng.dispose()
+
+    def reset(self, eng) -> None:
+        """Back to the state right after the migrations, in one transaction."""
+        with eng.begin() as conn:
+            for table in reversed(self.metadata.sorted_tables):
+                conn.execute(table.delete())
+            for table in self.metadata.sorted_tables:
+                if self.rows[table.name]:
+                    conn.execute(table.insert(), self.rows[table.name])
+            for name, value, called in self.sequences:
+                conn.exec_driver_sql(
+                    "SELECT setval(%(name)s::regclass, %(value)s, %(called)s)",
+                    {"name": f'"{name}"', "value": value, "called": called},
+                )
+
+    def check(self, eng) -> None:
+        now = sorted(sa.inspect(eng).get_table_names())
+        assert now == self.tables, "a test changed the schema of the shared database"
+
+
+@pytest.fixture(scope="module")
+def migrated_postgres():
+    with postgres_database() as url:
+        yield _Migrated(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    """A fresh, migrated collector database of each kind (see the module doc)."""
+    if request.param == "sqlite":
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / "collector.db")
+        eng = db.make_engine(f"sqlite:///{tmp_path / 'collector.db'}")
+        db.init(eng)
+        yield eng
+        eng.dispose()
+        return
+    migrated = request.getfixturevalue("migrated_postgres")
+    eng = db.make_engine(migrated.url)
+    migrated.reset(eng)
+    yield eng
+    migrated.check(eng)
+    eng.dispose()
+
+
+@contextlib.contextmanager
+def module_world(request, tmp_path_factory, build, **config):
+    """One app with users per database (`request.param`), built by `build(app)`."""
+    folder = tmp_path_factory.mktemp("module-world")
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{folder / 'collector.db'}"
+        else:
+            url = stack.enter_context(postgres_database())
+        app = stack.enter_context(app_with_users(folder, url, **config))
+        build(app)
+        yield app

@@ -32,7 +32,7 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from protocols import messages
 from sync_server import audit, broker_auth, db, tags
@@ -512,6 +512,15 @@ def seq_gaps(conn, device_id: str) -> list[dict]:
     return [dict(r._mapping, count=r.last_seq - r.first_seq + 1) for r in rows]
 
 
+def highest_lost(conn, device_id: str) -> int:
+    """The highest seq noted lost with a board (0: none). A seq up to it is
+    never to be used again: the collector's answer to a board that lost its
+    store (ingest's down/seq, docs/protocol.md §3.6) should not go below it."""
+    g = fleet_seq_gaps.c
+    top = conn.execute(select(func.max(g.last_seq)).where(g.device_id == device_id)).scalar()
+    return int(top or 0)
+
+
 def lost_with_board(conn, device_id: str, actor: str) -> dict | None:
     """A re-provisioned board that lost its store (wiped, or a new board in
     place of a broken one): the seqs the old board's last status named
@@ -525,8 +534,7 @@ def lost_with_board(conn, device_id: str, actor: str) -> dict | None:
     from sync_server.ingest import seqs_held
 
     held, counts = seqs_held(conn, device_id)
-    gaps = seq_gaps(conn, device_id)
-    floor = max([held] + [gap["last_seq"] for gap in gaps])
+    floor = max(held, highest_lost(conn, device_id))
     row = conn.execute(
         select(db.devices.c.status, db.devices.c.last_seen).where(
             db.devices.c.device_id == device_id

@@ -58,6 +58,9 @@ def test_the_lost_seqs_are_noted_once_and_never_used_again(engine):
         "gap": [6, 9],
     }
     assert gaps(engine, "kp-01") == [(6, 9, "lost_with_board")]
+    with engine.connect() as conn:
+        assert fleet.highest_lost(conn, "kp-01") == 9
+        assert fleet.highest_lost(conn, "kp-02") == 0
     # provisioning again (the first attempt failed after noting): the same start, no new row
     with engine.begin() as conn:
         again = fleet.lost_with_board(conn, "kp-01", "tech")

@@ -30,6 +30,7 @@ def test_bench_writes_its_ingest_ladder(tmp_path):
         ("sqlite", 50, 300),
     ]
     for row in figures["ingest"]:
+        assert row["collector"] == "own process"
         assert row["durable_records_per_s"] > 0 and row["baseline_records_per_s"] > 0
         assert row["ratio_durable_to_baseline"] > 0
     assert "durable against a subscriber that only counts" in stdout

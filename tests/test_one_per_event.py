@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
 import secrets
 import threading
 
@@ -25,6 +26,7 @@ from simulators.keypad import SimKeypad
 from sync_server import channels, db, figures, org, service_events
 from sync_server.ingest import Ingestor
 from sync_server.schema_channels import event_ratings, unbound_ratings
+from tests.harness import shared_worlds
 from tests.harness.collector import AuthActions, running_ingest
 from tests.harness.records import batch, ev_topic, signed
 
@@ -105,11 +107,30 @@ def count(engine) -> int:
     return db.count_evaluations(engine)
 
 
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
+
+
 @pytest.fixture
 def zh(engine_app):
     """An app (its settings and the Chinese catalog) around each test."""
     with engine_app.test_request_context("/"):
         yield engine_app
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def shared_app(request, tmp_path_factory):
+    """One app per database for the module's cases that only register an event
+    of their own (a new case number each) and then read or are refused."""
+    with shared_worlds.module_world(request, tmp_path_factory, lambda app: None) as app:
+        yield app
+
+
+@pytest.fixture
+def shared(shared_app):
+    """The shared app's engine, inside a request of the app (Chinese catalog)."""
+    with shared_app.test_request_context("/"):
+        yield shared_app.extensions["hcp_engine"]
 
 
 # --- across the channels the collector serves ------------------------------------------
@@ -183,16 +204,16 @@ def test_a_rating_binds_to_its_event_and_carries_the_event_fields(engine, zh):
         ({"attempt": 3}, "attempt: must be 1 (first rating) or 2 (appended rating)"),
     ],
 )  # fmt: skip
-def test_bad_ratings_are_refused_by_field_and_nothing_is_stored(engine, zh, fields, error):
-    event = register(engine)
+def test_bad_ratings_are_refused_by_field_and_nothing_is_stored(shared, fields, error):
+    event = register(shared)
     rating = {"channel": "web", "client": "mobile", "stars": 4, "case_no": event["case_no"]}
     rating.update(fields)
-    with engine.begin() as conn, pytest.raises(channels.Refused) as caught:
-        channels.store_channel_rating(conn, engine, {k: v for k, v in rating.items()
+    with shared.begin() as conn, pytest.raises(channels.Refused) as caught:
+        channels.store_channel_rating(conn, shared, {k: v for k, v in rating.items()
                                                      if v is not None})  # fmt: skip
     assert str(caught.value) == error.format(case_no=event["case_no"])
-    assert count(engine) == 0
-    assert current(engine, event)["rating_id"] is None
+    assert count(shared) == 0
+    assert current(shared, event)["rating_id"] is None
 
 
 def test_a_bad_rating_by_sms_owes_its_reason_instead(engine, zh):
@@ -270,20 +291,18 @@ def at(text: str) -> dt.datetime:
 
 
 @pytest.mark.parametrize(("now", "verdict"), NATIONAL_DAY_CASES)
-def test_the_period_runs_over_national_day_and_counts_the_working_saturday(
-    engine, zh, now, verdict
-):
-    event = register(engine, handled_at=at("2026-09-30T16:30:00+08:00"))
+def test_the_period_runs_over_national_day_and_counts_the_working_saturday(shared, now, verdict):
+    event = register(shared, handled_at=at("2026-09-30T16:30:00+08:00"))
     assert channels.period_end(None, event) == dt.date(2026, 10, 13)
-    with engine.connect() as conn:
+    with shared.connect() as conn:
         assert channels.check_rateable(conn, event, at(now)) == verdict
 
 
-def test_the_local_day_decides_not_the_utc_day(engine, zh):
+def test_the_local_day_decides_not_the_utc_day(shared):
     # 2026-09-30 23:30 in Linzi is still Sep 30 (15:30 UTC); 00:30 on Oct 8 is Oct 8
-    late_evening = register(engine, handled_at=at("2026-09-30T23:30:00+08:00"))
+    late_evening = register(shared, handled_at=at("2026-09-30T23:30:00+08:00"))
     assert channels.period_end(None, late_evening) == dt.date(2026, 10, 13)
-    after_holiday = register(engine, handled_at=at("2026-10-08T00:30:00+08:00"))
+    after_holiday = register(shared, handled_at=at("2026-10-08T00:30:00+08:00"))
     # Oct 9, 10 (Sat, working), 12, 13, 14
     assert channels.period_end(None, after_holiday) == dt.date(2026, 10, 14)
 
@@ -390,6 +409,7 @@ def test_a_repeat_is_out_of_the_summary(engine, engine_app):
 
 # --- whatever order and duplication: exactly one counts ----------------------------------
 
+EXAMPLES = 60 if os.environ.get("HCP_LONG") == "1" else 15  # make test-long runs more
 SEQS = itertools.count(1000)  # the keypads' seqs, new in every example
 DELIVERIES = st.lists(
     st.tuples(
@@ -403,7 +423,9 @@ DELIVERIES = st.lists(
 
 
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(deliveries=DELIVERIES, group=st.integers(1, 3), registered_after=st.integers(0, 8))
 def test_whatever_order_and_duplication_exactly_one_counts(

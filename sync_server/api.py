@@ -21,7 +21,7 @@ from flask import Blueprint, current_app, jsonify, request
 from flask_login import current_user
 
 from protocols.levels import CHANNELS
-from protocols.record import text_problem, valid_utc_time
+from protocols.record import MAX_ID, text_problem, valid_utc_time
 from sync_server import completeness, contacts, csrf
 from sync_server.auth import requires
 from sync_server.db import get_engine
@@ -208,6 +208,10 @@ def reveal_contact():
     record_id = body.get("record_id") if isinstance(body, dict) else None
     if not isinstance(record_id, str) or not record_id:
         return jsonify(error='body: must be {"record_id": "<id>"}'), 400
+    # no stored id is longer, or holds a control character or a lone surrogate
+    # (which the database driver cannot even send: a 500 before this check)
+    if len(record_id) > MAX_ID or text_problem(record_id):
+        return jsonify(error=f"record_id: not a record id (1..{MAX_ID} characters of text)"), 400
     engine = get_engine()
     if get_evaluation(engine, record_id, current_user.scope()) is None:
         return jsonify(error=f"record_id: unknown record {record_id!r}"), 404

@@ -48,7 +48,10 @@ class SmsGateway:
         return f"http://{host}:{port}"
 
     def start(self) -> SmsGateway:
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # a short shutdown poll: tests start and stop a gateway for each case
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
         return self
 

@@ -6,6 +6,7 @@ second reply, a reply after the rating period, and a hostile inbound caller.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import urllib.error
@@ -17,8 +18,8 @@ from sqlalchemy import select
 from simulators.sms_gateway import SmsGateway
 from sync_server import phones, sms
 from sync_server import sms_gateways as gateways
-from sync_server.cli import serve_web
 from sync_server.schema_citizen import sms_conversations, sms_messages, sms_reasons
+from tests.harness import shared_worlds
 from tests.test_citizen import PHONE, build, rate, ratings, register, text_of
 
 SECRET = "inbound-secret-1"
@@ -26,19 +27,42 @@ OTHER_PHONE = "13900001111"
 INVITATION_START = "【临淄区政务服务】您"
 
 
-@pytest.fixture
-def live(engine_app):
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
+
+
+@contextlib.contextmanager
+def serving(app):
     """The collector serving HTTP and the simulated gateway beside it."""
-    engine_app.tokens = build(engine_app)
-    server, thread = serve_web(engine_app, "127.0.0.1", 0)
+    app.tokens = build(app)
+    server, thread = shared_worlds.serve_web(app)
     base = f"http://127.0.0.1:{server.server_port}"
     gateway = SmsGateway(base, SECRET).start()
-    engine_app.config.update(HCP_SMS_INBOUND_SECRET=SECRET, HCP_SMS_GATEWAY_URL=gateway.url)
-    engine_app.gateway = gateway
-    yield engine_app
-    gateway.stop()
-    server.shutdown()
-    thread.join(5)
+    app.config.update(HCP_SMS_INBOUND_SECRET=SECRET, HCP_SMS_GATEWAY_URL=gateway.url)
+    app.gateway = gateway
+    try:
+        yield app
+    finally:
+        gateway.stop()
+        server.shutdown()
+        thread.join(5)
+
+
+@pytest.fixture
+def live(engine_app):
+    with serving(engine_app) as app:
+        yield app
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def refusing(request, tmp_path_factory):
+    """One served world per database for the inbound calls the collector
+    refuses (each checks that nothing was stored)."""
+    with contextlib.ExitStack() as stack:
+        app = stack.enter_context(
+            shared_worlds.module_world(request, tmp_path_factory, lambda app: None)
+        )
+        yield stack.enter_context(serving(app))
 
 
 def reply(app, text, phone=PHONE) -> str:
@@ -195,10 +219,10 @@ def _post(live, body: bytes, signature: str | None):
         (b"{" + b" " * 20000 + b"}", True, 413, "body: larger than 16384 bytes"),
     ],
 )  # fmt: skip
-def test_a_hostile_inbound_caller_is_refused(live, body, signed, status, error):
+def test_a_hostile_inbound_caller_is_refused(refusing, body, signed, status, error):
     signature = gateways.signature(SECRET, body) if signed is True else (signed or None)
-    assert _post(live, body, signature) == (status, {"error": error})
-    with live.extensions["hcp_engine"].connect() as conn:
+    assert _post(refusing, body, signature) == (status, {"error": error})
+    with refusing.extensions["hcp_engine"].connect() as conn:
         assert conn.execute(select(sms_messages)).all() == []
         assert conn.execute(select(sms_reasons)).all() == []
 

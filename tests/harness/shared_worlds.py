@@ -17,15 +17,21 @@ Two helpers, both giving a test exactly the state it had before:
   the whole module, for the cases that only read or whose change the app
   refuses (tests/test_access.py `reading_world`, tests/test_api.py
   `reading`). A refusal that wrongly went through fails its own case.
+- `serve_web(app)`: the collector app served over HTTP as
+  sync_server.cli.serve_web does (werkzeug's threaded server in a daemon
+  thread), but polling for shutdown every 50 ms instead of every 500 ms, so
+  stopping it after each test does not wait half a second.
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
+import threading
 
 import pytest
 import sqlalchemy as sa
+from werkzeug.serving import make_server
 
 from sync_server import db
 from tests.harness.collector import app_with_users
@@ -110,3 +116,20 @@ def module_world(request, tmp_path_factory, build, **config):
         app = stack.enter_context(app_with_users(folder, url, **config))
         build(app)
         yield app
+
+
+SHUTDOWN_POLL_S = 0.05
+
+
+def serve_web(app, host: str = "127.0.0.1", port: int = 0):
+    """(server, thread) like sync_server.cli.serve_web; `server.shutdown()`
+    returns within SHUTDOWN_POLL_S."""
+    server = make_server(host, port, app, threaded=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": SHUTDOWN_POLL_S},
+        name="hcp-web-test",
+        daemon=True,
+    )
+    thread.start()
+    return server, thread

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import threading
+import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -105,14 +106,39 @@ def engine(request, tmp_path):
 
 
 @contextlib.contextmanager
+def _schema_of(migrated: _Migrated):
+    """A URL of the module's PostgreSQL database whose tables live in a schema
+    of their own (search_path), apart from the public schema the per-test
+    `engine` empties; creating and dropping a schema is much cheaper than a
+    database (dropping a database waits for a checkpoint)."""
+    name = "world_" + uuid.uuid4().hex[:12]
+    admin = db.make_engine(migrated.url)
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+        yield f"{migrated.url}?options=-csearch_path%3D{name}"
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
+    finally:
+        admin.dispose()
+
+
+@contextlib.contextmanager
 def module_world(request, tmp_path_factory, build, **config):
-    """One app with users per database (`request.param`), built by `build(app)`."""
+    """One app with users per database (`request.param`), built by `build(app)`.
+    On PostgreSQL it uses a schema of the module's `migrated_postgres`
+    database when the module has that fixture, else a database of its own."""
     folder = tmp_path_factory.mktemp("module-world")
     with contextlib.ExitStack() as stack:
         if request.param == "sqlite":
             url = f"sqlite:///{folder / 'collector.db'}"
         else:
-            url = stack.enter_context(postgres_database())
+            try:
+                migrated = request.getfixturevalue("migrated_postgres")
+            except pytest.FixtureLookupError:
+                url = stack.enter_context(postgres_database())
+            else:
+                url = stack.enter_context(_schema_of(migrated))
         app = stack.enter_context(app_with_users(folder, url, **config))
         build(app)
         yield app

@@ -263,6 +263,11 @@ class MosquittoBroker(_SubprocessBroker):
             # the collector commits the QoS 1 messages waiting for it as one group
             # before it acknowledges them; Mosquitto's default lets only 20 wait
             "max_inflight_messages 1000",
+            # send each packet at once: with Nagle's algorithm an ack for a keypad
+            # waited behind the PUBACK the keypad had not acknowledged yet (TCP
+            # delayed ack, about 40 ms on Linux): record written -> ack p50 went
+            # from 50 to 13 ms for one keypad
+            "set_tcp_nodelay true",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             "persistence_file mosquitto.db",

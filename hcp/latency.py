@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import socket
 import statistics
 import tempfile
 import threading
@@ -81,6 +82,9 @@ def broker_round_trip(host: str, port: int, count: int) -> Latencies:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="latency-baseline")
     client.on_message = lambda *_: arrived.set()
     client.connect(host, port)
+    # no Nagle on the client's side either: its PUBACK, then its next PUBLISH
+    # would wait for the broker's delayed TCP ack (about 40 ms)
+    client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     client.loop_start()
     topic = "hcp/bench/latency"
     try:

@@ -20,6 +20,7 @@ from sync_server import audit, db, org, phones, service_events, tokens
 from sync_server import citizen_tokens as citizen_tokens
 from sync_server.citizen_pages import event_link
 from sync_server.schema_citizen import event_phones, portal_failures, rater_phones
+from tests.harness import shared_worlds
 from tests.harness.collector import CSRF_FIELD, AuthActions
 
 ITEM = "11370305MB2856093X437030500100101"
@@ -73,10 +74,27 @@ def register(app, case_no, handled=None, phone=None, window="A01", unit="hall-ws
     return answer
 
 
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
+
+
 @pytest.fixture
 def world(engine_app):
     engine_app.tokens = build(engine_app)
     return engine_app
+
+
+def _build_refusing(app):
+    app.tokens = build(app)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def refusing(request, tmp_path_factory):
+    """One world per database for the pages that only read or refuse what is
+    sent (each checks that nothing was stored, so a refusal that wrongly went
+    through fails its own case)."""
+    with shared_worlds.module_world(request, tmp_path_factory, _build_refusing) as app:
+        yield app
 
 
 def ratings(app) -> list[dict]:
@@ -185,8 +203,8 @@ def test_an_unknown_or_retired_window(world):
     assert client.get("/r/w/B01").status_code == 404
 
 
-def test_english_on_request(world):
-    page = world.test_client().get("/r/w/B01?lang=en").get_data(as_text=True)
+def test_english_on_request(refusing):
+    page = refusing.test_client().get("/r/w/B01?lang=en").get_data(as_text=True)
     assert "How satisfied are you?" in page and "Very satisfied" in page
 
 
@@ -209,12 +227,12 @@ BAD_FIELDS = [
 
 
 @pytest.mark.parametrize(("fields", "message"), BAD_FIELDS)
-def test_bad_input_gets_its_message_and_nothing_is_stored(world, fields, message):
-    client = world.test_client()
+def test_bad_input_gets_its_message_and_nothing_is_stored(refusing, fields, message):
+    client = refusing.test_client()
     response = rate(client, "/r/w/B01", 2, step2=fields)
     assert response.status_code == 400
     assert text_of(response, "error") == message
-    assert ratings(world) == []
+    assert ratings(refusing) == []
 
 
 @pytest.mark.parametrize(
@@ -225,19 +243,19 @@ def test_bad_input_gets_its_message_and_nothing_is_stored(world, fields, message
         ("5", "<script>alert(1)</script>", "办件号：1至64位字母、数字、点、下划线或连字符。"),
     ],
 )
-def test_a_bad_level_or_case_number(world, stars, case_no, message):
-    client = world.test_client()
+def test_a_bad_level_or_case_number(refusing, stars, case_no, message):
+    client = refusing.test_client()
     data = {"csrf_token": csrf(client, "/r/w/B01"), "stars": stars}
     if case_no:
         data["case_no"] = case_no
     response = client.post("/r/w/B01", data=data)
     assert response.status_code == 400 and text_of(response, "error") == message
-    assert ratings(world) == []
+    assert ratings(refusing) == []
 
 
-def test_a_post_without_the_form_token_is_refused(world):
-    response = world.test_client().post("/r/w/B01", data={"stars": "5"})
-    assert response.status_code == 400 and ratings(world) == []
+def test_a_post_without_the_form_token_is_refused(refusing):
+    response = refusing.test_client().post("/r/w/B01", data={"stars": "5"})
+    assert response.status_code == 400 and ratings(refusing) == []
 
 
 # --- case QR ----------------------------------------------------------------------------
@@ -514,15 +532,15 @@ def test_the_kiosk_follow_up_link_takes_one_remark(world):
     assert ratings(world) == []
 
 
-def test_a_form_larger_than_any_real_one_is_refused_unread(world):
-    client = world.test_client()
+def test_a_form_larger_than_any_real_one_is_refused_unread(refusing):
+    client = refusing.test_client()
     token = csrf(client, "/r/w/B01")
     data = {"csrf_token": token, "stars": "5", "comment": "长" * 10000}
     response = client.post("/r/w/B01", data=data)
     assert response.status_code == 413 and text_of(response, "notice") == "提交的内容过大。"
     portal = client.post("/rate", data={"csrf_token": token, "case_no": "x" * 20000})
     assert portal.status_code == 413 and text_of(portal, "error") == "提交的内容过大。"
-    assert ratings(world) == []
+    assert ratings(refusing) == []
 
 
 def test_window_ratings_without_an_event_are_limited_per_address(world):

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from sync_server import db
 from sync_server.schema_citizen import paper_entries
+from tests.harness import shared_worlds
 from tests.harness.collector import CSRF_FIELD, AuthActions, _password_hash
 from tests.test_citizen import build, ratings, register, text_of
 
@@ -24,10 +25,14 @@ def today() -> dt.date:
     return dt.datetime.now(ZoneInfo("Asia/Shanghai")).date()
 
 
-@pytest.fixture
-def world(engine_app):
-    engine_app.tokens = build(engine_app)
-    with engine_app.extensions["hcp_engine"].begin() as conn:
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
+
+
+def build_paper(app) -> None:
+    """The two streets and a clerk of 闻韶街道."""
+    app.tokens = build(app)
+    with app.extensions["hcp_engine"].begin() as conn:
         conn.execute(
             db.users.insert().values(
                 username="clerk",
@@ -37,7 +42,27 @@ def world(engine_app):
                 created_at=db.utc_now(),
             )
         )
+
+
+@pytest.fixture
+def world(engine_app):
+    build_paper(engine_app)
     return engine_app
+
+
+def build_printed(app) -> None:
+    """The world with card B01-00001 printed by the admin and A01-00001 by the clerk."""
+    build_paper(app)
+    print_cards(logged_in(app, "admin"), "B01", "1")
+    print_cards(logged_in(app), "A01", "1")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def printed(request, tmp_path_factory):
+    """One printed world per database for the entries the app refuses (each
+    checks that nothing was stored, so one wrongly taken fails its own case)."""
+    with shared_worlds.module_world(request, tmp_path_factory, build_printed) as app:
+        yield app
 
 
 def logged_in(app, who="clerk"):
@@ -149,12 +174,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("fields", "message"), BAD)
-def test_bad_entries_get_their_message_and_store_nothing(world, fields, message):
-    admin = logged_in(world, "admin")
-    print_cards(admin, "B01", "1")
-    clerk = logged_in(world)
-    print_cards(clerk, "A01", "1")
+def test_bad_entries_get_their_message_and_store_nothing(printed, fields, message):
+    clerk = logged_in(printed)
     response = enter(clerk, **{"card_no": "A01-00001", "level": "1", **fields})
     assert response.status_code == 400
     assert text_of(response, "error") == message
-    assert ratings(world) == []
+    assert ratings(printed) == []

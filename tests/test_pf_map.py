@@ -11,13 +11,31 @@ from protocols import levels
 from protocols.levels import CHANNEL_TO_PF, PF_CODES, PF_NAMES, MappingError
 from sync_server import db, pf_map
 from sync_server.pf_pages import FORM_CELLS, PF_LABELS
+from tests.harness import shared_worlds
 from tests.harness.collector import AuthActions
+
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 
 @pytest.fixture
 def app(engine_app):
     """These tests run the app on each kind of database."""
     return engine_app
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def shared_app(request, tmp_path_factory):
+    """One app per database for the cases that only read or whose change is
+    refused (each checks the table is still the default afterwards)."""
+    with shared_worlds.module_world(request, tmp_path_factory, lambda app: None) as app:
+        yield app
+
+
+@pytest.fixture
+def shared(shared_app):
+    """(a new test client, the engine) of the shared app."""
+    return shared_app.test_client(), shared_app.extensions["hcp_engine"]
 
 
 # --- the table and its inverse -----------------------------------------------------------
@@ -175,8 +193,8 @@ def test_a_save_records_who_and_when(engine):
     assert rows[0].updated_at == rows[1].updated_at and rows[0].updated_at.endswith("Z")
 
 
-def test_pf_labels_translate_to_the_provincial_names(app):
-    with app.test_request_context("/"):
+def test_pf_labels_translate_to_the_provincial_names(shared_app):
+    with shared_app.test_request_context("/"):
         assert {pf: str(label) for pf, label in PF_LABELS.items()} == dict(PF_NAMES)
 
 
@@ -189,7 +207,8 @@ NEW_TABLE = [
 ]
 
 
-def test_anyone_logged_in_reads_the_table_and_its_inverse(client):
+def test_anyone_logged_in_reads_the_table_and_its_inverse(shared):
+    client, _engine = shared
     assert client.get("/api/v1/pf-map").status_code == 401
     AuthActions(client).login("viewer")
     body = client.get("/api/v1/pf-map").get_json()
@@ -208,7 +227,8 @@ def test_anyone_logged_in_reads_the_table_and_its_inverse(client):
 
 
 @pytest.mark.parametrize(("role", "status", "error"), [(None, 401, "login required"), ("viewer", 403, "admin only")])  # fmt: skip
-def test_only_an_admin_changes_the_table(client, engine, role, status, error):
+def test_only_an_admin_changes_the_table(shared, role, status, error):
+    client, engine = shared
     if role:
         AuthActions(client).login(role)
     response = client.put("/api/v1/pf-map", json={"rows": NEW_TABLE})
@@ -259,7 +279,9 @@ def test_an_admin_replaces_the_table(admin, engine):
         ),
     ],
 )  # fmt: skip
-def test_a_bad_change_is_refused_with_the_exact_message(admin, engine, kwargs, status, error):
+def test_a_bad_change_is_refused_with_the_exact_message(shared, kwargs, status, error):
+    admin, engine = shared
+    AuthActions(admin).login("admin")
     response = admin.put("/api/v1/pf-map", **kwargs)
     assert (response.status_code, response.get_json()) == (status, {"error": error})
     assert pf_map.read(engine) == tuple(pf_map.Row(*row) for row in CHANNEL_TO_PF)
@@ -278,7 +300,8 @@ def _form(auth, **changes):
     return data
 
 
-def test_the_page_shows_the_table_in_chinese_and_english(client):
+def test_the_page_shows_the_table_in_chinese_and_english(shared):
+    client, _engine = shared
     AuthActions(client).login("viewer")
     page = client.get("/pf-map").get_data(as_text=True)
     for label in ("省级渠道代码", "评议卡", "未配置", "4 政务大厅平板电脑", "PC端", "任意客户端"):
@@ -288,7 +311,8 @@ def test_the_page_shows_the_table_in_chinese_and_english(client):
     assert "Provincial channel codes" in english and "4 Hall tablet" in english
 
 
-def test_a_viewer_cannot_post_the_form(client, engine):
+def test_a_viewer_cannot_post_the_form(shared):
+    client, engine = shared
     auth = AuthActions(client)
     auth.login("viewer")
     response = client.post("/pf-map", data=_form(auth, **{"pf-paper-": "1"}))
@@ -313,7 +337,8 @@ def test_an_admin_changes_the_table_through_the_form(client, engine):
     assert "已保存。" in client.get("/pf-map?saved=1").get_data(as_text=True)
 
 
-def test_a_forged_form_is_refused_with_the_exact_message(client, engine):
+def test_a_forged_form_is_refused_with_the_exact_message(shared):
+    client, engine = shared
     auth = AuthActions(client)
     auth.login("admin")
     response = client.post("/pf-map", data=_form(auth, **{"pf-paper-": "5"}))
@@ -329,7 +354,9 @@ def test_a_forged_form_is_refused_with_the_exact_message(client, engine):
     assert pf_map.read(engine) == tuple(pf_map.Row(*row) for row in CHANNEL_TO_PF)
 
 
-def test_the_form_needs_its_csrf_token(admin, engine):
+def test_the_form_needs_its_csrf_token(shared):
+    admin, engine = shared
+    AuthActions(admin).login("admin")
     response = admin.post("/pf-map", data={"pf-paper-": "1"})
     assert response.status_code == 400
     with pytest.raises(MappingError):

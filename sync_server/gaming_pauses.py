@@ -88,11 +88,13 @@ def report(engine, window_id: str, body, actor: str, scope=None) -> tuple[dict, 
     if action not in ACTIONS:
         raise PauseError("action: must be pause or resume")
     at = _at(body)
+    if not org.CODE_PATTERN.fullmatch(window_id):  # a NUL was a 500 on PostgreSQL
+        raise PauseError("window: not a window code (1..64 of A-Z a-z 0-9 . _ -)", 404)
     p = window_pauses.c
     with engine.begin() as conn:
-        window = org.get(conn, "windows", window_id[:64])
+        window = org.get(conn, "windows", window_id)
         if window is None or (scope is not None and window["unit"] not in scope):
-            raise PauseError(f"window: no window {window_id[:64]} in your units", 404)
+            raise PauseError(f"window: no window {window_id} in your units", 404)
         if action == "pause":
             open_before = conn.execute(
                 select(window_pauses)

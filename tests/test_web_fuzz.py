@@ -315,7 +315,7 @@ def parameter_values(name, content):
         from sync_server.analytics import VIEWS
 
         return sorted(VIEWS)
-    if name in ("case_id", "appeal_id", "flag_id"):  # no case, appeal or gaming flag here
+    if name in ("case_id", "appeal_id", "flag_id", "number"):  # no case, appeal, flag, sheet page
         return ["999999"]
     if name == "token":  # a well-formed case token that no event has
         return ["1-20991231-" + "0" * 24]

@@ -117,6 +117,11 @@ def test_a_glyph_the_font_lacks_is_reported_and_left_out(tmp_path, font_path, ca
         ('{"tags": [[1, "D101"]]}', "roster.json.tags[0]: must be [level, code, text]"),
         ('{"staf": []}', 'roster.json: unknown key "staf"'),
         ('"张敏"', "roster.json: must be a JSON object or a list of staff"),
+        (
+            '{"window_id": "A01", "roster": [["1001"]]}',
+            "roster.json.roster[0]: must be [staff_no, name]",
+        ),
+        ('{"window_id": "A01", "roster": {"1001": "张敏"}}', "roster.json.roster: must be a list"),
     ],
 )
 def test_a_malformed_roster_gets_an_exact_error(tmp_path, capsys, content, message):
@@ -141,6 +146,21 @@ def test_a_config_message_and_the_demo_devices_file_are_rosters():
     config = {"t": "config", "v": 1, "version": 3, "window_id": "A01", "staff_name": "王芳",
               "staff_no": "1003", "tags": [[1, "D101", "服务态度差"]]}  # fmt: skip
     assert fontgen.roster_texts(config) == ["A01", "王芳", "1003", "服务态度差"]
+    # the window's roster and opening hours (docs/protocol.md §3.4): every name a sign-in shows
+    config |= {
+        "roster": [["1001", "张敏"], ["1002", "欧阳娜娜"]],
+        "hours": [[1, 5, "08:30", "12:00"]],
+    }
+    assert fontgen.roster_texts(config) == [
+        "A01",
+        "王芳",
+        "1003",
+        "1001",
+        "张敏",
+        "1002",
+        "欧阳娜娜",
+        "服务态度差",
+    ]
     devices = [{"device_id": "kp-demo-01", "key_hex": "00", "window_id": "A02",
                 "staff_name": "李强", "staff_no": "1002"}]  # fmt: skip
     assert fontgen.roster_texts(devices) == ["李强", "1002", "A02"]

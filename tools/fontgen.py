@@ -62,7 +62,10 @@ STAFF_KEYS = ("staff_name", "name", "staff_no", "window_id")
 CONFIG_KEYS = ("window_id", "staff_name", "staff_no")
 ROSTER_KEYS = ("staff", "tags", "texts")
 # a config message's other keys: accepted, not shown
-CONFIG_OTHER = ("t", "v", "version", "staff_id", "org_id", "content_version", "sig", "device_id")
+CONFIG_OTHER = (
+    "t", "v", "version", "staff_id", "org_id", "content_version", "sig", "device_id", "hours",
+    "roster",
+)  # fmt: skip
 
 
 class FontError(Exception):
@@ -120,6 +123,16 @@ def roster_texts(data, name: str = "roster") -> list[str]:
         raise FontError(f'{name}: unknown key "{key}"')
     if is_config:
         texts += [_text(data[key], f"{name}.{key}") for key in CONFIG_KEYS if key in data]
+        roster = data.get("roster", [])  # [[工号, name], ...]: the names a sign-in shows
+        if not isinstance(roster, list):
+            raise FontError(f"{name}.roster: must be a list")
+        for i, row in enumerate(roster):
+            if not (isinstance(row, list) and len(row) == 2):
+                raise FontError(f"{name}.roster[{i}]: must be [staff_no, name]")
+            texts += [
+                _text(row[0], f"{name}.roster[{i}][0]"),
+                _text(row[1], f"{name}.roster[{i}][1]"),
+            ]
     staff = data.get("staff", [])
     if not isinstance(staff, list):
         raise FontError(f"{name}.staff: must be a list")

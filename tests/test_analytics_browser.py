@@ -1,7 +1,8 @@
 """A real browser (Playwright and Debian's chromium) walks the analytics: the
 supervisor logs in, opens the figures, sees the chart, filters by a street,
 opens the windows and the trend, exports Excel and reads it back with
-openpyxl. Screenshots are saved in the test's folder."""
+openpyxl; then filters the evaluations list by local days and exports it
+from its Excel link. Screenshots are saved in the test's folder."""
 
 from __future__ import annotations
 
@@ -75,3 +76,19 @@ def test_a_supervisor_filters_sees_a_chart_and_exports_excel(live_app, browser_p
     expect(page.locator("#figures tbody tr").first).to_contain_text("2026-11")
     page.screenshot(path=str(tmp_path / "analytics-trend.png"), full_page=True)
     assert (tmp_path / "analytics-trend.png").stat().st_size > 1000
+
+    # the evaluations list, filtered by local days, exports what it lists
+    page.goto(base + "/evaluations")
+    page.fill("form.filters input[name=since]", "2026-11-21")
+    page.fill("form.filters input[name=until]", "2026-11-22")
+    page.click("form.filters button[type=submit]")
+    expect(page.locator("body")).to_contain_text("共 2 条评价")
+    with page.expect_download() as caught:
+        page.click("#evaluations-export >> text=Excel")
+    path = tmp_path / "evaluations.xlsx"
+    caught.value.save_as(path)
+    table = [list(r) for r in openpyxl.load_workbook(path).active.iter_rows(values_only=True)]
+    assert table[0][0] == "评价记录"
+    assert table[1][:2] == ["统计时段", "2026-11-21 — 2026-11-22"]
+    assert [row[0] for row in table[5:7]] == ["kp-01:2", "kp-01:3"]
+    assert table[8][:2] == ["合计", 2]

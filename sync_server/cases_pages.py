@@ -54,6 +54,19 @@ from sync_server.schema_citizen import rater_phones
 from sync_server.web import register_nav
 
 bp = Blueprint("cases", __name__)
+# ids are INTEGER columns: a larger number in a URL is no case (SQLite and
+# PostgreSQL would raise on it: a 404, not a 500)
+MAX_ID = 2**31 - 1
+
+
+@bp.before_request
+def _no_id_past_the_column():
+    for name in ("case_id", "appeal_id"):
+        value = (request.view_args or {}).get(name)
+        if value is not None and not 0 < value <= MAX_ID:
+            abort(404)
+
+
 ALERT_STATE_LABELS = {
     "pending": _l("waiting to be sent"),
     "sending": _l("being sent"),

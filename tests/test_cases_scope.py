@@ -141,3 +141,13 @@ def test_the_api_reveals_for_the_case_unit_with_the_same_refusals(world):
         "this case is verified"
     }
     assert reveals(world) == [("um", "kp-05:1")]
+
+
+def test_a_case_or_appeal_number_past_the_id_column_is_no_page(world):
+    admin = login(world, "admin")
+    token = AuthActions(admin).csrf_token("/cases")
+    for number in ("2147483648", "9223372036854775808", "99999999999999999999"):
+        assert admin.get(f"/cases/{number}").status_code == 404
+        assert admin.post(f"/cases/{number}/assign", data={"csrf_token": token}).status_code == 404
+        assert admin.get(f"/cases/appeals/{number}/file").status_code == 404
+    assert admin.get("/cases/2147483647").status_code == 404  # the last id: looked up, none

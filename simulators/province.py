@@ -513,7 +513,13 @@ def serve(province: Province, host="127.0.0.1", port=0):
     handler = type("Handler", (_Handler,), {"province": province})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="sim-province", daemon=True).start()
+    # a short shutdown poll: tests start and stop a province for each case
+    threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name="sim-province",
+        daemon=True,
+    ).start()
     return server, f"http://{host}:{server.server_port}"
 
 

@@ -22,7 +22,11 @@ import serial
 
 from hcp import window
 from sync_server.cli import serve_web
+from tests.harness import shared_worlds
 from tests.test_citizen import ITEM, build, utc
+
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 CASE = "LZ2026112740001"
 

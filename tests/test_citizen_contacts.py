@@ -13,9 +13,13 @@ from sqlalchemy import select
 
 from sync_server import contacts, create_app, db, phones
 from sync_server.ingest import Ingestor
+from tests.harness import shared_worlds
 from tests.harness.records import CONTACT, batch, contact_entry, ev_topic, signed
 from tests.test_access import client_as
 from tests.test_audit import _entries, build_world
+
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 NUMBER = "13912345678"
 

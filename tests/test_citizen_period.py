@@ -12,7 +12,11 @@ import pytest
 
 from sync_server import citizen_tokens, db
 from sync_server.schema_rankings import calendar_days
+from tests.harness import shared_worlds
 from tests.test_citizen import build, register
+
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 
 def at(text: str) -> dt.datetime:

@@ -11,9 +11,13 @@ import pytest
 from sqlalchemy import select
 
 from sync_server import audit, db, gaming, gaming_month
+from tests.harness import shared_worlds
 from tests.harness.collector import AuthActions
 from tests.harness.records import add_evaluation
 from tests.test_province import register_event, world
+
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 SMALL = {"windows": 6, "per_day": 10}
 

@@ -16,8 +16,12 @@ from sqlalchemy import select
 from sync_server import db, gaming, org, tokens
 from sync_server.cli import serve_web
 from sync_server.schema_outbox import window_pauses
+from tests.harness import shared_worlds
 from tests.harness.records import add_evaluation
 from tests.harness.window_pc import running_window
+
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 
 def _utc(moment: dt.datetime) -> str:

@@ -14,10 +14,14 @@ from simulators.province import Province, serve
 from sync_server import audit, db, features, outbox
 from sync_server.openapi import DOCUMENT
 from sync_server.schema_outbox import outbox as outbox_table
+from tests.harness import shared_worlds
 from tests.harness.collector import AuthActions
 from tests.harness.records import add_evaluation
 from tests.test_openapi import problems
 from tests.test_province import register_event, sender_for, states, world
+
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 
 @pytest.fixture

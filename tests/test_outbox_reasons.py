@@ -13,8 +13,12 @@ from sync_server import cases_workflow, outbox, province_map
 from sync_server.cases import case_of_record
 from sync_server.schema_citizen import sms_reasons
 from sync_server.schema_outbox import outbox as outbox_table
+from tests.harness import shared_worlds
 from tests.harness.records import add_evaluation
 from tests.test_province import drain, province, register_event, sender_for, states, world
+
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 __all__ = ["province"]  # the fixture, imported for the tests below
 

@@ -17,7 +17,11 @@ from sync_server import db, org, outbox, pf_map, province_map, tags
 from sync_server.outbox_sender import ProvinceClient, Sender, SendFailed
 from sync_server.schema_channels import service_events
 from sync_server.schema_outbox import outbox as outbox_table
+from tests.harness import shared_worlds
 from tests.harness.records import add_evaluation
+
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 HANDLED = "2026-11-26T08:20:00Z"  # 16:20 in Linzi
 RATED = "2026-11-26T08:30:00Z"

@@ -144,6 +144,25 @@ def test_devices_page_shows_the_gap(client, engine):
     assert "ee" * 32 not in page
 
 
+def test_seqs_lost_with_a_board_are_shown_with_their_cause_not_as_missing(client, engine):
+    from sync_server.schema_fleet import fleet_seq_gaps
+
+    db.add_device(engine, "kp-01", "ee" * 32, window_id="A01")
+    for seq in (1, 2, 7, 9):  # 3..6 lost with the old board (noted at re-provisioning); 8 not
+        add_evaluation(engine, f"kp-01:{seq}", 5, f"2026-11-26T00:3{seq}:00Z")
+    with engine.begin() as conn:
+        conn.execute(
+            fleet_seq_gaps.insert().values(device_id="kp-01", first_seq=3, last_seq=6,
+                                           cause="lost_with_board", noted_at=db.utc_now(),
+                                           noted_by="tech")
+        )  # fmt: skip
+    page = text(login(client, "viewer").get("/devices"))
+    assert '<td class="bad">1' in page  # only seq 8 is missing for no known reason
+    assert '<span class="muted" id="lost-kp-01">另有4条随清空或更换的主板丢失</span>' in page
+    api = client.get("/api/v1/devices").get_json()["items"][0]
+    assert (api["missing"], api["lost_with_board"]) == (1, 4)
+
+
 def test_devices_page_shows_per_level_counts_to_admins_only(client, engine):
     db.add_device(engine, "kp-01", "ee" * 32)
     add_evaluation(engine, "kp-01:1", 5, "2026-11-26T00:30:00Z")

@@ -190,22 +190,16 @@ def _deep(depth):
     return value
 
 
+# sent in place of every field of every route (each kind once: the requests cost time)
 ODD_VALUES = [
     None,
     True,
-    0,
     -1,
     2**63,
-    -(2**63) - 1,
-    10**40,
-    1.5,
     Raw("1e309"),
-    Raw("-1e309"),
     Raw("NaN"),
-    Raw("Infinity"),
     "NaN",
     "",
-    " ",
     HUGE,
     "a\x00b",
     "\x1b[2J\x07\x08",
@@ -214,11 +208,11 @@ ODD_VALUES = [
     "😀𠀀𝄞",  # non-BMP
     "'; DROP TABLE evaluations; --",
     [],
-    ["a"],
-    {},
     {"a": "b"},
     _deep(200),
 ]
+# more of the same kinds, for hypothesis to draw from
+MORE_ODD_VALUES = [0, 1.5, -(2**63) - 1, 10**40, Raw("-1e309"), Raw("Infinity"), " ", ["a"], {}]
 
 
 def dumps(value) -> str:
@@ -334,7 +328,7 @@ def fixed_requests(app, method, path, example):
 
 def hostile_values():
     leaves = (
-        st.sampled_from(ODD_VALUES)
+        st.sampled_from(ODD_VALUES + MORE_ODD_VALUES)
         | st.text(max_size=80)
         | st.integers()
         | st.floats()

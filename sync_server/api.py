@@ -191,7 +191,9 @@ def evaluations_summary():
 @requires("ratings")
 def evaluation(record_id):
     _check_known(request.args, ())
-    item = get_evaluation(get_engine(), record_id, current_user.scope())
+    item = None
+    if len(record_id) <= MAX_ID and not text_problem(record_id):  # a NUL was a 500 (PostgreSQL)
+        item = get_evaluation(get_engine(), record_id, current_user.scope())
     if item is None:
         return jsonify(error=f"record_id: unknown record {record_id!r}"), 404
     return jsonify(item)

@@ -24,6 +24,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -228,7 +229,8 @@ def act(flag_id: int):
 @requires("gaming")
 def api_flags():
     try:
-        state, rule = _filters()
+        with force_locale("en"):  # the API answers in English, like every API error
+            state, rule = _filters()
     except gaming.GamingError as exc:
         return jsonify(error=str(exc)), 400
     with get_engine().connect() as conn:

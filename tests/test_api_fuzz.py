@@ -622,3 +622,23 @@ def test_a_pause_of_no_window_code_is_a_404_naming_the_window(fuzz_world, window
         {"error": "window: not a window code (1..64 of A-Z a-z 0-9 . _ -)"},
     )
     assert snapshot(fuzz_world.extensions["hcp_engine"]) == fuzz_world.world.state
+
+
+@pytest.mark.parametrize("record_id", ["ws:1%00", "%00", "x" * 101])
+def test_a_rating_is_not_looked_up_for_text_no_record_id_can_be(fuzz_world, record_id):
+    """GET /api/v1/evaluations/ws:1%00 was a 500 on PostgreSQL (found beside the fuzz)."""
+    response = client_of(fuzz_world, "admin").get(f"/api/v1/evaluations/{record_id}")
+    shown = record_id.replace("%00", "\x00")
+    assert (response.status_code, response.get_json()) == (
+        404,
+        {"error": f"record_id: unknown record {shown!r}"},
+    )
+
+
+def test_the_gaming_flags_api_answers_a_bad_filter_in_english(fuzz_world):
+    """It answered in the page language (zh_CN: "state：须为 ..."), unlike every API error."""
+    response = client_of(fuzz_world, "admin").get("/api/v1/gaming/flags?state=%00")
+    assert (response.status_code, response.get_json()) == (
+        400,
+        {"error": "state: must be one of open, review, dismissed, confirmed"},
+    )

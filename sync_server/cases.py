@@ -262,8 +262,18 @@ def after_store(conn, rows: list[dict]) -> None:
                 "created_at": now,
             }
         )
-    conn.execute(case_steps.insert(), steps)
-    conn.execute(case_alerts.insert(), alerts)
+    _insert_rows(conn, case_steps, steps)
+    _insert_rows(conn, case_alerts, alerts)
+
+
+def _insert_rows(conn, table, rows: list[dict]) -> None:
+    """The rows straight to the driver's executemany: a batch's steps and
+    alerts are plain values of known columns, so SQLAlchemy's work per row
+    (a parameter set each) is skipped."""
+    names = list(rows[0])
+    marks = ", ".join(["?" if conn.dialect.paramstyle == "qmark" else "%s"] * len(names))
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})"
+    conn.exec_driver_sql(sql, [tuple(row[name] for name in names) for row in rows])
 
 
 def _engine_of(conn):

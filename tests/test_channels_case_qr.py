@@ -21,8 +21,8 @@ import pytest
 import serial
 
 from hcp import window
-from sync_server.cli import serve_web
 from tests.harness import shared_worlds
+from tests.harness.shared_worlds import serve_web
 from tests.test_citizen import ITEM, build, utc
 
 # PostgreSQL migrated once per module and emptied for each test

@@ -15,11 +15,15 @@ import urllib.request
 
 import pytest
 
-from sync_server.cli import serve_web
+from tests.harness import shared_worlds
 from tests.harness.collector import ADMIN
+from tests.harness.shared_worlds import serve_web
 from tests.test_citizen import PHONE, build, ratings, register
 from tests.test_paper import today
 from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, _need
+
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 PHONE_SIZE = {"width": 360, "height": 640}
 PHONE_AGENT = (

@@ -17,11 +17,15 @@ import re
 import pytest
 
 from sync_server import org
-from sync_server.cli import serve_web
+from tests.harness import shared_worlds
 from tests.harness.collector import ADMIN
+from tests.harness.shared_worlds import serve_web
 from tests.test_citizen import build
 from tests.test_citizen_browser import decode
 from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, _need
+
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 WINDOWS = ["A01", "A02", "A03", "A04", "A05", "A06", "B01"]  # 7 labels: two A4 pages
 

@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import select
 
 from sync_server import db, gaming, org, tokens
-from sync_server.cli import serve_web
 from sync_server.schema_outbox import window_pauses
 from tests.harness import shared_worlds
 from tests.harness.records import add_evaluation
+from tests.harness.shared_worlds import serve_web
 from tests.harness.window_pc import running_window
 
 # PostgreSQL migrated once per module and emptied for each test

@@ -11,9 +11,9 @@ import pytest
 
 from hcp.sim_province import start_beside
 from sync_server import gaming_month, outbox_sender
-from sync_server.cli import serve_web
 from tests.harness.collector import ADMIN, VIEWER, add_users, make_app
 from tests.harness.records import add_evaluation
+from tests.harness.shared_worlds import serve_web
 from tests.test_province import register_event, world
 from tests.test_web_browser import browser_page  # noqa: F401  (a fixture)
 

@@ -12,6 +12,10 @@ import pytest
 
 from hcp.broker import MosquittoBroker
 from sync_server import outbox_crash
+from tests.harness import shared_worlds
+
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 
 @pytest.mark.skipif(not MosquittoBroker.available(), reason="needs mosquitto")

@@ -7,6 +7,10 @@ order, times unchanged; dead letters are exactly the planted refusals."""
 from __future__ import annotations
 
 from sync_server import outbox_fault
+from tests.harness import shared_worlds
+
+# PostgreSQL migrated once per module and emptied for each test
+engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 
 def test_nothing_lost_nothing_twice_in_order_through_faults_and_kills(engine, tmp_path):

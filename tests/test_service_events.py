@@ -481,7 +481,7 @@ def send(url, body) -> tuple[int, dict]:
 
 def test_the_window_pc_registers_events_with_the_collector(world):
     from hcp.window import CollectorLink
-    from sync_server.cli import serve_web
+    from tests.harness.shared_worlds import serve_web
 
     web, _thread = serve_web(world, "127.0.0.1", 0)
     try:

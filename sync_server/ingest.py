@@ -36,6 +36,7 @@ from protocols import messages, record, sign, topics
 from protocols.levels import is_bad
 from sync_server import canonical_fast, clock, db, features, quarantine
 from sync_server import contacts as sealed_contacts
+from sync_server.schema_fleet import fleet_seq_gaps
 
 log = logging.getLogger(__name__)
 
@@ -498,6 +499,13 @@ class Ingestor:
         the per-level counts of what is stored, signed and bound to the boot
         that asked (docs/protocol.md §3.6)."""
         highest, counts = seqs_held(conn, device.device_id)
+        # seqs noted lost with a wiped board (re-provisioning) are never used again,
+        # even by a board that loses its store once more before storing anything
+        g = fleet_seq_gaps.c
+        lost = conn.execute(
+            select(func.max(g.last_seq)).where(g.device_id == device.device_id)
+        ).scalar()
+        highest = max(highest, lost or 0)
         last = msg.get("last_seq")
         if last is not None and last >= highest:
             return

@@ -214,6 +214,21 @@ def test_the_collector_tells_a_wiped_device_the_highest_seq_it_holds(engine, ing
     assert answer_of(outcome) == messages.seq("b00t", 9, {"1": 1, "2": 0, "3": 0, "4": 0, "5": 2})
 
 
+def test_seqs_noted_lost_with_a_board_are_never_handed_out_again(engine, ingestor):
+    from sync_server.schema_fleet import fleet_seq_gaps
+
+    ingestor.process(EV, batch([signed(1, 5), signed(2, 1)]))
+    with engine.begin() as conn:  # re-provisioning noted 3..7 lost with the old board
+        conn.execute(
+            fleet_seq_gaps.insert().values(device_id="kp-01", first_seq=3, last_seq=7,
+                                           cause="lost_with_board", noted_at=db.utc_now(),
+                                           noted_by="tech")
+        )  # fmt: skip
+    # the new board lost its store again before storing anything: it starts after the gap
+    outcome = ingestor.process(STATUS, status(queue=0))
+    assert answer_of(outcome) == messages.seq("b00t", 7, {"1": 1, "2": 0, "3": 0, "4": 0, "5": 1})
+
+
 def test_a_new_device_is_told_zero(engine, ingestor):
     assert answer_of(ingestor.process(STATUS, status())) == messages.seq(
         "b00t", 0, {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0}

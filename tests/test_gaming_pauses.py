@@ -51,18 +51,34 @@ def pauses(engine):
 # --- the collector's end -----------------------------------------------------------
 
 
-@pytest.fixture
-def api(engine_app):
-    token = world(engine_app.extensions["hcp_engine"])
-    client = engine_app.test_client()
+def poster(app):
+    """A call of the pause API with the window PC's token of a new world in `app`."""
+    token = world(app.extensions["hcp_engine"])
+    client = app.test_client()
 
     def post(window, body, bearer=token):
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
         answer = client.post(f"/api/v1/windows/{window}/pauses", json=body, headers=headers)
         return answer.status_code, answer.get_json()
 
-    post.engine = engine_app.extensions["hcp_engine"]
+    post.engine = app.extensions["hcp_engine"]
     return post
+
+
+@pytest.fixture
+def api(engine_app):
+    return poster(engine_app)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def refusing_api(request, tmp_path_factory):
+    """The pause API of one world per database for the reports the collector
+    refuses (each checks that no pause was stored)."""
+    made = []
+    with shared_worlds.module_world(
+        request, tmp_path_factory, lambda app: made.append(poster(app))
+    ):
+        yield made[0]
 
 
 def test_pauses_and_resumes_make_intervals_and_a_report_sent_again_counts_once(api):
@@ -103,12 +119,13 @@ def test_pauses_and_resumes_make_intervals_and_a_report_sent_again_counts_once(a
          "resume: window A01 has no pause open before 2026-11-26T08:00:00Z"),
     ],
 )  # fmt: skip
-def test_a_bad_report_is_refused_naming_what_is_wrong(api, window, body, status, error):
-    assert api(window, body) == (status, {"error": error})
-    assert pauses(api.engine) == []
+def test_a_bad_report_is_refused_naming_what_is_wrong(refusing_api, window, body, status, error):
+    assert refusing_api(window, body) == (status, {"error": error})
+    assert pauses(refusing_api.engine) == []
 
 
-def test_a_report_needs_the_window_pcs_token(api):
+def test_a_report_needs_the_window_pcs_token(refusing_api):
+    api = refusing_api
     assert api("A01", {"action": "pause", "at": "2026-11-26T08:00:00Z"}, bearer=None)[0] == 401
     assert api("A01", {"action": "pause", "at": "2026-11-26T08:00:00Z"}, bearer="hcp_no")[0] == 401
     assert pauses(api.engine) == []

@@ -50,7 +50,11 @@ def window_pc(live):
     port = serial.serial_for_url("loop://", timeout=0.05)
     link = window.CollectorLink(live.base, live.tokens["clerk_ws"], "A01")
     server, link_port = window.serve(port, 0, collector=link)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": shared_worlds.SHUTDOWN_POLL_S},
+        daemon=True,
+    )
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}", server
     server.shutdown()

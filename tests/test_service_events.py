@@ -457,7 +457,11 @@ def window_pc(collector):
 
     port = serial.serial_for_url("loop://", timeout=0.05)
     server, link = window.serve(port, 0, collector=collector)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": shared_worlds.SHUTDOWN_POLL_S},
+        daemon=True,
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -402,6 +402,7 @@ def test_a_viewer_gets_the_verdict_but_never_the_per_level_counts(viewer, three_
         "stored": 3,
         "max_seq": 4,
         "missing": 1,
+        "lost_with_board": 0,
         "counts_upto_seq": 4,
         "counts_match": False,
     }
@@ -416,6 +417,7 @@ def test_a_viewer_gets_the_verdict_but_never_the_per_level_counts(viewer, three_
         "stored": 2,
         "max_seq": 2,
         "missing": 0,
+        "lost_with_board": 0,
         "counts_upto_seq": 1,
         "counts_match": True,
     }
@@ -431,6 +433,7 @@ def test_a_viewer_gets_the_verdict_but_never_the_per_level_counts(viewer, three_
         "stored": 0,
         "max_seq": None,
         "missing": 0,
+        "lost_with_board": 0,
         "counts_upto_seq": None,
         "counts_match": None,
     }

@@ -4,7 +4,14 @@ a real broker into `hcp collector serve`, which is killed with SIGKILL twice
 down, slow, failing, answering garbage and refusing without a reason.
 Afterwards every service event and rating is at the province exactly once,
 in order, times unchanged; the 差评 held for their reason went once the
-call-back recorded it; nothing is left waiting."""
+call-back recorded it; nothing is left waiting.
+
+`make test` runs it on PostgreSQL; the SQLite run is `long` (`make
+test-long`). On SQLite, `make test` proves the same: nothing lost or twice,
+in order, through the province's moods and two kills of the sending process
+(one in flight) by the fault run (tests/test_outbox_fault.py, SQLite), and
+the 差评 held until its reason by tests/test_outbox_reasons.py on both
+databases."""
 
 from __future__ import annotations
 
@@ -19,6 +26,9 @@ engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgre
 
 
 @pytest.mark.skipif(not MosquittoBroker.available(), reason="needs mosquitto")
+@pytest.mark.parametrize(
+    "engine", [pytest.param("sqlite", marks=pytest.mark.long), "postgresql"], indirect=True
+)
 def test_the_collector_killed_mid_flight_loses_and_doubles_nothing(engine, tmp_path):
     url = engine.url.render_as_string(hide_password=False)
     engine.dispose()

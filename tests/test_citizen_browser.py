@@ -32,8 +32,10 @@ PHONE_AGENT = (
 )
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium for the module; each test opens its own context (no
+    cookies or storage shared between tests)."""
     playwright_sync = pytest.importorskip("playwright.sync_api")
     _need(os.path.exists(CHROMIUM), f"no chromium at {CHROMIUM}")
     with playwright_sync.sync_playwright() as playwright:

@@ -43,20 +43,28 @@ def live(engine_app):
     thread.join(5)
 
 
-@pytest.fixture
-def page(live):
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium for the module; each test opens its own context."""
     playwright_sync = pytest.importorskip("playwright.sync_api")
     _need(os.path.exists(CHROMIUM), f"no chromium at {CHROMIUM}")
     with playwright_sync.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1000, "height": 900})
-        page.goto(live.base + "/login")
-        page.fill("#username", ADMIN[0])
-        page.fill("#password", ADMIN[1])
-        page.click("button[type=submit]")
-        page.wait_for_url(live.base + "/")
-        yield page
-        browser.close()
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(live, browser):
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.goto(live.base + "/login")
+    page.fill("#username", ADMIN[0])
+    page.fill("#password", ADMIN[1])
+    page.click("button[type=submit]")
+    page.wait_for_url(live.base + "/")
+    yield page
+    context.close()
 
 
 def pdf_pages(pdf: bytes) -> int:

@@ -361,3 +361,48 @@ def test_the_form_needs_its_csrf_token(shared):
     assert response.status_code == 400
     with pytest.raises(MappingError):
         pf_map.to_pf(pf_map.read(engine), "paper")
+
+
+# --- the emptied PostgreSQL database of these tests is as the migrations left it ----------
+
+
+def test_emptying_the_shared_postgresql_database_brings_back_the_migrated_state(
+    migrated_postgres,
+):
+    """tests/harness/shared_worlds.py empties one migrated database between
+    tests instead of migrating again: the seeded pf table and every sequence
+    must come back as they were, and a changed schema must be caught."""
+    eng = db.make_engine(migrated_postgres.url)
+    try:
+        migrated_postgres.reset(eng)
+        with eng.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM pf_map")
+            sequences = (
+                conn.exec_driver_sql(
+                    "SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'"
+                )
+                .scalars()
+                .all()
+            )
+            for name in sequences:
+                conn.exec_driver_sql(f"SELECT nextval('\"{name}\"')")
+        assert sequences, "the schema has sequences to put back"
+        migrated_postgres.reset(eng)
+        assert pf_map.read(eng) == tuple(pf_map.Row(*row) for row in CHANNEL_TO_PF)
+        with eng.connect() as conn:
+            now = conn.exec_driver_sql(
+                "SELECT sequencename, COALESCE(last_value, start_value), last_value IS NOT NULL"
+                " FROM pg_sequences WHERE schemaname = 'public'"
+            ).all()
+        assert sorted(now) == sorted(migrated_postgres.sequences)
+        migrated_postgres.check(eng)
+        with eng.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE stray (id integer)")
+        with pytest.raises(AssertionError) as caught:
+            migrated_postgres.check(eng)
+        assert "a test changed the schema of the shared database" in str(caught.value)
+    finally:
+        with eng.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS stray")
+        migrated_postgres.reset(eng)
+        eng.dispose()

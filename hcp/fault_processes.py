@@ -136,8 +136,15 @@ class ProcessFaultRun:
         engine = db.make_engine(self.database_url)
         db.init(engine)
         devices = [(f"kp-pf-{n:02d}", secrets.token_hex(32)) for n in range(self.devices)]
+        from device.store import seed
+
         for device_id, key_hex in devices:
             db.add_device(engine, device_id, key_hex)
+            # provisioned as `hcp provision` does: the store's first state is
+            # written before the board runs (an unseeded store killed in its very
+            # first state write cannot open again: device/store.py reads the
+            # empty state.tmp)
+            seed(str(self.workdir / device_id))
         broker = MosquittoBroker(
             port=free_port(), workdir=self.workdir / "broker", persistence=True
         )

@@ -24,11 +24,12 @@ from __future__ import annotations
 import base64
 import binascii
 
-from flask import Blueprint, abort, jsonify, request
+from flask import Blueprint, abort, jsonify, make_response, request
 from flask_babel import force_locale
 from flask_login import current_user
 
 from protocols.levels import is_bad, is_stars, level_name
+from protocols.record import MAX_ID, text_problem
 from sync_server import (
     api,
     cases,
@@ -61,6 +62,18 @@ bp = Blueprint("cases_api", __name__, url_prefix="/api/v1")
 def init_app(app) -> None:
     app.register_blueprint(bp)
     openapi.register(PATHS, SCHEMAS)
+
+
+@bp.before_request
+def _ids_in_range():
+    """A case or appeal number past what the id column holds names nothing:
+    404, before any database is asked (PostgreSQL's integer ends at 2**31-1)."""
+    for value in (request.view_args or {}).values():
+        if isinstance(value, int) and not 0 < value <= MAX_ROW_ID:
+            abort(404)
+
+
+MAX_ROW_ID = 2**31 - 1
 
 
 @bp.errorhandler(api.ParamError)
@@ -183,19 +196,24 @@ def case_reopen(case_id):
 def _case_for_appeal(record_id) -> int:
     """The case of the rating `record_id` for an appeal; 404 when the rating
     is unknown or outside the caller's units, 400 when it has no case."""
-    if not isinstance(record_id, str) or not record_id or len(record_id) > 100:
+    if not isinstance(record_id, str) or not record_id:
         raise CaseError("record_id", "required")
+    # no stored id is longer, or holds a control character or a lone surrogate
+    # (which the database driver cannot even send)
+    if len(record_id) > MAX_ID or text_problem(record_id):
+        raise CaseError("record_id", f"not a record id (1..{MAX_ID} characters of text)")
+    unknown = make_response(jsonify(error=f"record_id: unknown record {record_id!r}"), 404)
     scope = current_user.scope()
     engine = get_engine()
     with engine.connect() as conn:
         case = cases.case_of_record(conn, record_id)
     if case is not None:
         if scope is not None and case["unit_id"] not in scope:
-            abort(404)
+            abort(unknown)  # the same answer as a rating that does not exist
         return case["id"]
     rating = queries.get_evaluation(engine, record_id, scope)
     if rating is None:
-        abort(404)
+        abort(unknown)
     stars = rating["stars"]
     if is_stars(stars) and not is_bad(stars):
         raise CaseError(

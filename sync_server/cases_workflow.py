@@ -164,6 +164,8 @@ def _text(values: dict, name: str, limit: int, required: bool = False) -> str | 
         raise CaseError(name, _l("at most %(limit)s characters", limit=limit))
     if "\x00" in value:
         raise CaseError(name, _l("must not contain NUL characters"))
+    if any("\ud800" <= ch <= "\udfff" for ch in value):  # no database can store one
+        raise CaseError(name, _l("must not contain lone surrogates"))
     return value
 
 

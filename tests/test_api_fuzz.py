@@ -441,15 +441,7 @@ def _sent_keys(raw) -> set:
 
 # --- what is known to be wrong, in files this test's owner may not change -------------------
 
-STEPS = ("POST", "/api/v1/cases/<int:case_id>/steps")
-REOPEN = ("POST", "/api/v1/cases/<int:case_id>/reopen")
-APPEALS = ("POST", "/api/v1/appeals")
-DECISION = ("POST", "/api/v1/appeals/<int:appeal_id>/decision")
-CASE_CONTACT = ("POST", "/api/v1/cases/<int:case_id>/contact")
-SURROGATE = b"\\ud800"  # a lone surrogate as JSON writes it
 NUL = b"\\u0000"
-SERVER_ERROR = ": 500 "
-NOT_FOUND = """: 404 b'{"error":"not found"}"""
 
 
 class Bug:
@@ -471,64 +463,10 @@ class Bug:
         )
 
 
-_SURROGATE_500 = (
-    "sync_server/cases_workflow.py stores the text as sent: a lone surrogate "
-    "reaches the database driver, which raises UnicodeEncodeError (a 500, not "
-    "'{field}: contains a lone surrogate')"
-)
-KNOWN_BUGS = [
-    Bug(STEPS, 'note = "\\ud800"', _SURROGATE_500.format(field="note"), SURROGATE, SERVER_ERROR),
-    Bug(REOPEN, 'reason = "\\ud800"', _SURROGATE_500.format(field="reason"), SURROGATE, SERVER_ERROR),
-    Bug(APPEALS, 'evidence = "\\ud800"', _SURROGATE_500.format(field="evidence"), SURROGATE, SERVER_ERROR),
-    Bug(DECISION, 'reason = "\\ud800"', _SURROGATE_500.format(field="reason"), SURROGATE, SERVER_ERROR),
-    Bug(
-        APPEALS,
-        'record_id = "\\ud800"',
-        "sync_server/cases_api.py _case_for_appeal looks the record_id up as sent: a lone "
-        "surrogate raises UnicodeEncodeError in the database driver (a 500)",
-        SURROGATE,
-        SERVER_ERROR,
-    ),
-    Bug(
-        APPEALS,
-        'record_id = "a\\u0000b"',
-        "sync_server/cases_api.py _case_for_appeal looks the record_id up as sent: PostgreSQL "
-        "refuses a NUL in text (psycopg.DataError, a 500)",
-        NUL,
-        SERVER_ERROR,
-        databases=("postgresql",),
-    ),
-    Bug(
-        APPEALS,
-        'record_id = " "',
-        "sync_server/cases_api.py answers an unknown record_id with abort(404): "
-        "{'error': 'not found'} names no field (api.py says \"record_id: unknown record ...\")",
-        None,
-        NOT_FOUND,
-    ),
-    *(
-        Bug(
-            route,
-            f"URL {arg} = {number}",
-            f"sync_server/cases_api.py takes any <int:{arg}>: {number} is past the "
-            f"{column} column, and the lookup raises {error} (a 500, not a 404)",
-            None,
-            (f"/{number}/", SERVER_ERROR),
-            databases,
-        )
-        for route, arg in (
-            (STEPS, "case_id"), (REOPEN, "case_id"), (CASE_CONTACT, "case_id"),
-            (DECISION, "appeal_id"),
-        )
-        for number, column, error, databases in (
-            ("2147483648", "PostgreSQL integer", "NumericValueOutOfRange", ("postgresql",)),
-            ("9223372036854775808", "64-bit integer", "OverflowError or NumericValueOutOfRange",
-             ("sqlite", "postgresql")),
-            ("99999999999999999999", "64-bit integer", "OverflowError or NumericValueOutOfRange",
-             ("sqlite", "postgresql")),
-        )
-    ),
-]  # fmt: skip
+# Bugs found and not fixed yet, each replayed on its own below (strict xfail):
+# none now. The cases API's were fixed (lone surrogates in its text fields,
+# NUL and unknown record ids in appeals, URL ids past the id column).
+KNOWN_BUGS: list[Bug] = []
 
 
 def known(method, path, app, raw, problem):
@@ -642,3 +580,54 @@ def test_the_gaming_flags_api_answers_a_bad_filter_in_english(fuzz_world):
         400,
         {"error": "state: must be one of open, review, dismissed, confirmed"},
     )
+
+
+CASE_TEXTS = [
+    (("POST", "/api/v1/cases/<int:case_id>/steps"), "note"),
+    (("POST", "/api/v1/cases/<int:case_id>/reopen"), "reason"),
+    (("POST", "/api/v1/appeals"), "evidence"),
+    (("POST", "/api/v1/appeals/<int:appeal_id>/decision"), "reason"),
+]
+
+
+@pytest.mark.parametrize(("route", "field"), CASE_TEXTS)
+def test_a_cases_text_with_a_lone_surrogate_is_refused_by_name(fuzz_world, route, field):
+    """Each reached the database driver as sent: UnicodeEncodeError, a 500."""
+    method, path, role, body = _example_of(fuzz_world, route)
+    example = {**example_body(fuzz_world, body), field: "\ud800"}
+    response = client_of(fuzz_world, role).open(
+        path, method=method, data=json.dumps(example), content_type=JSON
+    )
+    assert (response.status_code, response.get_json()) == (
+        400,
+        {"error": f"{field}: must not contain lone surrogates"},
+    )
+    assert snapshot(fuzz_world.extensions["hcp_engine"]) == fuzz_world.world.state
+
+
+@pytest.mark.parametrize(
+    ("record_id", "answer"),
+    [
+        ("\ud800", (400, "record_id: not a record id (1..100 characters of text)")),
+        ("a\x00b", (400, "record_id: not a record id (1..100 characters of text)")),
+        (" ", (404, "record_id: unknown record ' '")),  # was {"error": "not found"}
+    ],
+)
+def test_an_appeal_of_no_rating_names_the_record_id(fuzz_world, record_id, answer):
+    method, path, role, body = _example_of(fuzz_world, ("POST", "/api/v1/appeals"))
+    example = {**example_body(fuzz_world, body), "record_id": record_id}
+    response = client_of(fuzz_world, role).post(path, data=json.dumps(example), content_type=JSON)
+    assert (response.status_code, response.get_json()["error"]) == answer
+    assert snapshot(fuzz_world.extensions["hcp_engine"]) == fuzz_world.world.state
+
+
+@pytest.mark.parametrize("number", ["2147483648", "9223372036854775808", "99999999999999999999"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/cases/{}/steps", "/api/v1/cases/{}/reopen", "/api/v1/cases/{}/contact",
+             "/api/v1/appeals/{}/decision"],
+)  # fmt: skip
+def test_a_case_or_appeal_number_past_the_id_column_is_a_404(fuzz_world, path, number):
+    """They were a 500: past PostgreSQL's integer, or past 64 bits on both."""
+    response = client_of(fuzz_world, "supervisor").post(path.format(number), json={})
+    assert response.status_code == 404
+    assert snapshot(fuzz_world.extensions["hcp_engine"]) == fuzz_world.world.state

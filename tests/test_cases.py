@@ -534,7 +534,7 @@ def test_an_appeal_on_a_good_rating_or_without_evidence_is_refused(world):
         "error": "file: must be one of application/pdf, image/jpeg, image/png, text/plain"
     }
     assert check(um, "/api/v1/appeals", {"record_id": "kp-09:9", "evidence": "e"}, 404) == {
-        "error": "not found"
+        "error": "record_id: unknown record 'kp-09:9'"
     }
     assert check(login(world, "viewer"), "/api/v1/appeals?state=all")["items"] == []
 
@@ -562,8 +562,9 @@ def test_a_unit_manager_of_another_street_gets_404_and_changes_nothing(world):
     assert check(other, "/api/v1/cases/1", status=404) == {"error": "not found"}
     body = {"action": "verify", "note": "x"}
     assert check(other, "/api/v1/cases/1/steps", body, 404) == {"error": "not found"}
+    # the same answer as for a rating that does not exist
     assert check(other, "/api/v1/appeals", {"record_id": "kp-01:1", "evidence": "e"}, 404) == {
-        "error": "not found"
+        "error": "record_id: unknown record 'kp-01:1'"
     }
     assert check(other, "/api/v1/cases")["total"] == 0
     assert "闻韶的差评" not in other.get("/cases").get_data(as_text=True)

@@ -5,7 +5,7 @@ Two helpers, both giving a test exactly the state it had before:
 - `engine` (a test module takes it with the fixture it uses:
   `engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres`):
   the same fresh, migrated database per test as tests/harness/databases.py,
-  but PostgreSQL is migrated once per module and emptied between tests
+  but PostgreSQL is migrated once per test process and emptied between tests
   instead of dropping its schema and running every migration again (about a
   second per test, two or three on a loaded machine). Emptying deletes every
   row, puts back the rows the migrations themselves wrote (alembic_version,
@@ -81,10 +81,25 @@ class _Migrated:
         assert now == self.tables, "a test changed the schema of the shared database"
 
 
+_SHARED: dict[str, _Migrated] = {}  # this process's migrated database (one per xdist worker)
+
+
 @pytest.fixture(scope="module")
-def migrated_postgres():
-    with postgres_database() as url:
-        yield _Migrated(url)
+def migrated_postgres(request):
+    """The PostgreSQL database migrated once per test process and shared by
+    the modules that use it (each test empties it first); dropped when the
+    run ends. Saves a migration and a DROP DATABASE (which waits for a
+    checkpoint, seconds on a loaded machine) per module."""
+    if "postgresql" not in _SHARED:
+        stack = contextlib.ExitStack()
+        url = stack.enter_context(postgres_database())  # skips (or fails in CI) without a server
+        try:
+            _SHARED["postgresql"] = _Migrated(url)
+        except BaseException:
+            stack.close()
+            raise
+        request.config.add_cleanup(stack.close)
+    return _SHARED["postgresql"]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -3,7 +3,7 @@ and its export in the layout district offices use (title, period, unit,
 header row, one row a case, totals), as Excel (openpyxl) or CSV.
 
 A case is in the ledger when it was classified `ledger`; the period is the
-time the case was opened (UTC days). Voided cases stay listed, marked, and
+time the case was opened (local days in Asia/Shanghai). Voided cases stay listed, marked, and
 count apart in the totals.
 """
 
@@ -114,7 +114,7 @@ def table(found: list[dict], period: str, unit_label: str) -> list[list]:
     ]
     out = [
         [_("Ledger of complex bad-review cases")],
-        [_("Period (UTC)"), period],
+        [_("Period"), period],
         [_("Unit"), unit_label],
         [_("Made"), dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")],
         header,

@@ -292,7 +292,7 @@ def test_a_ledger_case_gets_the_complex_deadline_and_is_exported(world):
     book = openpyxl.load_workbook(io.BytesIO(um.get("/cases/ledger/export?format=xlsx").data))
     sheet = list(book.active.values)
     assert sheet[0][0] == "复杂差评整改台账"
-    assert sheet[1][0] == "统计时段（UTC）" and sheet[2][1] == "闻韶街道 (370305001)"
+    assert sheet[1][0] == "统计时段" and sheet[2][1] == "闻韶街道 (370305001)"
     assert sheet[4][:3] == ("案件", "评价", "单位")
     assert sheet[5][:3] == (1, "kp-01:1", "闻韶街道便民服务中心")
     assert sheet[5][6] == "系统不互通" and sheet[5][8] == expected_due

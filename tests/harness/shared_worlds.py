@@ -145,7 +145,8 @@ def module_world(request, tmp_path_factory, build, **config):
     database when the module has that fixture, else a database of its own."""
     folder = tmp_path_factory.mktemp("module-world")
     with contextlib.ExitStack() as stack:
-        if request.param == "sqlite":
+        if request.param == "sqlite":  # a copy of the run's migrated template
+            shutil.copyfile(request.getfixturevalue("sqlite_template"), folder / "collector.db")
             url = f"sqlite:///{folder / 'collector.db'}"
         else:
             try:

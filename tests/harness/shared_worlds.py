@@ -1,6 +1,6 @@
 """Cheaper worlds for the channel and reporting test files.
 
-Two helpers, both giving a test exactly the state it had before:
+Each gives a test the same state as the slower way it replaces:
 
 - `engine` (a test module takes it with the fixture it uses:
   `engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres`):
@@ -16,7 +16,9 @@ Two helpers, both giving a test exactly the state it had before:
 - `module_world(request, tmp_path_factory, build)`: one app per database for
   the whole module, for the cases that only read or whose change the app
   refuses (tests/test_access.py `reading_world`, tests/test_api.py
-  `reading`). A refusal that wrongly went through fails its own case.
+  `reading`). A refusal that wrongly went through fails its own case. On
+  PostgreSQL the world lives in a schema of its own in the shared migrated
+  database; on SQLite it starts from the run's migrated template.
 - `serve_web(app)`: the collector app served over HTTP as
   sync_server.cli.serve_web does (werkzeug's threaded server in a daemon
   thread), but polling for shutdown every 50 ms instead of every 500 ms, so
@@ -131,9 +133,11 @@ def _schema_of(migrated: _Migrated):
     try:
         with admin.begin() as conn:
             conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
-        yield f"{migrated.url}?options=-csearch_path%3D{name}"
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
+        try:
+            yield f"{migrated.url}?options=-csearch_path%3D{name}"
+        finally:
+            with admin.begin() as conn:
+                conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
     finally:
         admin.dispose()
 

@@ -25,7 +25,7 @@ from tests.harness import shared_worlds
 from tests.harness.shared_worlds import serve_web
 from tests.test_citizen import ITEM, build, utc
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 CASE = "LZ2026112740001"

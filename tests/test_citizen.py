@@ -74,7 +74,7 @@ def register(app, case_no, handled=None, phone=None, window="A01", unit="hall-ws
     return answer
 
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 

@@ -22,7 +22,7 @@ from tests.test_citizen import PHONE, build, ratings, register
 from tests.test_paper import today
 from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, _need
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 PHONE_SIZE = {"width": 360, "height": 640}

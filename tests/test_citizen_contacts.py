@@ -18,7 +18,7 @@ from tests.harness.records import CONTACT, batch, contact_entry, ev_topic, signe
 from tests.test_access import client_as
 from tests.test_audit import _entries, build_world
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 NUMBER = "13912345678"

@@ -11,7 +11,7 @@ from sync_server import citizen_limits
 from tests.harness import shared_worlds
 from tests.test_citizen import build, find, rate, ratings, register, text_of
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 TOO_MANY = "请求过于频繁，请1分钟后再试。"

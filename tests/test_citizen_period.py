@@ -15,7 +15,7 @@ from sync_server.schema_rankings import calendar_days
 from tests.harness import shared_worlds
 from tests.test_citizen import build, register
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 

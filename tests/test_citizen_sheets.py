@@ -24,7 +24,7 @@ from tests.test_citizen import build
 from tests.test_citizen_browser import decode
 from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, _need
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 WINDOWS = ["A01", "A02", "A03", "A04", "A05", "A06", "B01"]  # 7 labels: two A4 pages

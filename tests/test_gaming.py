@@ -16,7 +16,7 @@ from tests.harness.collector import AuthActions
 from tests.harness.records import add_evaluation
 from tests.test_province import register_event, world
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 SMALL = {"windows": 6, "per_day": 10}

@@ -20,7 +20,7 @@ from tests.harness.records import add_evaluation
 from tests.harness.shared_worlds import serve_web
 from tests.harness.window_pc import running_window
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 

@@ -107,7 +107,7 @@ def count(engine) -> int:
     return db.count_evaluations(engine)
 
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 

@@ -20,7 +20,7 @@ from tests.harness.records import add_evaluation
 from tests.test_openapi import problems
 from tests.test_province import register_event, sender_for, states, world
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 

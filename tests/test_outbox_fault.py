@@ -18,7 +18,7 @@ import pytest
 from sync_server import outbox_fault
 from tests.harness import shared_worlds
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 

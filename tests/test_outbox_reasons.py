@@ -17,7 +17,7 @@ from tests.harness import shared_worlds
 from tests.harness.records import add_evaluation
 from tests.test_province import drain, province, register_event, sender_for, states, world
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 __all__ = ["province"]  # the fixture, imported for the tests below

@@ -25,7 +25,7 @@ def today() -> dt.date:
     return dt.datetime.now(ZoneInfo("Asia/Shanghai")).date()
 
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 

@@ -14,7 +14,7 @@ from sync_server.pf_pages import FORM_CELLS, PF_LABELS
 from tests.harness import shared_worlds
 from tests.harness.collector import AuthActions
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 

@@ -20,7 +20,7 @@ from sync_server.schema_outbox import outbox as outbox_table
 from tests.harness import shared_worlds
 from tests.harness.records import add_evaluation
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 HANDLED = "2026-11-26T08:20:00Z"  # 16:20 in Linzi

@@ -27,7 +27,7 @@ OTHER_PHONE = "13900001111"
 INVITATION_START = "【临淄区政务服务】您"
 
 
-# PostgreSQL migrated once per module and emptied for each test
+# PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
 
 

@@ -52,9 +52,43 @@ def store_evaluations(conn, engine, rows: list[dict], after: bool = True) -> Non
         step = getattr(module, "before_store", None)
         if step is not None:
             step(conn, rows)
-    conn.execute(db.insert_ignoring_duplicates(engine, db.evaluations, "id"), rows)
+    _insert_new(conn, engine, rows)
     if after:
         after_store(conn, rows)
+
+
+# columns SQLAlchemy fills in itself when a row leaves them out (default=...)
+_DEFAULTED = frozenset(c.name for c in db.evaluations.columns if c.default is not None)
+_COLUMNS = frozenset(c.name for c in db.evaluations.columns)
+_SQLITE_INSERT: dict[tuple[str, ...], str] = {}
+
+
+def _insert_new(conn, engine, rows: list[dict]) -> None:
+    """The rows inserted, a row whose id is stored already skipped. On SQLite,
+    rows that all name the same columns go to the driver's executemany as
+    tuples: the statement SQLAlchemy would send, without its building each
+    row's parameters in Python (50.0 against 37.5 us a row for groups of
+    1,000 on this machine). Anything else, and PostgreSQL (where it measured
+    the same), goes through SQLAlchemy."""
+    keys = rows[0].keys()
+    if (
+        conn.dialect.name != "sqlite"
+        or not _DEFAULTED <= keys
+        or not keys <= _COLUMNS
+        or any(row.keys() != keys for row in rows)
+    ):
+        conn.execute(db.insert_ignoring_duplicates(engine, db.evaluations, "id"), rows)
+        return
+    names = tuple(keys)
+    sql = _SQLITE_INSERT.get(names)
+    if sql is None:
+        quote = conn.dialect.identifier_preparer.quote
+        sql = (
+            f"INSERT INTO evaluations ({', '.join(quote(n) for n in names)}) "
+            f"VALUES ({', '.join('?' for _ in names)}) ON CONFLICT (id) DO NOTHING"
+        )
+        _SQLITE_INSERT[names] = sql
+    conn.exec_driver_sql(sql, [tuple(row[n] for n in names) for row in rows])
 
 
 def after_store(conn, rows: list[dict]) -> None:

@@ -5,6 +5,7 @@ import secrets
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import DataError
 
 from hcp.bench import bench_record
 from sync_server import db, features
@@ -37,41 +38,49 @@ def table(engine):
         return conn.execute(select(db.evaluations).order_by(db.evaluations.c.id)).all()
 
 
-@pytest.fixture
-def two(tmp_path):
-    engines = [db.make_engine(f"sqlite:///{tmp_path / name}") for name in ("fast.db", "sa.db")]
-    for engine in engines:
-        db.init(engine)
-    yield engines
-    for engine in engines:
-        engine.dispose()
+def empty(engine):
+    with engine.begin() as conn:
+        conn.execute(db.evaluations.delete())
 
 
-def test_the_driver_path_stores_what_sqlalchemy_stores(two):
-    fast, plain = two
+def test_the_fast_insert_stores_what_sqlalchemy_stores(engine, monkeypatch):
+    taken = []
+    unnest = features._insert_unnest
+    monkeypatch.setattr(features, "_insert_unnest", lambda *a: taken.append(1) or unnest(*a))
     features._SQLITE_INSERT.clear()
-    with fast.begin() as conn:
-        features._insert_new(conn, fast, rows())
+    with engine.begin() as conn:
+        features._insert_new(conn, engine, rows())
         # a repeat of a stored id is skipped: the first stays
-        features._insert_new(conn, fast, rows("2026-11-28T00:00:00Z")[:1])
-    with plain.begin() as conn:
-        conn.execute(db.insert_ignoring_duplicates(plain, db.evaluations, "id"), rows())
-    assert len(features._SQLITE_INSERT) == 1, "the driver's path was taken"
-    stored = table(fast)
-    assert stored == table(plain)
-    assert [(r.id, r.excluded, r.reason_owed, r.received_at) for r in stored] == [
+        features._insert_new(conn, engine, rows("2026-11-28T00:00:00Z")[:1])
+    fast = table(engine)
+    assert len(taken if engine.dialect.name == "postgresql" else features._SQLITE_INSERT) >= 1
+    empty(engine)
+    with engine.begin() as conn:
+        conn.execute(db.insert_ignoring_duplicates(engine, db.evaluations, "id"), rows())
+    assert fast == table(engine)
+    assert [(r.id, r.excluded, r.reason_owed, r.received_at) for r in fast] == [
         ("kp-fast:1", False, False, "2026-11-27T00:00:00Z"),
         ("kp-fast:2", True, False, "2026-11-27T00:00:00Z"),
         ("kp-fast:3", False, True, "2026-11-27T00:00:00Z"),  # a 差评 without a reason
     ]
-    assert stored[1].tags == '["D201", "D202"]' and stored[2].uptime_ms == 2**40
+    assert fast[1].tags == '["D201", "D202"]' and fast[2].uptime_ms == 2**40
 
 
-def test_rows_without_a_defaulted_column_go_through_sqlalchemy(two):
-    fast, _ = two
+def test_rows_without_a_defaulted_column_go_through_sqlalchemy(engine):
     short = rows()
     for row in short:
         del row["excluded"]  # SQLAlchemy fills in its default, the driver would not
-    with fast.begin() as conn:
-        features._insert_new(conn, fast, short)
-    assert [r.excluded for r in table(fast)] == [False, False, False]
+    with engine.begin() as conn:
+        features._insert_new(conn, engine, short)
+    assert [r.excluded for r in table(engine)] == [False, False, False]
+
+
+def test_a_value_too_long_is_refused_not_cut_on_postgresql(engine):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite keeps a string of any length")
+    long = rows()
+    long[1]["window_id"] = "w" * 65  # the column holds 64
+    with pytest.raises(DataError, match="value too long"):
+        with engine.begin() as conn:
+            features._insert_new(conn, engine, long)
+    assert table(engine) == []

@@ -18,6 +18,7 @@ from sync_server import deadlines
 from sync_server.cases import unit_names
 from sync_server.cases_workflow import STATE_LABELS, VERDICT_LABELS
 from sync_server.schema_cases import case_steps, cases
+from sync_server.web import local_time
 
 MAX_ROWS = 20_000
 
@@ -100,14 +101,14 @@ def table(found: list[dict], period: str, unit_label: str) -> list[list]:
         _("Case"),
         _("Rating"),
         _("Unit"),
-        _("Rated at (UTC)"),
+        _("Rated at"),
         _("Level"),
         _("Reason"),
         _("Problem found"),
-        _("Classified at (UTC)"),
-        _("Deadline (UTC)"),
+        _("Classified at"),
+        _("Deadline"),
         _("Progress"),
-        _("Rectified at (UTC)"),
+        _("Rectified at"),
         _("On time"),
         _("Return visit"),
         _("Latest note"),
@@ -116,7 +117,7 @@ def table(found: list[dict], period: str, unit_label: str) -> list[list]:
         [_("Ledger of complex bad-review cases")],
         [_("Period"), period],
         [_("Unit"), unit_label],
-        [_("Made"), dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")],
+        [_("Made"), local_time(_now_second())[:16]],
         header,
     ]
     for case in found:
@@ -126,14 +127,14 @@ def table(found: list[dict], period: str, unit_label: str) -> list[list]:
                 case["id"],
                 case["record_id"],
                 case["unit_name"],
-                case["effective_at"],
+                local_time(case["effective_at"]),
                 case["stars"],
                 case["reason"] or "",
                 case["problem"] or "",
-                (case["classified_at"] or "")[:19],
-                case["due_at"] or "",
+                local_time(case["classified_at"]),
+                local_time(case["due_at"]),
                 str(STATE_LABELS.get(case["state"], case["state"])),
-                (case["rectified_at"] or "")[:19],
+                local_time(case["rectified_at"]),
                 _yes_no(case["on_time"]),
                 str(VERDICT_LABELS[verdict]) if verdict in VERDICT_LABELS else "",
                 case["latest_note"] or "",

@@ -295,7 +295,12 @@ def test_a_ledger_case_gets_the_complex_deadline_and_is_exported(world):
     assert sheet[1][0] == "统计时段" and sheet[2][1] == "闻韶街道 (370305001)"
     assert sheet[4][:3] == ("案件", "评价", "单位")
     assert sheet[5][:3] == (1, "kp-01:1", "闻韶街道便民服务中心")
-    assert sheet[5][6] == "系统不互通" and sheet[5][8] == expected_due
+    # times in Beijing time, as district offices read them
+    local_due = dt.datetime.fromisoformat(expected_due.replace("Z", "+00:00")) + dt.timedelta(
+        hours=8
+    )
+    assert sheet[4][3] == "评价时间" and sheet[4][8] == "整改期限"
+    assert sheet[5][6] == "系统不互通" and sheet[5][8] == local_due.strftime("%Y-%m-%d %H:%M:%S")
     assert sheet[6][0] == "合计" and sheet[6][1] == "1 件，作废 0 件"
     rows = list(csv.reader(io.StringIO(um.get("/cases/ledger/export?format=csv").data.decode("utf-8-sig"))))  # fmt: skip
     assert rows[5][:2] == ["1", "kp-01:1"] and rows[6][0] == "合计"

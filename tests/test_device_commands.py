@@ -453,7 +453,8 @@ print(cmd("c-1", "set_time", {"utc": "2026-11-27T01:02:03Z"}))
 print("rtc", device.app.wall_clock())
 print(cmd("c-2", "set_time", {"utc": "2026-13-01T00:00:00Z"}))
 print(cmd("c-1", "set_time", {"utc": "2026-11-27T09:09:09Z"}))
-print("repeats", device.commands.repeats, device.app.wall_clock()[0])
+# the clock runs on from the time set (a loaded machine may take a second or two)
+print("repeats", device.commands.repeats, 0 <= device.app.wall_clock()[0] - 1795741323 <= 5)
 print(cmd("c-3", "factory_reset", {"device_id": "kp-09"}))
 print("bad", device.sync.bad_messages)
 """
@@ -476,7 +477,7 @@ def test_commands_and_ntp_under_micropython():
         '"t":"cmdres","v":1}',
         '{"id":"c-1","ok":true,"result":{"clock":"rtc","utc":"2026-11-27T01:02:03Z"},'
         '"t":"cmdres","v":1}',
-        "repeats 1 1795741323",
+        "repeats 1 True",
         '{"id":"c-3","ok":false,"result":"args.device_id: must repeat this device\'s id to '
         'confirm","t":"cmdres","v":1}',
         "bad 0",

@@ -33,93 +33,20 @@ import threading
 import uuid
 
 import pytest
-import sqlalchemy as sa
 from werkzeug.serving import make_server
 
 from sync_server import db
 from tests.harness.collector import app_with_users
-from tests.harness.databases import postgres_database
+from tests.harness.databases import (  # noqa: F401 - fixtures re-exported
+    MigratedPostgres,
+    engine,
+    migrated_postgres,
+    postgres_database,
+)
 
-
-class _Migrated:
-    """A PostgreSQL database migrated once, with what the migrations left in it."""
-
-    def __init__(self, url: str):
-        self.url = url
-        eng = db.make_engine(url)
-        try:
-            db.init(eng)
-            self.metadata = sa.MetaData()
-            self.metadata.reflect(eng)
-            self.tables = sorted(self.metadata.tables)
-            with eng.connect() as conn:
-                self.rows = {
-                    table.name: [dict(row._mapping) for row in conn.execute(table.select())]
-                    for table in self.metadata.sorted_tables
-                }
-                self.sequences = conn.exec_driver_sql(
-                    "SELECT sequencename, COALESCE(last_value, start_value), last_value IS NOT NULL"
-                    " FROM pg_sequences WHERE schemaname = 'public'"
-                ).all()
-        finally:
-            eng.dispose()
-
-    def reset(self, eng) -> None:
-        """Back to the state right after the migrations, in one transaction."""
-        with eng.begin() as conn:
-            for table in reversed(self.metadata.sorted_tables):
-                conn.execute(table.delete())
-            for table in self.metadata.sorted_tables:
-                if self.rows[table.name]:
-                    conn.execute(table.insert(), self.rows[table.name])
-            for name, value, called in self.sequences:
-                conn.exec_driver_sql(
-                    "SELECT setval(%(name)s::regclass, %(value)s, %(called)s)",
-                    {"name": f'"{name}"', "value": value, "called": called},
-                )
-
-    def check(self, eng) -> None:
-        now = sorted(sa.inspect(eng).get_table_names())
-        assert now == self.tables, "a test changed the schema of the shared database"
-
-
-_SHARED: dict[str, _Migrated] = {}  # this process's migrated database (one per xdist worker)
-
-
-@pytest.fixture(scope="module")
-def migrated_postgres(request):
-    """The PostgreSQL database migrated once per test process and shared by
-    the modules that use it (each test empties it first); dropped when the
-    run ends. Saves a migration and a DROP DATABASE (which waits for a
-    checkpoint, seconds on a loaded machine) per module."""
-    if "postgresql" not in _SHARED:
-        stack = contextlib.ExitStack()
-        url = stack.enter_context(postgres_database())  # skips (or fails in CI) without a server
-        try:
-            _SHARED["postgresql"] = _Migrated(url)
-        except BaseException:
-            stack.close()
-            raise
-        request.config.add_cleanup(stack.close)
-    return _SHARED["postgresql"]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    """A fresh, migrated collector database of each kind (see the module doc)."""
-    if request.param == "sqlite":
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / "collector.db")
-        eng = db.make_engine(f"sqlite:///{tmp_path / 'collector.db'}")
-        db.init(eng)
-        yield eng
-        eng.dispose()
-        return
-    migrated = request.getfixturevalue("migrated_postgres")
-    eng = db.make_engine(migrated.url)
-    migrated.reset(eng)
-    yield eng
-    migrated.check(eng)
-    eng.dispose()
+# the per-test `engine` and the process's migrated database now live in
+# tests/harness/databases.py for every test file; the names stay importable here
+_Migrated = MigratedPostgres
 
 
 @contextlib.contextmanager

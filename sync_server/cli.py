@@ -31,11 +31,15 @@ DEVICE_KINDS = DEVICE_CHANNELS  # a device's kind is the channel of its records
 def serve_web(app, host: str, port: int):
     """Serve `app` with werkzeug's threaded server in a daemon thread.
 
-    Returns (server, thread); `server.shutdown()` stops it. The socket is bound
-    before this returns, so the address can be used at once.
+    Returns (server, thread); `server.shutdown()` stops it within a tenth of
+    a second (the loop looks for it that often; werkzeug's default, half a
+    second, added up over the hundreds of servers the tests start). The
+    socket is bound before this returns, so the address can be used at once.
     """
     server = make_server(host, port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="hcp-web", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="hcp-web", daemon=True
+    )
     thread.start()
     return server, thread
 

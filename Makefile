@@ -18,10 +18,11 @@ test: system-test $(VENV)/.installed tools/micropython/node_modules/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# the long fault, board and load runs that `make test` skips (marked `long`,
-# and the firmware's 5,000-rating heap run); about ten minutes more
+# every test with the long fault, board and load runs that `make test` skips
+# (marked `long`, and the firmware's 5,000-rating heap run) and the fuzz tests'
+# larger example counts (HCP_LONG=1); about twice as long as `make test`
 test-long: system-test $(VENV)/.installed tools/micropython/node_modules/.installed
-	HCP_LONG=1 HCP_HEAP_LONG=1 $(BIN)/pytest -m "long or heap_long" $(PYTEST_ARGS)
+	HCP_LONG=1 HCP_HEAP_LONG=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 # throughput as ratios against a same-run baseline; figures in results/bench.json
 bench: system-test $(VENV)/.installed

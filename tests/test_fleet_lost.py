@@ -19,6 +19,7 @@ from sync_server.ingest import Ingestor
 from sync_server.schema_fleet import fleet_seq_gaps
 from tests.harness import records
 from tests.harness.collector import AuthActions, add_users, make_app
+from tests.harness.virtual_board import mpremote
 from tests.test_provision import OFFLINE_SETTINGS, device_row, hcp
 
 KEY_HEX = "44" * 32
@@ -111,8 +112,13 @@ def test_a_wiped_board_starts_after_its_lost_ratings_and_the_page_says_why(
     assert run.returncode == 0, run.stdout + run.stderr
     old_board_reported(engine, "kp-w01", device_row(engine, "kp-w01").key_hex, 5, 9)
     state = board.root / "data" / "state"
-    for name in ("state", "journal"):  # the board is wiped (its config is kept here)
-        (board.root / "data" / name).unlink(missing_ok=True)
+    # the board is wiped (its config is kept here), through its REPL: the firmware
+    # running since the flash is stopped first, so it cannot write its state again
+    # between the wipe and the re-provisioning (it did, on a loaded machine)
+    wipe = mpremote(board.port, "exec", "import os\nfor n in ('state', 'journal'):\n"
+                    "    try:\n        os.remove('/data/' + n)\n    except OSError:\n        pass")  # fmt: skip
+    assert wipe.returncode == 0, wipe.stdout + wipe.stderr
+    assert not state.exists()
 
     run, _ = hcp(*args, "--reprovision")
     assert run.returncode == 0, run.stdout + run.stderr

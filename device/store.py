@@ -203,6 +203,19 @@ class _Index:
         return out
 
 
+def _read_state(path):
+    """The state kept at `path`, or None when there is none or it does not
+    parse as one (never an exception: a keypad must boot whatever is there)."""
+    try:
+        with open(path) as f:
+            state = json.loads(f.read())
+        if isinstance(state["next_seq"], int) and isinstance(state["counts"], dict):
+            return state
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
 def seed(folder, next_seq=1, counts=None):
     """Write the first state of a provisioned store (known, from next_seq,
     with `counts` per level or zeros), unless the folder already has one: what
@@ -213,8 +226,8 @@ def seed(folder, next_seq=1, counts=None):
     except OSError:
         pass
     path = folder + "/" + _STATE
-    if _exists(path) or _exists(path + ".tmp"):
-        return False
+    if _exists(path) or _read_state(path + ".tmp") is not None:
+        return False  # (a .tmp that does not parse is a first write cut short)
     counts = counts or {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0}
     with open(path + ".tmp", "w") as f:
         f.write(dumps({"counts": counts, "known": True, "next_seq": next_seq}).decode())
@@ -248,13 +261,15 @@ class Store:
         path = self._state_path
         if not _exists(path) and _exists(path + ".tmp"):
             path = path + ".tmp"  # power cut between removing state and renaming
-        if _exists(path):
-            with open(path) as f:
-                state = json.loads(f.read())
+        state = _read_state(path)
+        if state is not None:
             self.next_seq = state["next_seq"]
             self.counts.update(state["counts"])
             self.known = state.get("known", True) is True
         else:
+            # none, or one cut short (a power cut in the very first write leaves
+            # an empty state.tmp): the seqs are unknown until learned (§3.6),
+            # the journal's records are replayed below, and the state rewritten
             self.known = False
         damaged = False
         if _exists(self._journal_path):

@@ -80,6 +80,34 @@ def test_state_is_read_from_its_temporary_file_if_the_rename_was_cut(tmp_path):
     assert Store(seeded(tmp_path)).next_seq == 2
 
 
+@pytest.mark.parametrize("cut", [b"", b'{"next_seq": 4, "cou', b"[1, 2]", b'{"next_seq": "x"}'])
+def test_a_first_state_write_cut_short_boots_with_the_seqs_unknown(tmp_path, cut):
+    # a board killed in its very first state write: an empty or partial state.tmp, no
+    # state; it used to raise at every boot (a dead keypad). Now the seqs are unknown
+    # until the collector says (protocol §3.6) and the journal's records are kept.
+    from device.store import seed
+
+    (tmp_path / "state.tmp").write_bytes(cut)
+    store = Store(str(tmp_path))
+    assert store.known is False and store.next_seq == 1
+    assert (tmp_path / "state").exists()  # written anew
+    # provisioning can seed such a folder (the cut .tmp is not a state)
+    (tmp_path / "state").unlink()
+    (tmp_path / "state.tmp").write_bytes(cut)
+    assert seed(str(tmp_path), 7) is True
+    assert Store(str(tmp_path)).next_seq == 7
+
+
+def test_a_cut_state_with_a_journal_keeps_its_records(tmp_path):
+    store = Store(seeded(tmp_path))
+    for seq in (1, 2):
+        store.add(rec(seq))
+    (tmp_path / "state").unlink()
+    (tmp_path / "state.tmp").write_bytes(b'{"next_')
+    again = Store(str(tmp_path))
+    assert [r["seq"] for r in again.pending(10)] == [1, 2] and again.next_seq == 3
+
+
 def test_a_damaged_line_in_the_middle_loses_only_itself(tmp_path):
     store = Store(seeded(tmp_path))
     for seq in (1, 2, 3):

@@ -344,6 +344,7 @@ def test_the_command_writes_the_files(tmp_path):
         "allow_anonymous false",
         "max_packet_size 1048576",
         "max_inflight_messages 1000",
+        "set_tcp_nodelay true",
         f"password_file {auth / 'passwd'}",
         f"acl_file {auth / 'acl'}",
     ]

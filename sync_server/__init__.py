@@ -169,6 +169,8 @@ def instance_file(instance_path: str, name: str, size: int) -> str:
     agree on one value (O_EXCL). An empty file is an error."""
     path = Path(instance_path) / name
     if not path.exists():
+        # a fresh checkout has no instance folder until something needs it
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # O_EXCL: two processes starting at once must not write two different keys
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

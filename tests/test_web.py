@@ -488,3 +488,14 @@ def test_the_admins_menu_follows_the_days_work(client):
         "窗口二维码", "评议卡", "上报省平台", "刷评线索", "设备管理", "固件", "组织机构",
         "设备状态", "评价内容", "省级渠道代码", "隔离区", "用户与令牌", "审计日志",
     ]  # fmt: skip
+
+
+def test_a_secret_is_made_in_an_instance_folder_that_does_not_exist_yet(tmp_path):
+    # a fresh checkout: an ingest sealing its first contact before any app made the folder
+    from sync_server import instance_file
+
+    folder = tmp_path / "fresh" / "instance"
+    key = instance_file(str(folder), "phone_key", 8)
+    assert len(bytes.fromhex(key)) == 8 and instance_file(str(folder), "phone_key", 8) == key
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert (folder / "phone_key").stat().st_mode & 0o777 == 0o600

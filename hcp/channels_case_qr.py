@@ -21,7 +21,6 @@ so it needs no image library and scales to any screen.
 
 from __future__ import annotations
 
-import json
 import re
 import urllib.error
 import urllib.parse
@@ -46,23 +45,8 @@ def wants(path: str) -> bool:
 def fetch(link, case_no: str, service_no: str) -> tuple[int, dict]:
     """(status, answer) of the collector's case QR API for one event; `link`
     an hcp.window.CollectorLink (its URL and token)."""
-    base = link.url[: -len(link.PATH)] if link.url.endswith(link.PATH) else link.url
     query = urllib.parse.urlencode({"case_no": case_no, "service_no": service_no})
-    request = urllib.request.Request(
-        base + API + "?" + query, headers={"Authorization": "Bearer " + link.token}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=link.timeout) as answer:
-            return answer.status, json.loads(answer.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        try:
-            body = json.loads(exc.read() or b"{}")
-        except ValueError:
-            body = {"error": "collector: answered " + str(exc.code) + " without JSON"}
-        return exc.code, body
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return 502, {"error": "collector: unreachable (" + str(reason)[:120] + ")"}
+    return link.call(API + "?" + query)
 
 
 def svg(answer: dict) -> str:

@@ -232,15 +232,17 @@ class CollectorLink:
         """(status, answer) of the collector for one event."""
         if self.window_id is not None:
             event = {"window_id": self.window_id, **event}
-        request = urllib.request.Request(
-            self.url,
-            data=json.dumps(event, ensure_ascii=False).encode(),
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": "Bearer " + self.token,
-            },
-        )
+        return self.call(self.PATH, json.dumps(event, ensure_ascii=False).encode())
+
+    def call(self, path: str, data: bytes | None = None) -> tuple[int, dict]:
+        """(status, answer) of the collector's API at `path` (with its query),
+        POSTing `data` as JSON when given; 502 when the collector is unreachable
+        or answers without JSON."""
+        headers = {"Authorization": "Bearer " + self.token}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        base = self.url[: -len(self.PATH)]
+        request = urllib.request.Request(base + path, data=data, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:
                 return answer.status, json.loads(answer.read() or b"{}")

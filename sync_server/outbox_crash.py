@@ -48,6 +48,7 @@ from sqlalchemy import func, select
 
 from simulators.province import Province, serve
 from sync_server import db, org, province_map, tags
+from sync_server.outbox_fault import province_moods
 from sync_server.schema_channels import service_events
 from sync_server.schema_outbox import outbox as outbox_table
 
@@ -68,15 +69,6 @@ SENDER = {
 
 def _utc(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _until(condition, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 class Collector:
@@ -299,43 +291,15 @@ def run(db_url: str | None = None, seconds: float = 20.0, keypads: int = 3,
 
 
 def _schedule(province: Province, collector: Collector, seconds: float) -> bool:
-    """The province's moods and the two kills; True when the first kill hit
-    while a request to the province was being answered."""
-    step = seconds / 8
-
-    def faults_seen(count=2):
-        start = province.counts["faults"]
-        _until(lambda: province.counts["faults"] >= start + count, 30)
+    """The province's moods and the two kills of the whole collector; True
+    when the first kill hit while a request to the province was being answered."""
 
     def kill_and_restart():
         collector.kill()
         time.sleep(0.5)  # the keypads keep rating into the broker meanwhile
         collector.start()
 
-    time.sleep(step)
-    province.set_mode("down")
-    time.sleep(step)
-    faults_seen()
-    province.set_mode("slow", delay_s=0.3)
-    time.sleep(step / 2)
-    _until(lambda: province.in_flight > 0, 30)
-    in_flight = province.in_flight > 0
-    kill_and_restart()  # killed while a request is in flight
-    province.set_mode("ok", error_rate=0.5)
-    time.sleep(step)
-    faults_seen()
-    province.set_mode("garbage")
-    time.sleep(step / 2)
-    faults_seen()
-    kill_and_restart()
-    province.set_mode("refuse_no_reason")
-    time.sleep(step / 2)
-    faults_seen()
-    province.set_mode("slow", delay_s=0.2)
-    time.sleep(step)
-    province.set_mode("ok")
-    time.sleep(step)
-    return in_flight
+    return province_moods(province, seconds / 8, kill_and_restart)
 
 
 def judge(engine, province: Province, kept: dict[str, int], verified: set[str]) -> dict:

@@ -168,6 +168,43 @@ def _until(condition, timeout_s: float) -> bool:
     return True
 
 
+def province_moods(province: Province, step: float, kill) -> bool:
+    """The province's faults in the order both fault runs play them (down,
+    slow, failing half its requests, garbage, refusing without a reason), with
+    `kill()` of the sender's process twice, the first time while a request is
+    in flight; True when one was. Each bad mood lasts until the sender has met
+    it twice."""
+
+    def faults_seen(count=2):
+        start = province.counts["faults"]
+        _until(lambda: province.counts["faults"] >= start + count, 30)
+
+    time.sleep(step)
+    province.set_mode("down")
+    time.sleep(step)
+    faults_seen()
+    province.set_mode("slow", delay_s=0.3)
+    time.sleep(step / 2)
+    _until(lambda: province.in_flight > 0, 30)
+    in_flight = province.in_flight > 0
+    kill()  # while a request is in flight: the province answers a dead sender
+    province.set_mode("ok", error_rate=0.5)
+    time.sleep(step)
+    faults_seen()
+    province.set_mode("garbage")
+    time.sleep(step / 2)
+    faults_seen()
+    kill()
+    province.set_mode("refuse_no_reason")
+    time.sleep(step / 2)
+    faults_seen()
+    province.set_mode("slow", delay_s=0.2)
+    time.sleep(step)
+    province.set_mode("ok")
+    time.sleep(step)
+    return in_flight
+
+
 def _wait_ready(log_path: Path, starts: int, timeout_s: float = 60.0) -> None:
     """Until the sender's log says it started `starts` times (imports take
     seconds on a loaded machine)."""
@@ -201,12 +238,6 @@ def run(db_url: str | None = None, seconds: float = 20.0, workdir=".hcp-outbox-f
     _wait_ready(log_path, 1)
     producer.start()
     kills = 0
-    step = seconds / 8
-
-    def faults_seen(count=2):
-        # each bad mood lasts until the sender has met it `count` times
-        start = province.counts["faults"]
-        _until(lambda: province.counts["faults"] >= start + count, 30)
 
     def restart():
         nonlocal sender, kills
@@ -216,28 +247,7 @@ def run(db_url: str | None = None, seconds: float = 20.0, workdir=".hcp-outbox-f
         sender = start_sender(db_url, province_url, credential_path, log_path)
         _wait_ready(log_path, kills + 1)  # ratings are stored meanwhile
 
-    time.sleep(step)
-    province.set_mode("down")
-    time.sleep(step)
-    faults_seen()
-    province.set_mode("slow", delay_s=0.3)
-    time.sleep(step / 2)
-    _until(lambda: province.in_flight > 0, 30)
-    restart()  # killed while a request is in flight: the province answers a dead sender
-    province.set_mode("ok", error_rate=0.5)
-    time.sleep(step)
-    faults_seen()
-    province.set_mode("garbage")
-    time.sleep(step / 2)
-    faults_seen()
-    restart()
-    province.set_mode("refuse_no_reason")
-    time.sleep(step / 2)
-    faults_seen()
-    province.set_mode("slow", delay_s=0.2)
-    time.sleep(step)
-    province.set_mode("ok")
-    time.sleep(step)
+    province_moods(province, seconds / 8, restart)
     producer.stop.set()
     producer.join()
     deadline = time.monotonic() + max(30.0, seconds)

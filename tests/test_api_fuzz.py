@@ -412,9 +412,12 @@ def send(app, method, path, role, example, name, raw, content_type, url=None) ->
             named = ERROR_NAME.match(error)
             first = named["name"].split(":")[0] if named else ""
             known = field_names(example, _rule_of(app, method, path).rule) | _sent_keys(raw)
+            # a made-up key may itself hold ": " or ":" (b'{":":null}' answers
+            # ":: unknown field"), so a known name the error starts with counts too
+            names_known = first in known or any(error.startswith(f"{k}: ") for k in known)
             # a URL naming nothing that exists is a plain 404
             plain_404 = url != path and response.status_code == 404
-            if first not in known and not re.fullmatch(r"row \d+", first) and not plain_404:
+            if not names_known and not re.fullmatch(r"row \d+", first) and not plain_404:
                 wrong.append("the error names no field")
     if snapshot(engine) != app.world.state:
         app.world.restore()

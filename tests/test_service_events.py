@@ -283,6 +283,7 @@ def test_a_body_that_is_not_a_json_object_is_refused(refusing):
         ('{"case_no": "LZ2026\\ud800001"}', f"case_no: {LETTERS}"),
         ('{"case_no": ["LZ2026112700001"]}', "case_no: must be a string, got list"),
         ('{"' + "x" * 5000 + '": 1}', "x" * 40 + ": unknown field"),
+        ('{":": null}', ":: unknown field"),  # a made-up name may hold the separator
     ],
 )
 def test_hostile_bodies_get_a_clear_error_and_store_nothing(refusing, raw, error):

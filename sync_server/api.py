@@ -215,9 +215,10 @@ def reveal_contact():
     if len(record_id) > MAX_ID or text_problem(record_id):
         return jsonify(error=f"record_id: not a record id (1..{MAX_ID} characters of text)"), 400
     engine = get_engine()
-    if get_evaluation(engine, record_id, current_user.scope()) is None:
+    scope = current_user.scope()
+    if get_evaluation(engine, record_id, scope) is None:
         return jsonify(error=f"record_id: unknown record {record_id!r}"), 404
-    return jsonify(record_id=record_id, contact=contacts.reveal(engine, record_id))
+    return jsonify(record_id=record_id, contact=contacts.reveal(engine, record_id, units=scope))
 
 
 @bp.get("/quarantine")

@@ -158,7 +158,7 @@ def case_contact(case_id):
             "the rater is called back only to verify, feed back or revisit; this case is "
             + case["state"],
         )
-    contact = contacts.reveal(engine, case["record_id"], None)  # the case's scope, checked
+    contact = contacts.reveal(engine, case["record_id"], units=None)  # case scope checked
     return jsonify(case_id=case_id, record_id=case["record_id"], contact=contact)
 
 

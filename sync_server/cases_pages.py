@@ -308,7 +308,7 @@ def reveal_contact(case_id):
         )
         return _case_page(case_id, error=error, status=400)
     # the scope was checked on the case above: the reveal is for every unit
-    contact = contacts.reveal(engine, case["record_id"], None)
+    contact = contacts.reveal(engine, case["record_id"], units=None)
     return _case_page(case_id, contact=contact or "")
 
 

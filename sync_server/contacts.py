@@ -93,9 +93,12 @@ def seal_clear_rows(engine, key: bytes) -> int:
     return len(clear)
 
 
-def reveal(engine, record_id: str, units=None) -> str | None:
+def reveal(engine, record_id: str, *, units) -> str | None:
     """The contact left with `record_id` (None when none, or when the record
-    is outside `units`), and an audit entry when one is shown. A sealed value
+    is outside `units`), and an audit entry when one is shown. `units` has no
+    default: a caller names the reader's scope, or None for every unit only
+    where it has checked a narrower scope itself (a case's call-back: the
+    case's unit may call its rater wherever the rating was placed). A sealed value
     that fails its MAC is not shown: the attempt is audited as
     `contact.tampered` and phones.Tampered raised."""
     with engine.begin() as conn:

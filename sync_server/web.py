@@ -241,7 +241,7 @@ def reveal_contact():
     item = queries.get_evaluation(engine, record_id, current_user.scope())
     if item is None:
         abort(404)
-    contact = contacts.reveal(engine, record_id, current_user.scope())
+    contact = contacts.reveal(engine, record_id, units=current_user.scope())
     return render_template("evaluation.html", item=item, contact=contact or "")
 
 

@@ -113,7 +113,21 @@ def test_a_tampered_contact_is_not_shown_and_the_attempt_is_audited(engine_app):
             .values(contact=phones.seal_text(other_key, NUMBER))
         )
     with pytest.raises(phones.Tampered, match="^sealed phone: MAC does not verify$"):
-        contacts.reveal(engine, "kp-01:8")
+        contacts.reveal(engine, "kp-01:8", units=None)
     assert [(e["action"], e["target"]) for e in _entries(engine)] == [
         ("contact.tampered", "kp-01:8")
     ]
+
+
+def test_a_reveal_names_the_scope_it_reads_in(engine_app):
+    engine = build_world(engine_app)
+    Ingestor(engine).process(
+        ev_topic(),
+        batch([signed(9, 1, window_id="A01")], contacts=[contact_entry("kp-01:9", NUMBER)]),
+    )
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'units'"):
+        contacts.reveal(engine, "kp-01:9")  # no default scope that could mean "all units"
+    assert contacts.reveal(engine, "kp-01:9", units=set()) is None  # outside: nothing, no audit
+    assert _entries(engine) == []
+    assert contacts.reveal(engine, "kp-01:9", units=None) == NUMBER
+    assert [(e["action"], e["target"]) for e in _entries(engine)] == [("contact.reveal", "kp-01:9")]

@@ -505,7 +505,5 @@ def export():
 
 
 def init_app(app) -> None:
-    """API descriptions (the blueprint itself is registered by create_app)."""
-    from sync_server import figures_openapi
-
-    figures_openapi.register_all()
+    """Nothing to join: the blueprint is registered by create_app and its API
+    routes are described in sync_server/openapi.py, the one place for them."""

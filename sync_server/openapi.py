@@ -74,6 +74,23 @@ EVALUATION = {
     "level": NSTR,
     "bad": {"type": ["boolean", "null"]},
 }
+NUMBER_OR_NULL = {"type": ["number", "null"]}
+FIGURES = {
+    "by_stars": _object({str(s): INT for s in range(1, 6)}),
+    "valid": INT,
+    "good": INT,
+    "bad": INT,
+    "good_rate": NUMBER_OR_NULL,
+}
+FIGURES_HEAD = {
+    "view": STR,
+    "root": _object({"id": STR, "name": STR}),
+    "since": NSTR,
+    "until": NSTR,
+    "channel": NSTR,
+    "grain": NSTR,
+    "good_rate_stars": {"type": "array", "items": INT},
+}
 SCHEMAS = {
     "Error": _object({"error": STR}),
     "Evaluation": _object(EVALUATION),
@@ -119,6 +136,28 @@ SCHEMAS = {
             "good_rate_stars": {"type": "array", "items": INT},
             "rows": {"type": "array", "items": _ref("UnitFigures")},
             "total": _ref("UnitFigures"),
+        }
+    ),
+    # the analytics (sync_server/analytics.py, from the pre-aggregated figures)
+    "Figures": _object(FIGURES),
+    "FigureRow": _object(
+        {"key": STR, "name": STR, **FIGURES, "handled": NINT, "active_rate": NUMBER_OR_NULL}
+    ),
+    "ConcentrationRow": _object({"key": STR, "name": STR, **FIGURES}),
+    "ViewFigures": _object(
+        {
+            **FIGURES_HEAD,
+            "rows": {"type": "array", "items": _ref("FigureRow")},
+            "total": _ref("Figures"),
+        }
+    ),
+    "BadConcentration": _object(
+        {
+            **FIGURES_HEAD,
+            **{
+                part: {"type": "array", "items": _ref("ConcentrationRow")}
+                for part in ("units", "windows", "tags", "hours")
+            },
         }
     ),
     "QuarantinePage": _object(
@@ -240,8 +279,16 @@ FILTERS = [
 ] + [
     _query("stars", "levels, e.g. 1,2"),
     _query("bad", "1: 差评 only"),
-    _query("since", "YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)"),
-    _query("until", "YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)"),
+    _query(
+        "since",
+        "YYYY-MM-DD: a local day in Asia/Shanghai, from its first second (00:00:00 local = "
+        "16:00:00Z the day before); or YYYY-MM-DDTHH:MM:SSZ: a UTC instant; included",
+    ),
+    _query(
+        "until",
+        "YYYY-MM-DD: a local day in Asia/Shanghai, to its last second (23:59:59 local = "
+        "15:59:59Z); or YYYY-MM-DDTHH:MM:SSZ: a UTC instant; included",
+    ),
 ]
 
 
@@ -252,6 +299,17 @@ def _get(summary: str, schema: str, params=(), extra=None) -> dict:
 
 
 NOT_FOUND = {"404": _json("Error", "unknown, or outside the caller's units")}
+# the analytics take local days only: figures are kept by the local day of each rating
+DAY = (
+    "YYYY-MM-DD only: a local day in Asia/Shanghai, included (ratings by the local day of "
+    "their time; a UTC time is refused)"
+)
+FIGURES_FILTERS = [
+    _query("unit", "whose subtree is counted (default: the caller's own unit or the root)"),
+    _query("since", DAY),
+    _query("until", DAY),
+    _query("channel", "only the ratings of this channel (any view)"),
+]
 
 PATHS = {
     "/api/v1/evaluations": _get(
@@ -309,14 +367,22 @@ PATHS = {
         "Counts per level, 差评数 and 好评率 per unit below `unit`, by the unit of each "
         "rating's time; 好评率 over the levels of HCP_GOOD_RATE_STARS",
         "FiguresByUnit",
-        [
-            _query(
-                "unit", "the unit whose subtree is counted (default: the caller's own or the root)"
-            ),
-            _query("since", "YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)"),
-            _query("until", "YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)"),
-            _query("channel", "one channel"),
-        ],
+        FIGURES_FILTERS,
+        NOT_FOUND,
+    ),
+    "/api/v1/analytics/{view}": _get(
+        "Figures by window, staff, item, channel, tag, hour or over time (view: window | staff "
+        "| item | channel | tag | hour | trend), from the pre-aggregated figures; handled and "
+        "active_rate (主动评价率) for window, staff and item",
+        "ViewFigures",
+        [_path("view"), *FIGURES_FILTERS, _query("grain", "trend: day (default), week or month")],
+        NOT_FOUND,
+    ),
+    "/api/v1/analytics/bad": _get(
+        "Where 差评 concentrate: the units, windows and content tags with the most (top 10), "
+        "and 差评 by hour of day",
+        "BadConcentration",
+        FIGURES_FILTERS,
         NOT_FOUND,
     ),
     "/api/v1/audit": _get(

@@ -177,17 +177,44 @@ def _contacts_of(conn, unit_ids: set[str]) -> dict:
     return found
 
 
-_inserts: dict = {}
+# the columns of a new case, in the order the writes below send them
+CASE_COLUMNS = (
+    "record_id", "unit_id", "assigned_by", "state", "stars", "effective_at", "item_code",
+    "window_id", "staff_id", "reason_owed", "reopened", "created_at", "updated_at",
+)  # fmt: skip
+_CASE_TYPES = (
+    "text", "text", "text", "text", "smallint", "text", "text",
+    "text", "text", "boolean", "smallint", "text", "text",
+)  # fmt: skip
+STEP_COLUMNS = (
+    "case_id",
+    "action",
+    "from_state",
+    "to_state",
+    "actor",
+    "role",
+    "at",
+    "note",
+    "detail",
+)
+ALERT_COLUMNS = ("case_id", "unit_id", "recipients", "state", "attempts", "created_at")
 
-
-def _insert_cases(conn):
-    """INSERT … ON CONFLICT (record_id) DO NOTHING RETURNING id, record_id,
-    built once per dialect."""
-    name = conn.dialect.name
-    if name not in _inserts:
-        insert = db.insert_ignoring_duplicates(_engine_of(conn), cases, "record_id")
-        _inserts[name] = insert.returning(cases.c.id, cases.c.record_id)
-    return _inserts[name]
+# PostgreSQL: the cases, their open steps and their alerts in one statement
+# (one round trip a batch): the cases' rows arrive as one array per column,
+# the steps and alerts join the ids the insert gave, in the cases' order.
+_WRITE_POSTGRESQL = (
+    f"WITH made AS (INSERT INTO cases ({', '.join(CASE_COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in _CASE_TYPES)}) "
+    "ON CONFLICT (record_id) DO NOTHING RETURNING id, record_id, unit_id), "
+    "news AS (SELECT made.id, made.unit_id, d.detail, d.recipients, d.alert FROM made "
+    "JOIN unnest(%s::text[], %s::text[], %s::text[], %s::text[]) "
+    "AS d(record_id, detail, recipients, alert) ON d.record_id = made.record_id), "
+    f"steps AS (INSERT INTO case_steps ({', '.join(STEP_COLUMNS)}) "
+    "SELECT id, 'open', NULL, 'open', %s, %s, %s, NULL, detail FROM news ORDER BY id) "
+    f"INSERT INTO case_alerts ({', '.join(ALERT_COLUMNS)}) "
+    "SELECT id, unit_id, recipients, alert, 0, %s FROM news ORDER BY id"
+)
+SQLITE_CHUNK = 500  # cases a statement on SQLite (13 variables each; it allows 32,766)
 
 
 def after_store(conn, rows: list[dict]) -> None:
@@ -195,7 +222,9 @@ def after_store(conn, rows: list[dict]) -> None:
     the transaction that stores them: the rating and its case are stored
     together or not at all. A rating already with a case gets no second.
     Two reads a batch (where its 差评 were handled with their rules, then
-    the duty contacts of the units chosen) and three bulk inserts."""
+    the duty contacts of the units chosen) and one write on PostgreSQL (the
+    cases, their first steps and their alerts in one statement), three on
+    SQLite; each unit's JSON is made once a batch."""
     bad = [row for row in rows if _counted_bad(row)]
     if not bad:
         return
@@ -206,78 +235,65 @@ def after_store(conn, rows: list[dict]) -> None:
         where = placed.get(row["id"])
         unit_id, how = choose_unit(row, where, _rules_of(row, where))
         new_cases.append(
-            {
-                "record_id": row["id"],
-                "unit_id": unit_id,
-                "assigned_by": how,
-                "state": "open",
-                "stars": row["stars"],
-                "effective_at": row.get("effective_at") or row["rated_at"],
-                "item_code": row.get("item_code"),
-                "window_id": row.get("window_id"),
-                "staff_id": row.get("staff_id"),
-                "reason_owed": bool(row.get("reason_owed")),
-                "reopened": 0,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-    made = conn.execute(_insert_cases(conn), new_cases).all()
-    if not made:
-        return
-    by_record = {c["record_id"]: c for c in new_cases}
-    contacts = _contacts_of(conn, {c["unit_id"] for c in new_cases if c["unit_id"]})
+            (
+                row["id"], unit_id, how, "open", row["stars"],
+                row.get("effective_at") or row["rated_at"], row.get("item_code"),
+                row.get("window_id"), row.get("staff_id"), bool(row.get("reason_owed")),
+                0, now, now,
+            )
+        )  # fmt: skip
+    contacts = _contacts_of(conn, {case[1] for case in new_cases if case[1]})
     details: dict = {}  # (unit, how) -> the open step's detail, as JSON
     recipients: dict = {}  # unit -> its duty contacts, as JSON
-    steps, alerts = [], []
-    for case_id, record_id in made:
-        case = by_record[record_id]
-        unit_id, how = case["unit_id"], case["assigned_by"]
+    follow = []  # per case: record id, the open step's detail, recipients, alert state
+    for case in new_cases:
+        record_id, unit_id, how = case[0], case[1], case[2]
         if (unit_id, how) not in details:
             details[(unit_id, how)] = json.dumps(
                 {"unit_id": unit_id, "assigned_by": how}, sort_keys=True
             )
         if unit_id not in recipients:
             recipients[unit_id] = json.dumps(contacts.get(unit_id, []), ensure_ascii=False)
-        steps.append(
-            {
-                "case_id": case_id,
-                "action": "open",
-                "from_state": None,
-                "to_state": "open",
-                "actor": SYSTEM,
-                "role": SYSTEM,
-                "at": now,
-                "note": None,
-                "detail": details[(unit_id, how)],
-            }
+        state = "pending" if contacts.get(unit_id) else "no_contact"
+        follow.append((record_id, details[(unit_id, how)], recipients[unit_id], state))
+    if conn.dialect.name == "postgresql":
+        columns = [list(column) for column in zip(*new_cases, strict=True)]
+        columns += [list(column) for column in zip(*follow, strict=True)]
+        conn.exec_driver_sql(_WRITE_POSTGRESQL, (*columns, SYSTEM, SYSTEM, now, now))
+        return
+    _write_sqlite(conn, new_cases, follow, now)
+
+
+def _write_sqlite(conn, new_cases: list[tuple], follow: list[tuple], now: str) -> None:
+    """SQLite: the cases in multi-row inserts that return the ids given (a
+    case that exists already returns none and gets no step or alert), then
+    the steps and the alerts of those made, in their ids' order, each with
+    the driver's executemany."""
+    made = []
+    marks = "(" + ", ".join("?" * len(CASE_COLUMNS)) + ")"
+    for start in range(0, len(new_cases), SQLITE_CHUNK):
+        chunk = new_cases[start : start + SQLITE_CHUNK]
+        sql = (
+            f"INSERT INTO cases ({', '.join(CASE_COLUMNS)}) VALUES "
+            + ", ".join([marks] * len(chunk))
+            + " ON CONFLICT (record_id) DO NOTHING RETURNING id, record_id"
         )
-        alerts.append(
-            {
-                "case_id": case_id,
-                "unit_id": unit_id,
-                "recipients": recipients[unit_id],
-                "state": "pending" if contacts.get(unit_id) else "no_contact",
-                "attempts": 0,
-                "created_at": now,
-            }
-        )
-    _insert_rows(conn, case_steps, steps)
-    _insert_rows(conn, case_alerts, alerts)
-
-
-def _insert_rows(conn, table, rows: list[dict]) -> None:
-    """The rows straight to the driver's executemany: a batch's steps and
-    alerts are plain values of known columns, so SQLAlchemy's work per row
-    (a parameter set each) is skipped."""
-    names = list(rows[0])
-    marks = ", ".join(["?" if conn.dialect.paramstyle == "qmark" else "%s"] * len(names))
-    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})"
-    conn.exec_driver_sql(sql, [tuple(row[name] for name in names) for row in rows])
-
-
-def _engine_of(conn):
-    return conn.engine
+        made += conn.exec_driver_sql(sql, tuple(v for case in chunk for v in case)).all()
+    if not made:
+        return
+    made.sort()
+    by_record = {f[0]: (case, f) for case, f in zip(new_cases, follow, strict=True)}
+    steps, alerts = [], []
+    for case_id, record_id in made:
+        case, (_, detail, recipients, state) = by_record[record_id]
+        steps.append((case_id, "open", None, "open", SYSTEM, SYSTEM, now, None, detail))
+        alerts.append((case_id, case[1], recipients, state, 0, now))
+    for table, names, values in (
+        ("case_steps", STEP_COLUMNS, steps),
+        ("case_alerts", ALERT_COLUMNS, alerts),
+    ):
+        sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        conn.exec_driver_sql(sql, values)
 
 
 # --- reading cases --------------------------------------------------------------------

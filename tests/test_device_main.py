@@ -604,3 +604,62 @@ def test_the_running_slot_is_the_version_status_will_and_window_pc_report(tmp_pa
     assert dev.status()["fw"] == "0.2.0" and dev.window_link.firmware == "0.2.0"
     (data / "fw.json").write_text("{")  # a torn or foreign file: the factory version
     assert boot(tmp_path).client._will[1] == messages.encode(messages.status(False, fw="0.1.0"))
+
+
+MICROPYTHON_SAFE_AFTER_ROLLBACK = r"""
+import json, os
+import machine, network
+from device import config
+from device.main import build
+from hardware.boards import esp32s3_keypad as board
+
+from device.store import seed
+seed("/work/data")
+# an update to 0.2.0 that never came up: /boot.py made the factory firmware
+# (0.1.0, in /lib) active again, as device/update.py's BOOT_PY writes it
+with open("/work/data/fw.json", "w") as f:
+    f.write(json.dumps({"active": "/lib", "version": "0.1.0", "rolled_back": "0.2.0",
+                        "reason": "did not come up in 3 boots"}))
+settings = config.load(None, {"device_id": "kp-01", "key": "00" * 32, "firmware": "0.0.9",
+                              "broker_host": "192.0.2.1", "data_dir": "/work/data",
+                              "safe_mode_hold_ms": 50})
+machine.Pin.levels[board.KEY_PINS[0]] = 0  # the technician holds key 0
+device = build(machine, network, board, settings, wall_clock=lambda: (1764145800, "ntp"))
+print(device.banner)
+status = device.status()
+print("status", status["fw"], status["safe_mode"], status["crashes"], status["last_error"])
+# the next boot, in normal mode: the rollback was noted once
+machine.Pin.levels[board.KEY_PINS[0]] = 1
+device = build(machine, network, board, settings, wall_clock=lambda: (1764145800, "ntp"))
+print(device.banner)
+print("status", device.status()["fw"], device.status()["crashes"])
+# a slot on trial, started in safe mode: the console says which and which boot
+with open("/work/data/fw.json", "w") as f:
+    f.write(json.dumps({"active": "/fw/0.3.0", "version": "0.3.0", "trial": True, "boots": 2,
+                        "previous": "/lib", "previous_version": "0.1.0"}))
+machine.Pin.levels[board.KEY_PINS[0]] = 0
+device = build(machine, network, board, settings, wall_clock=lambda: (1764145800, "ntp"))
+print(device.banner)
+print("status", device.status()["fw"])
+"""
+
+
+@pytest.mark.micropython
+def test_safe_mode_after_a_rollback_reports_the_firmware_running_and_why():
+    """A technician holds key 0 on a keypad whose update to 0.2.0 was rolled
+    back to the factory firmware: the console's first line and the status
+    name the firmware really running (the active slot's, here the factory
+    0.1.0, not the settings' 0.0.9) and why, on the real interpreter."""
+    from tests.harness.micropython import run_micropython
+    from tests.test_micropython_vectors import BOARD_STUBS
+
+    result = run_micropython(MICROPYTHON_SAFE_AFTER_ROLLBACK, files=BOARD_STUBS)
+    result.check()
+    assert result.stdout.splitlines() == [
+        "hcp: safe fw 0.1.0 (key 0 held at boot; 0.2.0 rolled back: did not come up in 3 boots)",
+        "status 0.1.0 True 1 update: 0.2.0 rolled back: did not come up in 3 boots",
+        "hcp: normal fw 0.1.0 (0.2.0 rolled back: did not come up in 3 boots)",
+        "status 0.1.0 1",
+        "hcp: safe fw 0.3.0 (key 0 held at boot; 0.3.0 on trial, boot 2)",
+        "status 0.3.0",
+    ]

@@ -197,8 +197,12 @@ def test_an_update_on_the_board_then_two_rollbacks(world, tmp_path, monkeypatch)
         assert target(engine, bad).detail == "came back running 0.2.0"
         assert json.loads(fw.read_text()) == {
             "active": "/fw/0.2.0", "version": "0.2.0", "rolled_back": "0.3.0",
-            "reason": "did not come up in 3 boots",
+            "reason": "did not come up in 3 boots", "noted": True,
         }  # fmt: skip
+        # the firmware that runs again says why, once, in its crash file and status
+        assert (
+            status(engine)["last_error"] == "update: 0.3.0 rolled back: did not come up in 3 boots"
+        )
 
         # 3. a firmware that runs but never reports: rolled back by its deadline
         tree = bundle_source(tmp_path, "0.4.0", SILENT, "sync",
@@ -210,13 +214,22 @@ def test_an_update_on_the_board_then_two_rollbacks(world, tmp_path, monkeypatch)
         assert wait_for(lambda: target(engine, silent).state == "accepted", 60)
         # the trial's deadline, not the fourth boot: the board started once on trial
         assert wait_for(lambda: json.loads(fw.read_text()).get("rolled_back") == "0.4.0", 90)
-        assert json.loads(fw.read_text()) == {
+        state = json.loads(fw.read_text())
+        state.pop("noted", None)  # the next boot notes the rollback
+        assert state == {
             "active": "/fw/0.2.0", "version": "0.2.0", "rolled_back": "0.4.0",
             "reason": "not healthy within 5 s",
         }  # fmt: skip
         assert wait_for(lambda: target(engine, silent).state == "rolled_back", 60)
         assert target(engine, silent).detail == "came back running 0.2.0"
         assert wait_for(lambda: status(engine)["fw"] == "0.2.0", 10)
+        assert wait_for(
+            lambda: (
+                status(engine).get("last_error")
+                == "update: 0.4.0 rolled back: not healthy within 5 s"
+            ),
+            10,
+        )
         assert status(engine)["online"] is True
         print(f"provisioning took {seconds:.1f} s; the update of {good_files} files, {good_bytes} B, "
               f"from rollout to healthy took {update_s:.1f} s")  # fmt: skip

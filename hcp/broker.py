@@ -32,6 +32,7 @@ therefore started through _amqtt_main(), not the `amqtt` console script.
 
 import functools
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -44,6 +45,7 @@ from pathlib import Path
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 LOG_TAIL_LINES = 20
+RELOAD_LINE = b"Reloading config."  # Mosquitto's log line when a SIGHUP is handled
 
 
 def free_port() -> int:
@@ -95,9 +97,29 @@ class _SubprocessBroker:
         return None
 
     # -- public interface
+    access_control = False  # open: anyone gets in (SecuredMosquitto: logins only)
+
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
+
+    def url_with(self, login: tuple[str | None, str | None]) -> str:
+        """The broker's URL with a (user, password) login in it, as
+        `hcp collector serve --mqtt` takes it; no user: the plain URL."""
+        user, password = login
+        if not user:
+            return self.url
+        return f"mqtt://{user}:{password}@{self.host}:{self.port}"
+
+    def collector_login(self, n: int = 1) -> tuple[str | None, str | None]:
+        """An open broker needs no login: (None, None)."""
+        return None, None
+
+    def fleet_login(self) -> tuple[str | None, str | None]:
+        return None, None
+
+    def allow(self, devices) -> None:
+        """An open broker lets every device in: nothing to do."""
 
     @property
     def running(self) -> bool:
@@ -272,7 +294,9 @@ class MosquittoBroker(_SubprocessBroker):
             f"persistence_location {self.workdir}/",
             "persistence_file mosquitto.db",
             "autosave_interval 1",
-            "log_dest stdout",
+            # stderr: unbuffered, so the log file shows each line at once (stdout to
+            # a file is block-buffered: a reload's line showed up only seconds later)
+            "log_dest stderr",
             "log_type error",
             "log_type warning",
             "log_type notice",
@@ -294,11 +318,33 @@ class MosquittoBroker(_SubprocessBroker):
         # the included listener but to Mosquitto's default one (port 1883).
         return [f"include_dir {self.auth_dir}"]
 
-    def reload(self) -> None:
-        """SIGHUP: Mosquitto reloads its password file and ACL, without a restart."""
+    def reload(self, wait: bool = True) -> None:
+        """SIGHUP: Mosquitto reloads its password file and ACL, without a restart.
+
+        With `wait`, returns once Mosquitto has logged "Reloading config.": it
+        logs that line in its (single-threaded) main loop just before it reads
+        the files again, so a client that connects after the line is judged
+        by the new files (measured with Mosquitto 2.0.11)."""
         if not self.running:
             raise RuntimeError("mosquitto is not running")
+        before = self._reloads_logged()
         self._proc.send_signal(signal.SIGHUP)
+        if not wait:
+            return
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while self._reloads_logged() <= before:
+            if time.monotonic() > deadline or not self.running:
+                raise RuntimeError(
+                    f"mosquitto did not reload within {START_TIMEOUT_S:.0f} s; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+            time.sleep(0.01)
+
+    def _reloads_logged(self) -> int:
+        try:
+            return self.log_path.read_bytes().count(RELOAD_LINE)
+        except OSError:
+            return 0
 
     def _command(self) -> list[str]:
         binary = self.binary()
@@ -315,6 +361,92 @@ def _declared_listener(folder: Path) -> tuple[int, str | None]:
             if len(words) in (2, 3) and words[0] == "listener":
                 return int(words[1]), (words[2] if len(words) == 3 else None)
     raise ValueError(f"no *.conf in {folder} declares a listener")
+
+
+class SecuredMosquitto(MosquittoBroker):
+    """Mosquitto with access control on, from the files `hcp collector
+    broker-auth` writes (sync_server.broker_auth), for the end-to-end tests
+    and the fault runs.
+
+    `workdir`/auth holds `passwd`, `acl` and `hcp.conf` for `devices`
+    ((device_id, key_hex) pairs), `collectors` collector logins
+    (hcp-collector, hcp-collector-2 …) and, with `fleet`, the fleet agent's
+    login, all with `service_password` (a new random one unless given); the
+    listener on 127.0.0.1 and a free port. Nobody gets in anonymously, a
+    device only with its own derived password, and only to its own topics.
+
+    `allow(devices)` makes `devices` the ones let in from now on: the device
+    lines of `passwd` are written anew (broker_auth.rewrite_device_logins, as
+    revocation does) and Mosquitto reloads them (no restart). The files stay
+    in place across `restart()`.
+    """
+
+    access_control = True
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike | None = None,
+        devices=(),
+        service_password: str | None = None,
+        collectors: int = 1,
+        fleet: bool = True,
+        port: int | None = None,
+        max_queued_messages: int = 0,
+        persistence: bool = False,
+    ):
+        from sync_server import broker_auth
+
+        tmp = None
+        if workdir is None:
+            tmp = tempfile.TemporaryDirectory(prefix="hcp-mosquitto-")
+            workdir = tmp.name
+        workdir = Path(workdir)
+        # a URL-safe password: collectors started as processes get it in --mqtt's URL
+        self.service_password = service_password or secrets.token_hex(16)
+        self.collectors = collectors
+        self.fleet = fleet
+        self.devices = dict(devices)
+        broker_auth.write_files(workdir / "auth", self.devices.items(), self.service_password,
+                                port=port or free_port(), bind_address="127.0.0.1",
+                                collectors=collectors, fleet=fleet)  # fmt: skip
+        super().__init__(
+            workdir=workdir,
+            max_queued_messages=max_queued_messages,
+            persistence=persistence,
+            auth_dir=workdir / "auth",
+        )
+        self._tmp = tmp
+
+    def collector_login(self, n: int = 1) -> tuple[str, str]:
+        """The n-th collector's (user, password); each collector its own."""
+        from sync_server import broker_auth
+
+        users = broker_auth.collector_users(self.collectors)
+        if not 1 <= n <= len(users):
+            raise ValueError(f"collector {n}: this broker has logins for 1..{len(users)}")
+        return users[n - 1], self.service_password
+
+    def fleet_login(self) -> tuple[str, str]:
+        """The fleet agent's (user, password): it writes configs and commands."""
+        from sync_server import broker_auth
+
+        if not self.fleet:
+            raise ValueError("this broker was started without the fleet agent's login")
+        return broker_auth.FLEET_USER, self.service_password
+
+    def allow(self, devices) -> None:
+        """Let exactly `devices` ((device_id, key_hex) pairs) in from now on;
+        a running broker reloads (a removed or re-keyed device's connection is
+        closed by it)."""
+        from sync_server import broker_auth
+
+        devices = dict(devices)
+        if devices == self.devices:
+            return  # nothing changes: no reload
+        self.devices = devices
+        broker_auth.rewrite_device_logins(self.auth_dir, self.devices.items())
+        if self.running:
+            self.reload()
 
 
 class AmqttBroker(_SubprocessBroker):

@@ -119,15 +119,32 @@ def viewer(client):
 @contextlib.contextmanager
 def running_ingest(broker, tmp_path, client_id: str, database_url: str | None = None):
     """The collector's MQTT ingest on `broker`, storing in SQLite under
-    tmp_path (or `database_url`); yields the running IngestService."""
+    tmp_path (or `database_url`); yields the running IngestService.
+
+    It logs in with the broker's collector login (none on an open broker);
+    on a broker with access control the devices let in are made those the
+    database holds (none in a new one), as revocation does."""
     from sync_server.ingest import IngestService
 
     engine = db.make_engine(database_url or f"sqlite:///{tmp_path / 'collector.db'}")
     db.init(engine)
-    service = IngestService(engine, broker.host, broker.port, client_id=client_id)
+    broker.allow(db.device_keys(engine))
+    user, password = broker.collector_login()
+    service = IngestService(
+        engine, broker.host, broker.port, client_id=client_id, username=user, password=password
+    )
     service.start()
     try:
         yield service
     finally:
         service.stop()
         engine.dispose()
+
+
+def provision(broker, engine, device_id, key_hex, **fields):
+    """Register a device with the collector (db.add_device, `fields` passed
+    on) and let the devices the database holds into `broker` (a reload of
+    its password file on a broker with access control; nothing on an open
+    one), as `hcp provision` and the admins' pages leave them."""
+    db.add_device(engine, device_id, key_hex, **fields)
+    broker.allow(db.device_keys(engine))

@@ -1,7 +1,13 @@
 """The kiosk end to end: real pygame events on the dummy display, the kiosk's
 SQLite store, the keypad's own Sync and MQTT client in the kiosk's sync
 worker, a real broker (harness) and the collector's IngestService on SQLite.
-Nothing in between is mocked."""
+Nothing in between is mocked.
+
+On Mosquitto the broker runs with access control on (broker_auth's files):
+the kiosk logs in as its device id with its derived password, the collector
+with its own login, and what the fleet agent does here (a config, a command,
+reading the command's result) is done with the fleet agent's login. amqtt
+runs open (docs/architecture.md, "Testing")."""
 
 from __future__ import annotations
 
@@ -11,7 +17,6 @@ import time
 import urllib.error
 import urllib.request
 
-import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import select
 
@@ -19,7 +24,8 @@ from hcp.broker import free_port
 from kiosk.service import SyncWorker, serve_http
 from protocols import messages, topics
 from sync_server import db
-from tests.harness.collector import running_ingest
+from tests.harness.broker import assert_access_control, connect
+from tests.harness.collector import provision, running_ingest
 from tests.test_kiosk_flow import DEVICE, KEY, KEY_HEX, Kiosk, demo_config
 
 
@@ -36,10 +42,16 @@ def wait_for(predicate, kiosk=None, timeout=20, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.fixture(scope="module")
+def broker(secured_broker):
+    """Mosquitto with access control on, then amqtt (open)."""
+    return secured_broker
+
+
 @pytest.fixture
 def collector(broker, tmp_path):
     with running_ingest(broker, tmp_path, "collector-kiosk-test") as service:
-        db.add_device(service.ingestor.engine, DEVICE, KEY_HEX, kind="kiosk")
+        provision(broker, service.ingestor.engine, DEVICE, KEY_HEX, kind="kiosk")
         yield service
 
 
@@ -82,12 +94,15 @@ def contacts(collector):
 
 
 def publish(broker, topic, payload, retain=False):
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="kiosk-test-publisher")
-    client.connect(broker.host, broker.port)
-    client.loop_start()
+    """Publish as the fleet agent does (its login: it writes configs and commands)."""
+    client = connect(broker, broker.fleet_login(), "kiosk-test-publisher")
     client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
     client.disconnect()
     client.loop_stop()
+
+
+def test_the_broker_lets_in_only_the_provisioned_kiosk_to_its_own_topics(broker, collector):
+    assert_access_control(broker, (DEVICE, KEY_HEX))
 
 
 def test_a_walk_up_rating_reaches_the_collector_with_its_contact(online_kiosk, collector):
@@ -117,16 +132,16 @@ def test_the_config_comes_from_the_collector_and_the_evaluate_command_opens_a_ca
     assert k.store.get_setting("config")["content_version"] == "2026-2"
 
     results = []
-    listener = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="kiosk-test-cmdres")
-    listener.on_message = lambda _c, _u, m: results.append(json.loads(m.payload))
-    listener.connect(broker.host, broker.port)
+    # the fleet agent's one login both sends the command and reads its result
+    # (a second client on that login would take the first one's session)
+    listener = connect(broker, broker.fleet_login(), "kiosk-test-cmdres",
+                       on_message=lambda _c, _u, m: results.append(json.loads(m.payload)))  # fmt: skip
     listener.subscribe(topics.topic(DEVICE, topics.UP_CMDRES), 1)
-    listener.loop_start()
     try:
         time.sleep(0.3)
         command = messages.command("c-1", "evaluate", {"case_no": "QZ77", "item_code": "D-9"})
-        publish(broker, topics.topic(DEVICE, topics.DOWN_CMD),
-                messages.encode_signed(command, KEY))  # fmt: skip
+        listener.publish(topics.topic(DEVICE, topics.DOWN_CMD),
+                         messages.encode_signed(command, KEY), qos=1).wait_for_publish(5)  # fmt: skip
         wait_for(lambda: results, k, what="the command's result")
     finally:
         listener.disconnect()

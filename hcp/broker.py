@@ -45,6 +45,7 @@ from pathlib import Path
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 LOG_TAIL_LINES = 20
+NOT_AUTHORISED = 135  # paho's reason code for CONNACK 5 (MQTT 3.1.1 "not authorised")
 RELOAD_LINE = b"Reloading config."  # Mosquitto's log line when a SIGHUP is handled
 
 
@@ -566,7 +567,45 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-BROKER_KINDS = {"mosquitto": MosquittoBroker, "amqtt": AmqttBroker}
+BROKER_KINDS = {
+    "mosquitto": MosquittoBroker,
+    "amqtt": AmqttBroker,
+    # Mosquitto with access control on (SecuredMosquitto): for the runs of hcp
+    # that start their own broker (the fault runs) and for the tests
+    "secured-mosquitto": SecuredMosquitto,
+}
+
+
+def login_answer(broker, login=(None, None), client_id: str = "hcp-login-check") -> int:
+    """Connect to `broker` with `login` ((user, password); (None, None):
+    anonymously), disconnect again, and return the CONNACK's reason code as
+    paho numbers it: 0 let in, 135 "not authorised" (CONNACK 5 of MQTT
+    3.1.1), 134 bad user name or password."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    answered = threading.Event()
+    codes = []
+
+    def on_connect(_client, _userdata, _flags, reason_code, _props):
+        codes.append(reason_code.value)
+        answered.set()
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if login[0]:
+        client.username_pw_set(*login)
+    client.on_connect = on_connect
+    client.reconnect_delay_set(30, 30)  # one try only
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        if not answered.wait(START_TIMEOUT_S):
+            raise TimeoutError(f"no CONNACK from {broker.url}")
+        return codes[0]
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def start_broker(kind: str, **kw) -> _SubprocessBroker:

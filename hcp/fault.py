@@ -6,6 +6,12 @@ collector.
 Pass means: each device's records 1..last_seq are stored exactly once, the
 per-level counts the device kept equal what was stored, and nothing sits in
 quarantine. The run stops by itself; all traffic stays on 127.0.0.1.
+
+On Mosquitto the run's broker has access control on, as in production
+(hcp.broker.SecuredMosquitto: the files `hcp collector broker-auth` writes):
+the collector logs in with its login, each keypad with its id and derived
+password; the run checks first that an anonymous client is refused. amqtt
+runs open (docs/architecture.md, "Testing").
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from hcp.broker import MosquittoBroker
+from hcp.broker import NOT_AUTHORISED, MosquittoBroker, login_answer
 from hcp.stack import Device, LocalStack, broker_kind
 from sync_server import db
+from sync_server.ingest import IngestService
 
 FAULTS = ("link", "broker", "collector", "power")
 
@@ -45,6 +52,9 @@ class Report:
     count_mismatches: list[str] = field(default_factory=list)
     quarantined: int = 0
     drained: bool = False
+    # the broker's answer to an anonymous client at the start: 135 (refused) with
+    # access control on, 0 (let in) on an open broker
+    anonymous_answer: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -67,6 +77,24 @@ class _Slot:
         self.keypad = make()
 
 
+class SecuredStack(LocalStack):
+    """LocalStack on a broker that may have access control on: the devices it
+    provisions are let into the broker (a reload) and the collector logs in
+    with its own login. On an open broker both are no-ops."""
+
+    def provision(self, devices) -> None:
+        super().provision(devices)
+        self.broker.allow(db.device_keys(self.engine))
+
+    def start_ingest(self) -> IngestService:
+        user, password = self.broker.collector_login()
+        self.ingest = IngestService(self.engine, self.broker.host, self.broker.port,
+                                    client_id=self.client_id, username=user,
+                                    password=password)  # fmt: skip
+        self.ingest.start()
+        return self.ingest
+
+
 class FaultRun:
     def __init__(self, workdir, devices=6, duration=30.0, broker="mosquitto", pace=0.05,
                  fault_every=1.5, seed=None):  # fmt: skip
@@ -85,14 +113,18 @@ class FaultRun:
 
     def run(self) -> Report:
         devices = [Device(f"kp-fault-{n:02d}", secrets.token_hex(32)) for n in range(self.devices)]
-        with LocalStack(self.workdir, self.broker_kind, devices=devices,
-                        client_id="hcp-collector-fault") as stack:  # fmt: skip
+        kind = "secured-mosquitto" if self.broker_kind == "mosquitto" else self.broker_kind
+        with SecuredStack(self.workdir, kind, devices=devices,
+                          client_id="hcp-collector-fault") as stack:  # fmt: skip
             self.stack, self.engine, self.broker = stack, stack.engine, stack.broker
             return self._run(stack, devices)
 
     def _run(self, stack, devices) -> Report:
-        slots = [_Slot(lambda d=device: stack.start_keypad(d, **FAST)) for device in devices]
         report = Report(devices=self.devices, seconds=0)
+        report.anonymous_answer = login_answer(stack.broker)
+        if stack.broker.access_control and report.anonymous_answer != NOT_AUTHORISED:
+            raise RuntimeError(f"the broker let an anonymous client in ({stack.broker.url})")
+        slots = [_Slot(lambda d=device: stack.start_keypad(d, **FAST)) for device in devices]
         stop = threading.Event()
         raters = [threading.Thread(target=self._rate, args=(slot, stop), daemon=True)
                   for slot in slots]  # fmt: skip
@@ -248,6 +280,9 @@ def _print(console, report) -> int:
     table.add_row("per-level count mismatches", str(len(report.count_mismatches)))
     table.add_row("quarantined", str(report.quarantined))
     table.add_row("keypads drained", "yes" if report.drained else "no")
+    if report.anonymous_answer is not None:
+        refused = report.anonymous_answer == NOT_AUTHORISED
+        table.add_row("broker access control", "on" if refused else "off (open broker)")
     console.print(table)
     for line in report.missing[:20] + report.unexpected[:20] + report.count_mismatches:
         console.print(f"  {line}")

@@ -3,7 +3,9 @@
 Everything that can die runs as a process of its own and dies by SIGKILL, at
 random moments, a transaction or a journal write in progress included:
 
-- Mosquitto, with persistence on, killed and started again;
+- Mosquitto, with persistence and access control on (the files `hcp
+  collector broker-auth` writes: each collector and keypad its own login,
+  nobody anonymous), killed and started again;
 - N collectors (`hcp collector serve`) sharing the ingest through MQTT
   shared subscriptions (`--share-group`), writing to one database
   (PostgreSQL where a server answers, else one SQLite file), each killed and
@@ -31,7 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-from hcp.broker import MosquittoBroker, free_port
+from hcp.broker import NOT_AUTHORISED, SecuredMosquitto, login_answer
 from hcp.fault import FAST, Report, count_stored
 from sync_server import db
 
@@ -71,6 +73,29 @@ class Child:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def start_run_broker(workdir, devices, collectors: int = 1) -> SecuredMosquitto:
+    """The broker of the runs with processes (this one and the outbox's crash
+    run, sync_server/outbox_crash.py): Mosquitto in `workdir`/broker with
+    persistence on (a killed broker comes back with its sessions) and access
+    control on: broker_auth's files for `devices` ((device_id, key_hex)
+    pairs), `collectors` collector logins (their URLs: `collector_url`), no
+    anonymous client. Started; raises RuntimeError if it lets one in."""
+    broker = SecuredMosquitto(workdir=Path(workdir) / "broker", devices=devices,
+                              collectors=collectors, fleet=False, persistence=True)  # fmt: skip
+    broker.start()
+    answer = login_answer(broker)
+    if answer != NOT_AUTHORISED:
+        broker.stop()
+        raise RuntimeError(f"the run's broker let an anonymous client in (CONNACK {answer})")
+    return broker
+
+
+def collector_url(broker, n: int = 1) -> str:
+    """`--mqtt` for the n-th collector: the broker's URL with that collector's
+    own login (with use_username_as_clientid each login is one session)."""
+    return broker.url_with(broker.collector_login(n))
 
 
 # -- the keypad host: `python -m hcp.fault_processes keypads SPEC` -----------------------------
@@ -145,10 +170,7 @@ class ProcessFaultRun:
             # first state write cannot open again: device/store.py reads the
             # empty state.tmp)
             seed(str(self.workdir / device_id))
-        broker = MosquittoBroker(
-            port=free_port(), workdir=self.workdir / "broker", persistence=True
-        )
-        broker.start()
+        broker = start_run_broker(self.workdir, devices, self.collectors)
         collectors = [self._collector(n, broker) for n in range(1, self.collectors + 1)]
         hosts = [self._host(n, devices[n :: self.hosts], broker) for n in range(self.hosts)]
         children = collectors + hosts
@@ -192,7 +214,7 @@ class ProcessFaultRun:
 
     def _collector(self, n: int, broker) -> Child:
         command = [sys.executable, "-m", "hcp", "collector", "serve", "--db", self.database_url,
-                   "--mqtt", broker.url, "--share-group", "hcp", "--client-id",
+                   "--mqtt", collector_url(broker, n), "--share-group", "hcp", "--client-id",
                    f"hcp-collector-{n}", "--port", "0"]  # fmt: skip
         return Child(f"collector-{n}", command, self.workdir / f"collector-{n}.log")
 

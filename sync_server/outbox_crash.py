@@ -2,7 +2,8 @@
 
 Every part is real and runs as it does in a hall:
 
-- Mosquitto (persistence on) and the simulated province (in this process);
+- Mosquitto (persistence and access control on: hcp/fault_processes.py's
+  start_run_broker) and the simulated province (in this process);
 - the collector, `hcp collector serve` as its own process (the MQTT ingest,
   the web app and the outbox sender in it, configured by a settings file);
 - simulated keypads (the firmware on the simulated board), each on a window
@@ -212,7 +213,7 @@ def _waiting(engine) -> int:
 
 def run(db_url: str | None = None, seconds: float = 20.0, keypads: int = 3,
         workdir=".hcp-outbox-crash") -> dict:  # fmt: skip
-    from hcp.broker import MosquittoBroker, free_port
+    from hcp.fault_processes import collector_url, start_run_broker
     from simulators.keypad import SimKeypad
     from simulators.uart import PtyUART
 
@@ -234,9 +235,8 @@ def run(db_url: str | None = None, seconds: float = 20.0, keypads: int = 3,
     lines = [f'HCP_PROVINCE_URL = "{province_url}"', f'HCP_PROVINCE_CREDENTIAL = "{credential}"']
     lines += [f"{key} = {value}" for key, value in SENDER.items()]
     settings.write_text("\n".join(lines) + "\n")
-    broker = MosquittoBroker(port=free_port(), workdir=folder / "broker", persistence=True)
-    broker.start()
-    collector = Collector(folder, db_url, broker.url, settings)
+    broker = start_run_broker(folder, [(device_id, key) for device_id, key, _w in devices])
+    collector = Collector(folder, db_url, collector_url(broker), settings)
     collector.start()
     stop = threading.Event()
     pads, counters = [], []

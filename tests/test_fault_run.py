@@ -14,7 +14,7 @@ from sqlalchemy import delete
 
 from hcp.fault import FAULTS, FaultRun, Report
 from sync_server import db
-from tests.harness.broker import NOT_AUTHORIZED, require_kind
+from tests.harness.broker import ANONYMOUS_REFUSED, NOT_AUTHORIZED, logins_let_in, require_kind
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,3 +74,8 @@ def test_real_processes_killed_with_sigkill_lose_nothing(tmp_path, postgres_url)
     assert report.missing == [] and report.unexpected == []
     assert report.count_mismatches == [] and report.quarantined == 0
     assert report.stored == report.made and report.ok
+    # access control on: the anonymous client refused, everyone let in by a login
+    log = (tmp_path / "broker" / "mosquitto.log").read_text()
+    assert ANONYMOUS_REFUSED in log
+    collectors = {"hcp-collector", "hcp-collector-2"}
+    assert set(logins_let_in(log)) == collectors | {f"kp-pf-{n:02d}" for n in range(4)}

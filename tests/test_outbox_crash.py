@@ -11,7 +11,11 @@ test-long`). On SQLite, `make test` proves the same: nothing lost or twice,
 in order, through the province's moods and two kills of the sending process
 (one in flight) by the fault run (tests/test_outbox_fault.py, SQLite), and
 the 差评 held until its reason by tests/test_outbox_reasons.py on both
-databases."""
+databases.
+
+The broker runs with access control on (hcp/fault_processes.py's
+start_run_broker): its log shows the anonymous client refused and every
+connection it let in made with a login, the keypads' and the collector's."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import pytest
 from hcp.broker import MosquittoBroker
 from sync_server import outbox_crash
 from tests.harness import shared_worlds
+from tests.harness.broker import ANONYMOUS_REFUSED, logins_let_in
 
 # PostgreSQL migrated once per test process and emptied for each test
 engine, migrated_postgres = shared_worlds.engine, shared_worlds.migrated_postgres
@@ -40,3 +45,7 @@ def test_the_collector_killed_mid_flight_loses_and_doubles_nothing(engine, tmp_p
     assert result["held_then_sent"] > 0  # some 差评 waited for their reason
     assert set(result["states"]) == {"acked"}
     assert result["province_counts"]["faults"] >= 8  # each bad mood met twice or more
+    log = (tmp_path / "broker" / "mosquitto.log").read_text()
+    assert ANONYMOUS_REFUSED in log
+    keypads = {f"kp-crash-{n:02d}" for n in (1, 2, 3)}
+    assert set(logins_let_in(log)) == keypads | {"hcp-collector"}

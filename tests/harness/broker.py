@@ -22,6 +22,7 @@ file) and a free port; its log tail is part of any start-up error.
 """
 
 import os
+import re
 import threading
 
 import paho.mqtt.client as mqtt
@@ -196,3 +197,19 @@ def assert_access_control(broker, device):
     assert refusal(broker) == NOT_AUTHORIZED
     other = topics.topic("kp-someone-else", topics.UP_EV)
     assert publish_answer(broker, device_login(*device), other) == NOT_AUTHORIZED
+
+
+# Mosquitto's log (connection_messages true) names each client it lets in and,
+# after u'…', the user it logged in as; a refused login check is logged too
+_LET_IN = re.compile(r"New client connected from \S+ as \S+ \(([^)]*)\)")
+ANONYMOUS_REFUSED = "Client hcp-login-check disconnected, not authorised."
+
+
+def logins_let_in(log_text):
+    """The user of every connection Mosquitto's log shows it let in, in
+    order (None for one made without a user name)."""
+    users = []
+    for match in _LET_IN.finditer(log_text):
+        user = re.search(r"u'([^']*)'", match.group(1))
+        users.append(user.group(1) if user else None)
+    return users

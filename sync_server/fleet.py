@@ -28,7 +28,16 @@ import os
 import re
 import secrets
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    has_request_context,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -187,13 +196,18 @@ def build_body(conn, window_id=None, staff_id=None, tag_version=None, texts=None
         messages.check(messages.config(1, **body), messages.CONFIG)
     except messages.MessageError as exc:
         raise FleetError(str(exc)) from None
-    size = len(messages.encode(messages.config(2**31 - 1, **body)))
+    size = config_size(body)
     if size > MAX_CONFIG_BYTES:
         raise FleetError(
             f"config: {size} bytes; a keypad takes at most {MAX_CONFIG_BYTES} "
             "(fewer tags, texts or staff in the window's unit)"
         )
     return body
+
+
+def config_size(body: dict) -> int:
+    """Bytes of the config message with the largest version number."""
+    return len(messages.encode(messages.config(2**31 - 1, **body)))
 
 
 def _window_unit(conn, window_id):
@@ -213,6 +227,152 @@ def _roster(conn, unit_id):
             f"a keypad holds at most {MAX_ROSTER}"
         )
     return rows
+
+
+# --- the roster follows the staff table -----------------------------------------------
+#
+# A desired config made for a window carries the window's unit (org_id) and
+# that unit's staff (roster), as they were when it was saved. When staff join,
+# leave, are renamed or move, or a window moves (sync_server/org.py calls
+# follow_org in the same transaction), every such config is derived again from
+# the organisation as it is now: a changed body is a new desired version, set
+# by whoever changed the staff and audited like any config change, which the
+# agent puts on the device's retained down/config topic.
+#
+# A roster the keypad cannot hold (more than MAX_ROSTER staff, or a config
+# over MAX_CONFIG_BYTES) does not refuse the staff change: the organisation is
+# the record of who works where, which the figures and the cases follow, and
+# one hall's keypad memory must not keep a person in the wrong unit or refuse
+# a district's staff file. The device's desired config is left as it was and
+# the fleet pages show the problem with the unit (held_roster) until the unit
+# is small enough or the config is changed by hand.
+
+
+def org_now(conn) -> tuple[dict, dict]:
+    """(window id -> its unit now, unit id -> its roster now [[工号, name], ...])."""
+    from sync_server import org
+
+    window_units = {w["id"]: w["unit"] for w in org.members(conn, "windows")}
+    rosters: dict[str, list] = {}
+    for member in org.members(conn, "staff"):
+        if member["unit"] is not None:
+            rosters.setdefault(member["unit"], []).append([member["id"], member["name"]])
+    return window_units, rosters
+
+
+def derive(body: dict, now: tuple[dict, dict]) -> tuple[dict, dict | None]:
+    """The body with its window's unit and that unit's roster as they are now
+    (`now` from org_now), and the problem that keeps it from a keypad, or None:
+    {"unit", "staff"} (too many staff) or {"unit", "bytes"} (too big). A body
+    without a window, or whose window is in no unit now, is returned as it is."""
+    window_units, rosters = now
+    unit = window_units.get(body.get("window_id"))
+    if unit is None:
+        return body, None
+    new = {k: v for k, v in body.items() if k not in ("org_id", "roster")}
+    new["org_id"] = unit
+    roster = rosters.get(unit, [])
+    if len(roster) > MAX_ROSTER:
+        return new, {"unit": unit, "staff": len(roster)}
+    if roster:
+        new["roster"] = roster
+    size = config_size(new)
+    if size > MAX_CONFIG_BYTES:
+        return new, {"unit": unit, "bytes": size}
+    return new, None
+
+
+def problem_text(problem: dict) -> str:
+    """A held roster's problem in words, for the audit log and the pages."""
+    if "staff" in problem:
+        return _(
+            "the roster of unit %(unit)s was not sent: it has %(n)s staff members; "
+            "a keypad holds at most %(max)s",
+            unit=problem["unit"],
+            n=problem["staff"],
+            max=MAX_ROSTER,
+        )
+    return _(
+        "the roster of unit %(unit)s was not sent: the configuration would be "
+        "%(n)s bytes; a keypad takes at most %(max)s",
+        unit=problem["unit"],
+        n=problem["bytes"],
+        max=MAX_CONFIG_BYTES,
+    )
+
+
+def _actor() -> str:
+    if has_request_context() and current_user.is_authenticated:
+        return current_user.actor
+    return "system"
+
+
+def follow_org(conn, units=(), windows=(), cause: str = "") -> list[dict]:
+    """After a change of the staff of `units` or of the place of `windows`:
+    the desired config of every device made for a window of one of those
+    units (its org_id) or for one of those windows, derived again (derive).
+    A changed body becomes a new version by the actor of the change, audited
+    (fleet.config, with `cause`); a body a keypad cannot take is left as it
+    is and audited (fleet.config.held). Returns the held ones:
+    [{"device_id", "unit", "problem": {...}}]."""
+    units, windows = set(units) - {None}, set(windows) - {None}
+    if not units and not windows:
+        return []
+    rows = [
+        (row.device_id, json.loads(row.body))
+        for row in conn.execute(
+            select(fleet_configs.c.device_id, fleet_configs.c.body).order_by(
+                fleet_configs.c.device_id
+            )
+        )
+    ]
+    rows = [
+        (device_id, body)
+        for device_id, body in rows
+        if body.get("window_id")
+        and (body.get("org_id") in units or body.get("window_id") in windows)
+    ]
+    if not rows:
+        return []
+    now, actor, held = org_now(conn), _actor(), []
+    for device_id, body in rows:
+        new, problem = derive(body, now)
+        before = desired(conn, device_id)
+        if problem is not None:
+            held.append({"device_id": device_id, "unit": problem["unit"], "problem": problem})
+            audit.record(
+                conn,
+                "fleet.config.held",
+                f"device:{device_id}",
+                {"version": before["version"]},
+                {"problem": problem, "cause": cause},
+            )
+            continue
+        version = set_config(conn, device_id, new, actor)
+        if version != before["version"]:
+            audit.record(
+                conn,
+                "fleet.config",
+                f"device:{device_id}",
+                {"version": before["version"]},
+                {"version": version, **new, "cause": cause},
+            )
+    return held
+
+
+def held_rosters(conn) -> dict[str, dict]:
+    """device id -> the problem that keeps its roster from following the staff
+    table now (see derive), for every device with a desired config."""
+    now, out = None, {}
+    for row in conn.execute(select(fleet_configs.c.device_id, fleet_configs.c.body)):
+        body = json.loads(row.body)
+        if not body.get("window_id"):
+            continue
+        now = now or org_now(conn)
+        _new, problem = derive(body, now)
+        if problem is not None:
+            out[row.device_id] = problem
+    return out
 
 
 def desired(conn, device_id: str) -> dict | None:
@@ -601,7 +761,11 @@ def init_app(app) -> None:
 
     @app.context_processor
     def _fleet_labels():
-        return {"COMMAND_LABELS": COMMAND_LABELS, "COMMAND_STATE_LABELS": STATE_LABELS}
+        return {
+            "COMMAND_LABELS": COMMAND_LABELS,
+            "COMMAND_STATE_LABELS": STATE_LABELS,
+            "roster_problem": problem_text,
+        }
 
 
 def _statuses(conn) -> dict:
@@ -628,6 +792,7 @@ def overview(conn) -> list[dict]:
         for row in conn.execute(select(fleet_configs))
     }
     c = fleet_commands.c
+    held = held_rosters(conn)
     open_counts: dict[str, int] = {}
     for (device_id,) in conn.execute(select(c.device_id).where(c.state.in_(OPEN_STATES))):
         open_counts[device_id] = open_counts.get(device_id, 0) + 1
@@ -644,6 +809,7 @@ def overview(conn) -> list[dict]:
                 "online": bool(status.get("online")) if status else None,
                 "fw": status.get("fw"),
                 "open_commands": open_counts.get(device_id, 0),
+                "held": held.get(device_id),
                 **drift(configs.get(device_id), status),
             }
         )
@@ -688,6 +854,7 @@ def _device_page(device_id, error=None, status=200):
             hours=hours_text(body.get("hours")),
             texts=texts_text(body.get("texts")),
             drift=drift(row, device["status"]),
+            held=held_rosters(conn).get(device_id),
             commands=commands_of(conn, device_id),
             seq_gaps=seq_gaps(conn, device_id),
             windows=[w["id"] for w in _windows(conn)],

@@ -341,8 +341,11 @@ def _active_unit(conn, unit_id, column: str) -> str:
     return unit_id
 
 
-def add(conn, what: str, code: str, name: str, unit: str | None, kind: str | None = None) -> None:
-    """A new unit (kind, parent `unit`, None for a root) or window/staff/item in `unit`."""
+def add(
+    conn, what: str, code: str, name: str, unit: str | None, kind: str | None = None
+) -> list[dict]:
+    """A new unit (kind, parent `unit`, None for a root) or window/staff/item in
+    `unit`. Returns the keypads whose roster could not follow (_follow)."""
     table = TABLES[what]
     check_code(code)
     name = check_name(name)
@@ -357,10 +360,23 @@ def add(conn, what: str, code: str, name: str, unit: str | None, kind: str | Non
         raise OrgError(_("code: %(code)r already exists", code=code))
     conn.execute(table.insert().values(**values))
     _place(conn, what, code, unit, SINCE_EVER)
+    if what == "staff":
+        return _follow(conn, f"org.staff.add:{code}", units={unit})
+    return []
 
 
-def move(conn, what: str, code: str, unit: str, at: str | None = None) -> None:
-    """Put `code` under `unit` from `at` (now): its past stays where it was."""
+def _follow(conn, cause: str, units=(), windows=()) -> list[dict]:
+    """The keypads' rosters follow a change of staff or windows in the same
+    transaction (sync_server/fleet.py follow_org): new desired config
+    versions; returns those that a keypad could not hold, left as they were."""
+    from sync_server import fleet
+
+    return fleet.follow_org(conn, units=units, windows=windows, cause=cause)
+
+
+def move(conn, what: str, code: str, unit: str, at: str | None = None) -> list[dict]:
+    """Put `code` under `unit` from `at` (now): its past stays where it was.
+    Returns the keypads whose roster could not follow (_follow)."""
     at = moment(at)
     current = get(conn, what, code)
     if current is None:
@@ -380,9 +396,23 @@ def move(conn, what: str, code: str, unit: str, at: str | None = None) -> None:
         raise OrgError(_("at: must be after the last move (%(at)s)", at=later))
     _unplace(conn, what, code, at)
     _place(conn, what, code, unit, at)
+    if what == "staff":
+        return _follow(conn, f"org.staff.move:{code}", units={current["unit"], unit})
+    if what == "windows":
+        return _follow(conn, f"org.windows.move:{code}", windows={code})
+    return []
 
 
-def rename(conn, what: str, code: str, name: str, kind: str | None = None) -> None:
+def rename(conn, what: str, code: str, name: str, kind: str | None = None) -> list[dict]:
+    """A new name (and kind, for a unit). Returns the keypads whose roster
+    could not follow (_follow)."""
+    _rename(conn, what, code, name, kind)
+    if what == "staff":
+        return _follow(conn, f"org.staff.rename:{code}", units={placed_in(conn, what, code)})
+    return []
+
+
+def _rename(conn, what: str, code: str, name: str, kind: str | None = None) -> None:
     table = TABLES[what]
     values = {"name": check_name(name)}
     if what == "units" and kind is not None:
@@ -391,7 +421,7 @@ def rename(conn, what: str, code: str, name: str, kind: str | None = None) -> No
         raise OrgError(_("code: unknown %(code)r", code=code))
 
 
-def retire(conn, what: str, code: str, at: str | None = None) -> None:
+def retire(conn, what: str, code: str, at: str | None = None) -> list[dict]:
     """Out of use from `at`: kept with its history, no longer placed anywhere.
     A unit with units, windows, staff or items still in it cannot be retired."""
     at = moment(at)
@@ -412,6 +442,9 @@ def retire(conn, what: str, code: str, at: str | None = None) -> None:
     table = TABLES[what]
     conn.execute(update(table).where(table.c.id == code).values(retired_at=at))
     _unplace(conn, what, code, at)
+    if what == "staff":
+        return _follow(conn, f"org.staff.retire:{code}", units={current["unit"]})
+    return []
 
 
 def set_photo(conn, code: str, data: bytes | None, content_type: str | None) -> None:
@@ -485,7 +518,9 @@ def import_rows(conn, what: str, rows: list[list[str]]) -> dict:
     """Add, rename and move what the rows say, all or nothing (the caller's
     transaction): every row is checked before the first change.
 
-    Returns {"added": n, "changed": n, "moved": n, "unchanged": n}.
+    Returns {"added": n, "changed": n, "moved": n, "unchanged": n}, and
+    "keypads_held": n when staff or windows changed and n keypads could not
+    take their unit's new roster (_follow).
     """
     if not rows:
         raise FileProblem(1, COLUMNS[what][0], _("the file is empty"))
@@ -553,6 +588,7 @@ def import_rows(conn, what: str, rows: list[list[str]]) -> dict:
     if what == "units":
         _check_no_cycle(known_units, parents, {r["code"]: n for n, r in plan})
     counts = {"added": 0, "changed": 0, "moved": 0, "unchanged": 0}
+    touched_units, touched_windows = set(), set()  # whose keypads' rosters follow
     now = moment()
     # parents first, so a unit and its children can come in any order
     for _number, record in _parents_first(plan, parents) if what == "units" else plan:
@@ -566,10 +602,11 @@ def import_rows(conn, what: str, rows: list[list[str]]) -> dict:
             conn.execute(table.insert().values(**values))
             _place(conn, what, code, target, SINCE_EVER)
             counts["added"] += 1
+            touched_units.add(target)
             continue
         touched = False
         if old["name"] != record["name"] or (what == "units" and old["kind"] != record["kind"]):
-            rename(conn, what, code, record["name"], record.get("kind"))
+            _rename(conn, what, code, record["name"], record.get("kind"))
             counts["changed"] += 1
             touched = True
         if old["retired_at"]:
@@ -582,6 +619,17 @@ def import_rows(conn, what: str, rows: list[list[str]]) -> dict:
             touched = True
         if not touched:
             counts["unchanged"] += 1
+        else:
+            touched_units.update((old["unit"], target))
+            touched_windows.add(code)
+    if what == "staff":
+        held = _follow(conn, "org.staff.import", units=touched_units)
+    elif what == "windows":
+        held = _follow(conn, "org.windows.import", windows=touched_windows)
+    else:
+        held = []
+    if held:
+        counts["keypads_held"] = len(held)
     return counts
 
 

@@ -153,10 +153,10 @@ def _has_photo(code) -> bool:
         return org.photo(conn, code) is not None
 
 
-def _back(what, code, unit_id):
+def _back(what, code, held):
     if what == "units":
-        return redirect(url_for("org_pages.unit", unit_id=code))
-    return redirect(url_for("org_pages.member", what=what, code=code))
+        return redirect(url_for("org_pages.unit", unit_id=code, **_held_args(held)))
+    return redirect(url_for("org_pages.member", what=what, code=code, **_held_args(held)))
 
 
 def _form_what():
@@ -185,11 +185,17 @@ def add():
     engine = get_engine()
     try:
         with engine.begin() as conn:
-            org.add(conn, what, code, form.get("name", ""), unit_id, kind=form.get("kind"))
+            held = org.add(conn, what, code, form.get("name", ""), unit_id, kind=form.get("kind"))
             audit.record(conn, f"org.{what}.add", f"{what}:{code}", None, org.get(conn, what, code))
     except org.OrgError as exc:
         return _unit_page(unit_id, error=str(exc), status=400)
-    return redirect(url_for("org_pages.unit", unit_id=unit_id))
+    return redirect(url_for("org_pages.unit", unit_id=unit_id, **_held_args(held)))
+
+
+def _held_args(held) -> dict:
+    """The page after a staff change says how many keypads kept their old
+    roster (sync_server/fleet.py follow_org); the fleet page says why."""
+    return {"keypads_held": len(held)} if held else {}
 
 
 def _existing(conn, what, code):
@@ -203,7 +209,8 @@ def _change(action: str, change, target: str | None = None):
     """One change of an existing item from a form: found inside the user's
     units (else 404), allowed where it sits and, for a move, where it goes
     (else 403), made and audited in one transaction. Returns (what, code,
-    the item before) or a response: the page again with the error."""
+    the item before, the keypads whose roster could not follow) or a
+    response: the page again with the error."""
     what, code = _form_what(), request.form.get("code", "")
     engine = get_engine()
     with engine.connect() as conn:
@@ -214,13 +221,13 @@ def _change(action: str, change, target: str | None = None):
         abort(403)
     try:
         with engine.begin() as conn:
-            change(conn, what, code)
+            held = change(conn, what, code)
             audit.record(
                 conn, f"org.{what}.{action}", f"{what}:{code}", before, org.get(conn, what, code)
             )
     except org.OrgError as exc:
         return _fail(what, code, code if what == "units" else before["unit"], str(exc))
-    return what, code, before
+    return what, code, before, held
 
 
 @bp.post("/org/rename")
@@ -230,8 +237,8 @@ def rename():
     done = _change("rename", lambda conn, what, code: org.rename(conn, what, code, name, kind))
     if not isinstance(done, tuple):
         return done
-    what, code, before = done
-    return _back(what, code, before["unit"])
+    what, code, before, held = done
+    return _back(what, code, held)
 
 
 @bp.post("/org/move")
@@ -241,8 +248,8 @@ def move():
     done = _change("move", lambda conn, what, code: org.move(conn, what, code, target), target)
     if not isinstance(done, tuple):
         return done
-    what, code, _before = done
-    return _back(what, code, target)
+    what, code, _before, held = done
+    return _back(what, code, held)
 
 
 @bp.post("/org/retire")
@@ -251,10 +258,10 @@ def retire():
     done = _change("retire", org.retire)
     if not isinstance(done, tuple):
         return done
-    _what, _code, before = done
+    _what, _code, before, held = done
     if before["unit"]:
-        return redirect(url_for("org_pages.unit", unit_id=before["unit"]))
-    return redirect(url_for("org_pages.tree"))
+        return redirect(url_for("org_pages.unit", unit_id=before["unit"], **_held_args(held)))
+    return redirect(url_for("org_pages.tree", **_held_args(held)))
 
 
 PHOTO_TYPES = {"image/jpeg", "image/png"}

@@ -369,3 +369,20 @@ def test_an_oversized_answer_is_cut_and_still_readable(engine):
         (item,) = fleet.commands_of(conn, "kp-01")
     assert isinstance(item["result"], str) and len(item["result"]) < fleet.MAX_RESULT
     assert item["result"].endswith("… (100012 characters)")
+
+
+def test_the_device_page_says_why_a_keypad_runs_older_firmware(engine_app):
+    """A keypad back on 0.1.0 after a failed update notes why in its status
+    (device/startup.py banner); the device's fleet page shows it."""
+    from tests.harness.collector import AuthActions
+    from tests.harness.records import set_status
+
+    engine = engine_app.extensions["hcp_engine"]
+    world(engine)
+    client = engine_app.test_client()
+    AuthActions(client).login("admin")
+    assert 'id="last-error"' not in client.get("/fleet/kp-01").get_data(as_text=True)
+    reason = "update: 0.2.0 rolled back: did not come up in 3 boots"
+    set_status(engine, "kp-01", messages.status(True, fw="0.1.0", crashes=1, last_error=reason))
+    page = client.get("/fleet/kp-01").get_data(as_text=True)
+    assert f"设备上最近的错误： <code>{reason}</code> (部署以来出错 1 次)" in page

@@ -4,8 +4,9 @@ A real subprocess (this file run as a script) drives the kiosk headless through
 whole ratings with real pygame events, as fast as it can, each with a contact,
 and prints each record id once its transaction has committed. The test kills
 it with SIGKILL at random moments, restarts it on the same store, again and
-again, then lets the kiosk's sync worker deliver to a real broker and the
-collector. Every id printed must be at the collector once, the seqs must run
+again, then lets the kiosk's sync worker deliver to a real broker (Mosquitto
+with access control on: the kiosk and the collector each log in with their
+own login) and the collector. Every id printed must be at the collector once, the seqs must run
 1..last_seq without a gap or a repeat, and nothing may be quarantined.
 """
 
@@ -75,7 +76,9 @@ def run_and_kill(folder, seconds, rng):
 
 
 @pytest.mark.broker
-def test_kill_9_during_writes_loses_and_doubles_nothing(amqtt_broker, tmp_path):
+def test_kill_9_during_writes_loses_and_doubles_nothing(secured_mosquitto, tmp_path):
+    from tests.harness.broker import assert_access_control
+    from tests.harness.collector import provision
     from tests.test_kiosk_end_to_end import wait_for
     from tests.test_kiosk_flow import DEVICE, KEY_HEX, Kiosk, demo_config
 
@@ -95,14 +98,18 @@ def test_kill_9_during_writes_loses_and_doubles_nothing(amqtt_broker, tmp_path):
 
     engine = db.make_engine(f"sqlite:///{tmp_path / 'collector.db'}")
     db.init(engine)
-    db.add_device(engine, DEVICE, KEY_HEX, kind="kiosk")
+    broker = secured_mosquitto
+    provision(broker, engine, DEVICE, KEY_HEX, kind="kiosk")
+    assert_access_control(broker, (DEVICE, KEY_HEX))
     from kiosk.service import SyncWorker
     from sync_server.ingest import IngestService
 
-    service = IngestService(engine, amqtt_broker.host, amqtt_broker.port, client_id="kill-test")
+    user, password = broker.collector_login()
+    service = IngestService(engine, broker.host, broker.port, client_id="kill-test",
+                            username=user, password=password)  # fmt: skip
     service.start()
-    k = Kiosk(folder, demo_config(), broker_host=amqtt_broker.host,
-              broker_port=amqtt_broker.port, data_dir=str(folder))  # fmt: skip
+    k = Kiosk(folder, demo_config(), broker_host=broker.host,
+              broker_port=broker.port, data_dir=str(folder))  # fmt: skip
     sync = SyncWorker(k.settings, k.app).start()
     try:
         wait_for(lambda: len(k.store) == 0, k, timeout=60, what="the backlog delivered")

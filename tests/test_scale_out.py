@@ -4,6 +4,9 @@ Two IngestServices in the same share group each get part of the messages;
 one is killed in the middle (no goodbye, nothing more PUBACKed), and the
 keypads' records it held are sent again by the keypads (no ack came) and
 stored by the other: every (device, seq) ends up stored exactly once.
+
+Mosquitto runs with access control on (broker_auth's files, a login per
+collector: with use_username_as_clientid each login is its own session).
 """
 
 import secrets
@@ -12,9 +15,12 @@ import time
 import pytest
 from sqlalchemy import func, select
 
+from hcp.broker import SecuredMosquitto
 from simulators.keypad import SimKeypad
 from sync_server import db
 from sync_server.ingest import IngestService
+from tests.harness.broker import assert_access_control, require_kind
+from tests.harness.collector import provision
 
 pytestmark = pytest.mark.broker
 
@@ -44,27 +50,36 @@ def test_a_share_group_must_be_a_plain_name():
         IngestService(None, "127.0.0.1", 1, share_group="a/b")
 
 
+@pytest.fixture
+def broker(tmp_path):
+    """Mosquitto with access control on and logins for two collectors."""
+    require_kind("mosquitto")
+    broker = SecuredMosquitto(workdir=tmp_path / "broker", collectors=2).start()
+    yield broker
+    broker.close()
+
+
 def test_two_collectors_share_the_work_and_a_killed_one_loses_nothing(
-    mosquitto_broker, postgres_url, tmp_path
+    broker, postgres_url, tmp_path
 ):
-    broker = mosquitto_broker
     engine = db.make_engine(postgres_url)
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     db.init(engine)
-    collectors = [
-        IngestService(
-            engine, broker.host, broker.port, client_id=f"collector-{n}", share_group="hcp"
-        )
-        for n in (1, 2)
-    ]
+    collectors = []
+    for n in (1, 2):
+        user, password = broker.collector_login(n)
+        collectors.append(IngestService(engine, broker.host, broker.port, client_id=f"collector-{n}",
+                                        username=user, password=password, share_group="hcp"))  # fmt: skip
     for collector in collectors:
         collector.start()
     keypads = []
     try:
         for n in range(4):
             key_hex = secrets.token_hex(32)
-            db.add_device(engine, f"kp-s{n}", key_hex)
+            provision(broker, engine, f"kp-s{n}", key_hex)
+            if n == 0:  # before its keypad runs: the check logs in as the device
+                assert_access_control(broker, ("kp-s0", key_hex))
             keypad = SimKeypad(f"kp-s{n}", key_hex, broker.host, broker.port,
                                str(tmp_path / f"kp-s{n}"), ack_timeout_ms=1500,
                                confirm_ms=50)  # fmt: skip

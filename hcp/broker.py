@@ -11,7 +11,12 @@ Both listen on 127.0.0.1 only, allow anonymous clients and keep their config
 and log files in a work directory (a temporary one unless given). The one
 exception is a `MosquittoBroker` given an `auth_dir` from `hcp collector
 broker-auth`: it is then started from exactly those files, listener included
-(see MosquittoBroker).
+(see MosquittoBroker). `SecuredMosquitto` writes such a folder itself (for
+the tests and the fault runs): access control on, nothing anonymous, each
+client with its own login (`collector_login`, `fleet_login`; devices log in
+with their derived passwords) and devices let in or out by a reload
+(`allow`). The open brokers answer the same calls with no login and no-ops,
+so a test can run on either.
 
     with start_broker("amqtt") as broker:
         client.connect(broker.host, broker.port)

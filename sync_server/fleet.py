@@ -248,28 +248,34 @@ def _roster(conn, unit_id):
 # is small enough or the config is changed by hand.
 
 
-def org_now(conn) -> tuple[dict, dict]:
-    """(window id -> its unit now, unit id -> its roster now [[工号, name], ...])."""
+def org_now(conn) -> tuple[dict, dict, dict]:
+    """(window id -> its unit now, unit id -> its roster now [[工号, name], ...],
+    staff id -> name now), of what is not retired."""
     from sync_server import org
 
     window_units = {w["id"]: w["unit"] for w in org.members(conn, "windows")}
     rosters: dict[str, list] = {}
+    names = {}
     for member in org.members(conn, "staff"):
+        names[member["id"]] = member["name"]
         if member["unit"] is not None:
             rosters.setdefault(member["unit"], []).append([member["id"], member["name"]])
-    return window_units, rosters
+    return window_units, rosters, names
 
 
-def derive(body: dict, now: tuple[dict, dict]) -> tuple[dict, dict | None]:
+def derive(body: dict, now: tuple[dict, dict, dict]) -> tuple[dict, dict | None]:
     """The body with its window's unit and that unit's roster as they are now
     (`now` from org_now), and the problem that keeps it from a keypad, or None:
     {"unit", "staff"} (too many staff) or {"unit", "bytes"} (too big). A body
-    without a window, or whose window is in no unit now, is returned as it is."""
-    window_units, rosters = now
+    without a window, or whose window is in no unit now, is returned as it is.
+    The staff member on duty keeps their place; a new name of theirs is taken."""
+    window_units, rosters, names = now
     unit = window_units.get(body.get("window_id"))
     if unit is None:
         return body, None
     new = {k: v for k, v in body.items() if k not in ("org_id", "roster")}
+    if names.get(body.get("staff_id")) and "staff_name" in body:
+        new["staff_name"] = names[body["staff_id"]]
     new["org_id"] = unit
     roster = rosters.get(unit, [])
     if len(roster) > MAX_ROSTER:
@@ -307,30 +313,38 @@ def _actor() -> str:
     return "system"
 
 
-def follow_org(conn, units=(), windows=(), cause: str = "") -> list[dict]:
-    """After a change of the staff of `units` or of the place of `windows`:
-    the desired config of every device made for a window of one of those
-    units (its org_id) or for one of those windows, derived again (derive).
+def follow_org(conn, units=(), windows=(), staff=(), cause: str = "") -> list[dict]:
+    """After a change of the staff of `units`, of the place of `windows` or
+    of the names of `staff`: the desired config of every device made for a
+    window of one of those units (its org_id) or for one of those windows, or
+    with one of those staff on duty, derived again (derive).
     A changed body becomes a new version by the actor of the change, audited
     (fleet.config, with `cause`); a body a keypad cannot take is left as it
     is and audited (fleet.config.held). Returns the held ones:
     [{"device_id", "unit", "problem": {...}}]."""
-    units, windows = set(units) - {None}, set(windows) - {None}
-    if not units and not windows:
+    units, windows, staff = set(units) - {None}, set(windows) - {None}, set(staff) - {None}
+    if not units and not windows and not staff:
         return []
+    # locked, in one order, before the organisation is read: a staff change
+    # committed meanwhile by another session is then seen, not overwritten
+    # (PostgreSQL; SQLite has one writer at a time)
     rows = [
         (row.device_id, json.loads(row.body))
         for row in conn.execute(
-            select(fleet_configs.c.device_id, fleet_configs.c.body).order_by(
-                fleet_configs.c.device_id
-            )
+            select(fleet_configs.c.device_id, fleet_configs.c.body)
+            .order_by(fleet_configs.c.device_id)
+            .with_for_update()
         )
     ]
     rows = [
         (device_id, body)
         for device_id, body in rows
         if body.get("window_id")
-        and (body.get("org_id") in units or body.get("window_id") in windows)
+        and (
+            body.get("org_id") in units
+            or body.get("window_id") in windows
+            or body.get("staff_id") in staff
+        )
     ]
     if not rows:
         return []

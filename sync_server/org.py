@@ -365,13 +365,13 @@ def add(
     return []
 
 
-def _follow(conn, cause: str, units=(), windows=()) -> list[dict]:
+def _follow(conn, cause: str, units=(), windows=(), staff=()) -> list[dict]:
     """The keypads' rosters follow a change of staff or windows in the same
     transaction (sync_server/fleet.py follow_org): new desired config
     versions; returns those that a keypad could not hold, left as they were."""
     from sync_server import fleet
 
-    return fleet.follow_org(conn, units=units, windows=windows, cause=cause)
+    return fleet.follow_org(conn, units=units, windows=windows, staff=staff, cause=cause)
 
 
 def move(conn, what: str, code: str, unit: str, at: str | None = None) -> list[dict]:
@@ -408,7 +408,8 @@ def rename(conn, what: str, code: str, name: str, kind: str | None = None) -> li
     could not follow (_follow)."""
     _rename(conn, what, code, name, kind)
     if what == "staff":
-        return _follow(conn, f"org.staff.rename:{code}", units={placed_in(conn, what, code)})
+        unit = placed_in(conn, what, code)
+        return _follow(conn, f"org.staff.rename:{code}", units={unit}, staff={code})
     return []
 
 
@@ -588,7 +589,7 @@ def import_rows(conn, what: str, rows: list[list[str]]) -> dict:
     if what == "units":
         _check_no_cycle(known_units, parents, {r["code"]: n for n, r in plan})
     counts = {"added": 0, "changed": 0, "moved": 0, "unchanged": 0}
-    touched_units, touched_windows = set(), set()  # whose keypads' rosters follow
+    touched_units, touched_codes = set(), set()  # whose keypads' rosters follow
     now = moment()
     # parents first, so a unit and its children can come in any order
     for _number, record in _parents_first(plan, parents) if what == "units" else plan:
@@ -621,11 +622,11 @@ def import_rows(conn, what: str, rows: list[list[str]]) -> dict:
             counts["unchanged"] += 1
         else:
             touched_units.update((old["unit"], target))
-            touched_windows.add(code)
+            touched_codes.add(code)
     if what == "staff":
-        held = _follow(conn, "org.staff.import", units=touched_units)
+        held = _follow(conn, "org.staff.import", units=touched_units, staff=touched_codes)
     elif what == "windows":
-        held = _follow(conn, "org.windows.import", windows=touched_windows)
+        held = _follow(conn, "org.windows.import", windows=touched_codes)
     else:
         held = []
     if held:

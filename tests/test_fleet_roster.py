@@ -10,7 +10,9 @@ the keypad applies it. A unit too big for a keypad leaves the keypad's config
 as it was, and the org and fleet pages say so, naming the unit."""
 
 import json
+import threading
 
+import pytest
 from sqlalchemy import select
 
 from simulators.keypad import SimKeypad
@@ -265,3 +267,66 @@ def test_the_running_keypad_applies_the_roster_after_a_staff_move(fleet_broker):
         assert kp.call(lambda d: d.sync.bad_messages) == 0
     finally:
         kp.stop()
+
+
+def test_a_renamed_staff_member_on_duty_is_shown_by_the_new_name(engine):
+    org.seed(engine)
+    with engine.begin() as conn:
+        hall(conn)
+    keypads_configured(engine)
+    with engine.begin() as conn:
+        # kp-02's window is in hall-ws2, its staff on duty from hall-ws
+        body = fleet.build_body(conn, window_id="B01", staff_id="2001")
+        assert fleet.set_config(conn, "kp-02", body, "admin") == 2
+        org.rename(conn, "staff", "2001", "李强强")
+    row = desired(engine, "kp-02")
+    assert row["version"] == 3
+    assert (row["body"]["staff_id"], row["body"]["staff_no"], row["body"]["staff_name"]) == (
+        "2001", "2001", "李强强"
+    )  # fmt: skip
+    assert desired(engine, "kp-01")["body"]["roster"][0] == ["2001", "李强强"]
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_two_staff_changes_at_once_both_reach_the_roster(engine):
+    """Two managers add a colleague to one hall at the same moment: the second
+    change waits for the first's keypad configs, then derives them from the
+    staff table with both, instead of overwriting the first's version."""
+    org.seed(engine)
+    with engine.begin() as conn:
+        hall(conn)
+    keypads_configured(engine)
+    first = engine.connect()
+    first_tx = first.begin()
+    org.add(first, "staff", "2010", "甲", "hall-ws")  # kp-01's config locked until commit
+    done = []
+
+    def second():
+        with engine.begin() as conn:
+            org.add(conn, "staff", "2011", "乙", "hall-ws")
+        done.append(True)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    try:
+        with engine.connect() as watch:
+            assert wait_for(
+                lambda: (
+                    watch.exec_driver_sql(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    ).scalar()
+                    == 1
+                ),
+                30,
+            )
+        first_tx.commit()
+    finally:
+        first.close()
+        thread.join(30)
+    assert done == [True]
+    row = desired(engine, "kp-01")
+    assert row["version"] == 3
+    assert row["body"]["roster"] == [
+        ["2001", "李强"], ["2002", "王芳"], ["2010", "甲"], ["2011", "乙"]
+    ]  # fmt: skip

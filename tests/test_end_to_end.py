@@ -86,10 +86,11 @@ def reasons(collector):
 
 
 class Watcher:
-    """A paho client, logged in as a device (`login`), that records what
-    arrives on some topics: a test speaking for a device without its firmware."""
+    """A paho client that records what arrives on some topics; with `login`
+    (a device's, see device_login) a test speaking for a device without its
+    firmware. Without one it connects anonymously (open brokers only)."""
 
-    def __init__(self, broker, login, *subscriptions):
+    def __init__(self, broker, *subscriptions, login=(None, None)):
         self.received = []
         self._lock = threading.Lock()
         self.client = connect(broker, login, "watcher", on_message=self._on_message)
@@ -149,7 +150,7 @@ def test_a_batch_delivered_twice_is_stored_once_and_acked_twice(broker, collecto
     rec = signed(1, 5, device_id="kp-07", key=bytes.fromhex(key_hex))
     payload = batch([rec], 1, "kp-07")
     login = device_login("kp-07", key_hex)
-    watcher = Watcher(broker, login, topics.topic("kp-07", topics.DOWN_ACK))
+    watcher = Watcher(broker, topics.topic("kp-07", topics.DOWN_ACK), login=login)
     try:
         watcher.publish(topics.topic("kp-07", topics.UP_EV), payload)
         watcher.publish(topics.topic("kp-07", topics.UP_EV), payload)
@@ -164,7 +165,7 @@ def test_a_batch_delivered_twice_is_stored_once_and_acked_twice(broker, collecto
 def test_bad_input_is_quarantined_and_ingest_keeps_running(broker, collector, keypad_factory):
     key_hex = secrets.token_hex(32)
     provision(broker, collector.ingestor.engine, "kp-01", key_hex)
-    watcher = Watcher(broker, device_login("kp-01", key_hex))  # a device sending rubbish
+    watcher = Watcher(broker, login=device_login("kp-01", key_hex))  # a device sending rubbish
     try:
         watcher.publish(topics.topic("kp-01", topics.UP_EV), b"\x00garbage")
         watcher.publish(topics.topic("kp-01", topics.UP_EV), b'{"t":"ev","v":1}')
@@ -290,7 +291,7 @@ def test_an_unforeseen_error_quarantines_that_message_and_ingest_goes_on(
     collector.ingestor.process = failing_on_boom
     key_hex = secrets.token_hex(32)
     provision(broker, collector.ingestor.engine, "kp-01", key_hex)
-    watcher = Watcher(broker, device_login("kp-01", key_hex))
+    watcher = Watcher(broker, login=device_login("kp-01", key_hex))
     try:
         watcher.publish(topics.topic("kp-01", topics.UP_EV), b"boom")
     finally:
@@ -361,9 +362,8 @@ def test_a_record_the_database_refuses_does_not_stall_ingest_for_anyone(
     # an imported row already holds (kp-09, 1)
     add_evaluation(engine, "web/import-1", 4, device_id="kp-09", seq=1, channel="web")
     rec = signed(1, 1, device_id="kp-09", key=bytes.fromhex(key_hex))
-    watcher = Watcher(
-        broker, device_login("kp-09", key_hex), topics.topic("kp-09", topics.DOWN_ACK)
-    )
+    login = device_login("kp-09", key_hex)
+    watcher = Watcher(broker, topics.topic("kp-09", topics.DOWN_ACK), login=login)
     try:
         watcher.publish(topics.topic("kp-09", topics.UP_EV), batch([rec], 5, "kp-09"))
         wait_for(lambda: watcher.received, what="the ack for the refused record")

@@ -389,8 +389,12 @@ def held_rosters(conn) -> dict[str, dict]:
     return out
 
 
-def desired(conn, device_id: str) -> dict | None:
-    row = conn.execute(select(fleet_configs).where(fleet_configs.c.device_id == device_id)).first()
+def desired(conn, device_id: str, lock: bool = False) -> dict | None:
+    """The device's desired config row (body parsed), or None. lock: the row
+    stays locked until the transaction ends (PostgreSQL), so a version is
+    never computed from a row another session is changing."""
+    query = select(fleet_configs).where(fleet_configs.c.device_id == device_id)
+    row = conn.execute(query.with_for_update() if lock else query).first()
     if row is None:
         return None
     out = dict(row._mapping)
@@ -401,7 +405,7 @@ def desired(conn, device_id: str) -> dict | None:
 def set_config(conn, device_id: str, body: dict, actor: str) -> int:
     """Make `body` the device's desired config; returns its version (unchanged
     when the body is the same as the desired one)."""
-    current = desired(conn, device_id)
+    current = desired(conn, device_id, lock=True)
     now = db.utc_now()
     if current is not None and current["body"] == body:
         return current["version"]
@@ -909,6 +913,9 @@ def config_form(device_id):
     try:
         with engine.begin() as conn:
             _device_or_404(conn, device_id)
+            # locked before the roster is read: a staff change at the same
+            # moment (follow_org) is waited for, then seen
+            desired(conn, device_id, lock=True)
             body = build_body(
                 conn,
                 window_id=form.get("window_id", "")[:64].strip() or None,

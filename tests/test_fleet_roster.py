@@ -309,17 +309,7 @@ def test_two_staff_changes_at_once_both_reach_the_roster(engine):
     thread = threading.Thread(target=second)
     thread.start()
     try:
-        with engine.connect() as watch:
-            assert wait_for(
-                lambda: (
-                    watch.exec_driver_sql(
-                        "SELECT count(*) FROM pg_stat_activity "
-                        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                    ).scalar()
-                    == 1
-                ),
-                30,
-            )
+        assert _waiting_on_a_lock(engine)
         first_tx.commit()
     finally:
         first.close()
@@ -330,3 +320,55 @@ def test_two_staff_changes_at_once_both_reach_the_roster(engine):
     assert row["body"]["roster"] == [
         ["2001", "李强"], ["2002", "王芳"], ["2010", "甲"], ["2011", "乙"]
     ]  # fmt: skip
+
+
+def _waiting_on_a_lock(engine, count=1):
+    with engine.connect() as watch:
+        return wait_for(
+            lambda: (
+                watch.exec_driver_sql(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                ).scalar()
+                == count
+            ),
+            30,
+        )
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_a_config_saved_while_staff_change_gets_the_next_version(engine_app):
+    """The admin saves kp-01's config while a manager adds a colleague to its
+    hall: the save waits, then takes the roster with the colleague and the
+    version after the manager's, never the same version with another body."""
+    engine = engine_app.extensions["hcp_engine"]
+    org.seed(engine)
+    with engine.begin() as conn:
+        hall(conn)
+    keypads_configured(engine)
+    client = engine_app.test_client()
+    AuthActions(client).login("admin")
+    page = client.get("/fleet/kp-01").get_data(as_text=True)
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    first = engine.connect()
+    first_tx = first.begin()
+    org.add(first, "staff", "2010", "甲", "hall-ws")  # version 2, not committed yet
+    answers = []
+
+    def save():
+        form = {"csrf_token": token, "window_id": "A01", "hours": "1-5 08:30-17:00"}
+        answers.append(client.post("/fleet/kp-01/config", data=form).status_code)
+
+    thread = threading.Thread(target=save)
+    thread.start()
+    try:
+        assert _waiting_on_a_lock(engine)
+        first_tx.commit()
+    finally:
+        first.close()
+        thread.join(30)
+    assert answers == [302]
+    row = desired(engine, "kp-01")
+    assert (row["version"], row["updated_by"]) == (3, "admin")
+    assert row["body"]["hours"] == [[1, 5, "08:30", "17:00"]]
+    assert row["body"]["roster"] == [["2001", "李强"], ["2002", "王芳"], ["2010", "甲"]]

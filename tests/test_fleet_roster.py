@@ -372,3 +372,36 @@ def test_a_config_saved_while_staff_change_gets_the_next_version(engine_app):
     assert (row["version"], row["updated_by"]) == (3, "admin")
     assert row["body"]["hours"] == [[1, 5, "08:30", "17:00"]]
     assert row["body"]["roster"] == [["2001", "李强"], ["2002", "王芳"], ["2010", "甲"]]
+
+
+def test_a_staff_file_that_overfills_a_hall_is_taken_and_says_which_keypads_kept_the_roster(
+    engine_app,
+):
+    engine = engine_app.extensions["hcp_engine"]
+    org.seed(engine)
+    with engine.begin() as conn:
+        hall(conn)
+    keypads_configured(engine)
+    client = engine_app.test_client()
+    AuthActions(client).login("admin")
+    rows = "".join(f"7{n:03d},员工,hall-ws\n" for n in range(fleet.MAX_ROSTER))
+    page = client.get("/org").get_data(as_text=True)
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    imported = client.post(
+        "/org/import",
+        data={"csrf_token": token, "what": "staff", "file": (_file("code,name,unit\n" + rows),
+                                                              "staff.csv")},
+    )  # fmt: skip
+    assert imported.status_code == 302 and "keypads_held=1" in imported.headers["Location"]
+    tree = client.get(imported.headers["Location"]).get_data(as_text=True)
+    assert "已导入：新增 64，改名 0，调动 0，未变 0。" in tree
+    assert '<p class="error" role="alert" id="keypads-held">1 台评价器仍使用原工作人员名单' in tree
+    with engine.connect() as conn:
+        assert len(org.members(conn, "staff", {"hall-ws"})) == 66  # the file is stored whole
+    assert desired(engine, "kp-01")["version"] == 1  # kept as it was
+    assert desired(engine, "kp-02")["version"] == 1  # another hall: untouched
+    ((_a, actor, target, after),) = audit_rows(engine, "fleet.config.held")
+    assert (actor, target, after) == (
+        "admin", "device:kp-01",
+        {"problem": {"unit": "hall-ws", "staff": 66}, "cause": "org.staff.import"},
+    )  # fmt: skip

@@ -175,6 +175,7 @@ class ProcessFaultRun:
         hosts = [self._host(n, devices[n :: self.hosts], broker) for n in range(self.hosts)]
         children = collectors + hosts
         report = Report(devices=self.devices, seconds=0)
+        report.anonymous_answer = login_answer(broker)  # refused: start_run_broker checked
         started = time.monotonic()
         try:
             for child in children:

@@ -75,6 +75,7 @@ def test_real_processes_killed_with_sigkill_lose_nothing(tmp_path, postgres_url)
     assert report.count_mismatches == [] and report.quarantined == 0
     assert report.stored == report.made and report.ok
     # access control on: the anonymous client refused, everyone let in by a login
+    assert report.anonymous_answer == NOT_AUTHORIZED
     log = (tmp_path / "broker" / "mosquitto.log").read_text()
     assert ANONYMOUS_REFUSED in log
     collectors = {"hcp-collector", "hcp-collector-2"}

@@ -46,9 +46,16 @@ def _plain(value) -> bool:
 def dumps(value) -> bytes:
     """The bytes of protocols.canonical.dumps(value), faster."""
     if _plain(value):
-        text = _encode(value)
-        # the C encoder escapes with a backslash exactly where canonical JSON
-        # escapes too, but in other ways (\n for \u000a); DEL it leaves alone
-        if "\\" not in text and "\x7f" not in text:
-            return text.encode("utf-8")
+        return dumps_plain(value)
+    return canonical.dumps(value)
+
+
+def dumps_plain(value) -> bytes:
+    """dumps() for a value known to hold only what _plain() accepts (a
+    record record_fast.plainly_valid recognised): the walk over it skipped."""
+    text = _encode(value)
+    # the C encoder escapes with a backslash exactly where canonical JSON
+    # escapes too, but in other ways (\n for \u000a); DEL it leaves alone
+    if "\\" not in text and "\x7f" not in text:
+        return text.encode("utf-8")
     return canonical.dumps(value)

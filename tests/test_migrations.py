@@ -43,3 +43,36 @@ def test_upgrading_keeps_existing_ratings_and_gives_them_their_device_time(tmp_p
         ).one()
     assert tuple(row) == (2, "2026-11-20T01:02:03Z", "2026-11-20T01:02:03Z", "device")
     engine.dispose()
+
+
+EVALUATION_INDEXES = {
+    "ix_evaluations_device_seq": ["device_id", "seq"],
+    "ix_evaluations_effective_at": ["effective_at"],
+    "ix_evaluations_boot": ["device_id", "boot_id"],
+    "ix_evaluations_stars": ["stars"],
+    "ix_evaluations_window_id": ["window_id"],
+    "ix_evaluations_staff_id": ["staff_id"],
+    "ix_evaluations_org_id": ["org_id"],
+    "ix_evaluations_case_no": ["case_no", "service_no"],
+}
+
+
+def test_the_evaluations_keep_only_the_indexes_a_query_uses(engine):
+    """0019 dropped the index on rated_at, which no query reads by."""
+    found = {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes("evaluations")}
+    assert found == EVALUATION_INDEXES
+
+
+def test_migration_0019_goes_down_and_up_again(tmp_path):
+    from alembic import command
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'both.db'}")
+    db.init(engine)
+    with engine.begin() as conn:
+        command.downgrade(db.alembic_config(conn), "0018")
+    found = {ix["name"] for ix in inspect(engine).get_indexes("evaluations")}
+    assert found == {*EVALUATION_INDEXES, "ix_evaluations_rated_at"}
+    db.init(engine)
+    found = {ix["name"] for ix in inspect(engine).get_indexes("evaluations")}
+    assert found == set(EVALUATION_INDEXES)
+    engine.dispose()

@@ -93,6 +93,18 @@ def register(commands) -> None:
     )
     parser.add_argument("--latency-keypads", type=int, default=20)
     parser.add_argument("--latency-ratings", type=int, default=100, help="per keypad")
+    parser.add_argument(
+        "--latency-processes",
+        type=int,
+        default=2,
+        help="latency: processes hosting the keypads (0: threads of the bench)",
+    )
+    parser.add_argument(
+        "--latency-trace",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="latency: split each rating's time into hops (a timestamp at each)",
+    )
     parser.add_argument("--backlog-keypads", type=int, default=100)
     parser.add_argument("--backlog-records", type=int, default=1000, help="per keypad")
     parser.add_argument(
@@ -288,7 +300,13 @@ def ingest_ladder(args, kind, console) -> list[dict]:
 def latency_section(args, kind, console) -> dict:
     from hcp import latency
 
-    figures = latency.measure(args.latency_keypads, args.latency_ratings, broker=kind)
+    figures = latency.measure(
+        args.latency_keypads,
+        args.latency_ratings,
+        broker=kind,
+        processes=getattr(args, "latency_processes", 2),
+        trace=getattr(args, "latency_trace", True),
+    )
     table = Table(title=f"key press -> ack, {figures['ratings']} ratings on "
                   f"{figures['keypads']} keypads ({kind})")  # fmt: skip
     for name in ("path", "p50 ms", "p95 ms", "p99 ms"):
@@ -301,8 +319,24 @@ def latency_section(args, kind, console) -> dict:
         row = figures[key]
         table.add_row(label, f"{row['p50_ms']:.1f}", f"{row['p95_ms']:.1f}", f"{row['p99_ms']:.1f}")
     table.add_row("ratio press -> ack / baseline", f"{figures['ratio_p50']}",
-                  f"{figures['ratio_p95']}", "")  # fmt: skip
+                  f"{figures['ratio_p95']}", f"{figures['ratio_p99']}")  # fmt: skip
     console.print(table)
+    if figures.get("hops"):
+        hops = Table(title="where the time goes: each hop of a rating (ms); tail = mean over "
+                     f"the slowest {figures['tail_ratings']} ratings")  # fmt: skip
+        for name in ("hop", "p50", "p95", "p99", "tail"):
+            hops.add_column(name, justify="right" if name != "hop" else "left")
+        for row in figures["hops"].values():
+            hops.add_row(row["what"], f"{row['p50_ms']:.1f}", f"{row['p95_ms']:.1f}",
+                         f"{row['p99_ms']:.1f}", f"{row['tail_mean_ms']:.1f}")  # fmt: skip
+        console.print(hops)
+        commit, lag = figures["commit_ms"], figures["loop_lag"]
+        console.print(
+            f"collector commits: p50 {commit['p50_ms']:.1f} / p99 {commit['p99_ms']:.1f} / "
+            f"max {commit['max_ms']:.1f} ms over {commit['count']} transactions; a 10 ms sleep "
+            f"in a keypad process wakes late by p50 {lag['p50_ms']:.1f} / p99 "
+            f"{lag['p99_ms']:.1f} ms; load average {figures['load_average']}"
+        )
     return figures
 
 
@@ -348,7 +382,8 @@ HOST_PROCESSES = 2  # processes hosting the simulated keypads, apart from the co
 
 def _host_keypads(specs, host, port, go, report) -> None:
     """A child process: the simulated keypads of `specs` (id, key, folder),
-    started together when `go` is set; reports when all their stores are empty.
+    started together when `go` is set; reports when all their stores are empty,
+    when all were online, and the CPU seconds this process spent meanwhile.
 
     The keypads run in processes of their own so that a hundred simulated
     boards do not take the collector's interpreter lock (one process of them
@@ -360,24 +395,46 @@ def _host_keypads(specs, host, port, go, report) -> None:
     ]
     report.put(("ready", None))
     go.wait(120)
+    cpu = time.process_time()
     for keypad in keypads:
         keypad.start()
     deadline = time.monotonic() + 900
-    left = len(keypads)
+    left, online = len(keypads), None
     while time.monotonic() < deadline:
         left = sum(1 for keypad in keypads if keypad.pending())
+        if online is None and all(k.call(lambda d: d.client.connected) for k in keypads):
+            online = time.monotonic()
         if not left:
             break
         time.sleep(0.05)
     finished = time.monotonic()
+    cpu = time.process_time() - cpu
     errors = [repr(e) for keypad in keypads for e in keypad.errors]
     for keypad in keypads:
         keypad.stop()
-    report.put(("done", (finished, left, errors)))
+    batches = sum(keypad.call(lambda d: d.sync.batches_sent) for keypad in keypads)
+    report.put(("done", (finished, left, errors, online, cpu, batches)))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _progress(engine, started, stop, timeline) -> None:
+    """(seconds, records stored) every 0.25 s while the drain runs."""
+    while not stop.wait(0.25):
+        timeline.append((round(time.monotonic() - started, 2), db.count_evaluations(engine)))
 
 
 def backlog_section(args, kind, console) -> dict:
+    """The drain of `keypads` stores against one plain client, the collector's
+    ingest in a process of its own both times (as in the ingest ladder), so
+    that neither the plain publisher nor the bench shares its interpreter."""
     import multiprocessing
+
+    from hcp.bench_collector import collector_process
 
     keypads, per = args.backlog_keypads, args.backlog_records
     devices = [Device(f"bl-{n:03d}", secrets.token_hex(32)) for n in range(keypads)]
@@ -390,7 +447,8 @@ def backlog_section(args, kind, console) -> dict:
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="hcp-backlog-") as tmp:
         work = Path(tmp)
-        with LocalStack(work / "plain", kind, devices=devices, client_id="bench-plain") as stack:
+        with LocalStack(work / "plain", kind, devices=devices, client_id="bench-plain",
+                        ingest=False) as stack:  # fmt: skip
             stream = [
                 (topics.topic(device_id, topics.UP_EV),
                  messages.encode(messages.batch(device_id, n, recs[n:n + 50])), len(recs[n:n + 50]))
@@ -398,8 +456,8 @@ def backlog_section(args, kind, console) -> dict:
                 for n in range(0, per, 50)
             ]  # fmt: skip
             plain_s = durable(stack, stream)
-        with LocalStack(work / "keypads", kind, devices=devices,
-                        client_id="bench-backlog") as stack:  # fmt: skip
+        with LocalStack(work / "keypads", kind, devices=devices, client_id="bench-backlog",
+                        ingest=False) as stack:  # fmt: skip
             specs = []
             for device in devices:
                 folder = work / "keypads" / device.device_id
@@ -409,28 +467,38 @@ def backlog_section(args, kind, console) -> dict:
             hosts = [
                 context.Process(
                     target=_host_keypads,
-                    args=(
-                        specs[n::HOST_PROCESSES],
-                        stack.broker.host,
-                        stack.broker.port,
-                        go,
-                        report,
-                    ),
-                )  # fmt: skip
+                    args=(specs[n::HOST_PROCESSES], stack.broker.host, stack.broker.port, go,
+                          report),
+                )
                 for n in range(HOST_PROCESSES)
-            ]
-            for host in hosts:
-                host.start()
-            for _ in hosts:
-                report.get(timeout=300)  # ready
-            started = time.monotonic()
-            go.set()  # every keypad connects now
-            reports = [report.get(timeout=1000)[1] for _ in hosts]
+            ]  # fmt: skip
+            url = stack.engine.url.render_as_string(hide_password=False)
+            with collector_process(url, stack.broker.host, stack.broker.port, stack.client_id) as c:
+                for host in hosts:
+                    host.start()
+                for _ in hosts:
+                    report.get(timeout=300)  # ready
+                timeline, stop = [], threading.Event()
+                cpu = _cpu_seconds(c.pid)
+                started = time.monotonic()
+                go.set()  # every keypad connects now
+                watcher = threading.Thread(
+                    target=_progress, args=(stack.engine, started, stop, timeline)
+                )
+                watcher.start()
+                reports = [report.get(timeout=1000)[1] for _ in hosts]
+                collector_cpu = _cpu_seconds(c.pid) - cpu
+                stop.set()
+                watcher.join()
             for host in hosts:
                 host.join(60)
-            drain_s = max(finished for finished, _left, _errors in reports) - started
-            left = sum(left for _finished, left, _errors in reports)
-            errors = [e for _finished, _left, errs in reports for e in errs]
+            drain_s = max(r[0] for r in reports) - started
+            left = sum(r[1] for r in reports)
+            errors = [e for r in reports for e in r[2]]
+            onlines = [r[3] for r in reports]
+            online_s = None if None in onlines else round(max(onlines) - started, 2)
+            keypads_cpu = sum(r[4] for r in reports)
+            batches = sum(r[5] for r in reports)
             stored = db.count_evaluations(stack.engine)
         if left or stored != total or errors:
             raise RuntimeError(
@@ -444,6 +512,14 @@ def backlog_section(args, kind, console) -> dict:
         "drain_s": round(drain_s, 2),
         "plain_client_s": round(plain_s, 2),
         "ratio_drain_to_plain": round(drain_s / plain_s, 2),
+        "all_online_s": online_s,
+        "batches_sent": batches,  # more than records / 50: batches sent again
+        "cpu_s": {
+            "collector_process": round(collector_cpu, 1),
+            "keypad_processes": round(keypads_cpu, 1),
+        },  # fmt: skip
+        "load_average": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "timeline": timeline,
     }
     table = Table(title=f"backlog: {keypads} keypads x {per} records reconnect at once ({kind})")
     table.add_column("path")
@@ -454,6 +530,11 @@ def backlog_section(args, kind, console) -> dict:
     table.add_row("every keypad's store empty", f"{drain_s:.1f}", f"{total / drain_s:,.0f}")
     table.add_row("ratio drain / plain client", f"{drain_s / plain_s:.2f}", "")
     console.print(table)
+    console.print(
+        f"all keypads online after {online_s} s; {batches} batches sent; CPU seconds "
+        f"during the drain: collector {collector_cpu:.1f}, keypad processes {keypads_cpu:.1f}; "
+        f"load average {figures['load_average']}"
+    )
     return figures
 
 

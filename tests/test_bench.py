@@ -41,9 +41,16 @@ def test_bench_backlog_and_latency_drain_everything(tmp_path):
         tmp_path, "--only", "latency,backlog", "--latency-keypads", "2", "--latency-ratings", "3",
         "--backlog-keypads", "3", "--backlog-records", "120",
     )  # fmt: skip
-    assert figures["latency"]["press_to_ack"]["count"] == 6
-    assert figures["backlog"]["records"] == 360 and figures["backlog"]["drain_s"] > 0
-    assert "every keypad's store empty" in stdout
+    latency, backlog = figures["latency"], figures["backlog"]
+    assert latency["press_to_ack"]["count"] == 6 and latency["keypad_processes"] == 2
+    assert latency["hops"]["tx_start->committed"]["count"] == 6  # the collector's stamps met
+    assert "where the time goes" in stdout and "collector commits" in stdout
+    assert backlog["records"] == 360 and backlog["drain_s"] > 0
+    assert backlog["batches_sent"] >= 3 * 3  # 120 records: three batches of 50 at least
+    assert backlog["all_online_s"] > 0
+    assert set(backlog["cpu_s"]) == {"collector_process", "keypad_processes"}
+    assert all(stored <= 360 for _seconds, stored in backlog["timeline"])
+    assert "every keypad's store empty" in stdout and "batches sent" in stdout
 
 
 def test_an_unknown_section_is_refused_with_the_choices():

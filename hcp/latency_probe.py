@@ -1,0 +1,172 @@
+"""The collector's ingest with a timestamp at each hop, for `hcp bench`'s latency.
+
+`python -m hcp.latency_probe DATABASE_URL HOST PORT CLIENT_ID MARKS_FILE`
+runs the IngestService of sync_server/ingest.py unchanged, in a process of
+its own, and notes when each batch message
+
+    received   reached the collector (paho's on_message, its network thread),
+    prepared   was decoded and verified (the prepare thread; includes its wait
+               in the queue behind the messages before it),
+    tx_start   entered the transaction of its group (the worker),
+    committed  was committed (the group's transaction returned),
+    ack_sent   had its signed ack handed to paho for the device,
+
+by time.monotonic(), which is the system's monotonic clock and so comparable
+with the keypads' stamps in other processes. It prints `ready` once it has
+subscribed and, when its standard input closes, stops in order and writes
+the marks as JSON lines [kind, time, device_id, batch, group size] to
+MARKS_FILE. A stamp costs a clock read and a list append: microseconds
+against the milliseconds measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from protocols import topics
+from sync_server import db
+from sync_server.ingest import IngestService
+
+_BATCH = re.compile(rb'^\{"batch":(\d+)')
+
+
+def _batch_of(topic: str, payload: bytes) -> tuple[str, int] | None:
+    """(device id, batch number) of an up/ev batch message, else None."""
+    try:
+        device_id, kind = topics.parse(topic)
+    except ValueError:
+        return None
+    found = _BATCH.match(payload[:24])
+    if kind != topics.UP_EV or not found:
+        return None
+    return device_id, int(found.group(1))
+
+
+class TracedIngestService(IngestService):
+    """IngestService with a timestamp at each hop of a batch (see the module doc)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.marks: list[tuple[str, float, str, int, int]] = []
+        mark = self.marks.append
+        ingestor, client = self.ingestor, self.client
+        prepare, process_many, publish = ingestor.prepare, ingestor.process_many, client.publish
+
+        def traced_prepare(topic, payload):
+            try:
+                return prepare(topic, payload)
+            finally:
+                key = _batch_of(topic, payload)
+                if key:
+                    mark(("prepared", time.monotonic(), *key, 0))
+
+        def traced_process_many(items, prepared=None):
+            start = time.monotonic()
+            outcomes = process_many(items, prepared)
+            end = time.monotonic()
+            for topic, payload, _retained in items:
+                key = _batch_of(topic, payload)
+                if key:
+                    mark(("tx_start", start, *key, len(items)))
+                    mark(("committed", end, *key, len(items)))
+            return outcomes
+
+        def traced_publish(topic, payload=None, qos=0, retain=False, properties=None):
+            now = time.monotonic()
+            if topic.endswith("/" + topics.DOWN_ACK):
+                found = _BATCH.match(payload[:24])
+                if found:
+                    mark(("ack_sent", now, topics.parse(topic)[0], int(found.group(1)), 0))
+            return publish(topic, payload, qos, retain, properties)
+
+        ingestor.prepare = traced_prepare
+        ingestor.process_many = traced_process_many
+        client.publish = traced_publish
+
+    def _on_message(self, client, userdata, message):
+        key = _batch_of(message.topic, message.payload)
+        if key:
+            self.marks.append(("received", time.monotonic(), *key, 0))
+        super()._on_message(client, userdata, message)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 5:
+        print("usage: python -m hcp.latency_probe DATABASE_URL HOST PORT CLIENT_ID MARKS_FILE")
+        return 2
+    url, host, port, client_id, marks_file = argv
+    engine = db.make_engine(url)
+    service = TracedIngestService(engine, host, int(port), client_id=client_id)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+    service.start()
+    print("ready", flush=True)
+    done.wait()
+    service.stop()
+    engine.dispose()
+    with open(marks_file, "w") as out:
+        for row in service.marks:
+            out.write(json.dumps(row) + "\n")
+    print(f"stored {service.records_stored} in {service.groups} groups", flush=True)
+    return 0
+
+
+def read_marks(path) -> dict[tuple[str, int], dict[str, float]]:
+    """{(device id, batch): {kind: first time}} from a MARKS_FILE; a batch's
+    group size under "group"."""
+    found: dict[tuple[str, int], dict[str, float]] = {}
+    with open(path) as lines:
+        for line in lines:
+            kind, when, device_id, batch, size = json.loads(line)
+            stamps = found.setdefault((device_id, batch), {})
+            stamps.setdefault(kind, when)
+            if size:
+                stamps.setdefault("group", size)
+    return found
+
+
+@contextlib.contextmanager
+def traced_collector(url, host, port, client_id, marks_file, timeout: float = 60):
+    """The traced ingest in a child process until the block ends; its marks
+    are in `marks_file` once the block has ended."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hcp.latency_probe", url, host, str(port), client_id,
+         str(marks_file)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        ready = threading.Event()
+        threading.Thread(target=lambda: proc.stdout.readline() and ready.set(), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.1):
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"the collector process ended (exit {proc.returncode}) before it subscribed"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the collector process did not subscribe within {timeout:.0f} s"
+                )
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.stdin.close()  # an orderly stop; it writes its marks
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -337,6 +337,10 @@ class MosquittoBroker(_SubprocessBroker):
         self._proc.send_signal(signal.SIGHUP)
         if not wait:
             return
+        # Mosquitto handles the reload at the top of its next loop pass; a
+        # connection attempt starts that pass at once (otherwise it waited up
+        # to about 0.1 s for the loop's timeout)
+        _port_open(self.host, self.port)
         deadline = time.monotonic() + START_TIMEOUT_S
         while self._reloads_logged() <= before:
             if time.monotonic() > deadline or not self.running:

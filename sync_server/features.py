@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import operator
 
 from sqlalchemy import BigInteger, Boolean, Integer, SmallInteger, String
 
@@ -94,7 +95,7 @@ def _insert_new(conn, engine, rows: list[dict]) -> None:
             f"VALUES ({', '.join('?' for _ in names)}) ON CONFLICT (id) DO NOTHING"
         )
         _SQLITE_INSERT[names] = sql
-    conn.exec_driver_sql(sql, [tuple(row[n] for n in names) for row in rows])
+    conn.exec_driver_sql(sql, list(map(operator.itemgetter(*names), rows)))
 
 
 def _array_type(column) -> str:
@@ -127,7 +128,8 @@ def _insert_unnest(conn, names: tuple[str, ...], rows: list[dict]) -> None:
         f"SELECT * FROM unnest({', '.join(f'%s::{_PG_TYPES[n]}[]' for n in names)}) "
         "ON CONFLICT (id) DO NOTHING"
     )
-    conn.exec_driver_sql(sql, tuple([row[n] for row in rows] for n in names))
+    values = map(operator.itemgetter(*names), rows)  # a tuple a row, in C
+    conn.exec_driver_sql(sql, tuple(list(column) for column in zip(*values, strict=True)))
 
 
 def after_store(conn, rows: list[dict]) -> None:

@@ -187,8 +187,15 @@ def classify(msg: dict, device_id: str, device: Device | None) -> Plan:
     return plan
 
 
+_EV_FIELDS = frozenset(EV_FIELDS)
+
+
 def evaluation_row(rec: dict, received_at: str, refs: dict) -> dict:
-    row = {name: rec.get(name) for name in EV_FIELDS}
+    if rec.keys() <= _EV_FIELDS:  # a checked record: every field a column
+        row = dict.fromkeys(EV_FIELDS)  # the same keys, in the same order, as below
+        row.update(rec)
+    else:
+        row = {name: rec.get(name) for name in EV_FIELDS}
     row["tags"] = json.dumps(rec["tags"], ensure_ascii=False) if rec.get("tags") else None
     row["received_at"] = received_at
     row["excluded"] = False
@@ -287,8 +294,7 @@ class Ingestor:
                 outcomes = self._decide_group(
                     conn, items, received_at, touched, stored_rows, prepared
                 )
-                for device_id in sorted(touched):  # once per device, not per message
-                    _touch(conn, device_id, received_at)
+                _touch(conn, sorted(touched), received_at)  # one statement for the group
                 # figures, cases and the outbox once for the group, not per message
                 features.after_store(conn, stored_rows)
                 return outcomes
@@ -625,7 +631,7 @@ class Ingestor:
                 if h.ack_seq is not None:
                     outcome.ack_quarantined.append(h.ack_seq)
         if touch:
-            _touch(conn, device_id, received_at)
+            _touch(conn, [device_id], received_at)
         for reason in outcome.quarantined:
             log.warning("quarantined a record from %s: %s", device_id, reason)
         return outcome
@@ -723,10 +729,30 @@ def _stored_sigs(conn, ids: list[str]) -> dict[str, str | None]:
     return found
 
 
-def _touch(conn, device_id: str, received_at: str) -> None:
-    conn.execute(
-        db.devices.update().where(db.devices.c.device_id == device_id).values(last_seen=received_at)
-    )
+_TOUCH_POSTGRESQL = (
+    "UPDATE devices SET last_seen = %s WHERE device_id IN (SELECT device_id FROM devices "
+    "WHERE device_id = ANY(%s) ORDER BY device_id FOR UPDATE)"
+)
+
+
+def _touch(conn, device_ids: list[str], received_at: str) -> None:
+    """The devices' last_seen, in one statement for a group. On PostgreSQL
+    the rows are locked in the order of their ids first, as the one update
+    per device in sorted order did: two collectors touching overlapping
+    devices never wait on each other in a circle."""
+    if not device_ids:
+        return
+    d = db.devices.c
+    if len(device_ids) == 1:
+        conn.execute(
+            db.devices.update().where(d.device_id == device_ids[0]).values(last_seen=received_at)
+        )
+    elif conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(_TOUCH_POSTGRESQL, (received_at, list(device_ids)))
+    else:
+        conn.execute(
+            db.devices.update().where(d.device_id.in_(device_ids)).values(last_seen=received_at)
+        )
 
 
 def _kind(topic: str) -> str | None:

@@ -21,6 +21,7 @@ def test_every_phase_is_timed_and_every_record_stored(capsys):
         "figures.after_store",
         "cases.after_store",
         "outbox.after_store",
+        "CPU time of this process",
     ):
         assert f"  {label} " in out, label
     # the functions are themselves again afterwards

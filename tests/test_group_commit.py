@@ -167,6 +167,39 @@ def test_a_run_of_batches_is_stored_together_as_one_at_a_time(engine, tmp_path):
     reference.dispose()
 
 
+def test_a_group_touches_every_device_it_heard_in_one_statement(engine):
+    from sqlalchemy import event
+
+    provision(engine)
+    db.add_device(engine, "kp-03", KEY_HEX)
+    updates = []
+
+    def seen(_conn, _cursor, statement, *_args):
+        if statement.lstrip().upper().startswith("UPDATE DEVICES"):
+            updates.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        Ingestor(engine).process_many(
+            run_of_batches()
+            + [
+                (
+                    topics.topic("kp-03", topics.UP_EV),
+                    batch([signed(1, device_id="kp-03")], device_id="kp-03"),
+                    False,
+                )
+            ]
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert len(updates) == 1
+    with engine.connect() as conn:
+        d = db.devices.c
+        last = dict(conn.execute(select(d.device_id, d.last_seen)).all())
+    assert set(last) == {"kp-01", "kp-02", "kp-03"}
+    assert last["kp-01"] is not None and len(set(last.values())) == 1
+
+
 def test_only_a_batch_of_a_cached_device_that_verifies_is_prepared_early(engine):
     provision(engine)
     ingestor = Ingestor(engine)

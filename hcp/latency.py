@@ -31,6 +31,7 @@ asserted on them.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import secrets
 import socket
@@ -255,6 +256,23 @@ def broker_round_trip(host: str, port: int, count: int) -> Latencies:
         client.loop_stop()
 
 
+def fsync_round_trip(folder: Path, count: int = 200) -> Latencies:
+    """A small append and its fsync in `folder`, `count` times: the floor of
+    every durable write on this disk (the collector's commit, a keypad's
+    journal line), measured in the same run."""
+    path = folder / "fsync-baseline"
+    result = Latencies()
+    with open(path, "ab") as out:
+        for n in range(count):
+            start = time.monotonic()
+            out.write(b"%08d\n" % n)
+            out.flush()
+            os.fsync(out.fileno())
+            result.samples.append((time.monotonic() - start) * 1000)
+    path.unlink()
+    return result
+
+
 def baseline_count(ratings: int) -> int:
     """Round trips timed for the baseline: as many as the ratings, within
     20..500 (one at a time they take a broker's latency each: about 46 ms on
@@ -358,7 +376,7 @@ def measure(
     broker: str | None = None,
     workdir: str | None = None,
     confirm_ms: int = 300,
-    processes: int = 4,
+    processes: int = 2,
     trace: bool = True,
 ) -> dict:
     """Rate `ratings` times on each of `keypads` keypads at once; return the
@@ -367,7 +385,7 @@ def measure(
     processes (0: threads of this process); the collector's ingest always in
     a process of its own."""
     from hcp.bench_collector import collector_process
-    from hcp.latency_probe import read_marks, traced_collector
+    from hcp.latency_probe import read_lags, read_marks, traced_collector
 
     devices = [Device(f"lat-{n:02d}", secrets.token_hex(32)) for n in range(keypads)]
     with (
@@ -385,6 +403,7 @@ def measure(
                 collector = collector_process(url, host, port, "latency-collector")
             scope.enter_context(collector)
             baseline = broker_round_trip(host, port, baseline_count(keypads * ratings))
+            fsyncs = fsync_round_trip(folder)
             specs = [(d.device_id, d.key_hex, str(folder / d.device_id)) for d in devices]
             groups = split(specs, processes)
             results, elapsed = _run_hosts(groups, host, port, ratings, confirm_ms, processes)
@@ -393,6 +412,7 @@ def measure(
         if errors:
             raise RuntimeError(f"latency run failed: {errors[0]}")
         marks = read_marks(marks_file) if trace else None
+        collector_lags = read_lags(marks_file) if trace else None
     kps = [kp for r in results for kp in r["keypads"]]
     press_to_ack, write_to_ack = Latencies(), Latencies()
     for kp in kps:
@@ -411,6 +431,7 @@ def measure(
         "press_to_ack": press,
         "write_to_ack": write_to_ack.summary(),
         "broker_round_trip": base,
+        "fsync": {**fsyncs.summary(), "max_ms": round(max(fsyncs.samples), 2)},
         "loop_lag": Latencies(lags).summary() if lags else None,
         "ratio_p50": round(press["p50_ms"] / base["p50_ms"], 1),
         "ratio_p95": round(press["p95_ms"] / base["p95_ms"], 1),
@@ -421,4 +442,6 @@ def measure(
         spans = {(m["tx_start"], m["committed"]) for m in marks.values() if "committed" in m}
         commits = Latencies([(end - start) * 1000 for start, end in spans])
         figures["commit_ms"] = {**commits.summary(), "max_ms": round(max(commits.samples), 2)}
+        if collector_lags:
+            figures["collector_loop_lag"] = Latencies(collector_lags).summary()
     return figures

@@ -97,6 +97,15 @@ class TracedIngestService(IngestService):
         super()._on_message(client, userdata, message)
 
 
+def _loop_lag(done: threading.Event, lags: list) -> None:
+    """How late a 10 ms sleep wakes in this process (ms): its interpreter
+    lock and the machine's scheduler, which every hop here pays too."""
+    while not done.is_set():
+        start = time.monotonic()
+        time.sleep(0.01)
+        lags.append((time.monotonic() - start - 0.01) * 1000)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 5:
         print("usage: python -m hcp.latency_probe DATABASE_URL HOST PORT CLIENT_ID MARKS_FILE")
@@ -109,12 +118,18 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
     service.start()
     print("ready", flush=True)
+    lags: list[float] = []
+    sampler = threading.Thread(target=_loop_lag, args=(done, lags), daemon=True)
+    sampler.start()
     done.wait()
+    sampler.join()
     service.stop()
     engine.dispose()
     with open(marks_file, "w") as out:
         for row in service.marks:
             out.write(json.dumps(row) + "\n")
+        for lag in lags:
+            out.write(json.dumps(["lag", lag, "", 0, 0]) + "\n")
     print(f"stored {service.records_stored} in {service.groups} groups", flush=True)
     return 0
 
@@ -126,11 +141,20 @@ def read_marks(path) -> dict[tuple[str, int], dict[str, float]]:
     with open(path) as lines:
         for line in lines:
             kind, when, device_id, batch, size = json.loads(line)
+            if kind == "lag":
+                continue
             stamps = found.setdefault((device_id, batch), {})
             stamps.setdefault(kind, when)
             if size:
                 stamps.setdefault("group", size)
     return found
+
+
+def read_lags(path) -> list[float]:
+    """The collector process's sleep lags (ms) from a MARKS_FILE."""
+    with open(path) as lines:
+        rows = (json.loads(line) for line in lines)
+        return [row[1] for row in rows if row[0] == "lag"]
 
 
 @contextlib.contextmanager

@@ -4,8 +4,16 @@ import json
 
 import pytest
 
-from hcp.latency import HOPS, Latencies, baseline_count, hop_figures, measure, split
-from hcp.latency_probe import _batch_of, read_marks
+from hcp.latency import (
+    HOPS,
+    Latencies,
+    baseline_count,
+    fsync_round_trip,
+    hop_figures,
+    measure,
+    split,
+)
+from hcp.latency_probe import _batch_of, read_lags, read_marks
 
 
 def test_percentiles_pick_the_sample_at_or_above_the_rank():
@@ -37,10 +45,17 @@ def test_marks_keep_the_first_time_of_each_kind_and_the_group_size(tmp_path):
     path = tmp_path / "marks.jsonl"
     rows = [["received", 1.0, "kp-1", 3, 0], ["received", 1.5, "kp-1", 3, 0],
             ["tx_start", 2.0, "kp-1", 3, 4], ["committed", 2.5, "kp-1", 3, 4]]  # fmt: skip
+    rows.append(["lag", 0.25, "", 0, 0])  # the collector process's sleep lag, not a batch
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     assert read_marks(path) == {
         ("kp-1", 3): {"received": 1.0, "tx_start": 2.0, "committed": 2.5, "group": 4}
     }
+    assert read_lags(path) == [0.25]
+
+
+def test_the_fsync_baseline_times_each_append_and_leaves_nothing_behind(tmp_path):
+    assert len(fsync_round_trip(tmp_path, count=5).samples) == 5
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_each_rating_is_split_into_its_hops_and_the_tail_is_named():
@@ -82,6 +97,7 @@ def test_every_press_of_a_small_run_is_acked_timed_and_split_into_hops(tmp_path)
         f"{a}->{b}": 8 for a, b, _ in HOPS
     }
     assert result["commit_ms"]["count"] >= 1 and result["loop_lag"]["count"] > 0
+    assert result["collector_loop_lag"]["count"] > 0 and result["fsync"]["count"] == 200
 
 
 @pytest.mark.broker

@@ -184,7 +184,6 @@ class Device:
         self.mode = mode
         self.wdt = wdt  # machine.WDT, fed every pass (None: the port has none)
         self.config_version = None  # the version of the config applied
-        self.firmware = settings["firmware"]  # the one running (build sets it)
         self.status_extra = None  # fn() -> dict (build sets it)
         self.tasks = []  # fn(now_ms) run each normal pass: commands, NTP (build sets them)
         self.screen_overlay = None  # fn() -> lines or None: the identify screen
@@ -309,7 +308,7 @@ class Device:
         sync, in safe mode: for a technician at the serial console)."""
         if self.sync is not None:
             return self.sync.status()
-        fields = {"fw": self.firmware}
+        fields = {"fw": self.settings["firmware"]}
         if self.status_extra:
             fields.update(self.status_extra())
         return messages.status(True, **fields)
@@ -454,8 +453,6 @@ def build(
             attach(device, machine, board, display, font_file)
         except Exception as exc:  # no display is better than no keypad
             crash_log.note(describe("display", exc), boot_ms)
-    device.firmware = firmware
-    device.banner = startup.banner(device, firmware, data_dir, problem)
     startup.forget()  # the boot helpers are done: their code is garbage now
     uptime = [0, boot_ms]  # ms counted, ticks when last counted (as KeypadApp does)
 
@@ -582,7 +579,8 @@ def main():
     settings = config.load("/data/config.json")
     board = __import__("hardware.boards." + settings["board"], None, None, ["KEY_PINS"])
     device = build(machine, network, board, settings)
-    print(device.banner, device.screen())
+    # the mode, the firmware really running and why (device/update.py)
+    print(__import__("device.update", None, None, ["boot_line"]).boot_line(device), device.screen())
     start_watchdog(device, machine)
     while True:
         sleep_ms(device.run_once(ticks_ms()))

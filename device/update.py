@@ -395,6 +395,59 @@ def running_version(data_dir, default):
     return default
 
 
+def boot_line(device):
+    """The console's first line, which device/main.py's main() prints once the
+    keypad is built: the mode, the firmware really running and why it runs in
+    that mode or that firmware, e.g. "hcp: safe fw 0.1.0 (key 0 held at boot;
+    0.2.0 rolled back: did not come up in 3 boots)". The running version (the
+    active slot's, else the settings') becomes the settings' `firmware`, so the
+    status without sync (safe mode) reports it as the sync's status does. A
+    rollback is noted once in the crash file: the status's last_error says
+    why the board runs the older firmware. This module is then dropped again
+    unless a firmware on trial uses it (device/commands.py)."""
+    import sys
+
+    settings = device.settings
+    path = settings["data_dir"] + "/" + STATE_FILE
+    st = _read_json(path)
+    if not isinstance(st, dict):
+        st = {}
+    settings["firmware"] = running_version(settings["data_dir"], settings["firmware"])
+    reasons = []
+    if device.safe_mode:
+        reasons.append("key 0 held at boot")
+    elif device.app is None and device.crash_log.last_error:
+        reasons.append(device.crash_log.last_error)  # a refused filesystem, a failed start
+    if st.get("trial"):
+        reasons.append(
+            str(st.get("version")) + " on trial, boot " + str(st.get("boots"))
+            + " of " + str(MAX_TRIAL_BOOTS)
+        )  # fmt: skip
+    gone = st.get("rolled_back")
+    if gone:
+        text = str(gone) + " rolled back: " + str(st.get("reason"))
+        reasons.append(text)
+        if not st.get("noted"):
+            st["noted"] = True
+            try:
+                device.crash_log.note("update: " + text, ticks_ms())
+                _write_small(path, json.dumps(st))
+            except OSError:
+                pass  # a full flash: said on the console at least
+    line = "hcp: " + device.mode + " fw " + settings["firmware"]
+    if reasons:
+        line += " (" + "; ".join(reasons) + ")"
+    if device.commands is None or device.commands.trial is None:
+        sys.modules.pop("device.update", None)  # its code is garbage then
+        try:
+            import device as package
+
+            del package.update
+        except (AttributeError, ImportError, KeyError, TypeError):
+            pass
+    return line
+
+
 class Trial:
     """A firmware on trial confirms itself once healthy, or rolls back when
     `health_s` passes first. tick() returns None, "confirmed" or "rollback"

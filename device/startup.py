@@ -1,7 +1,6 @@
 # Boot-time helpers of device/main.py's build(): imported while the keypad
 # starts and dropped from sys.modules when it has started (forget()), so their
 # code takes no heap while the keypad runs.
-import json
 import sys
 
 from device.compat import sleep_ms, ticks_diff, ticks_ms
@@ -72,44 +71,6 @@ def running_firmware(data_dir, default):
     if isinstance(st, dict) and st.get("active") and st.get("version"):
         return st["version"]
     return default
-
-
-def banner(device, firmware, data_dir, problem):
-    """The console's first line: the mode, the firmware really running and
-    why it runs in that mode or that firmware ("hcp: safe fw 0.1.0 (key 0
-    held at boot; 0.2.0 rolled back: did not come up in 3 boots)"). A
-    rollback is noted once in the crash file, so the status (last_error)
-    says why the board runs the older firmware too."""
-    from device.main import FAILED, REFUSED, SAFE, read_json, write_small
-
-    reasons = []
-    if device.mode == SAFE:
-        reasons.append("key 0 held at boot")
-    elif device.mode == REFUSED:
-        reasons.append(problem)
-    elif device.mode == FAILED and device.crash_log.last_error:
-        reasons.append(device.crash_log.last_error)
-    path = data_dir + "/fw.json"
-    st = read_json(path)
-    if not isinstance(st, dict):
-        st = {}
-    if st.get("trial"):
-        reasons.append(str(st.get("version")) + " on trial, boot " + str(st.get("boots")))
-    gone = st.get("rolled_back")
-    if gone:
-        text = str(gone) + " rolled back: " + str(st.get("reason"))
-        reasons.append(text)
-        if not st.get("noted"):
-            st["noted"] = True
-            try:
-                device.crash_log.note("update: " + text, ticks_ms())
-                write_small(path, json.dumps(st))
-            except OSError:
-                pass  # a full flash: said on the console at least
-    line = "hcp: " + device.mode + " fw " + firmware
-    if reasons:
-        line += " (" + "; ".join(reasons) + ")"
-    return line
 
 
 def forget():

@@ -19,13 +19,17 @@ wired to a window PC on that UART (settings window_uart).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
+import device as device_package
 from device import config as device_config
+from device import update as device_update
 from device.compat import ticks_ms
 from device.main import build, start_watchdog
 from device.store import seed
+from device.update import boot_line
 from hardware.boards import sim as sim_board
 from protocols import levels
 from simulators.display import SimDisplay
@@ -88,6 +92,7 @@ class SimKeypad:
             self.machine.UART = lambda *args, **kwargs: uart  # the board's UART to the window PC
         self.device = None
         self.boots = 0
+        self.boot_line = None  # the console's first line of the last boot
         self.presses = 0
         self.errors: list[BaseException] = []
         self._thread = None
@@ -113,6 +118,13 @@ class SimKeypad:
             display=self.display,
             font_file=self.font_file,
         )
+        # as device/main.py: the firmware really running becomes the status's,
+        # a rollback is noted with its reason (device/update.py boot_line)
+        self.boot_line = boot_line(device)
+        # boot_line drops device.update to free a board's heap; in this process
+        # the module stays, so tests that patch it keep patching the one in use
+        sys.modules.setdefault("device.update", device_update)
+        device_package.update = device_update
         self._crashes = device.crash_log.count  # crashes noted from here on are errors
         if device.mode == "failed":
             self.errors.append(RuntimeError(device.crash_log.last_error))

@@ -446,6 +446,26 @@ def test_the_offline_will_reports_the_running_firmware_not_the_factory_one(fleet
     assert stored()["fw"] == "0.2.0"
 
 
+def test_a_simulated_keypad_boots_naming_the_firmware_it_runs_after_a_rollback(tmp_path):
+    """As device/main.py does on a board: the console line and the status
+    name the factory firmware the slot was rolled back to, and why."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "fw.json").write_text(json.dumps({
+        "active": "/lib", "version": "0.1.0", "rolled_back": "0.2.0",
+        "reason": "did not come up in 3 boots",
+    }))  # fmt: skip
+    kp = SimKeypad("kp-01", "00" * 32, "127.0.0.1", free_port(), str(data), firmware="0.0.9")
+    try:
+        kp.start()
+        assert kp.boot_line.startswith("hcp: ") and " fw 0.1.0 (" in kp.boot_line
+        assert "0.2.0 rolled back: did not come up in 3 boots" in kp.boot_line
+        assert kp.device.settings["firmware"] == "0.1.0"
+        assert "0.2.0 rolled back" in kp.device.crash_log.last_error
+    finally:
+        kp.stop()
+
+
 class Slow:
     """The collector's web app with every chunk request noted and, when
     `delay` is set, answered that much later (a slow link)."""

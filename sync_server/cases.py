@@ -40,7 +40,7 @@ import json
 from sqlalchemy import and_, bindparam, func, select
 
 from protocols.levels import BAD_STARS
-from sync_server import db, org
+from sync_server import db, org, pg_array
 from sync_server.schema_cases import case_alerts, case_rules, case_steps, cases, duty_contacts
 
 # the states in their order; closed cases may be reopened, voided ones are final
@@ -257,8 +257,11 @@ def after_store(conn, rows: list[dict]) -> None:
         state = "pending" if contacts.get(unit_id) else "no_contact"
         follow.append((record_id, details[(unit_id, how)], recipients[unit_id], state))
     if conn.dialect.name == "postgresql":
-        columns = [list(column) for column in zip(*new_cases, strict=True)]
-        columns += [list(column) for column in zip(*follow, strict=True)]
+        kinds = (*_CASE_TYPES, "text", "text", "text", "text")
+        columns = [*zip(*new_cases, strict=True), *zip(*follow, strict=True)]
+        columns = [
+            pg_array.param(list(column), kind) for column, kind in zip(columns, kinds, strict=True)
+        ]
         conn.exec_driver_sql(_WRITE_POSTGRESQL, (*columns, SYSTEM, SYSTEM, now, now))
         return
     _write_sqlite(conn, new_cases, follow, now)

@@ -24,7 +24,7 @@ import operator
 
 from sqlalchemy import BigInteger, Boolean, Integer, SmallInteger, String
 
-from sync_server import db
+from sync_server import db, pg_array
 
 # the order matters: channels marks repeats before figures, cases and the
 # outbox look at them
@@ -118,18 +118,43 @@ def _array_type(column) -> str:
 _PG_TYPES = {c.name: _array_type(c) for c in db.evaluations.columns}
 
 
+# columns that are NULL when an insert leaves them out (nullable, no server
+# default): a column all of whose values in a batch are None is not sent
+_NULL_IF_LEFT_OUT = frozenset(
+    c.name
+    for c in db.evaluations.columns
+    if c.nullable and c.server_default is None and not c.primary_key
+)
+_PG_INSERT: dict[tuple[str, ...], str] = {}
+
+
 def _insert_unnest(conn, names: tuple[str, ...], rows: list[dict]) -> None:
     """PostgreSQL: every row in one statement, a column an array parameter
     (INSERT ... SELECT FROM unnest): 69 against 42 us a row for groups of
-    1,000 on this machine, against the driver's executemany."""
-    quote = conn.dialect.identifier_preparer.quote
-    sql = (
-        f"INSERT INTO evaluations ({', '.join(quote(n) for n in names)}) "
-        f"SELECT * FROM unnest({', '.join(f'%s::{_PG_TYPES[n]}[]' for n in names)}) "
-        "ON CONFLICT (id) DO NOTHING"
-    )
+    1,000 on this machine, against the driver's executemany. Each array is
+    written as text by sync_server/pg_array.py (psycopg's writing of a list
+    value by value was most of this process's CPU on PostgreSQL), and a
+    column that is None in every row is left out (it is NULL all the same)."""
     values = map(operator.itemgetter(*names), rows)  # a tuple a row, in C
-    conn.exec_driver_sql(sql, tuple(list(column) for column in zip(*values, strict=True)))
+    sent, columns = [], []
+    for name, column in zip(names, zip(*values, strict=True), strict=True):
+        if name in _NULL_IF_LEFT_OUT and column.count(None) == len(column):
+            continue
+        sent.append(name)
+        columns.append(pg_array.param(list(column), _PG_TYPES[name]))
+    key = tuple(sent)
+    sql = _PG_INSERT.get(key)
+    if sql is None:
+        quote = conn.dialect.identifier_preparer.quote
+        sql = (
+            f"INSERT INTO evaluations ({', '.join(quote(n) for n in key)}) "
+            f"SELECT * FROM unnest({', '.join(f'%s::{_PG_TYPES[n]}[]' for n in key)}) "
+            "ON CONFLICT (id) DO NOTHING"
+        )
+        if len(_PG_INSERT) > 1000:
+            _PG_INSERT.clear()
+        _PG_INSERT[key] = sql
+    conn.exec_driver_sql(sql, tuple(columns))
 
 
 def after_store(conn, rows: list[dict]) -> None:

@@ -43,7 +43,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, delete, func, or_, select
 
-from sync_server import db
+from sync_server import db, pg_array
 from sync_server.schema_figures import LEVEL_COLUMNS, figures_daily
 
 log = logging.getLogger(__name__)
@@ -304,7 +304,11 @@ def _apply(conn, changes: dict[tuple, list[int]]) -> None:
         return
     rows = [(*key, *counts) for key, counts in sorted(changes.items())]
     if conn.dialect.name == "postgresql":
-        columns = tuple(list(column) for column in zip(*rows, strict=True))
+        kinds = ["text"] * len(KEY_COLUMNS) + ["integer"] * len(LEVEL_COLUMNS)
+        columns = tuple(
+            pg_array.param(list(column), kind)
+            for column, kind in zip(zip(*rows, strict=True), kinds, strict=True)
+        )
         conn.exec_driver_sql(_UPSERT_POSTGRESQL, columns)
     else:
         conn.exec_driver_sql(_UPSERT_SQLITE, rows)

@@ -34,7 +34,7 @@ import json
 from flask_babel import gettext as _
 from sqlalchemy import and_, func, select, update
 
-from sync_server import audit, db
+from sync_server import audit, db, pg_array
 from sync_server.schema_outbox import (
     ACKED,
     DEAD,
@@ -128,7 +128,11 @@ def after_store(conn, rows: list[dict]) -> None:
         return
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
-            _RATINGS_POSTGRESQL, tuple(list(c) for c in zip(*entries, strict=True))
+            _RATINGS_POSTGRESQL,
+            tuple(
+                pg_array.param(list(column), kind)
+                for column, kind in zip(zip(*entries, strict=True), _RATING_TYPES, strict=True)
+            ),
         )
     elif conn.dialect.name == "sqlite":
         conn.exec_driver_sql(_RATINGS_SQLITE, entries)

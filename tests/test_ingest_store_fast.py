@@ -84,3 +84,20 @@ def test_a_value_too_long_is_refused_not_cut_on_postgresql(engine):
         with engine.begin() as conn:
             features._insert_new(conn, engine, long)
     assert table(engine) == []
+
+
+def test_postgresql_leaves_out_a_column_none_in_every_row_and_stores_the_same(engine):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's driver takes each row's values as they are")
+    features._PG_INSERT.clear()
+    with engine.begin() as conn:
+        features._insert_new(conn, engine, rows()[:1])  # no window, comment, tags ...
+    sent = list(features._PG_INSERT)
+    assert len(sent) == 1
+    assert "window_id" not in sent[0] and "comment" not in sent[0] and "id" in sent[0]
+    assert "excluded" in sent[0] and "reason_owed" in sent[0]  # never left out
+    fast = table(engine)
+    empty(engine)
+    with engine.begin() as conn:
+        conn.execute(db.insert_ignoring_duplicates(engine, db.evaluations, "id"), rows()[:1])
+    assert fast == table(engine)

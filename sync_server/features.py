@@ -43,19 +43,26 @@ def init_app(app) -> None:
             init(app)
 
 
-def store_evaluations(conn, engine, rows: list[dict], after: bool = True) -> None:
+def store_evaluations(
+    conn, engine, rows: list[dict], after: bool = True, ids_locked: bool = False
+) -> None:
     """Insert new rating rows (their ids checked absent in this transaction)
     with every feature's before/after step, in the caller's transaction.
     `after` False leaves the after steps to the caller, who runs
     `after_store` once for the rows of several inserts (the ingest does, for
-    a group of messages committed together)."""
+    a group of messages committed together). `ids_locked`: the caller found
+    the ids absent under a lock that keeps them so (the ingest's lock per
+    device, or SQLite's single writer), so the insert leaves out ON
+    CONFLICT (on PostgreSQL its speculative insertion cost the server about
+    6 us a row): a stored id would then be a bug, and it raises (an
+    IntegrityError) instead of being skipped while the after steps count it."""
     if not rows:
         return
     for module in modules():
         step = getattr(module, "before_store", None)
         if step is not None:
             step(conn, rows)
-    _insert_new(conn, engine, rows)
+    _insert_new(conn, engine, rows, ids_locked)
     if after:
         after_store(conn, rows)
 
@@ -63,10 +70,10 @@ def store_evaluations(conn, engine, rows: list[dict], after: bool = True) -> Non
 # columns SQLAlchemy fills in itself when a row leaves them out (default=...)
 _DEFAULTED = frozenset(c.name for c in db.evaluations.columns if c.default is not None)
 _COLUMNS = frozenset(c.name for c in db.evaluations.columns)
-_SQLITE_INSERT: dict[tuple[str, ...], str] = {}
+_SQLITE_INSERT: dict[tuple, str] = {}  # (columns..., ids_locked) -> statement
 
 
-def _insert_new(conn, engine, rows: list[dict]) -> None:
+def _insert_new(conn, engine, rows: list[dict], ids_locked: bool = False) -> None:
     """The rows inserted, a row whose id is stored already skipped. On SQLite,
     rows that all name the same columns go to the driver's executemany as
     tuples: the statement SQLAlchemy would send, without its building each
@@ -85,16 +92,16 @@ def _insert_new(conn, engine, rows: list[dict]) -> None:
         return
     names = tuple(keys)
     if conn.dialect.name == "postgresql":
-        _insert_unnest(conn, names, rows)
+        _insert_unnest(conn, names, rows, ids_locked)
         return
-    sql = _SQLITE_INSERT.get(names)
+    sql = _SQLITE_INSERT.get((*names, ids_locked))
     if sql is None:
         quote = conn.dialect.identifier_preparer.quote
-        sql = (
-            f"INSERT INTO evaluations ({', '.join(quote(n) for n in names)}) "
-            f"VALUES ({', '.join('?' for _ in names)}) ON CONFLICT (id) DO NOTHING"
+        sql = f"INSERT INTO evaluations ({', '.join(quote(n) for n in names)}) " + (
+            f"VALUES ({', '.join('?' for _ in names)})"
+            + ("" if ids_locked else " ON CONFLICT (id) DO NOTHING")
         )
-        _SQLITE_INSERT[names] = sql
+        _SQLITE_INSERT[(*names, ids_locked)] = sql
     conn.exec_driver_sql(sql, list(map(operator.itemgetter(*names), rows)))
 
 
@@ -125,10 +132,10 @@ _NULL_IF_LEFT_OUT = frozenset(
     for c in db.evaluations.columns
     if c.nullable and c.server_default is None and not c.primary_key
 )
-_PG_INSERT: dict[tuple[str, ...], str] = {}
+_PG_INSERT: dict[tuple, str] = {}  # (columns..., ids_locked) -> statement
 
 
-def _insert_unnest(conn, names: tuple[str, ...], rows: list[dict]) -> None:
+def _insert_unnest(conn, names: tuple[str, ...], rows: list[dict], ids_locked=False) -> None:
     """PostgreSQL: every row in one statement, a column an array parameter
     (INSERT ... SELECT FROM unnest): 69 against 42 us a row for groups of
     1,000 on this machine, against the driver's executemany. Each array is
@@ -142,14 +149,14 @@ def _insert_unnest(conn, names: tuple[str, ...], rows: list[dict]) -> None:
             continue
         sent.append(name)
         columns.append(pg_array.param(list(column), _PG_TYPES[name]))
-    key = tuple(sent)
+    key = (*sent, ids_locked)
     sql = _PG_INSERT.get(key)
     if sql is None:
         quote = conn.dialect.identifier_preparer.quote
         sql = (
-            f"INSERT INTO evaluations ({', '.join(quote(n) for n in key)}) "
-            f"SELECT * FROM unnest({', '.join(f'%s::{_PG_TYPES[n]}[]' for n in key)}) "
-            "ON CONFLICT (id) DO NOTHING"
+            f"INSERT INTO evaluations ({', '.join(quote(n) for n in sent)}) "
+            f"SELECT * FROM unnest({', '.join(f'%s::{_PG_TYPES[n]}[]' for n in sent)})"
+            + ("" if ids_locked else " ON CONFLICT (id) DO NOTHING")
         )
         if len(_PG_INSERT) > 1000:
             _PG_INSERT.clear()

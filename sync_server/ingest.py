@@ -389,7 +389,9 @@ class Ingestor:
             for _, _, device_id, _, _, _, _, fresh, _ in parts
             for rec in fresh
         ]
-        features.store_evaluations(conn, self.engine, rows, after=False)
+        # the ids were found absent under _lock_devices (PostgreSQL) or the
+        # single writer (SQLite): a conflict would be a bug, raised
+        features.store_evaluations(conn, self.engine, rows, after=False, ids_locked=True)
         stored_rows.extend(rows)
         for index, topic, device_id, msg, device, plan, held, _, outcome in parts:
             if held or plan.contacts:  # the rare case: _store_in keeps them as it always does
@@ -601,7 +603,9 @@ class Ingestor:
         if accepted:
             refs = clock.boot_refs(conn, device_id, accepted.values())
             rows = [evaluation_row(rec, received_at, refs) for rec in accepted.values()]
-            features.store_evaluations(conn, self.engine, rows, after=stored_rows is None)
+            features.store_evaluations(
+                conn, self.engine, rows, after=stored_rows is None, ids_locked=True
+            )
             if stored_rows is not None:
                 stored_rows.extend(rows)
             outcome.stored = [rec["seq"] for rec in accepted.values()]

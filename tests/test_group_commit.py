@@ -200,6 +200,35 @@ def test_a_group_touches_every_device_it_heard_in_one_statement(engine):
     assert last["kp-01"] is not None and len(set(last.values())) == 1
 
 
+def test_a_stored_id_the_look_up_missed_is_never_counted_twice(engine, monkeypatch):
+    """The insert after the look-up under the device lock has no ON CONFLICT:
+    were a stored id ever missed, the group is refused and each message
+    decided alone (a duplicate), never skipped by the insert while the
+    figures, cases and outbox count it again."""
+    from sync_server import ingest
+    from sync_server.schema_cases import cases
+    from sync_server.schema_figures import figures_daily
+    from sync_server.schema_outbox import outbox
+
+    provision(engine)
+    Ingestor(engine).process(EV, batch([signed(1, 1)], number=1))
+    monkeypatch.setattr(ingest, "_stored_sigs", lambda conn, ids: {})  # the bug
+    outcomes = Ingestor(engine).process_many(
+        [(EV, batch([signed(1, 1), signed(2, 5)], number=2), False),
+         (EV, batch([signed(3, 4)], number=3), False)]
+    )  # fmt: skip
+    assert [(sorted(o.stored), sorted(o.duplicates)) for o in outcomes] == [([2], [1]), ([3], [])]
+    with engine.connect() as conn:
+        f = figures_daily.c
+        counted = conn.execute(
+            select(f.n1, f.n4, f.n5).where(f.dim == "unit", f.channel == "keypad")
+        ).all()
+        assert [tuple(row) for row in counted] == [(1, 1, 1)]
+        assert conn.execute(select(cases.c.record_id)).scalars().all() == ["kp-01:1"]
+        refs = conn.execute(select(outbox.c.ref).order_by(outbox.c.ref)).scalars().all()
+        assert refs == ["kp-01:1", "kp-01:2", "kp-01:3"]
+
+
 def test_only_a_batch_of_a_cached_device_that_verifies_is_prepared_early(engine):
     provision(engine)
     ingestor = Ingestor(engine)

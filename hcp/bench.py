@@ -100,6 +100,12 @@ def register(commands) -> None:
         help="latency: processes hosting the keypads (0: threads of the bench)",
     )
     parser.add_argument(
+        "--latency-keypad-dir",
+        default=None,
+        help="latency: where the keypads' data folders (their flash) go, e.g. /dev/shm "
+        "(default: the run's folder, on the collector's disk)",
+    )
+    parser.add_argument(
         "--latency-trace",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -306,6 +312,7 @@ def latency_section(args, kind, console) -> dict:
         broker=kind,
         processes=getattr(args, "latency_processes", 2),
         trace=getattr(args, "latency_trace", True),
+        keypad_dir=getattr(args, "latency_keypad_dir", None),
     )
     table = Table(title=f"key press -> ack, {figures['ratings']} ratings on "
                   f"{figures['keypads']} keypads ({kind})")  # fmt: skip

@@ -378,12 +378,15 @@ def measure(
     confirm_ms: int = 300,
     processes: int = 2,
     trace: bool = True,
+    keypad_dir: str | None = None,
 ) -> dict:
     """Rate `ratings` times on each of `keypads` keypads at once; return the
     press→ack percentiles, the broker baseline's and their ratios, and with
     `trace` the hops (see the module doc). The keypads run in `processes`
     processes (0: threads of this process); the collector's ingest always in
-    a process of its own."""
+    a process of its own. `keypad_dir` is where the keypads' data folders
+    (their flash) go: default the run's folder, beside the collector's
+    database on the same disk."""
     from hcp.bench_collector import collector_process
     from hcp.latency_probe import read_lags, read_marks, traced_collector
 
@@ -404,7 +407,11 @@ def measure(
             scope.enter_context(collector)
             baseline = broker_round_trip(host, port, baseline_count(keypads * ratings))
             fsyncs = fsync_round_trip(folder)
-            specs = [(d.device_id, d.key_hex, str(folder / d.device_id)) for d in devices]
+            flash = folder
+            if keypad_dir:
+                made = tempfile.TemporaryDirectory(prefix="hcp-latency-flash-", dir=keypad_dir)
+                flash = Path(scope.enter_context(made))
+            specs = [(d.device_id, d.key_hex, str(flash / d.device_id)) for d in devices]
             groups = split(specs, processes)
             results, elapsed = _run_hosts(groups, host, port, ratings, confirm_ms, processes)
             scope.close()  # the collector process stops (and writes its marks) before the stack

@@ -102,6 +102,11 @@ def test_every_press_of_a_small_run_is_acked_timed_and_split_into_hops(tmp_path)
 
 @pytest.mark.broker
 def test_keypads_in_the_callers_process_without_the_trace(tmp_path):
-    result = measure(keypads=2, ratings=2, workdir=str(tmp_path), processes=0, trace=False)
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    result = measure(keypads=2, ratings=2, workdir=str(tmp_path / "run"), processes=0,
+                     trace=False, keypad_dir=str(flash))  # fmt: skip
     assert result["press_to_ack"]["count"] == 4 and result["keypad_processes"] == 0
     assert "hops" not in result
+    # the keypads' journals were in their own folder (removed after the run), not the run's
+    assert not list((tmp_path / "run").glob("lat-*")) and list(flash.iterdir()) == []

@@ -33,7 +33,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -780,11 +779,12 @@ def broker_auth(args, engine, progress: Progress) -> None:
             shutil.rmtree(work, ignore_errors=True)
     if args.broker_pid:
         with progress.step(f"重新加载 Mosquitto / reload Mosquitto (SIGHUP to {args.broker_pid})"):
-            try:
-                os.kill(args.broker_pid, signal.SIGHUP)
-            except OSError as exc:
+            from hcp.broker import reload_mosquitto
+
+            try:  # returns once Mosquitto has read the files again
+                reload_mosquitto(args.broker_pid, folder)
+            except (OSError, ValueError) as exc:
                 raise ProvisionError(f"--broker-pid {args.broker_pid}: {exc}") from None
-        time.sleep(0.3)  # Mosquitto reads the files between two network passes
     elif shutil.which("systemctl"):
         progress.say("  重新加载 / now reload: systemctl reload mosquitto")
     else:

@@ -760,7 +760,9 @@ def revoke_on_broker(engine, auth_dir, pid=None, pid_file=None) -> str:
     target = broker_auth.broker_pid(pid, pid_file)
     if target is None:
         return f"{auth_dir}/passwd rewritten ({len(devices)} devices); reload Mosquitto now"
-    broker_auth.reload(target)
+    from hcp.broker import reload_mosquitto
+
+    reload_mosquitto(target, auth_dir)  # returns once Mosquitto has read passwd again
     return f"{auth_dir}/passwd rewritten ({len(devices)} devices); Mosquitto {target} reloaded"
 
 

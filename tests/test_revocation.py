@@ -168,6 +168,23 @@ def test_a_removed_device_cannot_publish_even_on_a_live_connection(fleet_broker)
         revoked.client.loop_stop()
 
 
+def test_revocation_returns_once_mosquitto_has_read_the_files_again(fleet_broker):
+    """revoke_on_broker (and hcp provision --broker-pid, through the same
+    hcp.broker.reload_mosquitto) wakes Mosquitto after the SIGHUP and waits
+    for its answer: the reload is done when it returns, not up to a loop
+    timeout later."""
+    fb = fleet_broker
+    reloads = fb.broker.log_path.read_text().count("Reloading config.")
+    with fb.engine.begin() as conn:
+        from sync_server import fleet
+
+        fleet.remove_device(conn, "kp-02")
+    fleet.revoke_on_broker(fb.engine, fb.auth_dir, pid=broker_pid(fb.broker))
+    log = fb.broker.log_path.read_text()  # read at once: no waiting here
+    assert log.count("Reloading config.") == reloads + 1
+    assert fb.collector_drops == [] and fb.agent_drops == []
+
+
 def test_remove_device_refuses_what_it_cannot_do(tmp_path, capsys):
     db_url = f"sqlite:///{tmp_path / 'c.db'}"
     engine = db.make_engine(db_url)

@@ -32,7 +32,6 @@ from sqlalchemy import func, select
 from hcp.broker import NOT_AUTHORISED, MosquittoBroker, login_answer
 from hcp.stack import Device, LocalStack, broker_kind
 from sync_server import db
-from sync_server.ingest import IngestService
 
 FAULTS = ("link", "broker", "collector", "power")
 
@@ -77,24 +76,6 @@ class _Slot:
         self.keypad = make()
 
 
-class SecuredStack(LocalStack):
-    """LocalStack on a broker that may have access control on: the devices it
-    provisions are let into the broker (a reload) and the collector logs in
-    with its own login. On an open broker both are no-ops."""
-
-    def provision(self, devices) -> None:
-        super().provision(devices)
-        self.broker.allow(db.device_keys(self.engine))
-
-    def start_ingest(self) -> IngestService:
-        user, password = self.broker.collector_login()
-        self.ingest = IngestService(self.engine, self.broker.host, self.broker.port,
-                                    client_id=self.client_id, username=user,
-                                    password=password)  # fmt: skip
-        self.ingest.start()
-        return self.ingest
-
-
 class FaultRun:
     def __init__(self, workdir, devices=6, duration=30.0, broker="mosquitto", pace=0.05,
                  fault_every=1.5, seed=None):  # fmt: skip
@@ -113,9 +94,10 @@ class FaultRun:
 
     def run(self) -> Report:
         devices = [Device(f"kp-fault-{n:02d}", secrets.token_hex(32)) for n in range(self.devices)]
-        kind = "secured-mosquitto" if self.broker_kind == "mosquitto" else self.broker_kind
-        with SecuredStack(self.workdir, kind, devices=devices,
-                          client_id="hcp-collector-fault") as stack:  # fmt: skip
+        # Mosquitto locked down as in production; amqtt cannot be (it runs open)
+        with LocalStack(self.workdir, self.broker_kind, devices=devices,
+                        client_id="hcp-collector-fault",
+                        access_control=self.broker_kind == "mosquitto") as stack:  # fmt: skip
             self.stack, self.engine, self.broker = stack, stack.engine, stack.broker
             return self._run(stack, devices)
 

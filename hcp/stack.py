@@ -65,6 +65,13 @@ class LocalStack:
     ingest      start the IngestService, with MQTT client id `client_id`.
     web         serve the collector's web app on WEB_HOST:`web_port`
                 (default: a free port).
+    access_control  True: the broker is Mosquitto locked down as in production
+                (hcp.broker.SecuredMosquitto, from the files `hcp collector
+                broker-auth` writes): the devices provisioned are let in (a
+                reload), the collector logs in with its own login, keypads and
+                kiosks with their id and derived password, nobody anonymously.
+                Needs broker "mosquitto" (or None where Mosquitto is installed);
+                "secured-mosquitto" as the broker kind means the same.
     """
 
     def __init__(
@@ -83,11 +90,22 @@ class LocalStack:
         web_port: int | None = None,
         database_url: str | None = None,
         config: dict | None = None,
+        access_control: bool = False,
     ):
         if web and not collector:
             raise ValueError("the web app is part of the collector: web=True needs collector=True")
         self.workdir = Path(workdir)
         self.kind = broker_kind(broker)
+        if self.kind == "secured-mosquitto":
+            access_control = True
+        elif access_control:
+            if self.kind != "mosquitto":
+                raise ValueError(
+                    f"access control needs Mosquitto; the {self.kind} broker runs open "
+                    "(docs/architecture.md, 'Testing on real parts')"
+                )
+            self.kind = "secured-mosquitto"
+        self.access_control = access_control
         self.mqtt_port = mqtt_port
         self.broker_dir = broker_dir
         self.collector = collector
@@ -163,12 +181,16 @@ class LocalStack:
                     f"{device.device_id}: the database in {self.workdir} holds another key "
                     "for this device"
                 )
+        # a locked-down broker lets in exactly the devices the database holds
+        # (a reload, as revocation does); an open one: nothing to do
+        self.broker.allow(db.device_keys(self.engine))
 
     def start_ingest(self) -> IngestService:
         """Start a (new) IngestService; it replaces one that was stopped or killed."""
-        self.ingest = IngestService(
-            self.engine, self.broker.host, self.broker.port, client_id=self.client_id
-        )
+        user, password = self.broker.collector_login()  # (None, None) on an open broker
+        self.ingest = IngestService(self.engine, self.broker.host, self.broker.port,
+                                    client_id=self.client_id, username=user,
+                                    password=password)  # fmt: skip
         self.ingest.start()
         return self.ingest
 

@@ -1,34 +1,53 @@
 """`python -m kiosk` (what `hcp kiosk` runs) as its own process, started by
 LocalStack as the demo starts it: it comes up headless with the Chinese UI,
 takes the collector's config, reports its status, and its local API opens a
-finished case."""
+finished case. On amqtt as the demo runs it (open), and on Mosquitto with the
+stack's access control on, as in production: the kiosk logs in with its
+derived password, the collector with its login, the config goes out with the
+fleet agent's."""
 
 import json
 import secrets
 import time
 import urllib.request
 
+import pytest
 from sqlalchemy import select
 
 from hcp.broker import free_port
 from hcp.stack import Device, LocalStack
 from kiosk import demo_content
+from protocols import messages, topics
 from sync_server import db
+from tests.harness.broker import assert_access_control, connect, require_kind
 
 
-def test_the_kiosk_process_in_the_local_stack(tmp_path):
+@pytest.mark.parametrize("kind", ["amqtt", "secured-mosquitto"])
+def test_the_kiosk_process_in_the_local_stack(tmp_path, kind):
+    require_kind(kind)
     device = Device("ks-stack-01", secrets.token_hex(32), kind="kiosk")
     port = free_port()
-    with LocalStack(tmp_path, "amqtt", devices=[device]) as stack:
+    locked = kind == "secured-mosquitto"
+    broker = "mosquitto" if locked else kind
+    with LocalStack(tmp_path, broker, devices=[device], access_control=locked) as stack:
+        assert stack.broker.access_control is locked
+        assert_access_control(stack.broker, (device.device_id, device.key_hex))
         with stack.engine.connect() as conn:
-            kind = conn.execute(
+            stored_kind = conn.execute(
                 select(db.devices.c.kind).where(db.devices.c.device_id == device.device_id)
             ).scalar_one()
-        assert kind == "kiosk"
-        demo_content.publish_config(
-            stack.broker.host, stack.broker.port, device.device_id, device.key_hex,
-            demo_content.config(5, "https://hcp.example.cn/followup"),
-        )  # fmt: skip
+        assert stored_kind == "kiosk"
+        config = demo_content.config(5, "https://hcp.example.cn/followup")
+        if locked:  # the fleet agent's login writes configs (demo_content's client has none)
+            fleet = connect(stack.broker, stack.broker.fleet_login(), "hcp-fleet")
+            body = messages.encode_signed(config, bytes.fromhex(device.key_hex))
+            topic = topics.topic(device.device_id, topics.DOWN_CONFIG)
+            fleet.publish(topic, body, qos=1, retain=True).wait_for_publish(5)
+            fleet.disconnect()
+            fleet.loop_stop()
+        else:
+            demo_content.publish_config(stack.broker.host, stack.broker.port,
+                                        device.device_id, device.key_hex, config)  # fmt: skip
         kiosk = stack.start_kiosk(
             device, http_port=port, technician_pin="2468", status_every_ms=1000
         )
@@ -57,6 +76,15 @@ def test_the_kiosk_process_in_the_local_stack(tmp_path):
         assert kiosk.process.returncode == 0
         log = (tmp_path / device.device_id / "kiosk.log").read_text()
         assert "ks-stack-01 ready, first frame" in log
+
+
+def test_access_control_needs_mosquitto(tmp_path):
+    with pytest.raises(ValueError) as err:
+        LocalStack(tmp_path, "amqtt", access_control=True)
+    assert str(err.value) == (
+        "access control needs Mosquitto; the amqtt broker runs open "
+        "(docs/architecture.md, 'Testing on real parts')"
+    )
 
 
 def test_without_a_chinese_font_the_kiosk_names_the_package(tmp_path):

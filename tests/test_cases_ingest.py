@@ -1,6 +1,7 @@
 """A 差评 from a keypad's batch, through a real broker and the running MQTT
 ingest, becomes exactly one case, even when the batch comes again; a batch
-of good ratings makes none. On SQLite and PostgreSQL, Mosquitto and amqtt."""
+of good ratings makes none. On SQLite and PostgreSQL, Mosquitto (access
+control on: the device and the collector each log in) and amqtt (open)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import paho.mqtt.client as mqtt
 from sqlalchemy import select
 
 from protocols import messages, topics
-from sync_server import db, org
+from sync_server import org
 from sync_server.schema_cases import case_alerts, case_steps, cases
-from tests.harness.collector import running_ingest
+from tests.harness.broker import assert_access_control, device_login
+from tests.harness.collector import provision, running_ingest
 from tests.harness.records import batch, signed
 
 
@@ -30,12 +32,14 @@ def wait_for(predicate, timeout=20, what="condition"):
 class Acks:
     """A paho client that publishes batches and counts the collector's acks."""
 
-    def __init__(self, broker, device_id):
+    def __init__(self, broker, device_id, key_hex):
         self.received = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"cases-{secrets.token_hex(4)}"
         )
+        if broker.access_control:  # speaks for the device: its login
+            self.client.username_pw_set(*device_login(device_id, key_hex))
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
@@ -56,12 +60,16 @@ class Acks:
         self.client.loop_stop()
 
 
-def test_a_bad_rating_through_the_ingest_makes_one_case_even_when_resent(broker, engine, tmp_path):
+def test_a_bad_rating_through_the_ingest_makes_one_case_even_when_resent(
+    secured_broker, engine, tmp_path
+):
+    broker = secured_broker
     url = engine.url.render_as_string(hide_password=False)
     device_id = f"kp-{secrets.token_hex(3)}"
     key = secrets.token_bytes(32)
     with running_ingest(broker, tmp_path, "cases-ingest", database_url=url):
-        db.add_device(engine, device_id, key.hex())
+        provision(broker, engine, device_id, key.hex())
+        assert_access_control(broker, (device_id, key.hex()))
         org.seed(engine)  # Linzi's streets and towns, as the web app does at start
         with engine.begin() as conn:
             org.add(conn, "units", "hall-ws", "闻韶街道便民服务中心", "370305001", kind="hall")
@@ -81,7 +89,7 @@ def test_a_bad_rating_through_the_ingest_makes_one_case_even_when_resent(broker,
             signed(4, 4, device_id=device_id, key=key, window_id="A01"),
         ]
         payload = batch(records, 1, device_id)
-        acks = Acks(broker, device_id)
+        acks = Acks(broker, device_id, key.hex())
         try:
             acks.publish(payload)
             acks.publish(payload)  # the device missed the ack and sends the batch again

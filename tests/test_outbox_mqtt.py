@@ -11,9 +11,9 @@ import pytest
 
 from protocols import topics
 from simulators.province import Province, serve
-from sync_server import db
 from sync_server.outbox_sender import Sender
-from tests.harness.collector import running_ingest
+from tests.harness.broker import assert_access_control, device_login
+from tests.harness.collector import provision, running_ingest
 from tests.harness.records import batch, signed
 from tests.test_end_to_end import Watcher, wait_for
 from tests.test_province import register_event, world
@@ -28,12 +28,14 @@ def province():
     server.server_close()
 
 
-def test_a_keypad_rating_reaches_the_province_once(broker, tmp_path, province):
+def test_a_keypad_rating_reaches_the_province_once(secured_broker, tmp_path, province):
+    broker = secured_broker  # Mosquitto with access control on, amqtt open
     with running_ingest(broker, tmp_path, "collector-outbox") as collector:
         engine = collector.ingestor.engine
         world(engine)
         key_hex = secrets.token_hex(32)
-        db.add_device(engine, "kp-31", key_hex, window_id="A01")
+        provision(broker, engine, "kp-31", key_hex, window_id="A01")
+        assert_access_control(broker, ("kp-31", key_hex))
         now = dt.datetime.now(dt.UTC)
         register_event(engine, "M1", handled_at=(now - dt.timedelta(minutes=2)).strftime(
             "%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
@@ -42,7 +44,8 @@ def test_a_keypad_rating_reaches_the_province_once(broker, tmp_path, province):
                         case_no="M1", service_no="1", window_id="A01", tags=["H201"],
                         content_version="hcp-demo-1")  # fmt: skip
         payload = batch([record], 1, "kp-31")
-        watcher = Watcher(broker, topics.topic("kp-31", topics.DOWN_ACK))
+        watcher = Watcher(broker, topics.topic("kp-31", topics.DOWN_ACK),
+                          login=device_login("kp-31", key_hex))  # fmt: skip
         try:
             watcher.publish(topics.topic("kp-31", topics.UP_EV), payload)
             watcher.publish(topics.topic("kp-31", topics.UP_EV), payload)  # delivered twice

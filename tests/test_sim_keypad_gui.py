@@ -2,7 +2,9 @@
 window's business system starts a case through `hcp window`'s HTTP API on the
 keypad's pseudo-terminal, a citizen clicks a key in the pygame window (a real
 MOUSEBUTTONDOWN event), and the collector stores the rating with its case.
-Real broker, real collector (ingest on SQLite), the firmware itself."""
+Real broker, real collector (ingest on SQLite), the firmware itself; on
+Mosquitto with access control on (the keypad logs in with its id and derived
+password), on amqtt open."""
 
 import http.client
 import json
@@ -17,10 +19,17 @@ from sqlalchemy import select
 
 from hcp.cli import build_parser
 from sync_server import db
-from tests.harness.collector import running_ingest
+from tests.harness.broker import assert_access_control
+from tests.harness.collector import provision, running_ingest
 from tests.harness.window_pc import running_window
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def broker(secured_broker):
+    """Mosquitto locked down as in production, amqtt open (secured_broker)."""
+    return secured_broker
 
 
 @pytest.fixture
@@ -51,7 +60,8 @@ def gui(broker, collector, tmp_path, monkeypatch):
     from hcp import sim_keypad
 
     key_hex = secrets.token_hex(32)
-    db.add_device(collector, "kp-gui-01", key_hex)
+    provision(broker, collector, "kp-gui-01", key_hex)
+    assert_access_control(broker, ("kp-gui-01", key_hex))
     args = build_parser().parse_args(
         ["sim", "keypad", "--gui", "--headless", "--workdir", str(tmp_path / "sim"),
          "--mqtt-host", broker.host, "--mqtt-port", str(broker.port),

@@ -27,7 +27,8 @@ from sync_server import channels, db, figures, org, service_events
 from sync_server.ingest import Ingestor
 from sync_server.schema_channels import event_ratings, unbound_ratings
 from tests.harness import shared_worlds
-from tests.harness.collector import AuthActions, running_ingest
+from tests.harness.broker import assert_access_control
+from tests.harness.collector import AuthActions, provision, running_ingest
 from tests.harness.records import batch, ev_topic, signed
 
 ITEM = "11370305MB2856093X437030500100101"
@@ -346,13 +347,15 @@ def test_a_device_record_made_after_the_period_is_stored_and_marked_late(engine,
 
 
 def test_an_offline_keypads_late_record_is_stored_acked_and_a_repeat_out_of_figures(
-    broker, engine, engine_app, tmp_path
+    secured_broker, engine, engine_app, tmp_path
 ):
+    broker = secured_broker  # Mosquitto with access control on, amqtt open
     url = engine.url.render_as_string(hide_password=False)
     event = register(engine)
     key_hex = secrets.token_hex(32)
-    db.add_device(engine, "kp-09", key_hex, window_id="A01")
+    provision(broker, engine, "kp-09", key_hex, window_id="A01")
     with running_ingest(broker, tmp_path, "collector-one-per-event", url) as service:
+        assert_access_control(broker, ("kp-09", key_hex))
         keypad = SimKeypad(
             "kp-09", key_hex, broker.host, broker.port, str(tmp_path / "kp-09")
         ).start()

@@ -487,16 +487,26 @@ def test_commands_and_ntp_under_micropython():
 # --- end to end: the simulated keypad on a real broker -----------------------------------------
 
 
-def test_commands_reach_the_simulated_keypad_through_the_broker(broker, tmp_path):
+def test_commands_reach_the_simulated_keypad_through_the_broker(secured_broker, tmp_path):
+    """On Mosquitto with access control on (amqtt open): the keypad logs in
+    with its derived password, the commands go out with the fleet agent's
+    login, as sync_server/fleet_agent.py sends them."""
     from simulators.keypad import SimKeypad
+    from tests.harness.broker import assert_access_control
     from tests.test_end_to_end import Watcher, wait_for
 
+    broker = secured_broker
+    broker.allow([("kp-01", KEY_HEX)])  # provisioned: let in (a reload)
+    assert_access_control(broker, ("kp-01", KEY_HEX))
     keypad = SimKeypad(
         "kp-01", KEY_HEX, broker.host, broker.port, str(tmp_path / "kp"), clock_set=False
     )
     cmd_topic = topics.topic("kp-01", topics.DOWN_CMD)
     watcher = Watcher(
-        broker, topics.topic("kp-01", topics.UP_CMDRES), topics.topic("kp-01", topics.UP_STATUS)
+        broker,
+        topics.topic("kp-01", topics.UP_CMDRES),
+        topics.topic("kp-01", topics.UP_STATUS),
+        login=broker.fleet_login(),
     )
     keypad.start()
     try:

@@ -136,6 +136,13 @@ def _lookups(pairs) -> dict[str, tuple[str, list[tuple]]]:
 
 
 def _generate_sql(kind: str, count: int, windows: int) -> str:
+    # one window's ratings after another: the ids ("bf-007:00000042": window,
+    # seq) then come in key order, so the primary key's B-tree is only appended to
+    per = -(-count // windows)
+    if kind == "postgresql":
+        ident = "'bf-' || lpad(g.w::text, 3, '0') || ':' || lpad(g.seq::text, 8, '0')"
+    else:
+        ident = "printf('bf-%03d:%08d', g.w, g.seq)"
     if kind == "postgresql":
         source = f"generate_series(0, {count - 1}::bigint) AS s(n)"
         moment = "to_char(to_timestamp(t) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
@@ -147,7 +154,7 @@ def _generate_sql(kind: str, count: int, windows: int) -> str:
         moment = "strftime('%Y-%m-%dT%H:%M:%SZ', t, 'unixepoch')"
     return f"""
 INSERT INTO evaluations ({", ".join(COLUMNS)})
-SELECT 'bf-' || g.w || ':' || g.seq,
+SELECT {ident},
        CASE WHEN c.online = 1 THEN NULL ELSE 'bf-' || g.w END,
        CASE WHEN c.online = 1 THEN NULL ELSE g.seq END,
        l.stars, c.channel, tg.tags, i.code,
@@ -156,7 +163,7 @@ SELECT 'bf-' || g.w || ':' || g.seq,
        g.at, 'ntp', 'citizen', 1, g.at, g.at, 'device',
        g.voided < {VOIDED_PER_THOUSAND}, l.stars <= 2 AND tg.tags IS NULL
 FROM (SELECT n, w, seq, lv, ch, st, it, tv, voided, {moment} AS at
-      FROM (SELECT n, n % {windows} AS w, n / {windows} + 1 AS seq,
+      FROM (SELECT n, n / {per} AS w, n % {per} + 1 AS seq,
                    {_spread(0, 1000)} AS lv, {_spread(1, 100)} AS ch, {_spread(2, 3)} AS st,
                    {_spread(3, ITEMS)} AS it, {_spread(4, TAG_VARIANTS)} AS tv,
                    {_spread(5, 1000)} AS voided,
@@ -193,7 +200,7 @@ def _bulk(engine):
     try:
         cursor = raw.cursor()
         for pragma in ("journal_mode = DELETE", "journal_mode = OFF", "synchronous = OFF",
-                       "cache_size = -1000000", "temp_store = MEMORY"):  # fmt: skip
+                       "cache_size = -3000000", "temp_store = MEMORY", "threads = 2"):  # fmt: skip
             cursor.execute(f"PRAGMA {pragma}")
         cursor.execute("BEGIN")
         yield kind, cursor

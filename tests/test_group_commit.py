@@ -344,13 +344,22 @@ def wait_for(predicate, timeout=20, what="condition"):
 
 
 @pytest.mark.broker
-def test_the_service_commits_what_waits_as_one_group_and_acks_after(broker, tmp_path):
+def test_the_service_commits_what_waits_as_one_group_and_acks_after(secured_broker, tmp_path):
+    """On Mosquitto with access control on (amqtt open): the collector and
+    the device each log in with their own login."""
     import paho.mqtt.client as mqtt
 
+    from tests.harness.broker import assert_access_control, device_login
+
+    broker = secured_broker
     engine = db.make_engine(f"sqlite:///{tmp_path / 'c.db'}")
     db.init(engine)
     provision(engine)
-    service = IngestService(engine, broker.host, broker.port, client_id="collector-group")
+    broker.allow(db.device_keys(engine))  # the devices provisioned are let in (a reload)
+    assert_access_control(broker, ("kp-01", KEY_HEX))
+    user, password = broker.collector_login()
+    service = IngestService(engine, broker.host, broker.port, client_id="collector-group",
+                            username=user, password=password)  # fmt: skip
     gate = threading.Event()
     sizes = []
     process_many = service.ingestor.process_many
@@ -373,6 +382,8 @@ def test_the_service_commits_what_waits_as_one_group_and_acks_after(broker, tmp_
     service.ingestor.process_many = held_at_the_gate
     acks = []
     device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="kp-01-test")
+    if broker.access_control:
+        device.username_pw_set(*device_login("kp-01", KEY_HEX))
     device.on_message = lambda _c, _u, m: acks.append(messages.decode(m.payload, messages.ACK))
     device.connect(broker.host, broker.port)
     device.loop_start()

@@ -26,21 +26,24 @@ Which unit gets a case (谁办理谁负责), first match wins:
 9. nobody: the case waits, unassigned, for an admin to assign it.
 
 The ingest is hot: a batch without 差评 costs one pass over its rows; a batch
-with some costs two reads (their units with the rules that match them, then
-the duty contacts of the units chosen) and three bulk inserts (cases, their
-first steps, their alerts), whatever its size; the statements are built once
-and each unit's JSON made once a batch (hcp/cases_cost.py measures the cost).
+with some costs three reads (the placements of their windows, staff and
+items, each rating's units then found in Python; the rules that name them;
+the duty contacts of the units chosen) and one statement on PostgreSQL that
+inserts the cases, their first steps and their alerts (three bulk inserts on
+SQLite), whatever its size; each unit's JSON is made once a batch
+(hcp/cases_cost.py measures the cost).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+from typing import NamedTuple
 
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import and_, bindparam, func, or_, select
 
 from protocols.levels import BAD_STARS
-from sync_server import db, org, pg_array
+from sync_server import db, figures, org, pg_array
 from sync_server.schema_cases import case_alerts, case_rules, case_steps, cases, duty_contacts
 
 # the states in their order; closed cases may be reopened, voided ones are final
@@ -72,66 +75,77 @@ def _counted_bad(row: dict) -> bool:
 RULE_SUBJECTS = (("item", "item_code"), ("window", "window_id"), ("staff", "staff_id"))
 
 
-@functools.cache
-def _where_query():
-    """Per rating id: the units of its window, staff member and item in its
-    time, and the assignment rules for its item, window, staff member and
-    the unit it belongs to (id and unit of each), in one statement (built
-    once: the ingest is hot). The rules table has one rule per subject
-    (a unique index), so each rule is one index lookup."""
-    ev = db.evaluations.c
-    placed = (
-        select(
-            ev.id,
-            ev.item_code,
-            ev.window_id,
-            ev.staff_id,
-            ev.org_id,
-            org.placed_at("window", ev.window_id, ev.effective_at, "case").label("window_unit"),
-            org.placed_at("staff", ev.staff_id, ev.effective_at, "case").label("staff_unit"),
-            org.placed_at("item", ev.item_code, ev.effective_at, "case").label("item_unit"),
-        )
-        .where(ev.id.in_(bindparam("ids", expanding=True)))
-        .subquery("placed")
-    )
-    p = placed.c
-    subjects = {kind: p[column] for kind, column in RULE_SUBJECTS}
-    subjects["unit"] = func.coalesce(p.window_unit, p.staff_unit, p.org_id)
-    columns = [p.id, p.window_unit, p.staff_unit, p.item_unit, p.org_id]
-    for kind in RULE_KINDS:
-        rule = case_rules.alias(f"rule_{kind}")
-        for field in ("id", "unit_id"):
-            columns.append(
-                select(rule.c[field])
-                .where(rule.c.match_kind == kind, rule.c.match_id == subjects[kind])
-                .scalar_subquery()
-                .label(f"rule_{kind}_{field}")
-            )
-    return select(*columns)
+class Placed(NamedTuple):
+    """Where one rating was handled, at its own time."""
+
+    window_unit: str | None
+    staff_unit: str | None
+    item_unit: str | None
+    org_id: str | None
 
 
-def _where_they_were(conn, record_ids: list[str]) -> dict:
-    """record id -> its row of _where_query (one query a batch)."""
-    return {row.id: row for row in conn.execute(_where_query(), {"ids": record_ids})}
+_SUBJECT_COLUMNS = (("window", "window_id"), ("staff", "staff_id"), ("item", "item_code"))
 
 
-def _rules_of(row: dict, placed) -> dict:
-    """The rules _where_query found for one rating, in choose_unit's shape."""
-    if placed is None:
-        return {}
-    subjects = {kind: row.get(column) for kind, column in RULE_SUBJECTS}
-    subjects["unit"] = placed.window_unit or placed.staff_unit or placed.org_id
+def _where_they_were(conn, rows: list[dict]) -> dict:
+    """record id -> Placed, for new ratings: one query for the placements of
+    their windows, staff members and items, each then found in Python as
+    org.placed_at finds it in SQL (figures.Resolver: the span that started
+    at or before the rating's time and had not ended)."""
+    p = db.placements.c
+    wanted = []
+    for kind, column in _SUBJECT_COLUMNS:
+        subjects = sorted({row[column] for row in rows if row.get(column)})
+        if subjects:
+            wanted.append(and_(p.kind == kind, p.subject_id.in_(subjects)))
+    spans = []
+    if wanted:
+        query = select(p.kind, p.subject_id, p.unit_id, p.valid_from, p.valid_to)
+        spans = conn.execute(query.where(or_(*wanted))).all()
+    resolver = figures.Resolver(spans)
     found = {}
-    for kind in RULE_KINDS:
-        rule_id = getattr(placed, f"rule_{kind}_id")
-        if rule_id is not None and subjects[kind]:
-            found[(kind, subjects[kind])] = (rule_id, getattr(placed, f"rule_{kind}_unit_id"))
+    for row in rows:
+        at = row.get("effective_at") or row["rated_at"]  # as the case itself takes it
+        found[row["id"]] = Placed(
+            resolver.placed("window", row.get("window_id"), at),
+            resolver.placed("staff", row.get("staff_id"), at),
+            resolver.placed("item", row.get("item_code"), at),
+            row.get("org_id"),
+        )
     return found
 
 
+def _rules_for(conn, rows: list[dict], placed: dict) -> dict:
+    """{(match_kind, match_id): (rule id, unit)} for the rules that name the
+    ratings' items, windows, staff members or the units they belong to: one
+    query (one index lookup a subject: the rules have one per subject)."""
+    subjects: dict[str, set] = {kind: set() for kind in RULE_KINDS}
+    for row in rows:
+        for kind, column in RULE_SUBJECTS:
+            if row.get(column):
+                subjects[kind].add(row[column])
+        where = placed[row["id"]]
+        unit = where.window_unit or where.staff_unit or where.org_id
+        if unit:
+            subjects["unit"].add(unit)
+    r = case_rules.c
+    wanted = [
+        and_(r.match_kind == kind, r.match_id.in_(sorted(ids)))
+        for kind, ids in subjects.items()
+        if ids
+    ]
+    if not wanted:
+        return {}
+    query = select(r.match_kind, r.match_id, r.id, r.unit_id).where(or_(*wanted))
+    return {
+        (kind, subject): (rule_id, unit) for kind, subject, rule_id, unit in conn.execute(query)
+    }
+
+
 def choose_unit(row: dict, placed, rules: dict) -> tuple[str | None, str]:
-    """(unit, how) for one rating: `placed` from _where_they_were, `rules`
-    {(match_kind, match_id): (rule id, unit)}. The order is the module's."""
+    """(unit, how) for one rating: `placed` its Placed (_where_they_were),
+    `rules` {(match_kind, match_id): (rule id, unit)} (the batch's, or more:
+    only the rating's own subjects are looked up). The order is the module's."""
     resolved = None
     if placed is not None:
         resolved = placed.window_unit or placed.staff_unit or placed.org_id
@@ -221,19 +235,20 @@ def after_store(conn, rows: list[dict]) -> None:
     """A case for each counted 差评 among the new `rows` (features.py), in
     the transaction that stores them: the rating and its case are stored
     together or not at all. A rating already with a case gets no second.
-    Two reads a batch (where its 差评 were handled with their rules, then
-    the duty contacts of the units chosen) and one write on PostgreSQL (the
+    Three reads a batch (the placements of its 差评's windows, staff and
+    items; the rules that name them or their units; the duty contacts of the
+    units chosen) and one write on PostgreSQL (the
     cases, their first steps and their alerts in one statement), three on
     SQLite; each unit's JSON is made once a batch."""
     bad = [row for row in rows if _counted_bad(row)]
     if not bad:
         return
-    placed = _where_they_were(conn, [row["id"] for row in bad])
+    placed = _where_they_were(conn, bad)
+    rules = _rules_for(conn, bad, placed)
     now = db.utc_now()
     new_cases = []
     for row in bad:
-        where = placed.get(row["id"])
-        unit_id, how = choose_unit(row, where, _rules_of(row, where))
+        unit_id, how = choose_unit(row, placed[row["id"]], rules)
         new_cases.append(
             (
                 row["id"], unit_id, how, "open", row["stars"],

@@ -218,7 +218,9 @@ class Resolver:
         )
         return cls(conn.execute(query).all())
 
-    def _placed(self, kind: str, subject, at: str):
+    def placed(self, kind: str, subject, at: str):
+        """The unit `subject` (a `kind` of placement) sat in at `at`, as
+        org.placed_at says in SQL; None when it sat in none."""
         if not subject:
             return None
         key = (kind, subject)
@@ -237,8 +239,8 @@ class Resolver:
     def unit(self, row: dict) -> str | None:
         at = row["effective_at"]
         return (
-            self._placed("window", row.get("window_id"), at)
-            or self._placed("staff", row.get("staff_id"), at)
+            self.placed("window", row.get("window_id"), at)
+            or self.placed("staff", row.get("staff_id"), at)
             or row.get("org_id")
         )
 

@@ -1,7 +1,7 @@
 # ruff: noqa: F811 (the world fixture is imported from test_cases)
 """Making the cases of a batch: the same units as ever for every kind of rule
 (item, window, staff member, the unit the rating belongs to), and a batch of
-差评 costs the cases feature two reads and one write on PostgreSQL (three
+差评 costs the cases feature three reads and one write on PostgreSQL (three
 inserts on SQLite) whatever its size
 (counted with SQLAlchemy's statement events; hcp/cases_cost.py measures the
 time)."""
@@ -39,7 +39,7 @@ def add_rule(conn, kind, subject, unit):
     )  # fmt: skip
 
 
-def test_a_batch_gets_its_units_from_each_kind_of_rule_and_two_reads(world):
+def test_a_batch_gets_its_units_from_each_kind_of_rule_and_three_reads(world):
     engine = engine_of(world)
     with engine.begin() as conn:
         add_rule(conn, "staff", "S07", "hall-ws")  # S07 sits in hall-xg
@@ -92,13 +92,15 @@ def test_a_batch_gets_its_units_from_each_kind_of_rule_and_two_reads(world):
         ("hall-ws", "pending"),
         (None, "no_contact"),
     ]
+    after_figures = seen[seen.index("INSERT INTO figures_daily") + 1 :]  # the cases' turn
     of_cases = [
-        s for s in seen
-        if "placed" in s or "duty_contacts" in s or s.split()[-1] in ("cases", "case_steps", "case_alerts")
-        or s.startswith("WITH made AS")
+        s for s in after_figures
+        if "placements" in s or "case_rules" in s or "duty_contacts" in s
+        or s.split()[-1] in ("cases", "case_steps", "case_alerts") or s.startswith("WITH made AS")
     ]  # fmt: skip
     reads = [
-        "SELECT placed.id, placed.window_unit,",
+        "SELECT placements.kind, placements.subject_id,",
+        "SELECT case_rules.match_kind, case_rules.match_id,",
         "SELECT duty_contacts.unit_id, duty_contacts.name,",
     ]
     if engine.dialect.name == "postgresql":  # the cases, steps and alerts in one statement
@@ -160,3 +162,54 @@ def test_a_rating_with_a_case_already_gets_no_second_and_the_others_their_own_st
         (first.id, "hall-ws", contact, "pending", 0),
         (third.id, None, "[]", "no_contact", 0),
     ]
+
+
+def test_where_a_batch_was_handled_is_what_org_placed_at_says_in_sql(world):
+    """Each 差评's window, staff and item units found in Python equal
+    org.placed_at's in SQL, at the edges of the spans too (a move at T: the
+    old span ends at T, the new one starts at T)."""
+    from sqlalchemy import literal
+
+    from sync_server import cases, org
+
+    engine = engine_of(world)
+    spans = [
+        ("window", "WX", "unit-a", "2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z"),
+        ("window", "WX", "unit-b", "2026-06-01T00:00:00Z", None),
+        ("staff", "SX", "unit-c", "2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z"),
+        ("item", "IX", "unit-d", "2026-02-01T00:00:00Z", None),
+    ]
+    with engine.begin() as conn:
+        for kind, subject, unit, start, end in spans:
+            conn.execute(
+                db.placements.insert().values(
+                    kind=kind, subject_id=subject, unit_id=unit, valid_from=start, valid_to=end
+                )
+            )
+    times = ["2025-12-31T23:59:59Z", "2026-01-01T00:00:00Z", "2026-03-15T00:00:00Z",
+             "2026-04-01T00:00:00Z", "2026-05-31T23:59:59Z", "2026-06-01T00:00:00Z"]  # fmt: skip
+    rows = [
+        row(f"kp-09:{n}", 1, window_id=w, staff_id=s, item_code=i, org_id=o, effective_at=at)
+        for n, (at, (w, s, i, o)) in enumerate(
+            (
+                (at, subjects)
+                for at in times
+                for subjects in (("WX", "SX", "IX", "o-1"), ("WY", None, None, None))
+            ),
+            start=1,
+        )
+    ]
+    with engine.connect() as conn:
+        found = cases._where_they_were(conn, rows)
+        for r in rows:
+
+            def sql(kind, subject, r=r):
+                at = literal(r["effective_at"])
+                return conn.execute(select(org.placed_at(kind, literal(subject), at))).scalar()
+
+            expected = (
+                sql("window", r["window_id"]), sql("staff", r["staff_id"]),
+                sql("item", r["item_code"]), r["org_id"],
+            )  # fmt: skip
+            assert tuple(found[r["id"]]) == expected, r
+    assert {found[f"kp-09:{n}"].window_unit for n in (3, 9, 11)} == {"unit-a", "unit-b"}

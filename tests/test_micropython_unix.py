@@ -39,6 +39,8 @@ from sqlalchemy import select
 from sync_server import db
 from sync_server.ingest import IngestService
 from tests.harness import micropython_unix
+from tests.harness.broker import assert_access_control
+from tests.harness.collector import provision
 from tests.harness.micropython_unix import run_keypad
 from tools import mip_package
 
@@ -55,13 +57,23 @@ RUN_TIMEOUT_S = 50  # the whole MicroPython process; drain_timeout is inside it
 DRAIN_TIMEOUT_MS = 30000
 
 
+@pytest.fixture(scope="module")
+def mosquitto_broker(secured_mosquitto):
+    """Mosquitto with access control on, as in production: the firmware logs
+    in with its id and derived password whatever the broker (so the heap
+    figures mean what they meant on the open broker), the collector with its
+    login, the commands go out with the fleet agent's."""
+    return secured_mosquitto
+
+
 @pytest.fixture
 def collector(mosquitto_broker, tmp_path):
     engine = db.make_engine(f"sqlite:///{tmp_path / 'collector.db'}")
     db.init(engine)
-    service = IngestService(
-        engine, mosquitto_broker.host, mosquitto_broker.port, client_id="collector-mpu"
-    )
+    user, password = mosquitto_broker.collector_login()
+    service = IngestService(engine, mosquitto_broker.host, mosquitto_broker.port,
+                            client_id="collector-mpu", username=user,
+                            password=password)  # fmt: skip
     service.start()
     yield service
     service.stop()
@@ -75,11 +87,13 @@ def stored_ids(collector):
         )
 
 
-def rate_offline_then_drain(micropython32, firmware_image, collector, tmp_path, capsys, **figures):
+def rate_offline_then_drain(
+    micropython32, firmware_image, collector, broker, tmp_path, capsys, **figures
+):
     heapsize, ratings, batch_size = figures["heapsize"], figures["ratings"], figures["batch_size"]
     form = "frozen" if firmware_image.lib is None else ".mpy files"
     key_hex = secrets.token_hex(32)
-    db.add_device(collector.ingestor.engine, DEVICE_ID, key_hex)
+    provision(broker, collector.ingestor.engine, DEVICE_ID, key_hex)
     settings = {
         "device_id": DEVICE_ID,
         "key": key_hex,
@@ -141,12 +155,13 @@ def rate_offline_then_drain(micropython32, firmware_image, collector, tmp_path, 
 
 @pytest.mark.broker
 def test_ratings_made_offline_drain_to_the_collector_within_the_heap(
-    micropython32, firmware_image, collector, tmp_path, capsys
+    micropython32, firmware_image, collector, mosquitto_broker, tmp_path, capsys
 ):
     rate_offline_then_drain(
         micropython32,
         firmware_image,
         collector,
+        mosquitto_broker,
         tmp_path,
         capsys,
         heapsize=HEAPSIZE,
@@ -158,20 +173,20 @@ def test_ratings_made_offline_drain_to_the_collector_within_the_heap(
 @pytest.mark.broker
 @pytest.mark.long  # building the frozen port takes about 30 s; `hcp bench --only heap` measures it
 def test_the_target_300_ratings_in_batches_of_50_within_96k_frozen(
-    frozen_port, collector, tmp_path, capsys
+    frozen_port, collector, mosquitto_broker, tmp_path, capsys
 ):
-    rate_offline_then_drain(
-        frozen_port.binary, frozen_port.image, collector, tmp_path, capsys, **TARGET
-    )
+    rate_offline_then_drain(frozen_port.binary, frozen_port.image, collector, mosquitto_broker,
+                            tmp_path, capsys, **TARGET)  # fmt: skip
 
 
 @pytest.mark.broker
 def test_300_ratings_in_batches_of_50_from_mpy_files(
-    micropython32, firmware_image, collector, tmp_path, capsys
+    micropython32, firmware_image, collector, mosquitto_broker, tmp_path, capsys
 ):
     """The same as the target with the firmware's .mpy files on the file system:
     their bytecode is on the heap, so it needs more than 96K."""
-    rate_offline_then_drain(micropython32, firmware_image, collector, tmp_path, capsys, **PLAIN_300)
+    rate_offline_then_drain(micropython32, firmware_image, collector, mosquitto_broker,
+                            tmp_path, capsys, **PLAIN_300)  # fmt: skip
 
 
 @pytest.fixture
@@ -357,10 +372,12 @@ def test_offline_ratings_reconnects_and_commands_on_the_unix_port(
 
     key_hex = secrets.token_hex(32)
     key = bytes.fromhex(key_hex)
-    db.add_device(collector.ingestor.engine, DEVICE_ID, key_hex)
+    provision(mosquitto_broker, collector.ingestor.engine, DEVICE_ID, key_hex)
+    assert_access_control(mosquitto_broker, (DEVICE_ID, key_hex))
     answers = {}
     stop = threading.Event()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="commander")
+    client.username_pw_set(*mosquitto_broker.fleet_login())  # the fleet agent sends commands
     client.on_message = lambda _c, _u, m: answers.setdefault(
         json.loads(m.payload)["id"], json.loads(m.payload)
     )

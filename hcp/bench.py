@@ -393,8 +393,11 @@ HOST_PROCESSES = 2  # processes hosting the simulated keypads, apart from the co
 
 def _host_keypads(specs, host, port, go, report) -> None:
     """A child process: the simulated keypads of `specs` (id, key, folder),
-    started together when `go` is set; reports when all their stores are empty,
-    when all were online, and the CPU seconds this process spent meanwhile.
+    booted together when `go` is set with their link down, then all given the
+    link at once (so hcp.latency._Probe sees every batch); reports when all
+    their stores are empty, when all were online, the CPU seconds this process
+    spent meanwhile, and each batch's wait for its ack and each turn from an
+    ack to the keypad's next batch.
 
     The keypads run in processes of their own so that a hundred simulated
     boards do not take the collector's interpreter lock (one process of them
@@ -406,9 +409,15 @@ def _host_keypads(specs, host, port, go, report) -> None:
     ]
     report.put(("ready", None))
     go.wait(120)
+    from hcp.latency import _Probe
+
     cpu = time.process_time()
     for keypad in keypads:
+        keypad.network.link_up = False  # booted offline, so the probe sees every batch
         keypad.start()
+    probes = [keypad.call(_Probe) for keypad in keypads]
+    for keypad in keypads:
+        keypad.network.link_up = True  # the hall's network is back: all reconnect at once
     deadline = time.monotonic() + 900
     left, online = len(keypads), None
     while time.monotonic() < deadline:
@@ -424,7 +433,27 @@ def _host_keypads(specs, host, port, go, report) -> None:
     for keypad in keypads:
         keypad.stop()
     batches = sum(keypad.call(lambda d: d.sync.batches_sent) for keypad in keypads)
-    report.put(("done", (finished, left, errors, online, cpu, batches)))
+    waits, turns = [], []
+    for probe in probes:
+        waits_, turns_ = _round_trips(probe)
+        waits += waits_
+        turns += turns_
+    report.put(("done", (finished, left, errors, online, cpu, batches, waits, turns)))
+
+
+def _round_trips(probe) -> tuple[list[float], list[float]]:
+    """From one keypad's probe (hcp.latency._Probe): ms from each batch sent to
+    its ack, and from an ack to the keypad's next batch sent."""
+    acked_at: dict[int, float] = {}
+    for seq, batch in probe.acked_in.items():
+        acked_at[batch] = min(acked_at.get(batch, probe.acked[seq]), probe.acked[seq])
+    waits, turns = [], []
+    for batch, sent in probe.sent.items():
+        if batch in acked_at:
+            waits.append((acked_at[batch] - sent) * 1000)
+            if batch + 1 in probe.sent:
+                turns.append((probe.sent[batch + 1] - acked_at[batch]) * 1000)
+    return waits, turns
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -520,6 +549,10 @@ def backlog_section(args, kind, console) -> dict:
             online_s = None if None in onlines else round(max(onlines) - started, 2)
             keypads_cpu = sum(r[4] for r in reports)
             batches = sum(r[5] for r in reports)
+            from hcp.latency import Latencies
+
+            sent_to_ack = Latencies([w for r in reports for w in r[6]]).summary()
+            ack_to_next = Latencies([t for r in reports for t in r[7]]).summary()
             stored = db.count_evaluations(stack.engine)
         if left or stored != total or errors:
             raise RuntimeError(
@@ -535,6 +568,9 @@ def backlog_section(args, kind, console) -> dict:
         "ratio_drain_to_plain": round(drain_s / plain_s, 2),
         "all_online_s": online_s,
         "batches_sent": batches,  # more than records / 50: batches sent again
+        # a keypad's round: its batch waits for the ack, then it sends the next
+        "batch_sent_to_ack_ms": sent_to_ack,
+        "ack_to_next_batch_ms": ack_to_next,
         "cpu_s": {
             "collector_plain_run": round(plain_cpu, 1),
             "collector_process": round(collector_cpu, 1),
@@ -555,7 +591,10 @@ def backlog_section(args, kind, console) -> dict:
     console.print(
         f"all keypads online after {online_s} s; {batches} batches sent; CPU seconds "
         f"during the drain: collector {collector_cpu:.1f} (plain client's run: {plain_cpu:.1f}), "
-        f"keypad processes {keypads_cpu:.1f}; "
+        f"keypad processes {keypads_cpu:.1f}; a keypad's batch waited p50 "
+        f"{sent_to_ack['p50_ms']:.0f} / p95 {sent_to_ack['p95_ms']:.0f} ms for its ack, then "
+        f"sent the next after p50 {ack_to_next['p50_ms']:.0f} / p95 "
+        f"{ack_to_next['p95_ms']:.0f} ms; "
         f"load average {figures['load_average']}"
     )
     return figures

@@ -50,6 +50,10 @@ def test_bench_backlog_and_latency_drain_everything(tmp_path):
     assert backlog["all_online_s"] > 0
     assert set(backlog["cpu_s"]) == {"collector_plain_run", "collector_process", "keypad_processes"}
     assert all(stored <= 360 for _seconds, stored in backlog["timeline"])
+    # three keypads, three batches each: every batch's wait for its ack, and two
+    # turns from an ack to the next batch per keypad
+    assert backlog["batch_sent_to_ack_ms"]["count"] == 9
+    assert backlog["ack_to_next_batch_ms"]["count"] == 6
     assert "every keypad's store empty" in stdout and "batches sent" in stdout
 
 

@@ -35,6 +35,7 @@ the tick wrap. It takes about a minute, so `make test` skips it (marker
 heap_long); `make heap-long` runs it.
 """
 
+import secrets
 from itertools import pairwise
 
 import pytest
@@ -233,7 +234,7 @@ BEFORE_WRAP_MS = 25_000_000  # each rating moves the keypad's clock about 10 s
 @pytest.mark.heap_long
 @pytest.mark.broker
 def test_5000_ratings_on_the_frozen_firmware_within_96k_with_a_flat_heap(
-    frozen_port, mosquitto_broker, tmp_path
+    frozen_port, secured_mosquitto, tmp_path
 ):
     """The whole firmware (device.main's loop, the MQTT client, sync, store,
     app) frozen into the 32-bit unix port with a real 96K heap, a real
@@ -242,12 +243,20 @@ def test_5000_ratings_on_the_frozen_firmware_within_96k_with_a_flat_heap(
     ticks_ms) starts 25,000 s before the tick counter wraps. 35-70 s.
 
     Measured on 2026-11-27: the live heap after each drain was 32,912 bytes
-    all ten times (peak live heap between steps 37,104 B)."""
+    all ten times (peak live heap between steps 37,104 B).
+
+    Mosquitto runs with access control on, as in production; the firmware
+    sends its login on every broker, so the heap figures are the same."""
+    from tests.harness.broker import assert_access_control
+
+    checked = ("kp-long-check", secrets.token_hex(32))
+    secured_mosquitto.allow([checked])
+    assert_access_control(secured_mosquitto, checked)
     run = drain_once(
         frozen_port.binary,
         frozen_port.image,
         tmp_path / "run",
-        mosquitto_broker,
+        secured_mosquitto,
         LONG_HEAP,
         LONG_RATINGS,
         50,

@@ -714,7 +714,10 @@ def drain_once(
     binary, image, work, broker, heapsize, ratings, batch_size, name="kp-heap", **options
 ):
     """One run_keypad against `broker` and a fresh collector on SQLite; returns
-    the run. options go to run_keypad (cycles, ticks_before_wrap, timeout, ...)."""
+    the run. options go to run_keypad (cycles, ticks_before_wrap, timeout, ...).
+    On a broker with access control on (hcp.broker.SecuredMosquitto) the
+    collector logs in with its login and the keypad is let in (a reload); the
+    firmware logs in with its derived password on every broker."""
     import secrets
 
     from sync_server import db
@@ -723,11 +726,14 @@ def drain_once(
     work.mkdir(parents=True)
     engine = db.make_engine(f"sqlite:///{work / 'collector.db'}")
     db.init(engine)
-    service = IngestService(engine, broker.host, broker.port, client_id=f"collector-{work.name}")
+    user, password = broker.collector_login()  # (None, None) on an open broker
+    service = IngestService(engine, broker.host, broker.port, client_id=f"collector-{work.name}",
+                            username=user, password=password)  # fmt: skip
     service.start()
     try:
         key_hex = secrets.token_hex(32)
         db.add_device(engine, name, key_hex)
+        broker.allow(db.device_keys(engine))  # nothing to do on an open broker
         settings = {
             "device_id": name,
             "key": key_hex,

@@ -413,3 +413,24 @@ def test_the_service_commits_what_waits_as_one_group_and_acks_after(secured_brok
         engine.dispose()
     assert len(snapshot(engine)[0]) == 15
     assert KEY  # the device key signed every record the collector stored
+
+
+def test_the_service_sends_at_once_without_nagle(secured_broker, tmp_path):
+    """An ack published right behind a PUBACK must not wait for the broker's
+    delayed TCP ack (about 40 ms on the latency bench): the collector's
+    connection has TCP_NODELAY, set on each connection paho opens."""
+    import socket
+
+    broker = secured_broker
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    db.init(engine)
+    user, password = broker.collector_login()
+    service = IngestService(engine, broker.host, broker.port, client_id="collector-nodelay",
+                            username=user, password=password)  # fmt: skip
+    service.start()
+    try:
+        sock = service.client.socket()
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        service.stop()
+        engine.dispose()

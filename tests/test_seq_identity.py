@@ -262,3 +262,34 @@ def test_seqs_held_ignores_ids_that_only_look_alike(engine, ingestor):
     ingestor.process(topics.topic("kp_01", topics.UP_EV), batch([claim], device_id="kp_01"))
     with engine.connect() as conn:
         assert seqs_held(conn, "kp_01")[0] == 0
+
+
+def test_a_boot_found_level_is_not_asked_again_until_it_reports_fewer(engine, ingestor):
+    """seqs_held reads every rating of the device: a status of a boot already
+    found level with the seqs held, reporting no fewer, is not asked about
+    again (a keypad sends one after each ack). A new boot or fewer seqs is."""
+    ingestor.process(EV, batch([signed(1), signed(2)]))
+    assert ingestor.process(STATUS, status(last_seq=2)).ack_topic is None
+    # seq 9 held without the device having sent it (the rule's limit: what is
+    # held for a boot came from it), so the next answers show whether it asked
+    ingestor.process(EV, batch([signed(9)], number=2))
+    assert ingestor.process(STATUS, status(last_seq=3)).ack_topic is None  # same boot: not asked
+    assert ingestor.process(STATUS, status(last_seq=2)).ack_topic is None  # as many as found level
+    assert answer_of(ingestor.process(STATUS, status(last_seq=1)))["highest"] == 9  # fewer
+    new_boot = messages.encode(messages.status(True, boot_id="b00t-2", last_seq=3))
+    answer = messages.decode(ingestor.process(STATUS, new_boot).ack_payload, messages.SEQ)
+    assert (answer["boot_id"], answer["highest"]) == ("b00t-2", 9)
+
+
+def test_a_status_keeps_the_cached_key_unless_it_changed(engine, ingestor):
+    ingestor.process(EV, batch([signed(1)]))
+    cached = ingestor.device(None, "kp-01")
+    ingestor.process(STATUS, status(last_seq=1))
+    # the same object: a batch prepare verified with it is not verified again
+    assert ingestor.device(None, "kp-01") is cached
+    new_key = bytes(range(32))
+    db.update_device(engine, "kp-01", key_hex=new_key.hex())  # re-provisioned
+    outcome = ingestor.process(STATUS, status())  # the new board does not know its seqs
+    assert ingestor.device(None, "kp-01").key == new_key
+    answer = messages.decode(outcome.ack_payload, messages.SEQ)
+    assert sign.verify(answer, new_key) and not sign.verify(answer, KEY)

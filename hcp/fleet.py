@@ -75,6 +75,7 @@ def add_remove_device(sub) -> None:
 def broker_login_command(args) -> int:
     import getpass
 
+    from hcp.broker import reload_mosquitto
     from sync_server import broker_auth
 
     password = args.password or os.environ.get("HCP_FLEET_PASSWORD")
@@ -83,8 +84,8 @@ def broker_login_command(args) -> int:
     try:
         broker_auth.add_fleet_login(args.broker_auth_dir, password)
         target = broker_auth.broker_pid(args.broker_pid, args.broker_pid_file)
-        if target is not None:
-            broker_auth.reload(target)
+        if target is not None:  # returns once Mosquitto has read the files again
+            reload_mosquitto(target, args.broker_auth_dir)
     except (OSError, ValueError) as exc:
         return _fail(f"--broker-auth-dir: {exc}")
     print(f"{broker_auth.FLEET_USER} may now log in"

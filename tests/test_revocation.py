@@ -267,7 +267,7 @@ def test_broker_login_lets_the_fleet_agent_in_without_a_restart(tmp_path, capsys
         assert users_in(auth_dir) == ["hcp-collector", "hcp-fleet"]
         acl = (auth_dir / "acl").read_text()
         assert acl.index("user hcp-fleet") < acl.index("pattern write")
-        time.sleep(0.3)  # Mosquitto reads the files between two network passes
+        # broker-login returned once Mosquitto had read the files: no wait here
         agent = FleetAgent(engine, broker.host, broker.port, password="fleet-secret-12").start()
         agent.stop()
         # again: the line is replaced, not doubled; a short password is refused

@@ -186,15 +186,8 @@ def classify(msg: dict, device_id: str, device: Device | None) -> Plan:
     return plan
 
 
-_EV_FIELDS = frozenset(EV_FIELDS)
-
-
 def evaluation_row(rec: dict, received_at: str, refs: dict) -> dict:
-    if rec.keys() <= _EV_FIELDS:  # a checked record: every field a column
-        row = dict.fromkeys(EV_FIELDS)  # the same keys, in the same order, as below
-        row.update(rec)
-    else:
-        row = {name: rec.get(name) for name in EV_FIELDS}
+    row = {name: rec.get(name) for name in EV_FIELDS}
     row["tags"] = json.dumps(rec["tags"], ensure_ascii=False) if rec.get("tags") else None
     row["received_at"] = received_at
     row["excluded"] = False

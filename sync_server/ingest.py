@@ -306,30 +306,50 @@ class Ingestor:
     def _decide_group(
         self, conn, items, received_at, touched, stored_rows, prepared=None
     ) -> list[Outcome]:
-        """Every message of a group decided in `conn`'s transaction, in order.
-        Consecutive batches that decode are stored together as a run (one
-        look-up of stored ids, one insert); anything else (a status, a message
-        kept aside whole) is decided alone at its place, so a later message
-        sees what an earlier one did exactly as one at a time."""
+        """Every message of a group decided in `conn`'s transaction. Consecutive
+        batches that decode are stored together as a run (one look-up of stored
+        ids, one insert). A device's status (a keypad sends one after each ack)
+        waits for the end of the run, unless a later batch of the same device
+        comes first: it concerns only its own device, whose earlier batches it
+        then sees stored and whose later ones see what it did, exactly as one
+        message at a time. Anything else (a message kept aside whole) is
+        decided alone at its place."""
         outcomes: list[Outcome | None] = [None] * len(items)
         run: list[tuple[int, str, str, dict, Prepared | None]] = []
-        for index, (topic, payload, retained) in enumerate(items):
-            early = prepared[index] if prepared is not None else None
-            if early is not None:
-                run.append((index, topic, early.device_id, early.msg, early))
-                continue
-            decoded = self._decoded_batch(topic, payload)
-            if decoded is not None:
-                run.append((index, topic, *decoded, None))
-                continue
+        statuses: list[tuple[int, str, bytes, bool]] = []  # waiting for the run's end
+        waiting: set[str] = set()  # the devices of those statuses
+
+        def flush():
             if run:
                 self._store_run(conn, run, received_at, outcomes, touched, stored_rows)
-                run = []
+                run.clear()
+            for index, topic, payload, retained in statuses:
+                outcomes[index] = self._decide(
+                    conn, topic, payload, retained, received_at, touched, stored_rows
+                )
+            statuses.clear()
+            waiting.clear()
+
+        for index, (topic, payload, retained) in enumerate(items):
+            early = prepared[index] if prepared is not None else None
+            batch = (early.device_id, early.msg) if early is not None else None
+            if batch is None:
+                batch = self._decoded_batch(topic, payload)
+            if batch is not None:
+                if batch[0] in waiting:
+                    flush()
+                run.append((index, topic, *batch, early))
+                continue
+            status_of = _status_device(topic)
+            if run and status_of is not None:
+                statuses.append((index, topic, payload, retained))
+                waiting.add(status_of)
+                continue
+            flush()
             outcomes[index] = self._decide(
                 conn, topic, payload, retained, received_at, touched, stored_rows
             )
-        if run:
-            self._store_run(conn, run, received_at, outcomes, touched, stored_rows)
+        flush()
         return outcomes
 
     def _decoded_batch(self, topic: str, payload: bytes) -> tuple[str, dict] | None:
@@ -786,6 +806,15 @@ def _touch(conn, device_ids: list[str], received_at: str) -> None:
         conn.execute(
             db.devices.update().where(d.device_id.in_(device_ids)).values(last_seen=received_at)
         )
+
+
+def _status_device(topic: str) -> str | None:
+    """The device id of a status topic; None for any other topic."""
+    try:
+        device_id, kind = topics.parse(topic)
+    except topics.TopicError:
+        return None
+    return device_id if kind == topics.UP_STATUS else None
 
 
 def _kind(topic: str) -> str | None:

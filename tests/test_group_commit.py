@@ -434,3 +434,51 @@ def test_the_service_sends_at_once_without_nagle(secured_broker, tmp_path):
     finally:
         service.stop()
         engine.dispose()
+
+
+def keypads_draining():
+    """Three keypads draining at once, each sending a status after each ack:
+    their batches and statuses interleaved. kp-01's first status does not know
+    its seqs (the answer must see its batch stored before it), and a batch of
+    kp-01 follows its status (it must see what the status did)."""
+    kp02 = bytes.fromhex(OTHER_KEY)
+    kp02_topic = topics.topic("kp-02", topics.UP_EV)
+    kp02_status = topics.topic("kp-02", topics.UP_STATUS)
+
+    def status(boot, **fields):
+        return messages.encode(messages.status(True, boot_id=boot, **fields))
+
+    return [
+        (EV, batch([signed(1, 5), signed(2, 1)]), False),
+        (STATUS, status("b00t"), False),  # no last_seq: told the highest held, 2
+        (kp02_topic, batch([signed(1, 2, device_id="kp-02", key=kp02)], device_id="kp-02"), False),
+        (kp02_status, status("b02", last_seq=1), False),
+        (EV, batch([signed(3, 4)], number=2), False),  # kp-01 again: its status decided first
+        (STATUS, status("b00t", last_seq=3), False),
+    ]
+
+
+def test_statuses_wait_for_the_end_of_a_run_and_decide_as_one_at_a_time(engine, tmp_path):
+    reference = db.make_engine(f"sqlite:///{tmp_path / 'one-by-one.db'}")
+    db.init(reference)
+    provision(reference)
+    provision(engine)
+    alone = [Ingestor(reference).process(*item) for item in keypads_draining()]
+    ingestor = Ingestor(engine)
+    runs = []
+    store_run = ingestor._store_run
+
+    def counted(conn, run, *args):
+        runs.append([index for index, *_ in run])
+        return store_run(conn, run, *args)
+
+    ingestor._store_run = counted
+    grouped = ingestor.process_many(keypads_draining())
+    assert decisions(grouped) == decisions(alone)
+    assert snapshot(engine) == snapshot(reference)
+    seq_answer = messages.decode(grouped[1].ack_payload, messages.SEQ)
+    assert seq_answer["highest"] == 2  # kp-01's first batch was stored before its status
+    # the statuses split no run but kp-01's, at its next batch (one at a time
+    # at their places, each batch was a run of its own: [[0], [2], [4]])
+    assert runs == [[0, 2], [4]]
+    reference.dispose()

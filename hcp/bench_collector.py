@@ -42,10 +42,20 @@ def main(argv: list[str]) -> int:
 
 
 @contextlib.contextmanager
-def collector_process(url: str, host: str, port: int, client_id: str, timeout: float = 60):
-    """The ingest running in a child process until the block ends."""
+def collector_process(
+    url: str,
+    host: str,
+    port: int,
+    client_id: str,
+    timeout: float = 60,
+    module: str = "hcp.bench_collector",
+    extra: tuple[str, ...] = (),
+    stop_wait: float = 30,
+):
+    """The ingest running in a child process (`python -m module url host port
+    client_id *extra`, which prints a line once subscribed) until the block ends."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hcp.bench_collector", url, host, str(port), client_id],
+        [sys.executable, "-m", module, url, host, str(port), client_id, *extra],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -66,9 +76,9 @@ def collector_process(url: str, host: str, port: int, client_id: str, timeout: f
         yield proc
     finally:
         if proc.poll() is None:
-            proc.stdin.close()  # an orderly stop: what it took is finished first
+            proc.stdin.close()  # an orderly stop: what it took is finished (and noted) first
             try:
-                proc.wait(30)
+                proc.wait(stop_wait)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)

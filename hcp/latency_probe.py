@@ -21,11 +21,9 @@ against the milliseconds measured.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -157,39 +155,13 @@ def read_lags(path) -> list[float]:
         return [row[1] for row in rows if row[0] == "lag"]
 
 
-@contextlib.contextmanager
 def traced_collector(url, host, port, client_id, marks_file, timeout: float = 60):
     """The traced ingest in a child process until the block ends; its marks
     are in `marks_file` once the block has ended."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hcp.latency_probe", url, host, str(port), client_id,
-         str(marks_file)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        ready = threading.Event()
-        threading.Thread(target=lambda: proc.stdout.readline() and ready.set(), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not ready.wait(0.1):
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"the collector process ended (exit {proc.returncode}) before it subscribed"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the collector process did not subscribe within {timeout:.0f} s"
-                )
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.stdin.close()  # an orderly stop; it writes its marks
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+    from hcp.bench_collector import collector_process
+
+    return collector_process(url, host, port, client_id, timeout, module="hcp.latency_probe",
+                             extra=(str(marks_file),), stop_wait=60)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -323,17 +323,19 @@ def test_two_staff_changes_at_once_both_reach_the_roster(engine):
 
 
 def _waiting_on_a_lock(engine, count=1):
-    with engine.connect() as watch:
-        return wait_for(
-            lambda: (
+    def waiting():
+        # a transaction of its own each time: PostgreSQL reads pg_stat_activity
+        # once per transaction, so one kept open saw a wait begun later never
+        with engine.connect() as watch:
+            return (
                 watch.exec_driver_sql(
                     "SELECT count(*) FROM pg_stat_activity "
                     "WHERE wait_event_type = 'Lock' AND datname = current_database()"
                 ).scalar()
                 == count
-            ),
-            30,
-        )
+            )
+
+    return wait_for(waiting, 30)
 
 
 @pytest.mark.parametrize("engine", ["postgresql"], indirect=True)

@@ -296,9 +296,6 @@ def test_two_staff_changes_at_once_both_reach_the_roster(engine):
     with engine.begin() as conn:
         hall(conn)
     keypads_configured(engine)
-    first = engine.connect()
-    first_tx = first.begin()
-    org.add(first, "staff", "2010", "甲", "hall-ws")  # kp-01's config locked until commit
     done = []
 
     def second():
@@ -306,7 +303,23 @@ def test_two_staff_changes_at_once_both_reach_the_roster(engine):
             org.add(conn, "staff", "2011", "乙", "hall-ws")
         done.append(True)
 
-    thread = threading.Thread(target=second)
+    _waits_for_a_staff_change(engine, second)  # kp-01's config locked until its commit
+    assert done == [True]
+    row = desired(engine, "kp-01")
+    assert row["version"] == 3
+    assert row["body"]["roster"] == [
+        ["2001", "李强"], ["2002", "王芳"], ["2010", "甲"], ["2011", "乙"]
+    ]  # fmt: skip
+
+
+def _waits_for_a_staff_change(engine, action):
+    """`action` runs in a thread while another session has added staff member
+    2010 to hall-ws and not committed yet: it must wait on that session's
+    lock (seen in pg_stat_activity), and runs to its end after the commit."""
+    first = engine.connect()
+    first_tx = first.begin()
+    org.add(first, "staff", "2010", "甲", "hall-ws")
+    thread = threading.Thread(target=action)
     thread.start()
     try:
         assert _waiting_on_a_lock(engine)
@@ -314,12 +327,6 @@ def test_two_staff_changes_at_once_both_reach_the_roster(engine):
     finally:
         first.close()
         thread.join(30)
-    assert done == [True]
-    row = desired(engine, "kp-01")
-    assert row["version"] == 3
-    assert row["body"]["roster"] == [
-        ["2001", "李强"], ["2002", "王芳"], ["2010", "甲"], ["2011", "乙"]
-    ]  # fmt: skip
 
 
 def _waiting_on_a_lock(engine, count=1):
@@ -352,23 +359,13 @@ def test_a_config_saved_while_staff_change_gets_the_next_version(engine_app):
     AuthActions(client).login("admin")
     page = client.get("/fleet/kp-01").get_data(as_text=True)
     token = page.split('name="csrf_token" value="')[1].split('"')[0]
-    first = engine.connect()
-    first_tx = first.begin()
-    org.add(first, "staff", "2010", "甲", "hall-ws")  # version 2, not committed yet
     answers = []
 
     def save():
         form = {"csrf_token": token, "window_id": "A01", "hours": "1-5 08:30-17:00"}
         answers.append(client.post("/fleet/kp-01/config", data=form).status_code)
 
-    thread = threading.Thread(target=save)
-    thread.start()
-    try:
-        assert _waiting_on_a_lock(engine)
-        first_tx.commit()
-    finally:
-        first.close()
-        thread.join(30)
+    _waits_for_a_staff_change(engine, save)  # version 2, not committed while it waits
     assert answers == [302]
     row = desired(engine, "kp-01")
     assert (row["version"], row["updated_by"]) == (3, "admin")

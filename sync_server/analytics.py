@@ -223,8 +223,10 @@ def view_figures(conn, query: Query, rate_stars) -> dict:
     if query.view == "bad":
         return bad_figures(conn, query, rate_stars)
     dimension = VIEWS[query.view][0]
-    counts = query.totals(conn, dimension)
-    if query.view == "trend":
+    # by month: the month rows of whole months, not every day's row
+    monthly = query.view == "trend" and query.grain == "month"
+    counts = query.totals(conn, "month" if monthly else dimension)
+    if query.view == "trend" and not monthly:  # days into weeks (or kept as days)
         grouped: dict[str, list[int]] = {}
         for day, levels in counts.items():
             _add(grouped.setdefault(_period_key(day, query.grain), [0] * 5), levels)

@@ -49,7 +49,7 @@ from sync_server.schema_figures import LEVEL_COLUMNS, figures_daily
 log = logging.getLogger(__name__)
 
 ZONE = ZoneInfo("Asia/Shanghai")
-DIMENSIONS = ("unit", "window", "staff", "item", "channel", "tag", "hour", "day")
+DIMENSIONS = ("unit", "window", "staff", "item", "channel", "tag", "hour", "day", "month")
 STORED_DIMS = ("unit", "window", "staff", "item", "hour", "tag")
 MAX_KEY = 100  # figures_daily.key
 LEVELS = (1, 2, 3, 4, 5)
@@ -430,8 +430,15 @@ def level_counts(
     if dimension not in DIMENSIONS:
         raise ValueError(f"dimension: must be one of {', '.join(DIMENSIONS)}")
     f = figures_daily.c
-    stored = {"channel": "unit", "day": "unit"}.get(dimension, dimension)
-    group = {"unit": f.unit_id, "day": f.day, "channel": f.channel}.get(dimension, f.key)
+    stored = {"channel": "unit", "day": "unit", "month": "unit"}.get(dimension, dimension)
+    group = {
+        "unit": f.unit_id,
+        "day": f.day,
+        "channel": f.channel,
+        # by month ("YYYY-MM"): a month row's day is its month, a day row's
+        # starts with it, so whole months read one row each and the edges days
+        "month": func.substr(f.day, 1, 7),
+    }.get(dimension, f.key)
     if dimension == "day":  # by day: the day rows
         segments = [(stored, start_day, end_day)]
     else:

@@ -125,7 +125,7 @@ def test_each_dimension_counts_the_ratings_of_its_local_day(engine):
     assert totals(engine, "unit", channel="web") == {"S2": (stars(n4=1), 1, 0, 1.0), "": (stars(n3=1), 1, 0, 1.0)}  # fmt: skip
     with pytest.raises(ValueError) as caught:
         totals(engine, "colour")
-    assert str(caught.value) == "dimension: must be one of unit, window, staff, item, channel, tag, hour, day"  # fmt: skip
+    assert str(caught.value) == "dimension: must be one of unit, window, staff, item, channel, tag, hour, day, month"  # fmt: skip
 
 
 def test_voided_and_repeated_ratings_count_nowhere_and_a_restore_counts_again(engine):
@@ -351,6 +351,34 @@ def test_any_period_sums_to_the_same_as_its_days(engine, start, days, open_end):
                 for i in range(5):
                     kept[i] += levels[i]
     assert found == expected
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    start=st.one_of(st.none(), st.dates(dt.date(2025, 12, 1), dt.date(2026, 5, 31))),
+    days=st.integers(0, 200),
+    open_end=st.booleans(),
+    channel=st.sampled_from([None, "keypad", "web"]),
+)
+def test_by_month_any_period_sums_to_the_same_as_its_days(engine, start, days, open_end, channel):
+    """The month trend reads month rows for whole months and day rows at the
+    edges: the same as the period's day rows added up by month."""
+    with engine.connect() as conn:
+        if not conn.execute(select(figures_daily.c.dim).limit(1)).first():
+            _spread(engine)
+        end = None if open_end else ((start or dt.date(2026, 1, 1)) + dt.timedelta(days=days))
+        start_day = start.isoformat() if start else None
+        end_day = end.isoformat() if end else None
+        found = figures.level_counts(conn, "month", start_day, end_day, channel=channel)
+        expected: dict = {}
+        for dim, day, _unit, row_channel, _key, *levels in figures.all_rows(conn):
+            if dim != "unit" or (channel and row_channel != channel):
+                continue
+            if (not start_day or day >= start_day) and (not end_day or day <= end_day):
+                kept = expected.setdefault(day[:7], [0] * 5)
+                for i in range(5):
+                    kept[i] += levels[i]
+    assert found == {month: levels for month, levels in expected.items() if any(levels)}
 
 
 def _spread(engine):

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         font,
         kiosk,
         provision,
+        sim_board,
         sim_keypad,
         sim_province,
         sim_sms,
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.required = True
     fault.register(runs)
     sim_keypad.register(runs)
+    sim_board.register(runs)
     sim_province.register(runs)
     sim_sms.register(runs)
     window.register(commands)

@@ -117,3 +117,41 @@ def test_friendly_repl_line_and_raw_paste_of_a_large_file(virtual_board, tmp_pat
         while b"42\r\n>>> " not in seen and time.monotonic() < deadline:
             seen += port.read(256)
     assert b"42\r\n>>> " in seen, seen
+
+
+def test_hcp_sim_board_serves_a_board_that_mpremote_uses_and_stops_on_ctrl_c(tmp_path):
+    """`hcp sim board` as a new user runs it: it prints the port, real mpremote
+    runs a program there and writes a file into its folder, Ctrl-C stops it."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.harness.micropython_unix import require_micropython32
+
+    require_micropython32()
+    folder = tmp_path / "board-fs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hcp", "sim", "board", "--folder", str(folder),
+         "--duration", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        port = next(line.split(": ", 1)[1].strip() for line in lines if "serial port:" in line)
+        assert "空板，等待 REPL / empty board at its REPL\n" in [line.lstrip() for line in lines]
+        ran = mpremote(port, "exec", "print(6 * 7)")
+        assert ran.returncode == 0 and ran.stdout.strip() == "42", ran.stdout + ran.stderr
+        wrote = mpremote(port, "exec", "open('/hello.txt', 'w').write('你好')")
+        assert wrote.returncode == 0, wrote.stdout + wrote.stderr
+        assert (folder / "hello.txt").read_text() == "你好"
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=20)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "已停止 stopped" in rest

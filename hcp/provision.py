@@ -44,7 +44,33 @@ ROOT = Path(__file__).resolve().parents[1]
 KEY_BYTES = 32
 DATA_DIR = "/data"
 CONFIG_PATH = DATA_DIR + "/config.json"
-MAIN_PY = "from device.main import main\n\nmain()\n"
+# /main.py: the firmware. One on trial (a firmware update, device/update.py)
+# that raises instead of running resets the board after a pause, so /boot.py
+# counts its boots and goes back to the previous slot after the third; a board
+# that is not on trial stays at its REPL with the error printed, as before.
+MAIN_PY = """try:
+    from device.main import main
+
+    main()
+except Exception as exc:
+    import sys
+
+    sys.print_exception(exc)
+    try:
+        import json
+
+        with open("/data/fw.json") as f:
+            trial = json.loads(f.read()).get("trial")
+    except Exception:
+        trial = False
+    if trial:
+        import machine
+        import time
+
+        print("hcp: the firmware on trial did not start; reset in 5 s")
+        time.sleep(5)  # Ctrl-C on the serial console stops here
+        machine.reset()
+"""
 FLEET_MODULES = ("device/update.py",)  # over-the-air updates (device/commands.py imports it)
 BUNDLE_FORMAT = "hcp-provision-bundle"
 CHUNK = 256  # bytes per fs write (mpremote's own chunk; fits any board's raw REPL)

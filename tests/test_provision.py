@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from device import store as device_store
+from hcp import provision
 from hcp.cli import main as hcp_main
 from sync_server import db
 from tests.harness import records
@@ -104,7 +105,7 @@ def test_provision_flash_boot_and_online(virtual_board, mosquitto_broker, collec
         assert "hcp collector broker-auth" in run.stdout  # the reminder
         # what the board holds: the firmware, main.py, config and the seeded state
         root = virtual_board.root
-        assert (root / "main.py").read_text() == "from device.main import main\n\nmain()\n"
+        assert (root / "main.py").read_text() == provision.MAIN_PY
         assert (root / "lib" / "device" / "main.mpy").is_file()
         config = json.loads((root / "data" / "config.json").read_text())
         assert not (root / "data" / "config.json.tmp").exists()

@@ -330,7 +330,8 @@ def test_forged_and_expired_case_tokens(world):
         assert response.status_code == 404, path
         assert text_of(response, "notice") == FORGED
     # signed with the right key, but its last day has passed
-    expired = _token_path(world, event_id, dt.date.today() - dt.timedelta(days=2))
+    today = citizen_tokens.today(world.config["HCP_TIMEZONE"])
+    expired = _token_path(world, event_id, today - dt.timedelta(days=2))
     response = client.get(expired)
     assert response.status_code == 410 and text_of(response, "notice") == PERIOD_OVER
     assert client.post(expired, data={"stars": "5"}).status_code == 400  # no CSRF token
@@ -341,7 +342,10 @@ def test_an_event_out_of_its_period_is_refused_on_every_page(world):
     handled = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
     answer = register(world, "LZ2026100100001", handled=handled)
     client = world.test_client()
-    path = _token_path(world, answer["id"], dt.date.today())  # a token still in date
+    # a token still in date: today where the collector is (Asia/Shanghai; the
+    # machine's own date is a day behind from 16:00 UTC)
+    today = citizen_tokens.today(world.config["HCP_TIMEZONE"])
+    path = _token_path(world, answer["id"], today)
     response = client.get(path)
     assert response.status_code == 409 and text_of(response, "notice") == PERIOD_OVER
     window = rate(client, "/r/w/A01", 5, case_no="LZ2026100100001")

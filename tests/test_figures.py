@@ -330,54 +330,58 @@ def test_period_segments_split_whole_months_from_the_days_around_them():
     assert segments("unit", "2025-12-31", None) == [("unit.m", "2026-01", None), ("unit", "2025-12-31", "2025-12-31")]  # fmt: skip
 
 
+PERIODS = {
+    "start": st.one_of(st.none(), st.dates(dt.date(2025, 12, 1), dt.date(2026, 5, 31))),
+    "days": st.integers(0, 200),
+    "open_end": st.booleans(),
+}
+
+
+def _day_rows_in(engine, conn, start, days, open_end):
+    """(start_day, end_day, the day rows of that period): the spread stored
+    once, a period from hypothesis's start, length and open end."""
+    if not conn.execute(select(figures_daily.c.dim).limit(1)).first():
+        _spread(engine)
+    end = None if open_end else ((start or dt.date(2026, 1, 1)) + dt.timedelta(days=days))
+    low, high = (start.isoformat() if start else None), (end.isoformat() if end else None)
+    rows = [
+        row for row in figures.all_rows(conn)
+        if (not low or row[1] >= low) and (not high or row[1] <= high)
+    ]  # fmt: skip
+    return low, high, rows
+
+
+def _added(expected, key, levels):
+    kept = expected.setdefault(key, [0] * 5)
+    for i in range(5):
+        kept[i] += levels[i]
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(
-    start=st.one_of(st.none(), st.dates(dt.date(2025, 12, 1), dt.date(2026, 5, 31))),
-    days=st.integers(0, 200),
-    open_end=st.booleans(),
-)
+@given(**PERIODS)
 def test_any_period_sums_to_the_same_as_its_days(engine, start, days, open_end):
     with engine.connect() as conn:
-        if not conn.execute(select(figures_daily.c.dim).limit(1)).first():
-            _spread(engine)
-        end = None if open_end else ((start or dt.date(2026, 1, 1)) + dt.timedelta(days=days))
-        start_day = start.isoformat() if start else None
-        end_day = end.isoformat() if end else None
-        found = figures.level_counts(conn, "window", start_day, end_day)
-        expected: dict = {}
-        for dim, day, _unit, _channel, key, *levels in figures.all_rows(conn):
-            if dim == "window" and (not start_day or day >= start_day) and (not end_day or day <= end_day):  # fmt: skip
-                kept = expected.setdefault(key, [0] * 5)
-                for i in range(5):
-                    kept[i] += levels[i]
+        low, high, rows = _day_rows_in(engine, conn, start, days, open_end)
+        found = figures.level_counts(conn, "window", low, high)
+    expected: dict = {}
+    for dim, _day, _unit, _channel, key, *levels in rows:
+        if dim == "window":
+            _added(expected, key, levels)
     assert found == expected
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(
-    start=st.one_of(st.none(), st.dates(dt.date(2025, 12, 1), dt.date(2026, 5, 31))),
-    days=st.integers(0, 200),
-    open_end=st.booleans(),
-    channel=st.sampled_from([None, "keypad", "web"]),
-)
+@given(**PERIODS, channel=st.sampled_from([None, "keypad", "web"]))
 def test_by_month_any_period_sums_to_the_same_as_its_days(engine, start, days, open_end, channel):
     """The month trend reads month rows for whole months and day rows at the
     edges: the same as the period's day rows added up by month."""
     with engine.connect() as conn:
-        if not conn.execute(select(figures_daily.c.dim).limit(1)).first():
-            _spread(engine)
-        end = None if open_end else ((start or dt.date(2026, 1, 1)) + dt.timedelta(days=days))
-        start_day = start.isoformat() if start else None
-        end_day = end.isoformat() if end else None
-        found = figures.level_counts(conn, "month", start_day, end_day, channel=channel)
-        expected: dict = {}
-        for dim, day, _unit, row_channel, _key, *levels in figures.all_rows(conn):
-            if dim != "unit" or (channel and row_channel != channel):
-                continue
-            if (not start_day or day >= start_day) and (not end_day or day <= end_day):
-                kept = expected.setdefault(day[:7], [0] * 5)
-                for i in range(5):
-                    kept[i] += levels[i]
+        low, high, rows = _day_rows_in(engine, conn, start, days, open_end)
+        found = figures.level_counts(conn, "month", low, high, channel=channel)
+    expected: dict = {}
+    for dim, day, _unit, row_channel, _key, *levels in rows:
+        if dim == "unit" and (not channel or row_channel == channel):
+            _added(expected, day[:7], levels)
     assert found == {month: levels for month, levels in expected.items() if any(levels)}
 
 

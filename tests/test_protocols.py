@@ -10,7 +10,7 @@ import hmac
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from protocols import canonical, levels, messages, record, sign, topics
@@ -35,6 +35,8 @@ json_values = st.recursive(
 
 
 @given(json_values)
+@example("\\r")  # a backslash, then r: the reference once took it for a carriage return
+@example({"\\n\n": "\\\\t\t"})
 def test_canonical_matches_the_reference_and_reads_back(value):
     data = canonical.dumps(value)
     assert data == reference_canonical(value)

@@ -9,7 +9,6 @@ manager and a clerk of 闻韶街道, a unit manager of 雪宫街道, a technicia
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 
@@ -17,8 +16,8 @@ import pytest
 
 from sync_server import db, org
 from tests import access
-from tests.harness.collector import CSRF_FIELD, AuthActions, _password_hash, app_with_users
-from tests.harness.databases import postgres_database
+from tests.harness import shared_worlds
+from tests.harness.collector import CSRF_FIELD, AuthActions, _password_hash
 from tests.harness.records import CONTACT, add_evaluation
 
 OTHER_CONTACT = "13900000000"
@@ -71,15 +70,12 @@ def reading_world(request, tmp_path_factory):
     a migrated database, Linzi's seed and the users: about half a second).
     PostgreSQL gets its own database, apart from the one the per-test
     fixtures reset."""
-    folder = tmp_path_factory.mktemp("reading-world")
-    with contextlib.ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{folder / 'collector.db'}"
-        else:
-            url = stack.enter_context(postgres_database())
-        app = stack.enter_context(app_with_users(folder, url))
+
+    def build(app):
         build_world(app)
         app.logged_in = {}  # role -> a client logged in once (reading keeps the session)
+
+    with shared_worlds.module_world(request, tmp_path_factory, build) as app:
         yield app
 
 

@@ -6,7 +6,6 @@ SQLite file and once on a fresh PostgreSQL database.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 
@@ -15,8 +14,8 @@ import pytest
 from protocols import messages
 from sync_server import db
 from sync_server.ingest import Ingestor
-from tests.harness.collector import AuthActions, app_with_users
-from tests.harness.databases import postgres_database
+from tests.harness import shared_worlds
+from tests.harness.collector import AuthActions
 from tests.harness.records import (
     CONTACT,
     add_evaluation,
@@ -46,15 +45,12 @@ def reading(request, tmp_path_factory):
     many cases that only read (a fresh world costs about half a second);
     `reading.clients` keeps one logged-in client per role. PostgreSQL gets
     its own database, apart from the one the per-test fixtures reset."""
-    folder = tmp_path_factory.mktemp("reading")
-    with contextlib.ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{folder / 'collector.db'}"
-        else:
-            url = stack.enter_context(postgres_database())
-        app = stack.enter_context(app_with_users(folder, url))
+
+    def build(app):
         add_sample(app.extensions["hcp_engine"])
         app.clients = {}
+
+    with shared_worlds.module_world(request, tmp_path_factory, build) as app:
         yield app
 
 

@@ -20,7 +20,6 @@ route; hypothesis adds its own mutations at any depth of the example body.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime as dt
 import json
@@ -35,8 +34,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
 from sync_server import db
-from tests.harness.collector import app_with_users
-from tests.harness.databases import postgres_database
+from tests.harness import shared_worlds
 from tests.test_access import build_world, client_as
 from tests.test_openapi import CALLS
 
@@ -130,17 +128,14 @@ def _where(table, key):
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def fuzz_world(request, tmp_path_factory):
     """One world per database for the module, put back after each accepted request."""
-    folder = tmp_path_factory.mktemp("api-fuzz")
-    with contextlib.ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{folder / 'collector.db'}"
-        else:
-            url = stack.enter_context(postgres_database())
-        app = stack.enter_context(app_with_users(folder, url))
+
+    def build(app):
         build_world(app)
         app.logged_in = {}
         app.kind = request.param
         app.world = World(app)
+
+    with shared_worlds.module_world(request, tmp_path_factory, build) as app:
         yield app
 
 

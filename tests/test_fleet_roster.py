@@ -35,6 +35,14 @@ def hall(conn):
     org.add(conn, "staff", "3001", "赵六", "hall-ws2")
 
 
+def hall_with_keypads(engine):
+    """Linzi seeded, the halls and staff of hall(), kp-01 and kp-02 configured."""
+    org.seed(engine)
+    with engine.begin() as conn:
+        hall(conn)
+    keypads_configured(engine)
+
+
 def keypads_configured(engine):
     for device_id in ("kp-01", "kp-02"):
         db.add_device(engine, device_id, "11" * 32)
@@ -59,8 +67,7 @@ def audit_rows(engine, *actions):
 
 
 def post(client, path, **data):
-    page = client.get("/org").get_data(as_text=True)
-    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    token = AuthActions(client).csrf_token("/org")
     return client.post(path, data={"csrf_token": token, **data})
 
 
@@ -73,10 +80,7 @@ def manager_client(app, engine):
 
 def test_a_unit_manager_moves_a_staff_member_and_both_keypads_get_the_new_roster(engine_app):
     engine = engine_app.extensions["hcp_engine"]
-    org.seed(engine)
-    with engine.begin() as conn:
-        hall(conn)
-    keypads_configured(engine)
+    hall_with_keypads(engine)
     client = manager_client(engine_app, engine)
 
     moved = post(client, "/org/move", what="staff", code="2002", unit="hall-ws2")
@@ -119,10 +123,7 @@ def test_a_unit_manager_moves_a_staff_member_and_both_keypads_get_the_new_roster
 
 
 def test_a_window_moved_to_another_unit_takes_that_units_roster(engine):
-    org.seed(engine)
-    with engine.begin() as conn:
-        hall(conn)
-    keypads_configured(engine)
+    hall_with_keypads(engine)
     with engine.begin() as conn:
         assert org.move(conn, "windows", "A01", "hall-ws2") == []
     row = desired(engine, "kp-01")
@@ -140,15 +141,11 @@ def test_a_window_moved_to_another_unit_takes_that_units_roster(engine):
 
 def test_a_staff_file_gives_each_keypad_one_new_version(engine_app):
     engine = engine_app.extensions["hcp_engine"]
-    org.seed(engine)
-    with engine.begin() as conn:
-        hall(conn)
-    keypads_configured(engine)
+    hall_with_keypads(engine)
     client = engine_app.test_client()
     AuthActions(client).login("admin")
     data = "code,name,unit\n2001,李强,hall-ws2\n2002,王芳芳,hall-ws\n2004,周杰,hall-ws\n"
-    page = client.get("/org").get_data(as_text=True)
-    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    token = AuthActions(client).csrf_token("/org")
     imported = client.post(
         "/org/import",
         data={"csrf_token": token, "what": "staff", "file": (_file(data), "staff.csv")},
@@ -219,10 +216,7 @@ def test_a_unit_too_big_for_a_keypad_keeps_its_roster_and_the_pages_say_why(engi
 
 
 def test_a_roster_too_many_bytes_for_a_keypad_is_held_with_its_size(engine):
-    org.seed(engine)
-    with engine.begin() as conn:
-        hall(conn)
-    keypads_configured(engine)
+    hall_with_keypads(engine)
     with engine.begin() as conn:
         for n in range(20):  # long names: few staff, but too many bytes
             org.add(conn, "staff", f"8{n:03d}", "长" * 60, "hall-ws")
@@ -270,10 +264,7 @@ def test_the_running_keypad_applies_the_roster_after_a_staff_move(fleet_broker):
 
 
 def test_a_renamed_staff_member_on_duty_is_shown_by_the_new_name(engine):
-    org.seed(engine)
-    with engine.begin() as conn:
-        hall(conn)
-    keypads_configured(engine)
+    hall_with_keypads(engine)
     with engine.begin() as conn:
         # kp-02's window is in hall-ws2, its staff on duty from hall-ws
         body = fleet.build_body(conn, window_id="B01", staff_id="2001")
@@ -292,10 +283,7 @@ def test_two_staff_changes_at_once_both_reach_the_roster(engine):
     """Two managers add a colleague to one hall at the same moment: the second
     change waits for the first's keypad configs, then derives them from the
     staff table with both, instead of overwriting the first's version."""
-    org.seed(engine)
-    with engine.begin() as conn:
-        hall(conn)
-    keypads_configured(engine)
+    hall_with_keypads(engine)
     done = []
 
     def second():
@@ -351,14 +339,10 @@ def test_a_config_saved_while_staff_change_gets_the_next_version(engine_app):
     hall: the save waits, then takes the roster with the colleague and the
     version after the manager's, never the same version with another body."""
     engine = engine_app.extensions["hcp_engine"]
-    org.seed(engine)
-    with engine.begin() as conn:
-        hall(conn)
-    keypads_configured(engine)
+    hall_with_keypads(engine)
     client = engine_app.test_client()
     AuthActions(client).login("admin")
-    page = client.get("/fleet/kp-01").get_data(as_text=True)
-    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    token = AuthActions(client).csrf_token("/fleet/kp-01")
     answers = []
 
     def save():
@@ -377,15 +361,11 @@ def test_a_staff_file_that_overfills_a_hall_is_taken_and_says_which_keypads_kept
     engine_app,
 ):
     engine = engine_app.extensions["hcp_engine"]
-    org.seed(engine)
-    with engine.begin() as conn:
-        hall(conn)
-    keypads_configured(engine)
+    hall_with_keypads(engine)
     client = engine_app.test_client()
     AuthActions(client).login("admin")
     rows = "".join(f"7{n:03d},员工,hall-ws\n" for n in range(fleet.MAX_ROSTER))
-    page = client.get("/org").get_data(as_text=True)
-    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    token = AuthActions(client).csrf_token("/org")
     imported = client.post(
         "/org/import",
         data={"csrf_token": token, "what": "staff", "file": (_file("code,name,unit\n" + rows),
